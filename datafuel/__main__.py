@@ -1,0 +1,5 @@
+import sys
+
+from datafuel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""datafuel.clean (see DESIGN.md)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,52 @@
+"""``datafuel inspect``: schema, shard count, rows and bytes of a shard set."""
+
+from __future__ import annotations
+
+import click
+
+from datafuel.loaders import ShardSet
+
+from ._common import echo_json
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable
+
+
+@click.command("inspect")
+@click.argument("shards_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--verify", is_flag=True, help="Check every file's sha256 against the manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object.")
+def inspect_cmd(shards_dir: str, verify: bool, as_json: bool) -> None:
+    """Print the schema, shard count, rows and bytes of SHARDS_DIR (with --verify, check checksums)."""
+    ds = ShardSet(shards_dir, verify=verify)
+    info = {
+        "path": shards_dir,
+        "format_version": ds.manifest["version"],
+        "rows": len(ds),
+        "shards": ds.num_shards,
+        "bytes": ds.nbytes,
+        "fields": {n: f.to_json() for n, f in ds.fields.items()},
+        "provenance": ds.provenance,
+        "metadata": ds.metadata,
+        "verified": verify,
+    }
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"{shards_dir}: {len(ds)} rows in {ds.num_shards} shard(s), {_human(ds.nbytes)}")
+    click.echo("fields:")
+    for name, spec in ds.fields.items():
+        shape = f" shape={list(spec.shape)}" if spec.kind == "fixed" else ""
+        click.echo(f"  {name:<16} {spec.kind:<7} {spec.dtype}{shape}")
+    for key, value in sorted(ds.provenance.items()):
+        click.echo(f"provenance.{key}: {value}")
+    for key, value in sorted(ds.metadata.items()):
+        text = str(value)
+        click.echo(f"metadata.{key}: {text if len(text) < 200 else text[:197] + '...'}")
+    if verify:
+        click.echo("verify: every checksum matches")

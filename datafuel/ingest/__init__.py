@@ -1,0 +1,5 @@
+"""datafuel.ingest (see DESIGN.md)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

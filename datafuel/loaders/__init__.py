@@ -1,0 +1,19 @@
+"""Shard format (writer, reader, token streams) and the training-loop loader."""
+
+from __future__ import annotations
+
+from ._reader import ShardSet
+from ._schema import Field, bytes_field, fixed, ragged
+from ._tokens import TokenStream
+from ._writer import ShardWriter, write_shards
+
+__all__ = [
+    "Field",
+    "ShardSet",
+    "ShardWriter",
+    "TokenStream",
+    "bytes_field",
+    "fixed",
+    "ragged",
+    "write_shards",
+]

@@ -1,0 +1,276 @@
+"""``ShardSet``: memory-mapped, O(1) random access to a shard set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datafuel.errors import ConfigError, CorruptShardError, SchemaError
+
+from ._manifest import load_manifest, sha256_file
+from ._schema import Field
+from ._tokens import TokenStream
+
+__all__ = ["ShardSet"]
+
+
+def _map(path: Path, dtype: np.dtype[Any], nbytes: int) -> np.ndarray:
+    if nbytes == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+class ShardSet:
+    """Read a shard set written by :class:`ShardWriter`.
+
+    Every file is memory-mapped on first use; nothing per sample is held in Python
+    objects, so forked or threaded workers do not grow memory as they read.
+    Opening checks the manifest (format, version, plain file names) and every
+    file's size; ``verify=True`` (or :meth:`verify`) also checks every sha256.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from datafuel.loaders import ShardSet, write_shards
+    >>> d = tempfile.mkdtemp()
+    >>> _ = write_shards(d, x=np.arange(10, dtype=np.float32).reshape(5, 2), y=np.arange(5))
+    >>> ds = ShardSet(d)
+    >>> ds.gather([4, 0])["y"].tolist()
+    [4, 0]
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, verify: bool = False) -> None:
+        self.directory = Path(directory)
+        self.manifest, self.fields = load_manifest(self.directory)
+        self.shards: list[dict[str, Any]] = self.manifest["shards"]
+        rows = np.array([s["rows"] for s in self.shards], dtype=np.int64)
+        #: global index of each shard's first row, plus the total at the end
+        self.offsets = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        self._maps: dict[tuple[int, str], tuple[np.ndarray, np.ndarray | None]] = {}
+        self._check_sizes()
+        if verify:
+            self.verify()
+
+    # -- metadata ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.manifest.get("metadata", {}))
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return dict(self.manifest.get("provenance", {}))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.manifest.get("total_bytes", 0))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{n}:{f.kind}[{f.dtype}{list(f.shape) if f.shape else ''}]"
+            for n, f in self.fields.items()
+        )
+        return f"ShardSet({str(self.directory)!r}, rows={len(self)}, shards={self.num_shards}, fields=({fields}))"
+
+    # -- integrity ---------------------------------------------------------------
+    def _files(self) -> Iterator[tuple[Path, dict[str, Any], str]]:
+        for shard in self.shards:
+            for fname, parts in shard["files"].items():
+                for entry in parts.values():
+                    yield self.directory / entry["name"], entry, fname
+
+    def _check_sizes(self) -> None:
+        for k, shard in enumerate(self.shards):
+            for fname, parts in shard["files"].items():
+                spec = self.fields[fname]
+                for part, entry in parts.items():
+                    path = self.directory / entry["name"]
+                    try:
+                        size = path.stat().st_size
+                    except FileNotFoundError as exc:
+                        raise CorruptShardError(
+                            f"{path}: listed in the manifest but missing.", path=path, field=fname
+                        ) from exc
+                    if size != entry["bytes"]:
+                        raise CorruptShardError(
+                            f"{path}: size is {size} bytes but the manifest says {entry['bytes']} "
+                            "(truncated or modified after it was written).",
+                            path=path,
+                            field=fname,
+                        )
+                    if part == "idx" and size != 8 * (shard["rows"] + 1):
+                        raise CorruptShardError(
+                            f"{path}: offsets file must hold rows+1 = {shard['rows'] + 1} uint64.",
+                            path=path,
+                            field=fname,
+                        )
+                    if (
+                        part == "bin"
+                        and spec.kind == "fixed"
+                        and size != spec.row_bytes * shard["rows"]
+                    ):
+                        raise CorruptShardError(
+                            f"{path}: {size} bytes do not hold {shard['rows']} rows of {spec.dtype}{list(spec.shape)}.",
+                            path=path,
+                            field=fname,
+                        )
+            for fname, spec in self.fields.items():
+                if spec.kind != "fixed" and shard["rows"]:
+                    _, idx = self._mmap(k, fname)
+                    assert idx is not None
+                    end = int(idx[-1]) * spec.itemsize
+                    if (
+                        int(idx[0]) != 0
+                        or end != shard["files"][fname]["bin"]["bytes"]
+                        or np.any(np.diff(idx.astype(np.int64)) < 0)
+                    ):
+                        path = self.directory / shard["files"][fname]["idx"]["name"]
+                        raise CorruptShardError(
+                            f"{path}: offsets are not a non-decreasing 0..len(bin) sequence.",
+                            path=path,
+                            field=fname,
+                        )
+
+    def verify(self) -> None:
+        """Check every file's sha256 against the manifest; raise naming the first bad file."""
+        for path, entry, fname in self._files():
+            digest = sha256_file(path)
+            if digest != entry["sha256"]:
+                raise CorruptShardError(
+                    f"{path}: checksum mismatch (sha256 {digest[:16]}..., manifest says {entry['sha256'][:16]}...).",
+                    path=path,
+                    field=fname,
+                )
+
+    # -- access ------------------------------------------------------------------
+    def _mmap(self, shard: int, field: str) -> tuple[np.ndarray, np.ndarray | None]:
+        key = (shard, field)
+        hit = self._maps.get(key)
+        if hit is not None:
+            return hit
+        spec = self.fields[field]
+        files = self.shards[shard]["files"][field]
+        data = _map(self.directory / files["bin"]["name"], spec.np_dtype, files["bin"]["bytes"])
+        idx = None
+        if spec.kind == "fixed":
+            data = data.reshape((self.shards[shard]["rows"], *spec.shape))
+        else:
+            idx = _map(
+                self.directory / files["idx"]["name"], np.dtype("<u8"), files["idx"]["bytes"]
+            )
+        self._maps[key] = (data, idx)
+        return data, idx
+
+    def field_array(self, field: str, shard: int = 0) -> np.ndarray:
+        """The memory-mapped data array of one field in one shard (read-only)."""
+        self._check_field(field)
+        return self._mmap(shard, field)[0]
+
+    def _check_field(self, field: str) -> Field:
+        try:
+            return self.fields[field]
+        except KeyError:
+            raise SchemaError(
+                f"no field {field!r} in {self.directory}; fields are {sorted(self.fields)}.",
+                field=field,
+            ) from None
+
+    def _locate(self, indices: np.ndarray) -> np.ndarray:
+        n = len(self)
+        if indices.size and (indices.min() < -n or indices.max() >= n):
+            bad = indices[(indices < -n) | (indices >= n)][0]
+            raise IndexError(
+                f"sample index {int(bad)} is out of range for {self.directory} with {n} rows."
+            )
+        return np.searchsorted(self.offsets, indices, side="right") - 1
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        out = self.gather(np.array([index], dtype=np.int64))
+        return {k: v[0] for k, v in out.items()}
+
+    def gather(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        fields: Sequence[str] | None = None,
+        out: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, Any]:
+        """Rows ``indices`` of each field: one vectorised read per shard and field.
+
+        Fixed fields come back as arrays of shape ``(len(indices), *shape)`` (written
+        into ``out[field]`` when given, e.g. a pinned buffer); ragged fields as a list
+        of arrays; bytes fields as a list of ``bytes``.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and idx.min() < 0:
+            idx = np.where(idx < 0, idx + len(self), idx)
+        shard_of = self._locate(idx)
+        names = list(self.fields) if fields is None else list(fields)
+        result: dict[str, Any] = {}
+        single = bool(idx.size) and (self.num_shards == 1 or shard_of.min() == shard_of.max())
+        groups: list[tuple[int, np.ndarray]] = []
+        if not single and idx.size:
+            order = np.argsort(shard_of, kind="stable")
+            bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
+            groups = [(int(shard_of[g[0]]), g) for g in np.split(order, bounds)]
+        for name in names:
+            spec = self._check_field(name)
+            if spec.kind == "fixed":
+                dst = out.get(name) if out is not None else None
+                if dst is None:
+                    dst = np.empty((idx.size, *spec.shape), dtype=spec.np_dtype)
+                elif dst.shape != (idx.size, *spec.shape) or dst.dtype != spec.np_dtype:
+                    raise SchemaError(
+                        f"out[{name!r}] must be {spec.dtype} of shape {(idx.size, *spec.shape)}; got {dst.dtype} {dst.shape}.",
+                        field=name,
+                    )
+                if idx.size == 0:
+                    pass
+                elif single:
+                    k = int(shard_of[0])
+                    np.take(self._mmap(k, name)[0], idx - self.offsets[k], axis=0, out=dst)
+                else:
+                    for k, pos in groups:
+                        dst[pos] = np.take(
+                            self._mmap(k, name)[0], idx[pos] - self.offsets[k], axis=0
+                        )
+                result[name] = dst
+            else:
+                items: list[Any] = [None] * idx.size
+                for j, (gi, k) in enumerate(zip(idx.tolist(), shard_of.tolist(), strict=True)):
+                    data, offs = self._mmap(k, name)
+                    assert offs is not None
+                    local = gi - int(self.offsets[k])
+                    a, b = int(offs[local]), int(offs[local + 1])
+                    items[j] = data[a:b].tobytes() if spec.kind == "bytes" else np.array(data[a:b])
+                result[name] = items
+        return result
+
+    def iter_batches(
+        self, batch_size: int, *, fields: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Batches in storage order (a simple sequential reader; see ``Loader`` for training)."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1. Got {batch_size} instead.")
+        for start in range(0, len(self), batch_size):
+            yield self.gather(np.arange(start, min(start + batch_size, len(self))), fields=fields)
+
+    def token_stream(self, field: str = "tokens") -> TokenStream:
+        """The ragged integer field ``field`` read as one flat token stream (see :class:`TokenStream`)."""
+        spec = self._check_field(field)
+        if spec.kind != "ragged" or spec.dtype not in ("uint16", "uint32"):
+            raise SchemaError(
+                f"field {field!r} is {spec.kind} {spec.dtype}; a token stream is a ragged uint16 or uint32 field.",
+                field=field,
+            )
+        parts = [self._mmap(k, field) for k in range(self.num_shards)]
+        return TokenStream([p[0] for p in parts], [p[1] for p in parts], spec.np_dtype)  # type: ignore[misc]

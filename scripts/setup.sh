@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install datafuel and everything it needs on a fresh machine of this kind.
+#   bash scripts/setup.sh        # runtime: datafuel + CPU torch + pillow-simd
+#   bash scripts/setup.sh dev    # also the test/lint tools and the DALI backend
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+# 1. torch first, pinned to the CPU build on this machine's disk: the project's own
+#    requirement (torch>=2.2) is then satisfied; an unpinned torch resolves to a multi-GB CUDA build.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  pip_install "torch==2.13.0"
+fi
+
+# 2. pillow-simd replaces Pillow (same PIL package). Built from source, with AVX2 where the
+#    CPU has it (without -mavx2 it is SSE4 only). It goes in before datafuel so that pip
+#    sees the PIL requirement met and never pulls stock Pillow over it.
+if ! "$PY" -c "import PIL, sys; sys.exit(0 if '.post' in PIL.__version__ else 1)" 2>/dev/null; then
+  if ! dpkg -s libjpeg62-turbo-dev >/dev/null 2>&1 || ! dpkg -s zlib1g-dev >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq libjpeg62-turbo-dev zlib1g-dev) >/dev/null
+  fi
+  cc_flags="cc"
+  grep -qw avx2 /proc/cpuinfo && cc_flags="cc -mavx2"
+  "$PY" -m pip uninstall -y -q pillow 2>/dev/null || true
+  CC="$cc_flags" pip_install --no-cache-dir --force-reinstall --no-deps "pillow-simd>=9"
+fi
+
+# 3. datafuel itself (editable), with the dev + DALI extras for the test suite.
+if [ "${1:-}" = "dev" ]; then
+  pip_install -e ".[dev,dali]"
+else
+  pip_install -e .
+fi
+"$PY" -c "import PIL, torch; print(f'datafuel installed: torch {torch.__version__}, PIL {PIL.__version__}')"
