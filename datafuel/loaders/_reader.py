@@ -21,7 +21,8 @@ __all__ = ["ShardSet"]
 def _map(path: Path, dtype: np.dtype[Any], nbytes: int) -> np.ndarray:
     if nbytes == 0:
         return np.zeros(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+    # a plain ndarray view of the map (kept alive by .base): no np.memmap subclass overhead per gather
+    return np.memmap(path, dtype=dtype, mode="r").view(np.ndarray)
 
 
 class ShardSet:
@@ -192,6 +193,8 @@ class ShardSet:
             raise IndexError(
                 f"sample index {int(bad)} is out of range for {self.directory} with {n} rows."
             )
+        if len(self.shards) == 1:
+            return np.zeros(indices.shape, np.int64)
         return np.searchsorted(self.offsets, indices, side="right") - 1
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -206,7 +209,8 @@ class ShardSet:
     ) -> dict[str, Any]:
         """Rows ``indices`` of each field: one vectorised read per shard and field.
 
-        Fixed fields come back as arrays of shape ``(len(indices), *shape)`` (written
+        Fastest when the indices are grouped by shard (sorted, say): each shard's rows
+        are then read straight into their slice of the output. Fixed fields come back as arrays of shape ``(len(indices), *shape)`` (written
         into ``out[field]`` when given, e.g. a pinned buffer); ragged fields as a list
         of arrays; bytes fields as a list of ``bytes``.
         """
@@ -216,12 +220,24 @@ class ShardSet:
         shard_of = self._locate(idx)
         names = list(self.fields) if fields is None else list(fields)
         result: dict[str, Any] = {}
-        single = bool(idx.size) and (self.num_shards == 1 or shard_of.min() == shard_of.max())
-        groups: list[tuple[int, np.ndarray]] = []
-        if not single and idx.size:
-            order = np.argsort(shard_of, kind="stable")
-            bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
-            groups = [(int(shard_of[g[0]]), g) for g in np.split(order, bounds)]
+        # Plan the reads once for every field. Indices grouped by shard (e.g. sorted)
+        # are read straight into contiguous slices of the output; otherwise each
+        # shard's rows are read together and scattered into place.
+        plan: list[tuple[int, slice | np.ndarray, np.ndarray]] = []
+        if idx.size:
+            lo, hi = int(shard_of[0]), int(shard_of[-1])
+            if lo == hi and (self.num_shards == 1 or shard_of.min() == shard_of.max()):
+                plan = [(lo, slice(None), idx - self.offsets[lo])]
+            elif bool(np.all(shard_of[1:] >= shard_of[:-1])):
+                bounds = np.searchsorted(shard_of, np.arange(lo, hi + 2)).tolist()
+                for k in range(lo, hi + 1):
+                    a, b = bounds[k - lo], bounds[k - lo + 1]
+                    if b > a:
+                        plan.append((k, slice(a, b), idx[a:b] - self.offsets[k]))
+            else:
+                for k in np.unique(shard_of).tolist():
+                    mask = shard_of == k
+                    plan.append((k, mask, idx[mask] - self.offsets[k]))
         for name in names:
             spec = self._check_field(name)
             if spec.kind == "fixed":
@@ -233,16 +249,13 @@ class ShardSet:
                         f"out[{name!r}] must be {spec.dtype} of shape {(idx.size, *spec.shape)}; got {dst.dtype} {dst.shape}.",
                         field=name,
                     )
-                if idx.size == 0:
-                    pass
-                elif single:
-                    k = int(shard_of[0])
-                    np.take(self._mmap(k, name)[0], idx - self.offsets[k], axis=0, out=dst)
-                else:
-                    for k, pos in groups:
-                        dst[pos] = np.take(
-                            self._mmap(k, name)[0], idx[pos] - self.offsets[k], axis=0
-                        )
+                for k, where, local in plan:
+                    src = self._mmap(k, name)[0]
+                    # indices are range-checked above; mode="clip" lets take write without a buffer
+                    if isinstance(where, slice):
+                        np.take(src, local, axis=0, out=dst[where], mode="clip")
+                    else:
+                        dst[where] = np.take(src, local, axis=0, mode="clip")
                 result[name] = dst
             else:
                 items: list[Any] = [None] * idx.size

@@ -76,15 +76,14 @@ class TokenStream:
         shard = np.searchsorted(self.shard_starts, st, side="right") - 1
         inside = st + length <= self.shard_starts[shard + 1]
         for k in np.unique(shard[inside]).tolist():
+            # fancy indexing a sliding-window view copies each window as one contiguous run
+            # (np.take would first materialise the whole view)
+            view = np.lib.stride_tricks.sliding_window_view(self._data[k], length)
             sel = np.flatnonzero(inside & (shard == k))
-            arr = self._data[k]
-            local = st[sel] - self.shard_starts[k]
-            if len(sel) == len(st):  # common case: one vectorised gather of all windows
-                np.take(
-                    np.lib.stride_tricks.sliding_window_view(arr, length), local, axis=0, out=out
-                )
+            if sel.size == st.size:
+                out[...] = view[st - self.shard_starts[k]]
             else:
-                out[sel] = np.lib.stride_tricks.sliding_window_view(arr, length)[local]
+                out[sel] = view[st[sel] - self.shard_starts[k]]
         for j in np.flatnonzero(~inside).tolist():  # windows that cross a shard boundary
             out[j] = self.read(int(st[j]), length)
         return out
