@@ -40,7 +40,7 @@ class _HashedFile:
         self.nbytes = 0
 
     def write(self, data: bytes | memoryview | np.ndarray) -> None:
-        mv = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        mv = memoryview(data if isinstance(data, (bytes, memoryview)) else np.ascontiguousarray(data)).cast("B")
         self.hash.update(mv)
         self.fh.write(mv)
         self.nbytes += mv.nbytes
