@@ -40,7 +40,10 @@ class _HashedFile:
         self.nbytes = 0
 
     def write(self, data: bytes | memoryview | np.ndarray) -> None:
-        mv = memoryview(data if isinstance(data, (bytes, memoryview)) else np.ascontiguousarray(data)).cast("B")
+        if isinstance(data, np.ndarray):
+            mv = np.ascontiguousarray(data).data.cast("B")
+        else:
+            mv = memoryview(data).cast("B")
         self.hash.update(mv)
         self.fh.write(mv)
         self.nbytes += mv.nbytes
