@@ -1,0 +1,327 @@
+"""Paginators: page number, offset/limit, cursor from a body field, RFC 8288 ``Link``.
+
+A paginator turns one page's response into the request for the next page, or ``None``
+when the listing is over. Requests are plain JSON-able values (:class:`PageRequest`),
+so the checkpoint can store "the next request" and a rerun continues from it.
+
+Stop conditions: an empty page (every paginator), a missing/null cursor, a missing
+``rel="next"`` link. Loop detection: a cursor or next link seen twice in one listing
+is a :class:`~datafuel.errors.PaginationError`, not an infinite loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+from datafuel.errors import ConfigError, PaginationError
+
+__all__ = [
+    "CursorPaginator",
+    "LinkPaginator",
+    "OffsetPaginator",
+    "PagePaginator",
+    "PageRequest",
+    "PageResponse",
+    "Paginator",
+    "get_path",
+    "make_paginator",
+    "parse_link_header",
+]
+
+#: How many cursor fingerprints the checkpoint keeps for loop detection across reruns
+#: (within one run every cursor is remembered).
+SEEN_WINDOW = 1024
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One GET request: ``url`` plus query ``params``; ``index`` is the 0-based page number."""
+
+    url: str
+    params: tuple[tuple[str, str], ...] = ()
+    index: int = 0
+
+    def describe(self) -> str:
+        """The URL with its query string (never headers)."""
+        if not self.params:
+            return self.url
+        sep = "&" if "?" in self.url else "?"
+        return f"{self.url}{sep}{urlencode(self.params)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "params": [list(p) for p in self.params], "index": self.index}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> PageRequest:
+        return cls(
+            url=str(obj["url"]),
+            params=tuple((str(k), str(v)) for k, v in obj["params"]),
+            index=int(obj["index"]),
+        )
+
+
+@dataclass
+class PageResponse:
+    """What a paginator may look at: the parsed body, headers, final URL and records."""
+
+    body: Any
+    headers: Mapping[str, str]
+    url: str
+    records: Sequence[Any]
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """Follow a dotted ``path`` (``"data.items"``) into nested dicts; ``KeyError`` if absent."""
+    cur = obj
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            raise KeyError(part)
+        cur = cur[part]
+    return cur
+
+
+def _fingerprint(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+
+
+def _with_params(base: Sequence[tuple[str, str]], **updates: Any) -> tuple[tuple[str, str], ...]:
+    keep = [(k, v) for k, v in base if k not in updates]
+    keep += [(k, str(v)) for k, v in updates.items() if v is not None]
+    return tuple(keep)
+
+
+_LINK_RE = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]+(?:=(?:\"[^\"]*\"|[^;,]*))?)*)")
+_PARAM_RE = re.compile(r";\s*([^=;,\s]+)\s*(?:=\s*(\"[^\"]*\"|[^;,]*))?")
+
+
+def parse_link_header(value: str) -> dict[str, str]:
+    """Map each ``rel`` of an RFC 8288 ``Link`` header to its target URL (first one wins).
+
+    Examples
+    --------
+    >>> parse_link_header('<https://x/items?page=2>; rel="next", <https://x/items?page=9>; rel="last"')
+    {'next': 'https://x/items?page=2', 'last': 'https://x/items?page=9'}
+    """
+    links: dict[str, str] = {}
+    for match in _LINK_RE.finditer(value):
+        target, params = match.group(1).strip(), match.group(2)
+        for pm in _PARAM_RE.finditer(params):
+            if pm.group(1).lower() != "rel" or pm.group(2) is None:
+                continue
+            for rel in pm.group(2).strip().strip('"').lower().split():
+                links.setdefault(rel, target)
+    return links
+
+
+@dataclass
+class Paginator:
+    """Base class: subclasses implement :meth:`first` and :meth:`next`."""
+
+    seen: list[str] = dc_field(default_factory=list, repr=False)
+
+    @property
+    def spec(self) -> str:
+        raise NotImplementedError
+
+    def first(self, url: str, page_size: int | None) -> PageRequest:
+        raise NotImplementedError
+
+    def next(self, request: PageRequest, response: PageResponse) -> PageRequest | None:
+        raise NotImplementedError
+
+    def stop_reason(self) -> str:
+        return "empty page"
+
+    # loop detection ------------------------------------------------------------------
+    def _remember(self, value: str, request: PageRequest, what: str) -> None:
+        fp = _fingerprint(value)
+        if fp in self._seen_set():
+            raise PaginationError(
+                f"page {request.index} ({request.describe()}) points to the same {what} "
+                f"{value!r} as an earlier page: the listing loops; stopping instead of "
+                "fetching forever",
+                page=request.index,
+            )
+        self.seen.append(fp)
+        self._set.add(fp)
+
+    def _seen_set(self) -> set[str]:
+        if not hasattr(self, "_set"):
+            self._set: set[str] = set(self.seen)
+        return self._set
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen[-SEEN_WINDOW:]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.seen = [str(s) for s in state["seen"]]
+        self._set = set(self.seen)
+
+
+@dataclass
+class PagePaginator(Paginator):
+    """``?page=1``, ``?page=2``, ... until an empty page."""
+
+    page_param: str = "page"
+    size_param: str = "page_size"
+    first_page: int = 1
+
+    @property
+    def spec(self) -> str:
+        return "page"
+
+    def first(self, url: str, page_size: int | None) -> PageRequest:
+        return PageRequest(
+            url,
+            _with_params((), **{self.page_param: self.first_page, self.size_param: page_size}),
+            0,
+        )
+
+    def next(self, request: PageRequest, response: PageResponse) -> PageRequest | None:
+        if not response.records:
+            return None
+        number = self.first_page + request.index + 1
+        return PageRequest(
+            request.url,
+            _with_params(request.params, **{self.page_param: number}),
+            request.index + 1,
+        )
+
+
+@dataclass
+class OffsetPaginator(Paginator):
+    """``?offset=0&limit=N``; the offset advances by the records received."""
+
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    default_limit: int = 100
+
+    @property
+    def spec(self) -> str:
+        return "offset"
+
+    def first(self, url: str, page_size: int | None) -> PageRequest:
+        limit = page_size if page_size is not None else self.default_limit
+        return PageRequest(
+            url, _with_params((), **{self.offset_param: 0, self.limit_param: limit}), 0
+        )
+
+    def next(self, request: PageRequest, response: PageResponse) -> PageRequest | None:
+        if not response.records:
+            return None
+        offset = int(dict(request.params).get(self.offset_param, "0")) + len(response.records)
+        return PageRequest(
+            request.url,
+            _with_params(request.params, **{self.offset_param: offset}),
+            request.index + 1,
+        )
+
+
+@dataclass
+class CursorPaginator(Paginator):
+    """The next cursor is read from a body field (dotted path) and sent as ``?cursor=``.
+
+    A cursor that is an absolute ``http(s)://`` URL is followed as the next URL.
+    """
+
+    field: str = "next"
+    cursor_param: str = "cursor"
+    size_param: str = "limit"
+    _last_reason: str = dc_field(default="empty page", init=False, repr=False)
+
+    @property
+    def spec(self) -> str:
+        return f"cursor:{self.field}"
+
+    def first(self, url: str, page_size: int | None) -> PageRequest:
+        return PageRequest(url, _with_params((), **{self.size_param: page_size}), 0)
+
+    def stop_reason(self) -> str:
+        return self._last_reason
+
+    def next(self, request: PageRequest, response: PageResponse) -> PageRequest | None:
+        if not response.records:
+            self._last_reason = "empty page"
+            return None
+        try:
+            value = get_path(response.body, self.field)
+        except KeyError:
+            value = None
+        if value is None or value == "" or value is False:
+            self._last_reason = f"no cursor in field {self.field!r}"
+            return None
+        if not isinstance(value, (str, int, float)):
+            raise PaginationError(
+                f"page {request.index} ({request.describe()}): cursor field {self.field!r} "
+                f"holds a {type(value).__name__}, expected a string or number",
+                page=request.index,
+                field=self.field,
+            )
+        cursor = str(value)
+        self._remember(cursor, request, "cursor")
+        if cursor.startswith(("http://", "https://")):
+            return PageRequest(cursor, (), request.index + 1)
+        return PageRequest(
+            request.url,
+            _with_params(request.params, **{self.cursor_param: cursor}),
+            request.index + 1,
+        )
+
+
+@dataclass
+class LinkPaginator(Paginator):
+    """Follow the RFC 8288 ``Link: <...>; rel="next"`` header (relative URLs resolved)."""
+
+    size_param: str = "limit"
+    _last_reason: str = dc_field(default="empty page", init=False, repr=False)
+
+    @property
+    def spec(self) -> str:
+        return "link"
+
+    def first(self, url: str, page_size: int | None) -> PageRequest:
+        return PageRequest(url, _with_params((), **{self.size_param: page_size}), 0)
+
+    def stop_reason(self) -> str:
+        return self._last_reason
+
+    def next(self, request: PageRequest, response: PageResponse) -> PageRequest | None:
+        if not response.records:
+            self._last_reason = "empty page"
+            return None
+        header = response.headers.get("link")
+        target = parse_link_header(header).get("next") if header else None
+        if not target:
+            self._last_reason = "no rel=next link"
+            return None
+        absolute = urljoin(response.url, target)
+        self._remember(absolute, request, "next link")
+        return PageRequest(absolute, (), request.index + 1)
+
+
+def make_paginator(spec: str) -> Paginator:
+    """Build a paginator from the CLI spelling: ``page``, ``offset``, ``cursor:FIELD``, ``link``.
+
+    Examples
+    --------
+    >>> make_paginator("cursor:meta.next").field
+    'meta.next'
+    """
+    text = spec.strip()
+    if text == "page":
+        return PagePaginator()
+    if text == "offset":
+        return OffsetPaginator()
+    if text == "link":
+        return LinkPaginator()
+    if text.startswith("cursor:") and text[len("cursor:") :].strip():
+        return CursorPaginator(field=text[len("cursor:") :].strip())
+    raise ConfigError(
+        f"--paginate must be one of page, offset, cursor:FIELD, link. Got {spec!r} instead."
+    )

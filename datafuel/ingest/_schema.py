@@ -1,0 +1,194 @@
+"""Schema unification across pages, with a drift event for every change.
+
+Column types form a small lattice: ``null`` (only nulls seen so far) < ``bool``,
+``int``, ``float``, ``string``. Merging two types promotes losslessly where it can —
+``int`` + ``float`` -> ``float`` as long as every integer seen fits a float exactly
+(|v| <= 2**53) — and otherwise widens to ``string`` (values then hold their JSON text:
+``true``, ``17``, ``1.5``). Every new field, missing field and type change is a
+:class:`DriftEvent`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = ["ARROW_TYPES", "DriftEvent", "SchemaTracker", "cast_column", "merge_types", "value_type"]
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "null": pa.null(),
+    "bool": pa.bool_(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "string": pa.string(),
+}
+
+_EXACT_FLOAT_INT = 2**53
+_INT64 = 2**63
+
+
+def value_type(value: Any) -> str:
+    """The lattice type of one flattened JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int" if -_INT64 <= value < _INT64 else "string"
+    if isinstance(value, float):
+        return "float"
+    return "string"
+
+
+def merge_types(a: str, b: str, *, big_int: bool = False) -> str:
+    """Smallest type holding both ``a`` and ``b`` without losing information.
+
+    ``big_int`` says an integer beyond 2**53 was seen, so ``int`` + ``float`` cannot
+    become ``float`` exactly and widens to ``string``.
+
+    Examples
+    --------
+    >>> merge_types("int", "float")
+    'float'
+    >>> merge_types("bool", "int")
+    'string'
+    """
+    if a == b:
+        return a
+    if a == "null":
+        return b
+    if b == "null":
+        return a
+    if {a, b} == {"int", "float"}:
+        return "string" if big_int else "float"
+    return "string"
+
+
+@dataclass(frozen=True)
+class DriftEvent:
+    """One schema change: ``kind`` is ``new_field``, ``missing_field`` or ``type_change``."""
+
+    page: int
+    kind: str
+    field: str
+    type: str | None = None
+    old_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _as_json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+class SchemaTracker:
+    """The unified schema so far; turns pages of flattened rows into Arrow tables.
+
+    Examples
+    --------
+    >>> t = SchemaTracker()
+    >>> t.observe([{"id": 1, "x": 2}], page=0)
+    []
+    >>> [e.kind for e in t.observe([{"id": 2, "x": 2.5, "y": "a"}], page=1)]
+    ['type_change', 'new_field']
+    >>> t.columns
+    {'id': 'int', 'x': 'float', 'y': 'string'}
+    """
+
+    def __init__(self) -> None:
+        self.columns: dict[str, str] = {}
+        self.big_int: set[str] = set()
+        self.absent: set[str] = set()
+        self.pages_seen = 0
+
+    def observe(self, rows: Sequence[Mapping[str, Any]], *, page: int) -> list[DriftEvent]:
+        """Merge a page's rows into the schema and return its drift events."""
+        if not rows:
+            return []
+        first = self.pages_seen == 0
+        events: list[DriftEvent] = []
+        page_types: dict[str, str] = {}
+        page_big: set[str] = set()
+        for row in rows:
+            for key, value in row.items():
+                t = value_type(value)
+                if t == "int" and abs(value) > _EXACT_FLOAT_INT:
+                    page_big.add(key)
+                prev = page_types.get(key)
+                page_types[key] = (
+                    t if prev is None else merge_types(prev, t, big_int=key in page_big)
+                )
+        for key, t in page_types.items():
+            big = key in page_big or key in self.big_int
+            if key not in self.columns:
+                self.columns[key] = t
+                if not first:
+                    events.append(DriftEvent(page, "new_field", key, type=t))
+            else:
+                old = self.columns[key]
+                new = merge_types(old, t, big_int=big)
+                if new != old:
+                    self.columns[key] = new
+                    events.append(DriftEvent(page, "type_change", key, type=new, old_type=old))
+            if key in page_big:
+                self.big_int.add(key)
+        for key in self.columns:
+            if key in page_types:
+                self.absent.discard(key)
+            elif key not in self.absent:
+                self.absent.add(key)
+                events.append(DriftEvent(page, "missing_field", key, type=self.columns[key]))
+        self.pages_seen += 1
+        return events
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(name, ARROW_TYPES[t]) for name, t in self.columns.items()])
+
+    def to_table(self, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+        """Rows as a table with every column of the schema so far (absent -> null)."""
+        arrays = []
+        for name, t in self.columns.items():
+            values = [row.get(name) for row in rows]
+            arrays.append(_column(values, t))
+        return pa.Table.from_arrays(arrays, schema=self.arrow_schema)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "columns": dict(self.columns),
+            "big_int": sorted(self.big_int),
+            "absent": sorted(self.absent),
+            "pages_seen": self.pages_seen,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.columns = {str(k): str(v) for k, v in state["columns"].items()}
+        self.big_int = set(state["big_int"])
+        self.absent = set(state["absent"])
+        self.pages_seen = int(state["pages_seen"])
+
+
+def _column(values: Iterable[Any], t: str) -> pa.Array:
+    vals = list(values)
+    if t == "null":
+        return pa.nulls(len(vals))
+    if t == "float":
+        return pa.array([None if v is None else float(v) for v in vals], type=pa.float64())
+    if t == "string":
+        return pa.array([None if v is None else _as_json_text(v) for v in vals], type=pa.string())
+    return pa.array(vals, type=ARROW_TYPES[t])
+
+
+def cast_column(array: pa.ChunkedArray | pa.Array, t: str) -> pa.Array | pa.ChunkedArray:
+    """Cast an older part's column to the final type with the same rules as ``to_table``."""
+    target = ARROW_TYPES[t]
+    if array.type == target:
+        return array
+    if t == "string":
+        return _column(array.to_pylist(), "string")
+    return array.cast(target)
