@@ -1,0 +1,257 @@
+"""Streaming document readers: ``.txt`` files, ``.jsonl`` files, and directories of them.
+
+Policy (stated once, applied everywhere):
+
+* **Documents.** A ``.jsonl`` line is one document (its ``text_field``). A ``.txt`` file
+  is one document (``txt_mode="file"``, the default) or one document per block of
+  lines separated by blank lines (``txt_mode="paragraph"``). Documents that are empty
+  after stripping whitespace are skipped and counted (``stats.empty``).
+* **Invalid UTF-8.** Files are read as bytes and decoded with ``errors="replace"``:
+  each invalid byte sequence becomes U+FFFD. A leading UTF-8 byte-order mark is
+  dropped. Lone surrogates (only reachable through ``\\ud800``-style JSON escapes)
+  are also replaced by U+FFFD. Every replacement is counted (``stats.replaced``);
+  nothing crashes and nothing is dropped silently.
+* **Directories** are walked recursively in sorted order for ``*.txt`` and ``*.jsonl``;
+  other files are counted in ``stats.ignored_files`` (never read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from datafuel.errors import ConfigError, InputDataError
+
+__all__ = ["Corpus", "CorpusStats", "clean_text"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SUFFIXES = (".txt", ".jsonl")
+TxtMode = Literal["file", "paragraph"]
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """Apply the text policy to a ``str``: lone surrogates become U+FFFD.
+
+    Returns the cleaned text and how many characters were replaced.
+
+    >>> clean_text("ok\\ud800!")
+    ('ok\\ufffd!', 1)
+    """
+    n = 0
+
+    def repl(_: re.Match[str]) -> str:
+        nonlocal n
+        n += 1
+        return "\ufffd"
+
+    out = _SURROGATE.sub(repl, text)
+    return out, n
+
+
+def _decode(raw: bytes) -> tuple[str, int]:
+    text = raw.decode("utf-8", errors="replace")
+    if not raw.count(b"\xef\xbf\xbd") and "\ufffd" not in text:
+        return text, 0
+    # replacements made here = U+FFFD in the text minus those that were real U+FFFD bytes
+    return text, text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
+
+
+@dataclass
+class CorpusStats:
+    """Counts from the last pass over a :class:`Corpus`."""
+
+    files: int = 0
+    documents: int = 0
+    bytes: int = 0
+    replaced: int = 0
+    empty: int = 0
+    ignored_files: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Corpus:
+    """A re-iterable stream of documents (``str``) from files and directories.
+
+    Iterating reads the inputs again from disk, one file and one line or block at a
+    time, so a corpus of any size is never held in memory. See the module docstring
+    for what a document is and how invalid UTF-8 is handled.
+
+    Parameters
+    ----------
+    inputs
+        Files (``.txt``, ``.jsonl``) and directories.
+    text_field
+        The field of each ``.jsonl`` object that holds the document text.
+    txt_mode
+        ``"file"``: a ``.txt`` file is one document; ``"paragraph"``: one document per
+        blank-line-separated block.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.jsonl").write_text('{"text": "one"}\\n{"text": "two"}\\n')
+    >>> list(Corpus([d]))
+    ['one', 'two']
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[str | os.PathLike[str]],
+        *,
+        text_field: str = "text",
+        txt_mode: TxtMode = "file",
+    ) -> None:
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        if not inputs:
+            raise ConfigError("Corpus needs at least one input file or directory.")
+        if txt_mode not in ("file", "paragraph"):
+            raise ConfigError(f"txt_mode must be 'file' or 'paragraph'. Got {txt_mode!r} instead.")
+        self.inputs = [Path(p) for p in inputs]
+        self.text_field = text_field
+        self.txt_mode: TxtMode = txt_mode
+        self.stats = CorpusStats()
+        self.files = self._resolve()
+
+    def _resolve(self) -> list[Path]:
+        files: list[Path] = []
+        ignored = 0
+        for p in self.inputs:
+            if p.is_dir():
+                for root, dirs, names in os.walk(p):
+                    dirs.sort()
+                    for name in sorted(names):
+                        f = Path(root) / name
+                        if f.suffix.lower() in _SUFFIXES:
+                            files.append(f)
+                        else:
+                            ignored += 1
+            elif p.is_file():
+                if p.suffix.lower() not in _SUFFIXES:
+                    raise ConfigError(
+                        f"{p}: unsupported input type {p.suffix or '(no suffix)'!r}; "
+                        "give .txt or .jsonl files, or directories of them.",
+                        path=p,
+                    )
+                files.append(p)
+            elif p.exists():
+                raise InputDataError(f"{p}: not a regular file or directory.", path=p)
+            else:
+                raise InputDataError(f"{p}: input not found.", path=p)
+        self._ignored = ignored
+        return files
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description of the inputs (for provenance)."""
+        return {
+            "inputs": [str(p) for p in self.inputs],
+            "files": len(self.files),
+            "text_field": self.text_field,
+            "txt_mode": self.txt_mode,
+        }
+
+    def __iter__(self) -> Iterator[str]:
+        self.stats = CorpusStats(ignored_files=self._ignored)
+        for f in self.files:
+            self.stats.files += 1
+            if f.suffix.lower() == ".jsonl":
+                yield from self._jsonl(f)
+            elif self.txt_mode == "file":
+                yield from self._txt_file(f)
+            else:
+                yield from self._txt_paragraphs(f)
+
+    def _emit(self, text: str) -> Iterator[str]:
+        text, n = clean_text(text)
+        self.stats.replaced += n
+        if not text.strip():
+            self.stats.empty += 1
+            return
+        self.stats.documents += 1
+        yield text
+
+    def _open(self, f: Path) -> Any:
+        try:
+            return open(f, "rb")
+        except OSError as exc:
+            raise InputDataError(f"{f}: cannot open ({exc.strerror}).", path=f) from exc
+
+    def _txt_file(self, f: Path) -> Iterator[str]:
+        with self._open(f) as fh:
+            raw = fh.read()
+        self.stats.bytes += len(raw)
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        text, n = _decode(raw)
+        self.stats.replaced += n
+        yield from self._emit(text)
+
+    def _txt_paragraphs(self, f: Path) -> Iterator[str]:
+        block: list[str] = []
+        with self._open(f) as fh:
+            for i, raw in enumerate(fh):
+                self.stats.bytes += len(raw)
+                if i == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                line, n = _decode(raw)
+                self.stats.replaced += n
+                if line.strip():
+                    block.append(line)
+                elif block:
+                    yield from self._emit("".join(block).rstrip("\r\n"))
+                    block = []
+        if block:
+            yield from self._emit("".join(block).rstrip("\r\n"))
+
+    def _jsonl(self, f: Path) -> Iterator[str]:
+        field = self.text_field
+        with self._open(f) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                self.stats.bytes += len(raw)
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                if not raw.strip():
+                    continue
+                line, n = _decode(raw)
+                self.stats.replaced += n
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputDataError(
+                        f"{f}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}).",
+                        path=f,
+                        row=lineno,
+                    ) from exc
+                if not isinstance(obj, dict):
+                    raise InputDataError(
+                        f"{f}:{lineno}: expected a JSON object with a {field!r} field, "
+                        f"got a JSON {type(obj).__name__}.",
+                        path=f,
+                        row=lineno,
+                        field=field,
+                    )
+                if field not in obj:
+                    raise InputDataError(
+                        f"{f}:{lineno}: no {field!r} field (fields: {sorted(obj)[:10]}); "
+                        "pick another with --text-field.",
+                        path=f,
+                        row=lineno,
+                        field=field,
+                    )
+                text = obj[field]
+                if not isinstance(text, str):
+                    raise InputDataError(
+                        f"{f}:{lineno}: field {field!r} must be a string, got {type(text).__name__}.",
+                        path=f,
+                        row=lineno,
+                        field=field,
+                    )
+                yield from self._emit(text)
