@@ -1,5 +1,48 @@
-"""datafuel.vision (see DESIGN.md)."""
+"""Vision: decode, resize and augment encoded images on the CPU (pillow-simd) or with DALI.
+
+One :class:`ImageSpec` describes the pipeline (decode, EXIF orientation, RGB,
+RandomResizedCrop or Resize+CenterCrop, HorizontalFlip, Rotate, Normalize) and is
+checked when built; :func:`loader_transform` turns it into the Loader's per-batch
+transform on either backend; :func:`build_image_shards` writes an ImageFolder tree
+as image shard sets (``datafuel build images``).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._build import build_image_shards
+from ._cpu import CPUTransform, augment_image
+from ._dali import DALITransform, dali_available
+from ._decode import decode_image, image_info
+from ._loader import loader_transform
+from ._params import SampleParams, sample_params
+from ._spec import (
+    CenterCrop,
+    HorizontalFlip,
+    ImageSpec,
+    Normalize,
+    RandomResizedCrop,
+    Resize,
+    Rotate,
+)
+from ._torch import normalize_on_device
+
+__all__ = [
+    "CPUTransform",
+    "CenterCrop",
+    "DALITransform",
+    "HorizontalFlip",
+    "ImageSpec",
+    "Normalize",
+    "RandomResizedCrop",
+    "Resize",
+    "Rotate",
+    "SampleParams",
+    "augment_image",
+    "build_image_shards",
+    "dali_available",
+    "decode_image",
+    "image_info",
+    "loader_transform",
+    "normalize_on_device",
+    "sample_params",
+]

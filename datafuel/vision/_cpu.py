@@ -1,0 +1,196 @@
+"""CPU backend: Pillow (pillow-simd) decode, JPEG DCT draft, crop+resize in one pass.
+
+Per image: read the header, draw the sample's box/flip/angle from
+``(seed, epoch, index)``, map the box from the EXIF-oriented frame to the stored
+pixels, pick a DCT scale (``Image.draft``) that keeps the crop at least the output
+size, decode, resize only the box (``Image.resize(box=...)``, antialiased bilinear,
+SIMD in pillow-simd), then orient, flip and rotate the small output. Decode and
+resize release the GIL, so the loader's worker threads run them in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from datafuel.errors import ConfigError, DecodeError, SchemaError
+
+from ._decode import ORIENTATION_TRANSPOSE, PIL_ERRORS, open_image, orientation, raw_box, to_rgb
+from ._params import draft_scale, sample_params
+from ._spec import ImageSpec
+
+__all__ = ["CPUTransform", "augment_image"]
+
+_RESIZE_MODES = ("RGB", "L", "CMYK")
+
+
+def augment_image(
+    data: bytes,
+    spec: ImageSpec,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    index: int = 0,
+    salt: int = 0,
+    what: str = "image",
+) -> np.ndarray:
+    """Run ``spec`` on one encoded image on the CPU; returns ``spec.shape`` uint8 (before Normalize).
+
+    >>> import io
+    >>> from PIL import Image
+    >>> from datafuel.vision import ImageSpec, augment_image
+    >>> buf = io.BytesIO(); Image.new("RGB", (500, 375), "red").save(buf, "JPEG")
+    >>> augment_image(buf.getvalue(), ImageSpec.train(224), seed=0, index=3).shape
+    (224, 224, 3)
+    """
+    im = open_image(data, what=what)
+    try:
+        with im:
+            orient = orientation(im)
+            width, height = im.size
+            ow, oh = (height, width) if orient >= 5 else (width, height)
+            p = sample_params(spec, ow, oh, seed, epoch, index, salt)
+            box = raw_box(p.box, orient, width, height)
+            if spec.draft and im.format == "JPEG":
+                a = draft_scale(box, spec.size)
+                if a > 1:
+                    res = im.draft(im.mode, (width // a, height // a))
+                    scale = width / res[1][2] if res is not None else 1.0
+                    box = (box[0] / scale, box[1] / scale, box[2] / scale, box[3] / scale)
+            im.load()
+            src = im if im.mode in _RESIZE_MODES else to_rgb(im)
+            out = src.resize((spec.size, spec.size), Image.Resampling.BILINEAR, box=box)
+    except PIL_ERRORS as exc:
+        raise DecodeError(f"{what}: cannot decode ({type(exc).__name__}: {exc}).") from exc
+    out = to_rgb(out)
+    if orient in ORIENTATION_TRANSPOSE:
+        out = out.transpose(ORIENTATION_TRANSPOSE[orient])
+    if p.angle:
+        if p.flip:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out = out.rotate(p.angle, Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+        return np.asarray(out)
+    arr = np.asarray(out)
+    return arr[:, ::-1] if p.flip else arr
+
+
+class CPUTransform:
+    """The loader's per-batch transform on the CPU: encoded bytes in, ``(B, S, S, 3)`` images out.
+
+    Parameters
+    ----------
+    spec
+        What to do to each image (:class:`ImageSpec`).
+    image_field, label_field
+        Batch fields holding the encoded bytes and the labels (``label_field=None``:
+        no label output).
+    seed
+        Salt mixed with the loader's ``(seed, epoch, index)`` per sample.
+    threads
+        Images of one batch decoded in parallel on this many threads (1: in the
+        calling thread, which suits a loader with several worker threads).
+
+    The output is ``{"image": uint8 (B, size, size, 3) (HWC, channels last),
+    "label": int64 (B,)}``; ``float32`` with ``Normalize`` in the spec.
+    """
+
+    def __init__(
+        self,
+        spec: ImageSpec,
+        *,
+        image_field: str = "jpeg",
+        label_field: str | None = "label",
+        seed: int = 0,
+        threads: int = 1,
+    ) -> None:
+        if not isinstance(spec, ImageSpec):
+            raise ConfigError(
+                f"spec must be a datafuel.vision.ImageSpec. Got {type(spec).__name__}."
+            )
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads must be an int >= 1. Got {threads!r} instead.")
+        self.spec = spec
+        self.image_field = image_field
+        self.label_field = label_field
+        self.seed = int(seed)
+        self.threads = threads
+        self.output_spec: dict[str, tuple[str, tuple[int, ...]]] = dict(spec.output_spec)
+        if label_field is not None:
+            self.output_spec["label"] = ("int64", ())
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        norm = spec.normalize
+        self._mean = None if norm is None else np.asarray(norm.mean, np.float32)
+        self._inv_std = None if norm is None else (1.0 / np.asarray(norm.std, np.float32))
+
+    def __repr__(self) -> str:
+        return f"CPUTransform({self.spec!r}, threads={self.threads})"
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="datafuel-vision")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the internal thread pool (if ``threads > 1``)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def __call__(self, batch: Mapping[str, Any], info: Any) -> dict[str, Any]:
+        try:
+            items = batch[self.image_field]
+        except KeyError:
+            raise SchemaError(
+                f"the batch has no field {self.image_field!r} (fields: {sorted(batch)}); "
+                "pass image_field= to name the encoded-image field.",
+                field=self.image_field,
+            ) from None
+        indices = np.asarray(info.indices).reshape(-1)
+        n = len(items)
+        if len(indices) != n:
+            raise SchemaError(f"BatchInfo has {len(indices)} indices for a batch of {n} images.")
+        out = np.empty((n, *self.spec.shape), np.uint8)
+        seed, epoch, salt, field = int(info.seed), int(info.epoch), self.seed, self.image_field
+
+        def one(i: int) -> None:
+            idx = int(indices[i])
+            try:
+                out[i] = augment_image(
+                    items[i],
+                    self.spec,
+                    seed=seed,
+                    epoch=epoch,
+                    index=idx,
+                    salt=salt,
+                    what=f"sample {idx} (field {field!r})",
+                )
+            except DecodeError as exc:
+                exc.row, exc.field, exc.indices = idx, field, [idx]
+                raise
+
+        if self.threads > 1 and n > 1:
+            for _ in self._executor().map(one, range(n)):
+                pass
+        else:
+            for i in range(n):
+                one(i)
+        result: dict[str, Any] = {"image": out}
+        if self._mean is not None:
+            result["image"] = (out.astype(np.float32) - self._mean) * self._inv_std
+        if self.label_field is not None:
+            if self.label_field not in batch:
+                raise SchemaError(
+                    f"the batch has no field {self.label_field!r} (fields: {sorted(batch)}); "
+                    "pass label_field=None for unlabelled images.",
+                    field=self.label_field,
+                )
+            result["label"] = np.asarray(batch[self.label_field], dtype=np.int64).reshape(n)
+        return result

@@ -1,0 +1,114 @@
+"""``loader_transform``: the one call that plugs the vision stage into the Loader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datafuel.errors import ConfigError, SchemaError
+
+from ._cpu import CPUTransform
+from ._dali import DALITransform
+from ._spec import ImageSpec
+
+__all__ = ["loader_transform"]
+
+
+def loader_transform(
+    shards: Any = None,
+    backend: str = "cpu",
+    *,
+    train: bool = True,
+    size: int = 224,
+    seed: int = 0,
+    spec: ImageSpec | None = None,
+    flip_p: float = 0.5,
+    rotate_degrees: float = 0.0,
+    normalize: bool = False,
+    threads: int = 1,
+    batch_size: int = 256,
+    device: str | None = None,
+    image_field: str = "jpeg",
+    label_field: str | None = "label",
+) -> CPUTransform | DALITransform:
+    """A per-batch transform for :class:`datafuel.loaders.Loader` over an image shard set.
+
+    Parameters
+    ----------
+    shards
+        The :class:`~datafuel.loaders.ShardSet` it will read (checked: a bytes field
+        ``image_field`` and an int64 ``label_field``), or ``None`` to skip the check.
+    backend
+        ``"cpu"`` (Pillow/pillow-simd, :class:`CPUTransform`) or ``"dali"``
+        (:class:`DALITransform`; nvJPEG when CUDA is available, else DALI on the CPU).
+    train, size
+        ``ImageSpec.train(size)`` (RandomResizedCrop + flip) or ``ImageSpec.eval(size)``
+        (resize to size/0.875 + center crop). ``spec`` overrides both.
+    seed
+        Salt mixed with the loader's ``(seed, epoch, index)``: each sample's crop,
+        flip and angle are a pure function of those, so resume is exact.
+    threads
+        CPU backend: threads per batch (1 suits a loader with several workers).
+    batch_size, device
+        DALI backend: maximum batch per pipeline run, ``"cpu"`` or ``"mixed"``.
+
+    Returns
+    -------
+    A transform with ``output_spec == {"image": ("uint8", (size, size, 3)), "label": ("int64", ())}``:
+    images are HWC, channels last; use :func:`normalize_on_device` on the GPU.
+
+    Examples
+    --------
+    >>> from datafuel.vision import loader_transform
+    >>> t = loader_transform(None, "cpu", train=True, size=128)
+    >>> t.output_spec["image"]
+    ('uint8', (128, 128, 3))
+    """
+    if spec is None:
+        spec = (
+            ImageSpec.train(size, flip_p=flip_p, rotate_degrees=rotate_degrees, normalize=normalize)
+            if train
+            else ImageSpec.eval(size, normalize=normalize)
+        )
+    if shards is not None:
+        fields = getattr(shards, "fields", None)
+        if not isinstance(fields, dict):
+            raise ConfigError(
+                f"shards must be a datafuel.loaders.ShardSet or None. Got {type(shards).__name__}."
+            )
+        where = getattr(shards, "directory", "the shard set")
+        f = fields.get(image_field)
+        if f is None or f.kind != "bytes":
+            raise SchemaError(
+                f"{where}: needs a bytes field {image_field!r} of encoded images (fields: {sorted(fields)}); "
+                "build one with `datafuel build images`.",
+                path=str(where),
+                field=image_field,
+            )
+        if label_field is not None:
+            lf = fields.get(label_field)
+            if (
+                lf is None
+                or lf.kind != "fixed"
+                or lf.shape != ()
+                or not lf.dtype.startswith(("int", "uint"))
+            ):
+                raise SchemaError(
+                    f"{where}: needs an integer scalar field {label_field!r} (fields: {sorted(fields)}); "
+                    "pass label_field=None for unlabelled images.",
+                    path=str(where),
+                    field=label_field,
+                )
+    if backend == "cpu":
+        return CPUTransform(
+            spec, image_field=image_field, label_field=label_field, seed=seed, threads=threads
+        )
+    if backend == "dali":
+        return DALITransform(
+            spec,
+            device=device,
+            batch_size=batch_size,
+            image_field=image_field,
+            label_field=label_field,
+            seed=seed,
+        )
+    raise ConfigError(f"backend must be 'cpu' or 'dali'. Got {backend!r} instead.")
