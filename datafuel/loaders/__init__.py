@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from ._dataset import ShardDataset
+from ._loader import Loader
 from ._reader import ShardSet
+from ._sampler import EpochSampler
 from ._schema import Field, bytes_field, fixed, ragged
+from ._stats import StarvationReport
 from ._tokens import TokenStream
 from ._transform import BatchInfo, Transform
 from ._writer import ShardWriter, write_shards
 
 __all__ = [
     "BatchInfo",
+    "EpochSampler",
     "Field",
+    "Loader",
+    "ShardDataset",
     "ShardSet",
     "ShardWriter",
+    "StarvationReport",
     "TokenStream",
     "Transform",
     "bytes_field",
