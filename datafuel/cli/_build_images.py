@@ -1,13 +1,84 @@
-"""``datafuel build images`` (filled in by the vision stage)."""
+"""``datafuel build images``: an ImageFolder tree -> train/val/test image shard sets."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from datafuel.vision import build_image_shards
+
+from ._common import echo_json, parse_fractions, progress
 
 
 @click.command("images")
-@click.argument("input_dir")
-@click.option("--out", required=True, help="Output directory.")
-def build_images(input_dir: str, out: str) -> None:
-    """Read an ImageFolder tree (one sub-folder per class), split, and write image shards."""
-    raise click.ClickException("`datafuel build images` is not available yet in this version.")
+@click.argument("input_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
+@click.option(
+    "--split", "split", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions."
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Split seed.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="Unreadable files: fail naming the file, or skip them and list them in DIR/skipped.json.",
+)
+@click.option(
+    "--max-side",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Re-encode images whose longer side exceeds N pixels (default: keep the original bytes).",
+)
+@click.option(
+    "--shard-bytes",
+    type=click.IntRange(min=1),
+    default=256 << 20,
+    show_default=True,
+    help="Close a shard once its data reaches this many bytes.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def build_images(
+    input_dir: Path,
+    out: Path,
+    split: str,
+    seed: int,
+    on_error: str,
+    max_side: int | None,
+    shard_bytes: int,
+    as_json: bool,
+) -> None:
+    """Read an ImageFolder tree (one sub-folder per class), split, and write image shards.
+
+    Every file is decoded once to validate it; the shards keep the original encoded
+    bytes (field `jpeg`) and an int64 `label`; class names go in the manifest
+    metadata. Writes OUT/train, OUT/val, OUT/test, OUT/split.json, OUT/skipped.json.
+
+    Python: datafuel.vision.build_image_shards(INPUT_DIR, OUT, fractions=(0.8, 0.1, 0.1),
+    seed=0, on_error="fail", max_side=None).
+    """
+    summary = build_image_shards(
+        input_dir,
+        out,
+        fractions=parse_fractions(split),
+        seed=seed,
+        on_error=on_error,
+        max_side=max_side,
+        shard_bytes=shard_bytes,
+        progress=lambda it: progress(it, desc="images", unit="file"),
+    )
+    if as_json:
+        echo_json(summary)
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    click.echo(
+        f"wrote {summary['total']} images of {len(summary['classes'])} classes to {out} ({counts}); "
+        f"skipped {summary['skipped']}"
+        + (f" (listed in {out / 'skipped.json'})" if summary["skipped"] else "")
+    )

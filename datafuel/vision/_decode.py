@@ -12,7 +12,7 @@ import struct
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from datafuel.errors import DecodeError
 
@@ -55,6 +55,11 @@ def open_image(data: bytes | memoryview, *, what: str = "image") -> Image.Image:
         raise DecodeError(f"{what}: zero bytes, not an image.")
     try:
         return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise DecodeError(
+            f"{what}: not an image format Pillow can read (unknown or unsupported; "
+            f"first bytes {bytes(data[:8])!r})."
+        ) from exc
     except PIL_ERRORS as exc:
         raise DecodeError(f"{what}: not a readable image ({type(exc).__name__}: {exc}).") from exc
 
@@ -139,7 +144,7 @@ def decode_image(data: bytes, *, what: str = "image") -> np.ndarray:
     """Decode to an ``(H, W, 3)`` uint8 RGB array, EXIF orientation applied.
 
     >>> import io, numpy as np
-    >>> from PIL import Image
+    >>> from PIL import Image, UnidentifiedImageError
     >>> buf = io.BytesIO(); Image.new("L", (4, 2), 128).save(buf, "PNG")
     >>> decode_image(buf.getvalue()).shape
     (2, 4, 3)
