@@ -1,5 +1,15 @@
-"""datafuel.clean (see DESIGN.md)."""
+"""Cleaning: scrub infinities, drop sparse rows, impute (mean, median, KNN), winsorize.
+
+Every transformer follows scikit-learn's protocol, treats infinities as missing,
+learns only from the data given to ``fit`` (the train split), and saves its fitted
+state as JSON through :class:`datafuel.Recipe`.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._knn import KNNImputer
+from ._scrub import DropSparseRows, ScrubInfinite
+from ._simple import SimpleImputer
+from ._winsor import Winsorizer
+
+__all__ = ["DropSparseRows", "KNNImputer", "ScrubInfinite", "SimpleImputer", "Winsorizer"]

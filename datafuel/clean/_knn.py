@@ -1,0 +1,302 @@
+"""K-nearest-neighbour imputation with sklearn's nan-euclidean semantics, fast.
+
+Same donors, weights and output as :class:`sklearn.impute.KNNImputer`, computed in
+blocks: one float32 matrix product per block of receivers (BLAS through torch, on the
+GPU when there is one) gives approximate distances, a top-k keeps a few more
+candidates than needed, and the candidates are re-ranked with exact float64
+distances. A rigorous float32 error bound decides whether the candidates can hold
+every true neighbour; when they might not (near-ties at the edge of the candidate
+set), that receiver falls back to an exact float64 scan. Memory is bounded by
+``block_size x donor_block``, never ``n x n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from datafuel.errors import ConfigError, InputDataError
+
+from ._base import DatafuelTransformer, column_name
+
+__all__ = ["KNNImputer"]
+
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _exact_dist(r: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    """nan-euclidean squared distance / present count (inf where nothing in common)."""
+    diff = donors - r
+    present = ~np.isnan(diff)
+    cnt = present.sum(axis=-1)
+    num = np.where(present, diff * diff, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / cnt
+    out[cnt == 0] = np.inf
+    return out
+
+
+class KNNImputer(DatafuelTransformer):
+    """Impute missing values from the k nearest rows of the training data.
+
+    Distances are sklearn's nan-euclidean ones: over the coordinates both rows have,
+    ``sqrt(n_features / n_present * sum((x - y)**2))``. For each missing entry, the
+    donors are the ``n_neighbors`` nearest fitted rows that have that column; rows with
+    no comparable donor get the column's training mean. Infinities are treated as
+    missing. Donors come only from the data given to ``fit`` (the train split).
+
+    Parameters
+    ----------
+    n_neighbors : int, default 5
+        Number of donors averaged per missing value.
+    weights : {"uniform", "distance"} or callable, default "uniform"
+        As in sklearn: equal weights, inverse distance (a zero-distance donor takes all
+        the weight), or a function of the distance array returning weights.
+    block_size : int, default 256
+        Receivers per matrix product (memory ~ ``block_size x donor_block`` floats).
+    donor_block : int, default 4096
+        Donors per matrix product.
+    device : str, default "auto"
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when ``torch.cuda.is_available()``).
+
+    Attributes
+    ----------
+    fit_X_ : ndarray of shape (n_donors, n_features)
+        The training rows (NaN where missing): the donors.
+    col_means_ : ndarray of shape (n_features,)
+        Training mean of each column (fallback when no donor is comparable).
+
+    Notes
+    -----
+    Ties (donors at exactly the same distance) are broken by the lower donor row
+    index; sklearn's choice among exact ties depends on ``np.argpartition``. A column
+    with no value at all in the training data is refused (sklearn silently drops it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from datafuel.clean import KNNImputer
+    >>> X = np.array([[1.0, 2.0], [np.nan, 3.0], [7.0, 6.0], [1.5, np.nan]])
+    >>> KNNImputer(n_neighbors=1).fit_transform(X)[1]
+    array([1., 3.])
+    """
+
+    _fitted_attrs: ClassVar[tuple[str, ...]] = ("fit_X_", "col_means_")
+    _array_attrs: ClassVar[tuple[str, ...]] = ("fit_X_",)
+
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        *,
+        weights: str | Callable[[np.ndarray], np.ndarray] = "uniform",
+        block_size: int = 256,
+        donor_block: int = 4096,
+        device: str = "auto",
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.block_size = block_size
+        self.donor_block = donor_block
+        self.device = device
+
+    def _check_params(self) -> None:
+        for name in ("n_neighbors", "block_size", "donor_block"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{name} must be an int >= 1. Got {v!r} instead.")
+        if not (callable(self.weights) or self.weights in ("uniform", "distance")):
+            raise ConfigError(
+                f"weights must be 'uniform', 'distance' or a callable. Got {self.weights!r} instead."
+            )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(
+                f"device must be 'auto', 'cpu' or 'cuda'. Got {self.device!r} instead."
+            )
+
+    def fit(self, X: Any, y: Any = None) -> KNNImputer:
+        """Keep the training rows as donors."""
+        self._check_params()
+        X = self._validate(X, reset=True)
+        empty = np.isnan(X).all(axis=0)
+        if X.shape[0] and empty.any():
+            j = int(np.flatnonzero(empty)[0])
+            raise InputDataError(
+                f"column {column_name(self, j)} has no value in the training data; "
+                "nothing can be imputed from it (drop the column).",
+                field=str(j),
+            )
+        self.fit_X_ = X
+        self.col_means_ = np.nanmean(X, axis=0) if X.shape[0] else np.zeros(X.shape[1])
+        self._prepare()
+        return self
+
+    def _after_load(self) -> None:
+        self._prepare()
+
+    # -- donor-side precomputation ---------------------------------------------
+    def _device(self) -> torch.device:
+        if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
+            return torch.device("cuda")
+        return torch.device("cpu")
+
+    def _prepare(self) -> None:
+        F = np.asarray(self.fit_X_, dtype=np.float64)
+        present = ~np.isnan(F)
+        F0 = np.where(present, F - self.col_means_, 0.0)  # centring shrinks float32 error
+        dev = self._device()
+        Pf = present.astype(np.float32)
+        self._dev = dev
+        self._donor_num = torch.from_numpy(
+            np.concatenate([Pf, F0.astype(np.float32), (F0 * F0).astype(np.float32)], axis=1)
+        ).to(dev)
+        self._donor_cnt = torch.from_numpy(Pf).to(dev)
+        s = (F0 * F0).sum(axis=1)
+        # the donors with the largest norms (outliers) are always re-ranked exactly, so
+        # the float32 error bound only has to cover the rest
+        n_special = min(len(s), 16)
+        order = np.argsort(-s, kind="stable")
+        self._special = np.sort(order[:n_special])
+        self._s_max = float(s[order[n_special]]) if len(s) > n_special else 0.0
+        self._present_fit = present
+
+    # -- transform --------------------------------------------------------------
+    def transform(self, X: Any) -> np.ndarray:
+        """Fill every missing (NaN or infinite) entry of ``X`` from its nearest donors."""
+        self._check_fitted()
+        X = self._validate(X, reset=False)
+        if not hasattr(self, "_donor_num"):
+            self._prepare()
+        mask = np.isnan(X)
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            return X
+        fit_X = self.fit_X_
+        if fit_X.shape[0] == 0:
+            raise InputDataError("KNNImputer was fitted on zero rows: there are no donors.")
+        out = X.copy()
+        for start in range(0, rows.size, self.block_size):
+            blk = rows[start : start + self.block_size]
+            self._impute_block(X, blk, mask, out)
+        return out
+
+    def _candidates(self, R: np.ndarray, n_cand: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 top-``n_cand`` donors of each receiver; returns (indices, kth value)."""
+        dev = self._dev
+        Pr = ~np.isnan(R)
+        R0 = np.where(Pr, R - self.col_means_, 0.0)
+        a_num = torch.from_numpy(
+            np.concatenate([R0 * R0, -2.0 * R0, Pr.astype(np.float64)], axis=1).astype(np.float32)
+        ).to(dev)
+        a_cnt = torch.from_numpy(Pr.astype(np.float32)).to(dev)
+        n = self._donor_num.shape[0]
+        best_v: torch.Tensor | None = None
+        best_i: torch.Tensor | None = None
+        for d0 in range(0, n, self.donor_block):
+            d1 = min(n, d0 + self.donor_block)
+            num = a_num @ self._donor_num[d0:d1].T
+            cnt = a_cnt @ self._donor_cnt[d0:d1].T
+            num.div_(cnt)  # 0/0 -> NaN: no common coordinate; topk ranks NaN last
+            kk = min(n_cand, d1 - d0)
+            v, i = torch.topk(num, kk, dim=1, largest=False, sorted=False)
+            i = i + d0
+            if best_v is None or best_i is None:
+                best_v, best_i = v, i
+            else:
+                v = torch.cat([best_v, v], dim=1)
+                i = torch.cat([best_i, i], dim=1)
+                kk = min(n_cand, v.shape[1])
+                v, sel = torch.topk(v, kk, dim=1, largest=False, sorted=False)
+                best_v, best_i = v, torch.gather(i, 1, sel)
+        if best_v is None or best_i is None:  # pragma: no cover - n > 0 checked by caller
+            raise InputDataError("no donors")
+        kth = best_v.max(dim=1).values.double().cpu().numpy()
+        kth[np.isnan(kth)] = np.inf  # fewer finite candidates than asked: all are in
+        if best_v.shape[1] == n:
+            kth[:] = np.inf  # every donor is a candidate
+        return best_i.cpu().numpy(), kth
+
+    def _impute_block(
+        self, X: np.ndarray, blk: np.ndarray, mask: np.ndarray, out: np.ndarray
+    ) -> None:
+        fit_X = self.fit_X_
+        k = int(self.n_neighbors)
+        n_features = X.shape[1]
+        R = X[blk]
+        n_cand = 2 * k + 16
+        cand, kth = self._candidates(R, n_cand)
+        cand = np.concatenate(
+            [cand, np.broadcast_to(self._special, (len(blk), len(self._special)))], axis=1
+        )
+        cand.sort(axis=1)
+        # drop duplicates (a special donor also found by top-k): mark as -1 and push last
+        dup = np.zeros_like(cand, dtype=bool)
+        dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
+        exact = _exact_dist(R[:, None, :], fit_X[np.where(dup, 0, cand)])
+        exact[dup] = np.inf
+        order = np.lexsort((cand, exact), axis=1)  # by distance, ties by donor index
+        cand = np.take_along_axis(cand, order, axis=1)
+        exact = np.take_along_axis(exact, order, axis=1)
+        dup = np.take_along_axis(dup, order, axis=1)
+        # float32 error bound (distance units num/count, count >= 1), conservative
+        Rc = np.where(np.isnan(R), 0.0, R - self.col_means_)
+        s_r = (Rc * Rc).sum(axis=1)
+        tol = 8.0 * (n_features + 4) * _EPS32 * (s_r + self._s_max) + 1e-300
+        bound = kth - tol  # every donor outside the candidates is at least this far
+        for c in np.flatnonzero(mask[blk].any(axis=0)):
+            recv = np.flatnonzero(mask[blk, c])
+            ok = self._present_fit[cand[recv], c] & np.isfinite(exact[recv]) & ~dup[recv]
+            taken = ok & (np.cumsum(ok, axis=1) <= k)
+            n_taken = taken.sum(axis=1)
+            last = np.where(
+                n_taken > 0,
+                np.max(np.where(taken, exact[recv], -np.inf), axis=1),
+                -np.inf,
+            )
+            safe = np.where(n_taken >= k, last < bound[recv], np.isinf(kth[recv]))
+            values = np.where(taken, fit_X[cand[recv], c], 0.0)
+            out[blk[recv], c] = self._average_rows(exact[recv], values, taken, n_features, c)
+            for j in np.flatnonzero(~safe):
+                out[blk[recv[j]], c] = self._exact_one(R[recv[j]], c, k, n_features)
+
+    def _average_rows(
+        self, dist: np.ndarray, values: np.ndarray, taken: np.ndarray, n_features: int, c: int
+    ) -> np.ndarray:
+        """Weighted mean of the taken donors' values per row (column mean when none)."""
+        n_taken = taken.sum(axis=1)
+        if self.weights == "uniform":
+            w = taken.astype(np.float64)
+        else:
+            d = np.sqrt(np.where(taken, dist, 1.0) * n_features)
+            if self.weights == "distance":
+                with np.errstate(divide="ignore"):
+                    w = np.where(taken, 1.0 / d, 0.0)
+                zero = taken & (d == 0)
+                has_zero = zero.any(axis=1)
+                w[has_zero] = zero[has_zero]
+            else:
+                w = np.zeros_like(d)
+                for j in np.flatnonzero(n_taken):
+                    sel = taken[j]
+                    w_j = np.asarray(self.weights(d[j][sel][None, :]), dtype=np.float64)  # type: ignore[operator]
+                    w[j, sel] = np.where(np.isnan(w_j), 0.0, w_j)[0]
+        total = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = (w * values).sum(axis=1) / total
+        return np.where(n_taken > 0, res, self.col_means_[c])
+
+    def _exact_one(self, r: np.ndarray, c: int, k: int, n_features: int) -> float:
+        """Exact float64 scan over every donor that has column ``c`` (rare fallback)."""
+        donors = np.flatnonzero(self._present_fit[:, c])
+        d = _exact_dist(r, self.fit_X_[donors])
+        finite = np.isfinite(d)
+        donors, d = donors[finite], d[finite]
+        order = np.lexsort((donors, d))[:k]
+        taken = np.ones((1, order.size), dtype=bool)
+        return float(
+            self._average_rows(
+                d[order][None], self.fit_X_[donors[order], c][None], taken, n_features, c
+            )[0]
+        )

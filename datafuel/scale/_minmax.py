@@ -1,0 +1,116 @@
+"""Min-max scaling with streaming ``partial_fit``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from datafuel.clean._base import DatafuelTransformer, column_name
+from datafuel.errors import ConfigError, InputDataError
+
+__all__ = ["MinMaxScaler"]
+
+
+class MinMaxScaler(DatafuelTransformer):
+    """Map each column's training range onto ``feature_range``.
+
+    Running minima and maxima merge exactly, so :meth:`partial_fit` over pieces equals
+    :meth:`fit` on their concatenation. NaNs are ignored when fitting and kept when
+    transforming; infinities are refused. A constant column gets range 1 (no division
+    by zero). float32 in, float32 out.
+
+    Parameters
+    ----------
+    feature_range : tuple (min, max), default (0, 1)
+    clip : bool, default False
+        Clip transformed values to ``feature_range`` (values outside the training range).
+
+    Attributes
+    ----------
+    data_min_, data_max_, data_range_, scale_, min_ : ndarray of shape (n_features,)
+        As in sklearn: ``transform(X) = X * scale_ + min_``.
+    n_samples_seen_ : ndarray of shape (n_features,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from datafuel.scale import MinMaxScaler
+    >>> MinMaxScaler().fit_transform(np.array([[1.0], [3.0], [2.0]])).ravel()
+    array([0. , 1. , 0.5])
+    """
+
+    _fitted_attrs: ClassVar[tuple[str, ...]] = (
+        "data_min_",
+        "data_max_",
+        "data_range_",
+        "scale_",
+        "min_",
+        "n_samples_seen_",
+    )
+    _inf_is_missing: ClassVar[bool] = False
+
+    def __init__(self, feature_range: tuple[float, float] = (0, 1), *, clip: bool = False) -> None:
+        self.feature_range = feature_range
+        self.clip = clip
+
+    def fit(self, X: Any, y: Any = None) -> MinMaxScaler:
+        """Learn each column's minimum and maximum (NaNs ignored)."""
+        for name in self._fitted_attrs:
+            self.__dict__.pop(name, None)
+        return self.partial_fit(X)
+
+    def partial_fit(self, X: Any, y: Any = None) -> MinMaxScaler:
+        """Merge one more chunk into the running minimum and maximum of each column."""
+        fr = self.feature_range
+        if (
+            not isinstance(fr, (tuple, list))
+            or len(fr) != 2
+            or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in fr)
+            or not fr[0] < fr[1]
+        ):
+            raise ConfigError(
+                f"feature_range must be two finite numbers (min, max) with min < max. Got {fr!r} instead."
+            )
+        first = not hasattr(self, "data_min_")
+        X = self._validate(X, reset=first, copy=False)
+        present = ~np.isnan(X)
+        nb = present.sum(axis=0).astype(np.int64)
+        lo = np.where(present, X, np.inf).min(axis=0, initial=np.inf).astype(np.float64)
+        hi = np.where(present, X, -np.inf).max(axis=0, initial=-np.inf).astype(np.float64)
+        if not first:
+            nb = nb + self.n_samples_seen_
+            lo = np.minimum(lo, self.data_min_)
+            hi = np.maximum(hi, self.data_max_)
+        if (nb == 0).any():
+            j = int(np.flatnonzero(nb == 0)[0])
+            raise InputDataError(
+                f"column {column_name(self, j)} has no value in the training data; its "
+                "range is undefined (drop the column).",
+                field=str(j),
+            )
+        rng = hi - lo
+        self.n_samples_seen_ = nb
+        self.data_min_, self.data_max_, self.data_range_ = lo, hi, rng
+        safe = np.where(
+            rng <= 10 * np.finfo(np.float64).eps * np.maximum(np.abs(hi), 1.0), 1.0, rng
+        )
+        self.scale_ = (fr[1] - fr[0]) / safe
+        self.min_ = fr[0] - lo * self.scale_
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """``X * scale_ + min_`` per column, in the input's float dtype."""
+        X = self._validate(X, reset=False)
+        X *= self.scale_.astype(X.dtype)
+        X += self.min_.astype(X.dtype)
+        if self.clip:
+            np.clip(X, self.feature_range[0], self.feature_range[1], out=X)
+        return X
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Undo :meth:`transform`."""
+        X = self._validate(X, reset=False)
+        X -= self.min_.astype(X.dtype)
+        X /= self.scale_.astype(X.dtype)
+        return X
