@@ -1,0 +1,78 @@
+"""SIGKILL the ingest process at random moments; the reruns must give the exact ground truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ingest_server import FakeAPI, listings
+
+from datafuel.ingest import ingest, read_ingested
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+
+
+def expected_row(rec: dict[str, Any]) -> dict[str, Any]:
+    loc = rec.get("location") or {}
+    return {
+        "id": rec["id"],
+        "price": rec["price"],
+        "sqft": rec["sqft"],
+        "bedrooms": float(rec["bedrooms"]),
+        "location.lat": loc.get("lat"),
+        "location.lon": loc.get("lon"),
+        "tags": json.dumps(rec["tags"], separators=(",", ":")),
+        "garage": rec.get("garage"),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigkill_at_random_moments_then_rerun_gives_exact_ground_truth(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    truth = listings(240, drift_at=120)
+    out = tmp_path / "out"
+    with FakeAPI(truth, page_size=4, latency=0.004, fault_rate=0.04, seed=seed,
+                 fault_kinds=("503", "429:0", "drop", "truncate", "badjson")) as api:
+        cmd = [sys.executable, "-m", "datafuel", "ingest", api.url, "--out", str(out),
+               "--paginate", "cursor:next", "--records-path", "data.items",
+               "--max-attempts", "12", "--retry-base", "0.005", "--timeout", "5"]
+        kills = 0
+        for _ in range(5):
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 15
+                while not (out / "_state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, 0.35))
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    kills += 1
+            finally:
+                proc.wait(timeout=30)
+            if proc.returncode == 0:
+                break
+        final = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert final.returncode == 0, final.stderr
+        assert kills >= 2, "the kills all came too late to interrupt anything"
+        served_before_reference = len(api.served)
+        api.fault_rate = 0.0
+        reference = ingest(api.url, tmp_path / "reference", paginate="cursor:next", records_path="data.items")
+        assert len(api.served) > served_before_reference
+
+    table = read_ingested(out)
+    assert table.to_pylist() == [expected_row(r) for r in truth]  # no duplicate, no gap, same values
+    assert table.equals(read_ingested(tmp_path / "reference"))
+    state = json.loads((out / "_state.json").read_text())
+    assert state["status"] == "done" and state["records"] == 240 == reference.records
+    names = sorted(p.name for p in out.glob("*.parquet"))
+    assert names == [f"part-{i:08d}.parquet" for i in range(60)]
+    assert not list(out.glob(".*.tmp")) or all(p.name == "._state.json.tmp" for p in out.glob(".*.tmp"))
