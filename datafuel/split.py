@@ -3,21 +3,41 @@
 :func:`split_indices` is the primitive every ``build`` uses (tables, image files,
 documents): it turns a row count and fractions into disjoint index arrays plus a
 JSON-serialisable record of how (``split.json``).
+
+:func:`split` splits a table (pyarrow or pandas) four ways: seeded random, stable hash
+of a key column (a row keeps its split when the data grows), group-aware (no group in
+two splits) and time-ordered (train before val before test). Each part is tagged with
+its split name, so :class:`datafuel.Recipe` refuses to be fitted on val or test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+import sys
+import types
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from datafuel.errors import ConfigError
+from datafuel.errors import ConfigError, InputDataError
 
-__all__ = ["SPLIT_NAMES", "check_fractions", "split_indices"]
+__all__ = [
+    "SPLIT_NAMES",
+    "SPLIT_TAG",
+    "Split",
+    "check_fractions",
+    "split",
+    "split_indices",
+    "split_tag",
+]
 
 SPLIT_NAMES = ("train", "val", "test")
+
+#: schema-metadata key (pyarrow) / ``DataFrame.attrs`` key (pandas) naming a part's split
+SPLIT_TAG = "datafuel.split"
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -79,3 +99,244 @@ def split_indices(
         "total": int(n),
     }
     return parts, record
+
+
+# -- table-level split ----------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """The three parts of a table and the record of how it was split.
+
+    ``train``, ``val`` and ``test`` have the input's type (pyarrow Table or pandas
+    DataFrame), keep the input's row order, and carry their split name (see
+    :func:`split_tag`). ``indices`` maps each name to the input row indices;
+    ``record`` is what ``split.json`` stores.
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    record: dict[str, Any]
+    indices: dict[str, np.ndarray] = field(repr=False)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in SPLIT_NAMES:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """``(name, part)`` for train, val and test, in that order."""
+        for name in SPLIT_NAMES:
+            yield name, getattr(self, name)
+
+
+def split_tag(data: Any) -> str | None:
+    """The split name a table was tagged with by :func:`split` (``None`` when untagged)."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        pa = None
+    if pa is not None and isinstance(data, (pa.Table, pa.RecordBatch)):
+        meta = data.schema.metadata or {}
+        raw = meta.get(SPLIT_TAG.encode())
+        return None if raw is None else raw.decode()
+    attrs = getattr(data, "attrs", None)
+    if isinstance(attrs, dict):
+        tag = attrs.get(SPLIT_TAG)
+        return None if tag is None else str(tag)
+    return None
+
+
+def _tag(part: Any, name: str) -> Any:
+    import pyarrow as pa
+
+    if isinstance(part, pa.Table):
+        meta = dict(part.schema.metadata or {})
+        meta[SPLIT_TAG.encode()] = name.encode()
+        return part.replace_schema_metadata(meta)
+    part.attrs[SPLIT_TAG] = name
+    return part
+
+
+def _column(table: Any, name: str) -> list[Any]:
+    import pyarrow as pa
+
+    if isinstance(table, pa.Table):
+        if name not in table.column_names:
+            raise InputDataError(
+                f"column {name!r} is not in the table (columns: {table.column_names}).", field=name
+            )
+        return table.column(name).to_pylist()
+    if name not in table.columns:
+        raise InputDataError(
+            f"column {name!r} is not in the table (columns: {list(table.columns)}).", field=name
+        )
+    col = table[name]
+    return [
+        None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in col.tolist()
+    ]
+
+
+def _key_text(value: Any) -> str:
+    """A stable text form of a key value (ints and integral floats alike: ``5``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _assign_by_position(pos: np.ndarray, fr: tuple[float, float, float]) -> np.ndarray:
+    """0/1/2 for positions in [0, 1) against the cumulative fractions."""
+    return np.searchsorted(np.cumsum(fr)[:2], pos, side="right")
+
+
+def split(
+    table: Any,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    *,
+    seed: int = 0,
+    key: str | None = None,
+    by: str | None = None,
+    time: str | None = None,
+) -> Split:
+    """Split a table into train/val/test before anything is fitted.
+
+    Parameters
+    ----------
+    table : pyarrow.Table or pandas.DataFrame
+        The rows to split.
+    fractions : three floats summing to 1, default (0.8, 0.1, 0.1)
+    seed : int, default 0
+        Seeds the random and group permutations and salts the key hash.
+    key : str, optional
+        Stable hash split: a row's split depends only on its value in this column
+        (text form) and ``seed``, so existing rows keep their split when data is
+        added. Counts follow the fractions only approximately.
+    by : str, optional
+        Group-aware split: every row of a group (value of this column; missing
+        values form one group) lands in the same split. Groups are shuffled with
+        ``seed`` and laid end to end; a group goes where its midpoint falls.
+    time : str, optional
+        Time-ordered split: rows sorted by this column (stable); the earliest go to
+        train, then val, then test. Missing times are refused.
+
+    Returns
+    -------
+    Split
+        ``.train``, ``.val``, ``.test`` (same type as ``table``, tagged with their
+        split name), ``.indices`` and ``.record`` (JSON for ``split.json``).
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> import datafuel
+    >>> t = pa.table({"user": [1, 1, 2, 3, 3, 4, 5, 6, 7, 8], "x": [0.0] * 10})
+    >>> parts = datafuel.split(t, (0.8, 0.1, 0.1), seed=0, by="user")
+    >>> sum(p.num_rows for _, p in parts.items())
+    10
+    >>> parts.record["method"]
+    'group'
+    """
+    import pyarrow as pa
+
+    if not isinstance(table, pa.Table) and not (
+        hasattr(table, "iloc") and hasattr(table, "columns")
+    ):
+        raise ConfigError(
+            f"split takes a pyarrow Table or a pandas DataFrame. Got {type(table).__name__}."
+        )
+    chosen = [name for name, v in (("key", key), ("by", by), ("time", time)) if v is not None]
+    if len(chosen) > 1:
+        raise ConfigError(f"give at most one of key=, by=, time=. Got {', '.join(chosen)}.")
+    fr = check_fractions(fractions)
+    n = table.num_rows if isinstance(table, pa.Table) else len(table)
+    if n == 0:
+        raise InputDataError("cannot split an empty table (0 rows).")
+    record: dict[str, Any]
+    if key is not None:
+        salt = str(int(seed)).encode()
+        pos = np.array(
+            [
+                int.from_bytes(
+                    hashlib.blake2b(_key_text(v).encode(), digest_size=8, salt=salt).digest(),
+                    "little",
+                )
+                / 2.0**64
+                for v in _column(table, key)
+            ]
+        )
+        which = _assign_by_position(pos, fr)
+        record = {
+            "method": "hash",
+            "column": key,
+            "hash": "blake2b-64 of str(value), salted with seed",
+        }
+    elif by is not None:
+        values = [_key_text(v) if v is not None else "\x00null" for v in _column(table, by)]
+        groups, inverse = np.unique(np.array(values, dtype=object), return_inverse=True)
+        sizes = np.bincount(inverse, minlength=len(groups))
+        perm = np.random.default_rng(seed).permutation(len(groups))
+        start = np.cumsum(np.r_[0, sizes[perm]])[:-1]
+        mid = (start + sizes[perm] / 2.0) / n
+        group_split = np.empty(len(groups), dtype=np.int64)
+        group_split[perm] = _assign_by_position(mid, fr)
+        which = group_split[inverse]
+        record = {
+            "method": "group",
+            "column": by,
+            "groups": {name: int((group_split == i).sum()) for i, name in enumerate(SPLIT_NAMES)},
+        }
+    elif time is not None:
+        values = _column(table, time)
+        missing = [i for i, v in enumerate(values) if v is None]
+        if missing:
+            raise InputDataError(
+                f"time column {time!r} is missing a value in row {missing[0]}; a time-ordered "
+                "split needs every row's time.",
+                field=time,
+                row=missing[0],
+            )
+        try:
+            order = np.array(sorted(range(n), key=values.__getitem__), dtype=np.int64)
+        except TypeError as exc:
+            raise InputDataError(
+                f"time column {time!r} mixes values that cannot be ordered: {exc}", field=time
+            ) from exc
+        counts = _counts(n, fr)
+        which = np.empty(n, dtype=np.int64)
+        which[order] = np.repeat(np.arange(3), counts)
+        record = {"method": "time", "column": time}
+    else:
+        parts, record = split_indices(n, fr, seed=seed)
+        which = np.empty(n, dtype=np.int64)
+        for i, name in enumerate(SPLIT_NAMES):
+            which[parts[name]] = i
+    indices = {name: np.flatnonzero(which == i) for i, name in enumerate(SPLIT_NAMES)}
+    record.update(
+        {
+            "seed": int(seed),
+            "fractions": list(fr),
+            "counts": {name: len(idx) for name, idx in indices.items()},
+            "total": int(n),
+        }
+    )
+    out = {}
+    for name, idx in indices.items():
+        part = table.take(pa.array(idx)) if isinstance(table, pa.Table) else table.iloc[idx].copy()
+        out[name] = _tag(part, name)
+    return Split(out["train"], out["val"], out["test"], record, indices)
+
+
+class _CallableModule(types.ModuleType):
+    """``datafuel.split`` is this module *and* callable as :func:`split`.
+
+    So ``datafuel.split(table, ...)`` works at the top level while
+    ``import datafuel.split`` / ``from datafuel.split import split_indices`` keep
+    working for the stages that use the module.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Split:
+        return split(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

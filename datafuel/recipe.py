@@ -1,0 +1,445 @@
+"""A chain of clean/scale steps, fitted on the train split only, saved as JSON.
+
+A :class:`Recipe` is what ``datafuel build table`` fits and writes to
+``recipe.json``: the steps, their parameters and everything they learned. Small
+fitted values are stored in the JSON itself; large arrays (the KNN donor rows) go in
+``.npy`` files beside it, loaded with ``allow_pickle=False`` and checked against the
+SHA-256 recorded in the JSON. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datafuel.clean import DropSparseRows, KNNImputer, ScrubInfinite, SimpleImputer, Winsorizer
+from datafuel.clean._base import DatafuelTransformer, arrow_to_frame
+from datafuel.errors import (
+    ConfigError,
+    InputDataError,
+    LeakageError,
+    NotFittedError,
+    SchemaError,
+)
+from datafuel.scale import MinMaxScaler, StandardScaler
+from datafuel.split import split_tag
+
+__all__ = ["RECIPE_FORMAT", "Recipe"]
+
+RECIPE_FORMAT = "datafuel-recipe"
+_VERSION = 1
+_STEP_CLASSES: dict[str, type[DatafuelTransformer]] = {
+    cls.__name__: cls
+    for cls in (
+        DropSparseRows,
+        KNNImputer,
+        MinMaxScaler,
+        ScrubInfinite,
+        SimpleImputer,
+        StandardScaler,
+        Winsorizer,
+    )
+}
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _as_matrix(X: Any, what: str) -> tuple[np.ndarray, list[str] | None]:
+    """float64 2-D copy of ``X`` and its column names (None for plain arrays)."""
+    X = arrow_to_frame(X)
+    names = None
+    if hasattr(X, "columns") and hasattr(X, "to_numpy"):
+        names = [str(c) for c in X.columns]
+        for c in X.columns:
+            if X[c].dtype.kind not in "biuf":
+                raise InputDataError(
+                    f"{what}: column {str(c)!r} has dtype {X[c].dtype}, not a number.", field=str(c)
+                )
+        arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        try:
+            arr = np.array(X, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputDataError(f"{what}: data is not numeric: {exc}") from exc
+    if arr.ndim != 2:
+        raise SchemaError(f"{what}: expected a 2-D table or array. Got shape {arr.shape}.")
+    return arr, names
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dump(obj: Any) -> bytes:
+    try:
+        return (json.dumps(obj, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"the recipe cannot be saved as JSON: {exc}") from exc
+
+
+class Recipe:
+    """Clean and scale steps chained, fitted on train only, applied unchanged to anything.
+
+    Parameters
+    ----------
+    steps : sequence of datafuel transformers
+        Applied in order. :class:`~datafuel.clean.DropSparseRows` drops rows (the
+        matching target rows go too).
+    target_steps : sequence of datafuel transformers, optional
+        Applied to the target column (e.g. a :class:`~datafuel.clean.Winsorizer`
+        that caps an absurd price), fitted on the train targets.
+
+    Attributes
+    ----------
+    feature_names_ : list of str or None
+        Column names seen by ``fit`` (``None`` for plain arrays).
+    fit_report_ : list of dict
+        Per step, what fitting did to the train rows (rows dropped, values imputed or
+        clipped): for logs, not used by ``transform``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> import datafuel
+    >>> from datafuel.clean import KNNImputer, Winsorizer
+    >>> from datafuel.scale import StandardScaler
+    >>> X = np.array([[1.0, 2.0], [np.nan, 3.0], [7.0, 6.0], [2.0, 2.5]])
+    >>> r = datafuel.Recipe([KNNImputer(n_neighbors=2), Winsorizer(0.0, 1.0), StandardScaler()]).fit(X)
+    >>> path = os.path.join(tempfile.mkdtemp(), "recipe.json")
+    >>> fingerprint = r.save(path)
+    >>> np.allclose(datafuel.Recipe.load(path).transform(X), r.transform(X))
+    True
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[DatafuelTransformer],
+        *,
+        target_steps: Sequence[DatafuelTransformer] = (),
+    ) -> None:
+        self.steps = list(steps)
+        self.target_steps = list(target_steps)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(s) for s in self.steps)
+        return f"Recipe([{inner}])"
+
+    # -- fit / transform ---------------------------------------------------------
+    def _check_steps(self) -> None:
+        for step in (*self.steps, *self.target_steps):
+            if type(step).__name__ not in _STEP_CLASSES or not isinstance(
+                step, _STEP_CLASSES[type(step).__name__]
+            ):
+                raise ConfigError(
+                    f"recipe steps must be datafuel clean/scale transformers "
+                    f"({', '.join(sorted(_STEP_CLASSES))}). Got {type(step).__name__}."
+                )
+
+    def fit(self, X: Any, y: Any = None) -> Recipe:
+        """Fit every step, in order, on the train rows ``X`` (and target ``y``).
+
+        Raises
+        ------
+        LeakageError
+            ``X`` is a part tagged ``val`` or ``test`` by :func:`datafuel.split`.
+        InputDataError
+            A column has no value at all, or a target value is missing.
+        """
+        self._check_steps()
+        for data, what in ((X, "X"), (y, "y")):
+            tag = split_tag(data)
+            if tag is not None and tag != "train":
+                raise LeakageError(
+                    f"refusing to fit the recipe on {what} tagged as the {tag!r} split: "
+                    "statistics must come from the train split only.",
+                    split=tag,
+                )
+        arr, names = _as_matrix(X, "fit")
+        if arr.shape[0] == 0:
+            raise InputDataError("cannot fit a recipe on zero rows (the train split is empty).")
+        arr[np.isinf(arr)] = np.nan
+        empty = np.isnan(arr).all(axis=0)
+        if empty.any():
+            j = int(np.flatnonzero(empty)[0])
+            col = names[j] if names else f"#{j}"
+            raise InputDataError(
+                f"column {col!r} has no value in the {arr.shape[0]} training rows; "
+                "nothing can be learned from it (drop it).",
+                field=col,
+            )
+        yv = self._target(y, arr.shape[0])
+        self.feature_names_ = names
+        self.n_features_in_ = arr.shape[1]
+        report: list[dict[str, Any]] = []
+        for step in self.steps:
+            entry: dict[str, Any] = {"step": type(step).__name__, "rows_in": int(arr.shape[0])}
+            if isinstance(step, DropSparseRows):
+                keep = step.fit(arr).keep_mask(arr)
+                arr = arr[keep]
+                yv = None if yv is None else yv[keep]
+                entry["rows_dropped"] = int((~keep).sum())
+                if arr.shape[0] == 0:
+                    raise InputDataError(
+                        f"every training row has more than {step.max_missing_ratio:.0%} missing "
+                        "values; nothing is left to fit on (raise --max-missing)."
+                    )
+            else:
+                before = arr
+                arr = step.fit_transform(arr)
+                if isinstance(step, (SimpleImputer, KNNImputer)):
+                    entry["values_imputed"] = int(np.isnan(before).sum())
+                elif isinstance(step, Winsorizer):
+                    entry["values_clipped"] = int(
+                        (before < step.lower_caps_).sum() + (before > step.upper_caps_).sum()
+                    )
+            report.append(entry)
+        if yv is not None:
+            for step in self.target_steps:
+                col = yv[:, None]
+                entry = {"step": type(step).__name__, "target": True, "rows_in": len(yv)}
+                out = step.fit_transform(col)
+                if isinstance(step, Winsorizer):
+                    entry["values_clipped"] = int((out != col).sum())
+                yv = out[:, 0]
+                report.append(entry)
+        elif self.target_steps:
+            raise ConfigError("the recipe has target_steps, so fit needs y (the train targets).")
+        self.fit_report_ = report
+        self.n_train_rows_ = int(arr.shape[0])
+        return self
+
+    @staticmethod
+    def _target(y: Any, n: int) -> np.ndarray | None:
+        if y is None:
+            return None
+        y = arrow_to_frame(y)
+        try:
+            yv = np.asarray(
+                y.to_numpy(zero_copy_only=False)
+                if hasattr(y, "to_numpy") and not hasattr(y, "iloc")
+                else y,
+                dtype=np.float64,
+            ).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InputDataError(f"the target is not numeric: {exc}") from exc
+        if len(yv) != n:
+            raise SchemaError(f"y has {len(yv)} rows but X has {n}.")
+        bad = np.flatnonzero(~np.isfinite(yv))
+        if bad.size:
+            raise InputDataError(
+                f"the target is missing or not finite in {bad.size} row(s), first at row "
+                f"{int(bad[0])}; drop those rows or fix the target.",
+                row=int(bad[0]),
+            )
+        return yv
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "fit_report_"):
+            raise NotFittedError(
+                "This Recipe is not fitted yet: call fit() on the train split first."
+            )
+
+    def transform(self, X: Any, y: Any = None) -> Any:
+        """Apply the fitted steps to ``X`` (any split); returns ``X`` or ``(X, y)``.
+
+        Rows dropped by :class:`~datafuel.clean.DropSparseRows` are dropped from ``y``
+        too. A table must have every fitted column (others are ignored).
+        """
+        self._check_fitted()
+        X = arrow_to_frame(X)
+        if self.feature_names_ is not None and hasattr(X, "columns"):
+            have = [str(c) for c in X.columns]
+            missing = [c for c in self.feature_names_ if c not in have]
+            if missing:
+                raise SchemaError(
+                    f"column {missing[0]!r} was fitted but is not in the data to transform.",
+                    field=missing[0],
+                )
+            X = X[self.feature_names_]
+        arr, _ = _as_matrix(X, "transform")
+        if arr.shape[1] != self.n_features_in_:
+            raise SchemaError(
+                f"X has {arr.shape[1]} features, but the recipe was fitted on {self.n_features_in_}."
+            )
+        arr[np.isinf(arr)] = np.nan
+        yv = None if y is None else self._target(y, arr.shape[0])
+        for step in self.steps:
+            if isinstance(step, DropSparseRows):
+                keep = step.keep_mask(arr)
+                arr = arr[keep]
+                yv = None if yv is None else yv[keep]
+            else:
+                arr = step.transform(arr)
+        if yv is None:
+            return arr
+        for step in self.target_steps:
+            yv = step.transform(yv[:, None])[:, 0]
+        return arr, yv
+
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
+        """``fit`` then ``transform`` on the same (train) rows."""
+        return self.fit(X, y).transform(X, y)
+
+    # -- persistence ---------------------------------------------------------------
+    def _state(self, arrays: dict[str, np.ndarray], stem: str) -> dict[str, Any]:
+        def steps_state(steps: list[DatafuelTransformer], group: str) -> list[dict[str, Any]]:
+            out = []
+            for i, step in enumerate(steps):
+                st = step.get_state()
+                for attr in step._array_attrs:
+                    if attr in st["fitted"]:
+                        arr = np.ascontiguousarray(st["fitted"][attr])
+                        name = f"{stem}.{group}{i}.{attr.rstrip('_')}.npy"
+                        arrays[name] = arr
+                        st["fitted"][attr] = {
+                            "npy": name,
+                            "dtype": arr.dtype.str,
+                            "shape": list(arr.shape),
+                        }
+                out.append({"class": type(step).__name__, **st})
+            return out
+
+        self._check_fitted()
+        return {
+            "format": RECIPE_FORMAT,
+            "version": _VERSION,
+            "feature_names": self.feature_names_,
+            "n_features_in": self.n_features_in_,
+            "n_train_rows": self.n_train_rows_,
+            "steps": steps_state(self.steps, "step"),
+            "target_steps": steps_state(self.target_steps, "target"),
+            "fit_report": self.fit_report_,
+        }
+
+    def save(self, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> str:
+        """Write the fitted recipe to ``path`` (JSON) plus ``.npy`` files beside it.
+
+        ``extra`` (JSON-able) is stored under the ``"extra"`` key, e.g. how the input
+        columns were prepared. Returns the recipe's fingerprint (SHA-256 of the JSON).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        state = self._state(arrays, path.stem)
+        digests = {}
+        for name, arr in arrays.items():
+            target = path.parent / name
+            tmp = target.with_name(f".{name}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            digests[name] = hashlib.sha256(target.read_bytes()).hexdigest()
+        for group in ("steps", "target_steps"):
+            for st in state[group]:
+                for value in st["fitted"].values():
+                    if isinstance(value, dict) and "npy" in value:
+                        value["sha256"] = digests[value["npy"]]
+        if extra is not None:
+            state["extra"] = dict(extra)
+        data = _dump(state)
+        _write_atomic(path, data)
+        return hashlib.sha256(data).hexdigest()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the recipe's JSON form (what ``save`` writes, without ``extra``)."""
+        arrays: dict[str, np.ndarray] = {}
+        state = self._state(arrays, "recipe")
+        for group in ("steps", "target_steps"):
+            for st in state[group]:
+                for value in st["fitted"].values():
+                    if isinstance(value, dict) and "npy" in value:
+                        value["sha256"] = hashlib.sha256(arrays[value["npy"]].tobytes()).hexdigest()
+        return hashlib.sha256(_dump(state)).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Recipe:
+        """Read a recipe written by :meth:`save` (arrays checked against their SHA-256)."""
+        path = Path(path)
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputDataError(f"cannot read recipe {str(path)!r}: {exc}", path=path) from exc
+        if not isinstance(state, dict) or state.get("format") != RECIPE_FORMAT:
+            raise InputDataError(f"{str(path)!r} is not a datafuel recipe.", path=path)
+        if state.get("version") != _VERSION:
+            raise InputDataError(
+                f"{str(path)!r} has recipe version {state.get('version')!r}; this datafuel "
+                f"reads version {_VERSION}.",
+                path=path,
+            )
+
+        def build(entries: list[dict[str, Any]]) -> list[DatafuelTransformer]:
+            steps = []
+            for st in entries:
+                klass = _STEP_CLASSES.get(st.get("class", ""))
+                if klass is None:
+                    raise InputDataError(
+                        f"{str(path)!r} names an unknown step {st.get('class')!r}.", path=path
+                    )
+                fitted = dict(st["fitted"])
+                for attr, value in fitted.items():
+                    if isinstance(value, dict) and "npy" in value:
+                        fitted[attr] = cls._load_array(path, value)
+                steps.append(klass.from_state({"params": st["params"], "fitted": fitted}))
+            return steps
+
+        recipe = cls(build(state["steps"]), target_steps=build(state.get("target_steps", [])))
+        recipe.feature_names_ = state["feature_names"]
+        recipe.n_features_in_ = int(state["n_features_in"])
+        recipe.n_train_rows_ = int(state["n_train_rows"])
+        recipe.fit_report_ = list(state["fit_report"])
+        return recipe
+
+    @staticmethod
+    def _load_array(path: Path, ref: dict[str, Any]) -> np.ndarray:
+        name = str(ref["npy"])
+        if not _PLAIN_NAME.match(name) or ".." in name:
+            raise InputDataError(
+                f"{str(path)!r} points to array file {name!r}, which is not a plain name "
+                "beside the recipe; refusing it.",
+                path=path,
+            )
+        file = path.parent / name
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise InputDataError(
+                f"recipe array file {str(file)!r} is missing: {exc}", path=file
+            ) from exc
+        if hashlib.sha256(raw).hexdigest() != ref.get("sha256"):
+            raise InputDataError(
+                f"recipe array file {str(file)!r} does not match the SHA-256 in the recipe "
+                "(changed or corrupt).",
+                path=file,
+            )
+        try:
+            arr = np.load(file, allow_pickle=False)
+        except ValueError as exc:
+            raise InputDataError(
+                f"cannot load recipe array {str(file)!r}: {exc}", path=file
+            ) from exc
+        if list(arr.shape) != list(ref["shape"]) or arr.dtype.str != ref["dtype"]:
+            raise InputDataError(
+                f"recipe array {str(file)!r} has shape {arr.shape} / dtype {arr.dtype}, the "
+                f"recipe says {ref['shape']} / {ref['dtype']}.",
+                path=file,
+            )
+        return arr
