@@ -1,5 +1,34 @@
-"""datafuel.synthetic (see DESIGN.md)."""
+"""Semi-synthetic data: priors, ToEdit-style token resampling, diversity statistics.
+
+``resample_shards`` is the Python form of ``datafuel resample``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._diversity import distinct_n, diversity_stats, perplexities, top_bigram_share
+from ._hf import load_hf_prior
+from ._ngram import NGramPrior
+from ._pipeline import REPORT_NAME, format_report, resample_shards
+from ._prior import Prior, Scores, apply_decoding
+from ._resample import ResampleCounts, doc_rng, resample_document, resample_documents
+from ._torch import TorchPrior
+
+__all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
+    "NGramPrior",
+    "Prior",
+    "REPORT_NAME",
+    "ResampleCounts",
+    "Scores",
+    "TorchPrior",
+    "apply_decoding",
+    "distinct_n",
+    "diversity_stats",
+    "doc_rng",
+    "format_report",
+    "load_hf_prior",
+    "perplexities",
+    "resample_document",
+    "resample_documents",
+    "resample_shards",
+    "top_bigram_share",
+]
