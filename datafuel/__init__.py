@@ -9,7 +9,7 @@ steps on the train split only and saves them as JSON.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from datafuel import errors, split
 from datafuel._version import __version__
@@ -17,11 +17,11 @@ from datafuel.errors import DatafuelError
 
 __all__ = ["DatafuelError", "Recipe", "__version__", "errors", "split"]
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from datafuel.recipe import Recipe
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     # Recipe pulls in scikit-learn; load it on first use so `import datafuel` stays light
     if name == "Recipe":
         from datafuel.recipe import Recipe
