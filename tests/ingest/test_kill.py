@@ -35,7 +35,7 @@ def expected_row(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_sigkill_at_random_moments_then_rerun_gives_exact_ground_truth(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     truth = listings(240, drift_at=120)
@@ -46,13 +46,13 @@ def test_sigkill_at_random_moments_then_rerun_gives_exact_ground_truth(tmp_path:
                "--paginate", "cursor:next", "--records-path", "data.items",
                "--max-attempts", "12", "--retry-base", "0.005", "--timeout", "5"]
         kills = 0
-        for _ in range(5):
+        for _ in range(4):
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 deadline = time.monotonic() + 15
                 while not (out / "_state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
                     time.sleep(0.005)
-                time.sleep(rng.uniform(0.0, 0.35))
+                time.sleep(rng.uniform(0.0, 0.4))
                 if proc.poll() is None:
                     os.kill(proc.pid, signal.SIGKILL)
                     kills += 1
