@@ -1,0 +1,128 @@
+"""``datafuel profile``: throughput and starvation of the loader, as text and JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datafuel.cli import main
+from datafuel.loaders import bytes_field, fixed, ragged, write_shards
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture()
+def token_dir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    docs = [
+        rng.integers(0, 50000, size=int(k), dtype=np.uint16)
+        for k in rng.integers(100, 400, size=60)
+    ]
+    write_shards(
+        tmp_path / "tok", fields={"tokens": ragged("uint16")}, tokens=docs, shard_bytes=8 << 10
+    )
+    return tmp_path / "tok"
+
+
+@pytest.fixture()
+def rows_dir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    write_shards(
+        tmp_path / "rows", x=rng.normal(size=(500, 8)).astype(np.float32), y=np.arange(500)
+    )
+    return tmp_path / "rows"
+
+
+def test_json_report_for_token_windows(token_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run_cli(
+        [
+            "profile",
+            str(token_dir),
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "8",
+            "--step-ms",
+            "2",
+            "--batches",
+            "12",
+            "--json",
+        ],
+        capsys,
+    )
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["batches"] == 12 and report["samples"] == 96
+    assert report["bytes"] == 96 * 33 * 2  # uint16 windows of 33 tokens cross the bus
+    assert 0.0 <= report["starvation"] <= 1.0
+    assert report["samples_per_s"] == pytest.approx(96 / report["wall_s"])
+    assert report["bytes_per_s"] == pytest.approx(report["bytes"] / report["wall_s"])
+    # 12 simulated steps of 2 ms: the wall time is at least that
+    assert report["wall_s"] >= 12 * 0.002 * 0.9
+    assert report["wait_p50_ms"] <= report["wait_p95_ms"]
+
+
+def test_text_report_for_rows_and_epochs(
+    rows_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = run_cli(
+        ["profile", str(rows_dir), "--batch-size", "64", "--epochs", "2"], capsys
+    )
+    assert rc == 0, err
+    assert "16 batches of 64" in out  # 8 batches per epoch, 2 epochs
+    for word in ("samples/s", "MB/s", "starvation", "wait p50"):
+        assert word in out
+    rc, out, _ = run_cli(
+        ["profile", str(rows_dir), "--batch-size", "64", "--workers", "0", "--json"], capsys
+    )
+    assert rc == 0 and json.loads(out)["batches"] == 8
+
+
+def test_bad_input_is_one_line_and_exit_1(
+    token_dir: Path, rows_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = run_cli(["profile", str(token_dir)], capsys)
+    assert rc == 1 and "--seq-len" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run_cli(["profile", str(rows_dir), "--step-ms", "-1"], capsys)
+    assert rc == 1 and "--step-ms" in err
+    rc, _, err = run_cli(["profile", str(tmp_path / "missing")], capsys)
+    assert rc == 1 and "missing" in err
+    rc, _, err = run_cli(["profile", str(rows_dir), "--decode", "cpu"], capsys)
+    assert rc == 1 and "jpeg" in err
+    rc, _, err = run_cli(["profile", str(token_dir), "--seq-len", "8", "--decode", "cpu"], capsys)
+    assert rc == 1 and "exclude" in err
+
+
+def test_decode_cpu_on_real_jpegs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    jpegs = []
+    for _ in range(24):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+        jpegs.append(buf.getvalue())
+    d = tmp_path / "img"
+    write_shards(
+        d,
+        fields={"jpeg": bytes_field(), "label": fixed("int64")},
+        jpeg=jpegs,
+        label=np.arange(24) % 3,
+    )
+    rc, _, err = run_cli(["profile", str(d)], capsys)
+    assert rc == 1 and "--decode" in err
+    rc, out, err = run_cli(
+        ["profile", str(d), "--decode", "cpu", "--size", "32", "--batch-size", "8", "--json"],
+        capsys,
+    )
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["batches"] == 3
+    assert report["bytes"] == 24 * (32 * 32 * 3 + 8)  # uint8 pixels + int64 labels
