@@ -80,3 +80,19 @@ def make_folder(
             w, h = 48 + 16 * i, 40 + 8 * c
             (d / f"img_{i:02d}.jpg").write_bytes(jpeg(w, h, seed=100 * c + i))
     return root
+
+
+COLOURS = ((220, 40, 40), (40, 200, 60), (50, 70, 230))
+
+
+def colour_image(label: int, seed: int) -> bytes:
+    """A class-coloured blob on a noisy grey background, random size and place."""
+    rng = np.random.default_rng(seed)
+    w, h = (int(v) for v in rng.integers(48, 120, size=2))
+    a = np.clip(rng.normal(120, 30, (h, w, 3)), 0, 255)
+    cx, cy, r = rng.integers(w // 4, 3 * w // 4), rng.integers(h // 4, 3 * h // 4), min(w, h) // 3
+    y, x = np.mgrid[0:h, 0:w]
+    a[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = COLOURS[label]
+    buf = io.BytesIO()
+    Image.fromarray(a.astype(np.uint8)).save(buf, "JPEG", quality=85)
+    return buf.getvalue()

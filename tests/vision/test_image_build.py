@@ -14,18 +14,26 @@ from datafuel.vision import build_image_shards, image_info
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_build_writes_splits_labels_and_class_names(folder: Path, tmp_path: Path) -> None:
     (folder / "dog" / "sub").mkdir()
-    (folder / "dog" / "sub" / "nested.png").write_bytes(encode(Image.fromarray(pattern(30, 20)), "PNG"))
+    (folder / "dog" / "sub" / "nested.png").write_bytes(
+        encode(Image.fromarray(pattern(30, 20)), "PNG")
+    )
     (folder / "cat" / ".DS_Store").write_bytes(b"\0\0junk")  # hidden: ignored
     out = tmp_path / "out"
     s = build_image_shards(folder, out, fractions=(0.6, 0.2, 0.2), seed=1, shard_bytes=5_000)
     assert s["classes"] == ["cat", "dog", "eel"] and s["total"] == 19 and s["skipped"] == 0
     assert sum(s["counts"].values()) == 19
-    originals = {p.read_bytes(): p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    originals = {
+        p.read_bytes(): p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+    }
     seen = []
     for name in ("train", "val", "test"):
         ds = ShardSet(out / name, verify=True)
@@ -41,7 +49,7 @@ def test_build_writes_splits_labels_and_class_names(folder: Path, tmp_path: Path
     assert ShardSet(out / "train").num_shards > 1
     split = json.loads((out / "split.json").read_text())
     assert split["seed"] == 1 and split["counts"] == s["counts"]
-    assert sorted(sum(split["files"].values(), [])) == sorted(
+    assert sorted(f for part in split["files"].values() for f in part) == sorted(
         p.relative_to(folder).as_posix() for p in set(seen)
     )
     assert json.loads((out / "skipped.json").read_text()) == {"count": 0, "files": []}
