@@ -62,7 +62,7 @@ def _as_matrix(X: Any, what: str) -> tuple[np.ndarray, list[str] | None]:
                 raise InputDataError(
                     f"{what}: column {str(c)!r} has dtype {X[c].dtype}, not a number.", field=str(c)
                 )
-        arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        arr = np.array(X.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64, copy=True)
     else:
         try:
             arr = np.array(X, dtype=np.float64)
@@ -80,6 +80,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -259,8 +260,20 @@ class Recipe:
         """Apply the fitted steps to ``X`` (any split); returns ``X`` or ``(X, y)``.
 
         Rows dropped by :class:`~datafuel.clean.DropSparseRows` are dropped from ``y``
-        too. A table must have every fitted column (others are ignored).
+        too (:meth:`keep_mask` tells which). A table must have every fitted column
+        (others are ignored).
         """
+        arr, yv, _ = self.transform_rows(X, y)
+        return arr if yv is None else (arr, yv)
+
+    def keep_mask(self, X: Any) -> np.ndarray:
+        """Boolean mask of the rows of ``X`` that :meth:`transform` keeps."""
+        return self.transform_rows(X, None)[2]
+
+    def transform_rows(
+        self, X: Any, y: Any = None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Like :meth:`transform`, also returning the mask of input rows kept: ``(X, y, keep)``."""
         self._check_fitted()
         X = arrow_to_frame(X)
         if self.feature_names_ is not None and hasattr(X, "columns"):
@@ -279,18 +292,20 @@ class Recipe:
             )
         arr[np.isinf(arr)] = np.nan
         yv = None if y is None else self._target(y, arr.shape[0])
+        rows = np.arange(arr.shape[0])
         for step in self.steps:
             if isinstance(step, DropSparseRows):
                 keep = step.keep_mask(arr)
-                arr = arr[keep]
+                arr, rows = arr[keep], rows[keep]
                 yv = None if yv is None else yv[keep]
             else:
                 arr = step.transform(arr)
-        if yv is None:
-            return arr
-        for step in self.target_steps:
-            yv = step.transform(yv[:, None])[:, 0]
-        return arr, yv
+        if yv is not None:
+            for step in self.target_steps:
+                yv = step.transform(yv[:, None])[:, 0]
+        mask = np.zeros(len(X), dtype=bool)
+        mask[rows] = True
+        return arr, yv, mask
 
     def fit_transform(self, X: Any, y: Any = None) -> Any:
         """``fit`` then ``transform`` on the same (train) rows."""
