@@ -217,6 +217,7 @@ class Recipe:
                 out = step.fit_transform(col)
                 if isinstance(step, Winsorizer):
                     entry["values_clipped"] = int((out != col).sum())
+                    entry["min_before"], entry["max_before"] = float(col.min()), float(col.max())
                 yv = out[:, 0]
                 report.append(entry)
         elif self.target_steps:
