@@ -23,9 +23,22 @@ def _strip(docs: Sequence[np.ndarray], eot_id: int | None) -> list[np.ndarray]:
 
 
 def _ngram_keys(docs: Sequence[np.ndarray], n: int) -> np.ndarray:
-    """Every n-gram inside a document (never across documents) as one row of an int64 array."""
+    """Every n-gram inside a document (never across documents), one key per n-gram.
+
+    Keys pack the n tokens base ``max_id + 1`` into a uint64 when that fits (a fast 1-D
+    ``np.unique``); otherwise they are the rows of an ``(count, n)`` array.
+    """
     rows = [np.lib.stride_tricks.sliding_window_view(d, n) for d in docs if len(d) >= n]
-    return np.concatenate(rows) if rows else np.zeros((0, n), np.int64)
+    if not rows:
+        return np.zeros(0, np.uint64)
+    g = np.concatenate(rows)
+    base = int(g.max()) + 1 if g.size else 1
+    if float(base) ** n >= 2.0**63:
+        return g
+    key = np.zeros(len(g), np.uint64)
+    for j in range(n):
+        key = key * np.uint64(base) + g[:, j].astype(np.uint64)
+    return key
 
 
 def distinct_n(docs: Sequence[np.ndarray], n: int, *, eot_id: int | None = None) -> float:
@@ -37,7 +50,7 @@ def distinct_n(docs: Sequence[np.ndarray], n: int, *, eot_id: int | None = None)
     g = _ngram_keys(_strip(docs, eot_id), n)
     if len(g) == 0:
         return 0.0
-    return len(np.unique(g, axis=0)) / len(g)
+    return len(np.unique(g, axis=0 if g.ndim == 2 else None)) / len(g)
 
 
 def top_bigram_share(
@@ -47,7 +60,7 @@ def top_bigram_share(
     g = _ngram_keys(_strip(docs, eot_id), 2)
     if len(g) == 0:
         return 0.0
-    _, c = np.unique(g, axis=0, return_counts=True)
+    _, c = np.unique(g, axis=0 if g.ndim == 2 else None, return_counts=True)
     return float(np.sort(c)[::-1][:top].sum() / len(g))
 
 

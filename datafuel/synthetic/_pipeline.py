@@ -31,10 +31,11 @@ _WORK = ".resample-work"
 
 
 def _shard_docs(ds: ShardSet, field: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shard ``k``'s token array and its offsets (rows + 1)."""
-    data, idx = ds._mmap(k, field)
-    assert idx is not None
-    return data, np.asarray(idx, np.int64)
+    """Shard ``k``'s token array and its document offsets (rows + 1), local to the shard."""
+    ts = ds.token_stream(field)
+    a, b = int(ds.offsets[k]), int(ds.offsets[k + 1])
+    offs = ts.doc_starts[a : b + 1] - ts.shard_starts[k]
+    return ds.field_array(field, k), np.asarray(offs, np.int64)
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
