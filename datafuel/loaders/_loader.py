@@ -397,11 +397,18 @@ class Loader:
             if ev is not None:
                 ev.synchronize()  # the previous copy out of this slot has finished
             slot = {k: t[:b].numpy() for k, t in self._ring[s].items()}
+        nbytes = -1
         if self.transform is None:
             if self.windows is not None:
                 assert starts is not None
-                dst = None if slot is None else slot[self.token_field]
+                if slot is not None:
+                    dst = slot[self.token_field]
+                elif not self._cuda:
+                    dst = np.empty((b, self.windows.length), np.int64)  # widened as copied
+                else:
+                    dst = None
                 arrays = {self.token_field: self.windows.read(starts, out=dst)}
+                nbytes = b * self.windows.length * self.windows.stream.dtype.itemsize
             else:
                 arrays = self.shards.gather(indices, self.fields, out=slot)
         else:
@@ -420,14 +427,15 @@ class Loader:
                 arrays = slot
         if self.check_finite:
             self._finite(arrays, sample_ids)
-        nbytes = sum(int(a.nbytes) for a in arrays.values())
+        if nbytes < 0:
+            nbytes = sum(int(a.nbytes) for a in arrays.values())
         if not self._cuda:
             tensors = {k: self._host_tensor(k, a) for k, a in arrays.items()}
             return _Batch(tensors, nbytes, b)
         return self._to_device(arrays, job, b, nbytes)
 
     def _host_tensor(self, name: str, a: np.ndarray) -> torch.Tensor:
-        if self.windows is not None and name == self.token_field:
+        if self.windows is not None and name == self.token_field and a.dtype.kind == "u":
             return torch.from_numpy(a.astype(np.int64))  # widen tokens after the gather
         return torch.from_numpy(a)
 

@@ -30,6 +30,7 @@ class TokenStream:
         self, data: Sequence[np.ndarray], offsets: Sequence[np.ndarray], dtype: np.dtype[Any]
     ) -> None:
         self._data = list(data)
+        self._views: dict[tuple[int, int], np.ndarray] = {}
         self.dtype = dtype
         sizes = np.array([len(d) for d in self._data], dtype=np.int64)
         #: global token index where each shard starts, plus the total
@@ -56,34 +57,60 @@ class TokenStream:
         """How many distinct window starts fit: ``num_tokens - length + 1`` (0 if too short)."""
         return max(0, self.num_tokens - length + 1)
 
+    def _view(self, k: int, length: int) -> np.ndarray | None:
+        """Shard ``k`` seen as its ``(n, length)`` sliding windows (a cached strided view)."""
+        key = (k, length)
+        view = self._views.get(key)
+        if view is None:
+            data = self._data[k]
+            n = len(data) - length + 1
+            if n <= 0:
+                return None
+            step = data.strides[0]
+            view = np.lib.stride_tricks.as_strided(
+                data, shape=(n, length), strides=(step, step), writeable=False
+            )
+            self._views[key] = view  # a racing thread builds an identical view: harmless
+        return view
+
     def windows(
         self, starts: Sequence[int] | np.ndarray, length: int, out: np.ndarray | None = None
     ) -> np.ndarray:
-        """Windows ``[s, s + length)`` for each start, as a ``(len(starts), length)`` array."""
+        """Windows ``[s, s + length)`` for each start, as a ``(len(starts), length)`` array.
+
+        ``out`` may have a wider dtype (e.g. int64): the tokens are then widened as
+        they are copied, with no second pass.
+        """
         st = np.asarray(starts, dtype=np.int64).reshape(-1)
         if length < 1:
             raise ConfigError(f"window length must be >= 1. Got {length} instead.")
-        if st.size and (st.min() < 0 or st.max() + length > self.num_tokens):
-            raise IndexError(
-                f"window start out of range: windows of {length} tokens start in [0, {self.num_tokens - length}]."
-            )
         if out is None:
             out = np.empty((st.size, length), dtype=self.dtype)
         elif out.shape != (st.size, length):
             raise ConfigError(f"out must have shape {(st.size, length)}; got {out.shape}.")
         if st.size == 0:
             return out
-        shard = np.searchsorted(self.shard_starts, st, side="right") - 1
-        inside = st + length <= self.shard_starts[shard + 1]
+        lo, hi = int(st.min()), int(st.max())
+        if lo < 0 or hi + length > self.num_tokens:
+            raise IndexError(
+                f"window start out of range: windows of {length} tokens start in [0, {self.num_tokens - length}]."
+            )
+        starts_ = self.shard_starts
+        k = int(np.searchsorted(starts_, lo, side="right") - 1)
+        if hi + length <= starts_[k + 1]:
+            # every window inside one shard (always so with one shard): one fancy-index
+            # copy of contiguous runs (np.take would first materialise the whole view)
+            view = self._view(k, length)
+            assert view is not None
+            out[...] = view[st - starts_[k]] if k else view[st]
+            return out
+        shard = np.searchsorted(starts_, st, side="right") - 1
+        inside = st + length <= starts_[shard + 1]
         for k in np.unique(shard[inside]).tolist():
-            # fancy indexing a sliding-window view copies each window as one contiguous run
-            # (np.take would first materialise the whole view)
-            view = np.lib.stride_tricks.sliding_window_view(self._data[k], length)
+            view = self._view(k, length)
+            assert view is not None
             sel = np.flatnonzero(inside & (shard == k))
-            if sel.size == st.size:
-                out[...] = view[st - self.shard_starts[k]]
-            else:
-                out[sel] = view[st[sel] - self.shard_starts[k]]
+            out[sel] = view[st[sel] - starts_[k]]
         for j in np.flatnonzero(~inside).tolist():  # windows that cross a shard boundary
             out[j] = self.read(int(st[j]), length)
         return out
