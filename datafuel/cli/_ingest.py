@@ -116,6 +116,11 @@ def _summary(r: IngestResult) -> str:
     show_default=True,
     help="Seconds per request.",
 )
+@click.option(
+    "--no-fsync",
+    is_flag=True,
+    help="Skip fsync per page: faster; still exactly-once across process kills, not across power loss.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and drift events to stderr.")
 def ingest(
@@ -131,6 +136,7 @@ def ingest(
     max_attempts: int,
     retry_base: float,
     timeout: float,
+    no_fsync: bool,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -177,6 +183,7 @@ def ingest(
             max_attempts=max_attempts,
             retry_base=retry_base,
             timeout=timeout,
+            fsync=not no_fsync,
             on_progress=on_progress,
         )
     finally:

@@ -34,27 +34,24 @@ def flatten_record(record: Mapping[str, Any], *, sep: str = ".") -> dict[str, An
     {'id': 1, 'location.lat': 47.6, 'location.lon': -122.3, 'tags': '["a"]'}
     """
     out: dict[str, Any] = {}
+    _walk(record, "", sep, out)
+    return out
 
-    def put(key: str, value: Any) -> None:
+
+def _walk(obj: Mapping[str, Any], prefix: str, sep: str, out: dict[str, Any]) -> None:
+    for k, v in obj.items():
+        key = f"{prefix}{k}" if prefix else (k if type(k) is str else str(k))
+        tv = type(v)
+        if tv is dict or (tv is not list and isinstance(v, Mapping)):
+            if v:
+                _walk(v, key + sep, sep, out)
+                continue
+            v = None
+        elif tv is list:
+            v = _to_json(v)
         if key in out:
             raise SchemaError(
                 f"two fields flatten to the same column {key!r}; rename one of them upstream",
                 field=key,
             )
-        out[key] = value
-
-    def walk(prefix: str, obj: Mapping[str, Any]) -> None:
-        for k, v in obj.items():
-            key = f"{prefix}{sep}{k}" if prefix else str(k)
-            if isinstance(v, Mapping):
-                if v:
-                    walk(key, v)
-                else:
-                    put(key, None)
-            elif isinstance(v, list):
-                put(key, _to_json(v))
-            else:
-                put(key, v)
-
-    walk("", record)
-    return out
+        out[key] = v

@@ -107,10 +107,10 @@ def _check_args(
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise ConfigError(f"{name} must be an int >= 1 or None. Got {value!r} instead.")
-    for name, value in headers.items():
-        if not isinstance(name, str) or not name or not isinstance(value, str):
+    for hname, hvalue in headers.items():
+        if not isinstance(hname, str) or not hname or not isinstance(hvalue, str):
             raise ConfigError(
-                f"headers must map non-empty names to string values; header {name!r} does not"
+                f"headers must map non-empty names to string values; header {hname!r} does not"
             )
 
 

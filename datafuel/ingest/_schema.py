@@ -28,6 +28,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 _EXACT_FLOAT_INT = 2**53
+_FAST_TYPES: dict[type, str] = {type(None): "null", bool: "bool", float: "float", str: "string"}
 _INT64 = 2**63
 
 
@@ -114,15 +115,17 @@ class SchemaTracker:
         events: list[DriftEvent] = []
         page_types: dict[str, str] = {}
         page_big: set[str] = set()
+        fast = _FAST_TYPES
         for row in rows:
             for key, value in row.items():
-                t = value_type(value)
-                if t == "int" and abs(value) > _EXACT_FLOAT_INT:
+                t = fast.get(type(value)) or value_type(value)
+                if t == "int" and not -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
                     page_big.add(key)
                 prev = page_types.get(key)
-                page_types[key] = (
-                    t if prev is None else merge_types(prev, t, big_int=key in page_big)
-                )
+                if prev != t:
+                    page_types[key] = (
+                        t if prev is None else merge_types(prev, t, big_int=key in page_big)
+                    )
         for key, t in page_types.items():
             big = key in page_big or key in self.big_int
             if key not in self.columns:

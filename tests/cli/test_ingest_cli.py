@@ -22,7 +22,16 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def test_ingest_then_rerun_is_a_no_op(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "o"
     with FakeAPI(RECORDS, page_size=5, faults={1: ["429:0"]}) as api:
-        args = ["ingest", api.url, "--out", str(out), "--paginate", "cursor:next", "--records-path", "data.items"]
+        args = [
+            "ingest",
+            api.url,
+            "--out",
+            str(out),
+            "--paginate",
+            "cursor:next",
+            "--records-path",
+            "data.items",
+        ]
         code, stdout, err = run(args, capsys)
         assert code == 0, err
         assert "ingested 5 page(s), 23 record(s)" in stdout and "1 retry" in stdout
@@ -32,10 +41,21 @@ def test_ingest_then_rerun_is_a_no_op(tmp_path: Path, capsys: pytest.CaptureFixt
     assert read_ingested(out).column("loc.lat").to_pylist() == [i / 10 for i in range(23)]
 
 
-def test_json_output_and_max_pages_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output_and_max_pages_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "o"
     with FakeAPI(RECORDS, page_size=5, style="page") as api:
-        base = ["ingest", api.url, "--out", str(out), "--records-path", "data.items", "--page-size", "5"]
+        base = [
+            "ingest",
+            api.url,
+            "--out",
+            str(out),
+            "--records-path",
+            "data.items",
+            "--page-size",
+            "5",
+        ]
         code, stdout, _ = run([*base, "--max-pages", "2", "--json"], capsys)
         first = json.loads(stdout)
         assert code == 0 and first["status"] == "stopped" and first["records"] == 10
@@ -45,21 +65,67 @@ def test_json_output_and_max_pages_resume(tmp_path: Path, capsys: pytest.Capture
     assert read_ingested(out).column("id").to_pylist() == list(range(23))
 
 
-def test_different_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_different_arguments_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "o"
     with FakeAPI(RECORDS, page_size=5) as api:
-        assert run(["ingest", api.url, "--out", str(out), "--paginate", "cursor:next", "--records-path", "data.items"], capsys)[0] == 0
-        code, _, err = run(["ingest", api.url, "--out", str(out), "--paginate", "page", "--records-path", "data.items"], capsys)
+        assert (
+            run(
+                [
+                    "ingest",
+                    api.url,
+                    "--out",
+                    str(out),
+                    "--paginate",
+                    "cursor:next",
+                    "--records-path",
+                    "data.items",
+                ],
+                capsys,
+            )[0]
+            == 0
+        )
+        code, _, err = run(
+            [
+                "ingest",
+                api.url,
+                "--out",
+                str(out),
+                "--paginate",
+                "page",
+                "--records-path",
+                "data.items",
+            ],
+            capsys,
+        )
     assert code == 1
     assert err.startswith("datafuel: error:") and "different source" in err and "paginate" in err
 
 
-def test_retries_exhausted_exit_nonzero_with_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retries_exhausted_exit_nonzero_with_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "o"
     secret = "tok-9f8e7d6c"
     with FakeAPI(RECORDS, page_size=5, faults={2: ["503"] * 3}) as api:
-        args = ["ingest", api.url, "--out", str(out), "--paginate", "cursor:next", "--records-path", "data.items",
-                "--max-attempts", "3", "--retry-base", "0", "--header", f"Authorization: Bearer {secret}", "-v"]
+        args = [
+            "ingest",
+            api.url,
+            "--out",
+            str(out),
+            "--paginate",
+            "cursor:next",
+            "--records-path",
+            "data.items",
+            "--max-attempts",
+            "3",
+            "--retry-base",
+            "0",
+            "--header",
+            f"Authorization: Bearer {secret}",
+            "-v",
+        ]
         code, stdout, err = run(args, capsys)
         assert code == 1
         assert "page 2" in err and "failed 3 time(s)" in err and "rerun the same command" in err
@@ -74,13 +140,20 @@ def test_retries_exhausted_exit_nonzero_with_checkpoint(tmp_path: Path, capsys: 
 
 
 @pytest.mark.parametrize("bad", ["NoColon", ": empty-name", "Two Words: v"])
-def test_bad_header_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str) -> None:
-    code, _, err = run(["ingest", "http://127.0.0.1:9/x", "--out", str(tmp_path / "o"), "--header", bad], capsys)
+def test_bad_header_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    code, _, err = run(
+        ["ingest", "http://127.0.0.1:9/x", "--out", str(tmp_path / "o"), "--header", bad], capsys
+    )
     assert code == 1 and "--header must look like 'Name: value'" in err
 
 
 def test_bad_paginate_and_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["ingest", "http://127.0.0.1:9/x", "--out", str(tmp_path / "o"), "--paginate", "cursor"], capsys)
+    code, _, err = run(
+        ["ingest", "http://127.0.0.1:9/x", "--out", str(tmp_path / "o"), "--paginate", "cursor"],
+        capsys,
+    )
     assert code == 1 and "--paginate must be one of" in err
     code, _, err = run(["ingest", "file:///etc/passwd", "--out", str(tmp_path / "p")], capsys)
     assert code == 1 and "http://" in err
@@ -91,8 +164,20 @@ def test_module_entry_point_runs(tmp_path: Path) -> None:
 
     with FakeAPI(RECORDS, page_size=10, style="link", records_path=None) as api:
         proc = subprocess.run(
-            [sys.executable, "-m", "datafuel", "ingest", api.url, "--out", str(tmp_path / "o"), "--paginate", "link"],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "datafuel",
+                "ingest",
+                api.url,
+                "--out",
+                str(tmp_path / "o"),
+                "--paginate",
+                "link",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert proc.returncode == 0, proc.stderr
     assert "23 record(s)" in proc.stdout

@@ -22,8 +22,15 @@ def test_exhausted_retries_keep_the_checkpoint_and_a_rerun_continues(tmp_path: P
         with pytest.raises(RetryExhaustedError):
             ingest(api.url, out, retry=RetryPolicy(max_attempts=4, sleep=clock.sleep), **CURSOR)
         state = json.loads((out / "_state.json").read_text())
-        assert (state["status"], state["pages"], state["records"], state["retries"]) == ("running", 3, 30, 3)
-        assert sorted(p.name for p in out.glob("*.parquet")) == [f"part-0000000{i}.parquet" for i in range(3)]
+        assert (state["status"], state["pages"], state["records"], state["retries"]) == (
+            "running",
+            3,
+            30,
+            3,
+        )
+        assert sorted(p.name for p in out.glob("*.parquet")) == [
+            f"part-0000000{i}.parquet" for i in range(3)
+        ]
         r = ingest(api.url, out, retry=RetryPolicy(max_attempts=4, sleep=clock.sleep), **CURSOR)
     assert r.resumed and r.new_pages == 3 and r.records == 60 and r.retries == 3
     assert read_ingested(out).column("id").to_pylist() == list(range(60))
@@ -43,9 +50,17 @@ def test_finished_run_is_a_no_op(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"paginate": "page"}, {"records_path": "data"}, {"primary_key": "id"}, {"page_size": 5}, {"url": "other"}],
+    [
+        {"paginate": "page"},
+        {"records_path": "data"},
+        {"primary_key": "id"},
+        {"page_size": 5},
+        {"url": "other"},
+    ],
 )
-def test_different_arguments_into_the_same_dir_are_refused(tmp_path: Path, change: dict[str, object]) -> None:
+def test_different_arguments_into_the_same_dir_are_refused(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
     out = tmp_path / "o"
     with FakeAPI(listings(25), page_size=10) as api:
         ingest(api.url, out, max_pages=1, **CURSOR)
@@ -139,17 +154,33 @@ def test_missing_primary_key_names_page_and_record(tmp_path: Path) -> None:
     assert (info.value.page, info.value.row, info.value.field) == (1, 3, "id")
 
 
-def test_header_secret_is_sent_but_never_written_or_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_header_secret_is_sent_but_never_written_or_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = "s3cr3t-T0KEN-4f9a"
     out = tmp_path / "o"
     clock = FakeClock()
     caplog.set_level(logging.DEBUG)
-    with FakeAPI(listings(40, drift_at=20), page_size=10, faults={1: ["503", "429:0"], 2: ["drop"], 3: ["401"]}) as api:
+    with FakeAPI(
+        listings(40, drift_at=20),
+        page_size=10,
+        faults={1: ["503", "429:0"], 2: ["drop"], 3: ["401"]},
+    ) as api:
         with pytest.raises(IngestError) as info:
-            ingest(api.url, out, headers={"Authorization": f"Bearer {secret}", "X-Api-Key": secret},
-                   retry=RetryPolicy(sleep=clock.sleep), **CURSOR)
-        ingest(api.url, out, headers={"Authorization": f"Bearer {secret}", "X-Api-Key": secret},
-               retry=RetryPolicy(sleep=clock.sleep), **CURSOR)
+            ingest(
+                api.url,
+                out,
+                headers={"Authorization": f"Bearer {secret}", "X-Api-Key": secret},
+                retry=RetryPolicy(sleep=clock.sleep),
+                **CURSOR,
+            )
+        ingest(
+            api.url,
+            out,
+            headers={"Authorization": f"Bearer {secret}", "X-Api-Key": secret},
+            retry=RetryPolicy(sleep=clock.sleep),
+            **CURSOR,
+        )
         sent = [s.headers.get("Authorization") for s in api.served]
     assert sent and all(h == f"Bearer {secret}" for h in sent)
     assert "retry" in caplog.text and "drift" in caplog.text  # the logs did say things
@@ -171,8 +202,14 @@ def test_rate_limit_with_an_injected_clock(tmp_path: Path) -> None:
 
     clock2 = FakeClock()
     with FakeAPI(listings(30), page_size=5, faults={2: ["503"]}) as api:
-        r = ingest(api.url, tmp_path / "o", rate_limiter=RateLimiter(10.0, clock=clock2.now, sleep=clock2.sleep),
-                   retry=RetryPolicy(sleep=clock2.sleep, base=0.0), prefetch=False, **CURSOR)
+        r = ingest(
+            api.url,
+            tmp_path / "o",
+            rate_limiter=RateLimiter(10.0, clock=clock2.now, sleep=clock2.sleep),
+            retry=RetryPolicy(sleep=clock2.sleep, base=0.0),
+            prefetch=False,
+            **CURSOR,
+        )
     # 7 requests (6 pages + 1 retry), every attempt spaced 0.1 s apart on the fake clock
     assert r.requests == 7 and len(api.served) == 7
     rate_waits = [s for s in clock2.sleeps if s > 0]

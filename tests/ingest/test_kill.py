@@ -36,21 +36,49 @@ def expected_row(rec: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0])
-def test_sigkill_at_random_moments_then_rerun_gives_exact_ground_truth(tmp_path: Path, seed: int) -> None:
+def test_sigkill_at_random_moments_then_rerun_gives_exact_ground_truth(
+    tmp_path: Path, seed: int
+) -> None:
     rng = random.Random(seed)
     truth = listings(240, drift_at=120)
     out = tmp_path / "out"
-    with FakeAPI(truth, page_size=4, latency=0.004, fault_rate=0.04, seed=seed,
-                 fault_kinds=("503", "429:0", "drop", "truncate", "badjson")) as api:
-        cmd = [sys.executable, "-m", "datafuel", "ingest", api.url, "--out", str(out),
-               "--paginate", "cursor:next", "--records-path", "data.items",
-               "--max-attempts", "12", "--retry-base", "0.005", "--timeout", "5"]
+    with FakeAPI(
+        truth,
+        page_size=4,
+        latency=0.004,
+        fault_rate=0.04,
+        seed=seed,
+        fault_kinds=("503", "429:0", "drop", "truncate", "badjson"),
+    ) as api:
+        cmd = [
+            sys.executable,
+            "-m",
+            "datafuel",
+            "ingest",
+            api.url,
+            "--out",
+            str(out),
+            "--paginate",
+            "cursor:next",
+            "--records-path",
+            "data.items",
+            "--max-attempts",
+            "12",
+            "--retry-base",
+            "0.005",
+            "--timeout",
+            "5",
+        ]
         kills = 0
         for _ in range(4):
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 deadline = time.monotonic() + 15
-                while not (out / "_state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+                while (
+                    not (out / "_state.json").exists()
+                    and proc.poll() is None
+                    and time.monotonic() < deadline
+                ):
                     time.sleep(0.005)
                 time.sleep(rng.uniform(0.0, 0.4))
                 if proc.poll() is None:
@@ -65,14 +93,20 @@ def test_sigkill_at_random_moments_then_rerun_gives_exact_ground_truth(tmp_path:
         assert kills >= 2, "the kills all came too late to interrupt anything"
         served_before_reference = len(api.served)
         api.fault_rate = 0.0
-        reference = ingest(api.url, tmp_path / "reference", paginate="cursor:next", records_path="data.items")
+        reference = ingest(
+            api.url, tmp_path / "reference", paginate="cursor:next", records_path="data.items"
+        )
         assert len(api.served) > served_before_reference
 
     table = read_ingested(out)
-    assert table.to_pylist() == [expected_row(r) for r in truth]  # no duplicate, no gap, same values
+    assert table.to_pylist() == [
+        expected_row(r) for r in truth
+    ]  # no duplicate, no gap, same values
     assert table.equals(read_ingested(tmp_path / "reference"))
     state = json.loads((out / "_state.json").read_text())
     assert state["status"] == "done" and state["records"] == 240 == reference.records
     names = sorted(p.name for p in out.glob("*.parquet"))
     assert names == [f"part-{i:08d}.parquet" for i in range(60)]
-    assert not list(out.glob(".*.tmp")) or all(p.name == "._state.json.tmp" for p in out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp")) or all(
+        p.name == "._state.json.tmp" for p in out.glob(".*.tmp")
+    )

@@ -26,7 +26,9 @@ def ids(out: Path) -> list[int]:
 
 @pytest.mark.parametrize(("style", "spec"), STYLES)
 @pytest.mark.parametrize("n", [0, 1, 10, 47])
-def test_every_paginator_reads_every_record_once(tmp_path: Path, style: str, spec: str, n: int) -> None:
+def test_every_paginator_reads_every_record_once(
+    tmp_path: Path, style: str, spec: str, n: int
+) -> None:
     with FakeAPI(listings(n), page_size=10, style=style) as api:
         r = ingest(api.url, tmp_path / "o", paginate=spec, records_path="data.items", page_size=10)
         served = list(api.served)
@@ -43,7 +45,13 @@ def test_every_paginator_reads_every_record_once(tmp_path: Path, style: str, spe
 
 def test_page_paginator_parameters(tmp_path: Path) -> None:
     with FakeAPI(listings(25), page_size=10, style="page") as api:
-        ingest(api.url + "?sort=price", tmp_path / "o", paginate="page", records_path="data.items", page_size=10)
+        ingest(
+            api.url + "?sort=price",
+            tmp_path / "o",
+            paginate="page",
+            records_path="data.items",
+            page_size=10,
+        )
         params = [s.params for s in api.served]
     assert [p["page"] for p in params] == ["1", "2", "3", "4"]
     assert all(p["sort"] == "price" and p["page_size"] == "10" for p in params)
@@ -60,7 +68,9 @@ def test_bare_list_body_and_link_with_relative_urls(tmp_path: Path) -> None:
 
 def test_cursor_in_a_nested_field(tmp_path: Path) -> None:
     with FakeAPI(listings(12), page_size=5, style="cursor", cursor_field="meta.next_cursor") as api:
-        r = ingest(api.url, tmp_path / "o", paginate="cursor:meta.next_cursor", records_path="data.items")
+        r = ingest(
+            api.url, tmp_path / "o", paginate="cursor:meta.next_cursor", records_path="data.items"
+        )
     assert r.records == 12 and r.pages == 3
     assert r.stop_reason == "no cursor in field 'meta.next_cursor'"
 
@@ -68,7 +78,9 @@ def test_cursor_in_a_nested_field(tmp_path: Path) -> None:
 def test_cursor_that_is_a_url_is_followed() -> None:
     p = CursorPaginator(field="next")
     req = PageRequest("http://a/items", (("limit", "5"),), 0)
-    resp = PageResponse(body={"next": "http://b/items?after=9"}, headers={}, url="http://a/items", records=[{}])
+    resp = PageResponse(
+        body={"next": "http://b/items?after=9"}, headers={}, url="http://a/items", records=[{}]
+    )
     nxt = p.next(req, resp)
     assert nxt == PageRequest("http://b/items?after=9", (), 1)
     with pytest.raises(PaginationError):
@@ -104,9 +116,14 @@ def test_repeated_link_is_a_loop_error() -> None:
     p = LinkPaginator()
     head = {"link": '</items?offset=10>; rel="next"'}
     req = PageRequest("http://h/items", (), 0)
-    assert p.next(req, PageResponse({}, head, "http://h/items", [{}])) == PageRequest("http://h/items?offset=10", (), 1)
+    assert p.next(req, PageResponse({}, head, "http://h/items", [{}])) == PageRequest(
+        "http://h/items?offset=10", (), 1
+    )
     with pytest.raises(PaginationError, match="loops"):
-        p.next(PageRequest("http://h/items?offset=10", (), 1), PageResponse({}, head, "http://h/items?offset=10", [{}]))
+        p.next(
+            PageRequest("http://h/items?offset=10", (), 1),
+            PageResponse({}, head, "http://h/items?offset=10", [{}]),
+        )
 
 
 def test_api_that_ignores_the_page_parameter_is_detected(tmp_path: Path) -> None:
@@ -156,10 +173,18 @@ def test_bad_paginate_spec(spec: str) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"url": "ftp://x/items"}, {"url": "not a url"}, {"max_pages": 0}, {"page_size": -1}, {"rate": 0.0}],
+    [
+        {"url": "ftp://x/items"},
+        {"url": "not a url"},
+        {"max_pages": 0},
+        {"page_size": -1},
+        {"rate": 0.0},
+    ],
 )
 def test_bad_arguments_are_config_errors(tmp_path: Path, kwargs: dict[str, object]) -> None:
     args: dict[str, object] = {"url": "http://127.0.0.1:9/items", **kwargs}
     url = args.pop("url")
     with pytest.raises(ConfigError):
-        ingest(url, tmp_path / "o", retry=RetryPolicy(max_attempts=1, sleep=FakeClock().sleep), **args)  # type: ignore[arg-type]
+        ingest(
+            url, tmp_path / "o", retry=RetryPolicy(max_attempts=1, sleep=FakeClock().sleep), **args
+        )  # type: ignore[arg-type]

@@ -46,7 +46,9 @@ def test_backoff_is_exponential_capped_and_fully_jittered() -> None:
     assert p.delay(2, "garbage") == 1.0  # unparseable Retry-After -> backoff
 
 
-@pytest.mark.parametrize("bad", [{"max_attempts": 0}, {"max_attempts": 1.5}, {"base": -1.0}, {"cap": float("nan")}])
+@pytest.mark.parametrize(
+    "bad", [{"max_attempts": 0}, {"max_attempts": 1.5}, {"base": -1.0}, {"cap": float("nan")}]
+)
 def test_policy_rejects_bad_parameters(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         RetryPolicy(**bad)  # type: ignore[arg-type]
@@ -56,8 +58,13 @@ def test_429_retry_after_seconds_is_honoured_and_capped(tmp_path: Path) -> None:
     clock = FakeClock()
     recs = listings(30)
     with FakeAPI(recs, page_size=10, faults={1: ["429:7", "429:3600"]}) as api:
-        r = ingest(api.url, tmp_path / "o", paginate="cursor:next", records_path="data.items",
-                   retry=policy(clock, retry_after_cap=60.0, rng=MaxRandom()))
+        r = ingest(
+            api.url,
+            tmp_path / "o",
+            paginate="cursor:next",
+            records_path="data.items",
+            retry=policy(clock, retry_after_cap=60.0, rng=MaxRandom()),
+        )
     assert clock.sleeps == [7.0, 60.0]
     assert r.retries == 2 and r.records == 30
     assert read_ingested(tmp_path / "o").column("id").to_pylist() == list(range(30))
@@ -67,16 +74,29 @@ def test_429_retry_after_http_date(tmp_path: Path) -> None:
     clock = FakeClock()
     with FakeAPI(listings(20), page_size=10, faults={0: ["429:date:30"]}) as api:
         clock.t = time.time()
-        ingest(api.url, tmp_path / "o", paginate="cursor:next", records_path="data.items", retry=policy(clock))
+        ingest(
+            api.url,
+            tmp_path / "o",
+            paginate="cursor:next",
+            records_path="data.items",
+            retry=policy(clock),
+        )
     assert len(clock.sleeps) == 1
     assert 27.0 <= clock.sleeps[0] <= 31.0  # HTTP-dates have one-second resolution
 
 
 def test_503_burst_backs_off_exponentially_without_sleeping(tmp_path: Path) -> None:
     clock = FakeClock()
-    with FakeAPI(listings(30), page_size=10, faults={2: ["503", "503", "502", "500", "504"]}) as api:
-        r = ingest(api.url, tmp_path / "o", paginate="cursor:next", records_path="data.items",
-                   retry=policy(clock, max_attempts=6, base=0.25, cap=2.0, rng=MaxRandom()))
+    with FakeAPI(
+        listings(30), page_size=10, faults={2: ["503", "503", "502", "500", "504"]}
+    ) as api:
+        r = ingest(
+            api.url,
+            tmp_path / "o",
+            paginate="cursor:next",
+            records_path="data.items",
+            retry=policy(clock, max_attempts=6, base=0.25, cap=2.0, rng=MaxRandom()),
+        )
         assert api.faults_served == ["503", "503", "502", "500", "504"]
     assert clock.sleeps == [0.25, 0.5, 1.0, 2.0, 2.0]
     assert r.retries == 5 and r.records == 30
@@ -87,8 +107,14 @@ def test_transport_faults_are_retried(tmp_path: Path, fault: str) -> None:
     clock = FakeClock()
     recs = listings(25)
     with FakeAPI(recs, page_size=10, faults={1: [fault, fault]}) as api:
-        r = ingest(api.url, tmp_path / "o", paginate="cursor:next", records_path="data.items",
-                   retry=policy(clock), timeout=0.2)
+        r = ingest(
+            api.url,
+            tmp_path / "o",
+            paginate="cursor:next",
+            records_path="data.items",
+            retry=policy(clock),
+            timeout=0.2,
+        )
         assert api.faults_served == [fault, fault]
     assert r.retries == 2 and len(clock.sleeps) == 2
     assert read_ingested(tmp_path / "o").column("id").to_pylist() == list(range(25))
@@ -98,8 +124,13 @@ def test_malformed_json_exhausts_with_an_error_naming_the_page(tmp_path: Path) -
     clock = FakeClock()
     with FakeAPI(listings(40), page_size=10, faults={2: ["badjson"] * 3}) as api:
         with pytest.raises(RetryExhaustedError) as info:
-            ingest(api.url, tmp_path / "o", paginate="cursor:next", records_path="data.items",
-                   retry=policy(clock, max_attempts=3))
+            ingest(
+                api.url,
+                tmp_path / "o",
+                paginate="cursor:next",
+                records_path="data.items",
+                retry=policy(clock, max_attempts=3),
+            )
     msg = str(info.value)
     assert info.value.page == 2
     assert "page 2" in msg and "not valid JSON" in msg and "3 time(s)" in msg
@@ -112,7 +143,13 @@ def test_client_errors_other_than_429_are_not_retried(tmp_path: Path, status: st
     clock = FakeClock()
     with FakeAPI(listings(30), page_size=10, faults={1: [status]}) as api:
         with pytest.raises(HTTPError) as info:
-            ingest(api.url, tmp_path / "o", paginate="cursor:next", records_path="data.items", retry=policy(clock))
+            ingest(
+                api.url,
+                tmp_path / "o",
+                paginate="cursor:next",
+                records_path="data.items",
+                retry=policy(clock),
+            )
         assert len(api.served) == 2  # page 0, then page 1 once: no retry
     assert info.value.page == 1 and info.value.status == int(status)
     assert f"HTTP {status}" in str(info.value)

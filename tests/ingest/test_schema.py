@@ -13,7 +13,13 @@ from datafuel.ingest import SchemaTracker, flatten_record, ingest, merge_types, 
 
 
 def test_flatten_nested_objects_lists_and_empty_objects() -> None:
-    rec = {"id": 1, "loc": {"lat": 1.5, "geo": {"h": 3}}, "tags": ["a", {"b": 2}], "meta": {}, "n": None}
+    rec = {
+        "id": 1,
+        "loc": {"lat": 1.5, "geo": {"h": 3}},
+        "tags": ["a", {"b": 2}],
+        "meta": {},
+        "n": None,
+    }
     assert flatten_record(rec) == {
         "id": 1,
         "loc.lat": 1.5,
@@ -62,13 +68,22 @@ def test_drift_events_new_missing_and_type_change() -> None:
     t = SchemaTracker()
     assert t.observe([{"a": 1, "b": "x"}, {"a": 2}], page=0) == []  # the first page is the baseline
     ev = t.observe([{"a": 1.5, "c": True}], page=1)
-    assert sorted((e.kind, e.field) for e in ev) == [("missing_field", "b"), ("new_field", "c"), ("type_change", "a")]
+    assert sorted((e.kind, e.field) for e in ev) == [
+        ("missing_field", "b"),
+        ("new_field", "c"),
+        ("type_change", "a"),
+    ]
     assert t.observe([{"a": 1, "c": False}], page=2) == []  # b still missing: reported once
     ev = t.observe([{"a": 1, "b": None, "c": 1}], page=3)
-    assert [(e.kind, e.field, e.old_type, e.type) for e in ev] == [("type_change", "c", "bool", "string")]
+    assert [(e.kind, e.field, e.old_type, e.type) for e in ev] == [
+        ("type_change", "c", "bool", "string")
+    ]
     table = t.to_table([{"a": 1, "c": True}, {"b": "y"}])
     assert table.schema == pa.schema([("a", pa.float64()), ("b", pa.string()), ("c", pa.string())])
-    assert table.to_pylist() == [{"a": 1.0, "b": None, "c": "true"}, {"a": None, "b": "y", "c": None}]
+    assert table.to_pylist() == [
+        {"a": 1.0, "b": None, "c": "true"},
+        {"a": None, "b": "y", "c": None},
+    ]
 
 
 def test_schema_change_mid_stream_end_to_end(tmp_path: Path) -> None:
@@ -88,9 +103,21 @@ def test_schema_change_mid_stream_end_to_end(tmp_path: Path) -> None:
         "garage": "int",
     }
     drift = [json.loads(line) for line in (out / "_drift.jsonl").read_text().splitlines()]
-    assert {"page": 3, "kind": "type_change", "field": "bedrooms", "old_type": "int", "type": "float"} in drift
+    assert {
+        "page": 3,
+        "kind": "type_change",
+        "field": "bedrooms",
+        "old_type": "int",
+        "type": "float",
+    } in drift
     assert {"page": 3, "kind": "new_field", "field": "garage", "type": "int"} in drift
-    assert {"page": 4, "kind": "type_change", "field": "sqft", "old_type": "int", "type": "string"} in drift
+    assert {
+        "page": 4,
+        "kind": "type_change",
+        "field": "sqft",
+        "old_type": "int",
+        "type": "string",
+    } in drift
     assert r.drift_events == len(drift) == 3
     state = json.loads((out / "_state.json").read_text())
     assert state["schema"]["columns"] == r.schema
