@@ -223,7 +223,8 @@ class ShardSet:
         # Plan the reads once for every field. Indices grouped by shard (e.g. sorted)
         # are read straight into contiguous slices of the output; otherwise each
         # shard's rows are read together and scattered into place.
-        plan: list[tuple[int, slice | np.ndarray, np.ndarray]] = []
+        plan: list[tuple[int, slice, np.ndarray]] = []
+        inverse: np.ndarray | None = None
         if idx.size:
             lo, hi = int(shard_of[0]), int(shard_of[-1])
             if lo == hi and (self.num_shards == 1 or shard_of.min() == shard_of.max()):
@@ -235,9 +236,17 @@ class ShardSet:
                     if b > a:
                         plan.append((k, slice(a, b), idx[a:b] - self.offsets[k]))
             else:
-                for k in np.unique(shard_of).tolist():
-                    mask = shard_of == k
-                    plan.append((k, mask, idx[mask] - self.offsets[k]))
+                # read in shard order into a staging buffer, then one take into place
+                perm = np.argsort(shard_of, kind="stable")
+                by_shard = shard_of[perm]
+                lo, hi = int(by_shard[0]), int(by_shard[-1])
+                bounds = np.searchsorted(by_shard, np.arange(lo, hi + 2)).tolist()
+                for k in range(lo, hi + 1):
+                    a, b = bounds[k - lo], bounds[k - lo + 1]
+                    if b > a:
+                        plan.append((k, slice(a, b), idx[perm[a:b]] - self.offsets[k]))
+                inverse = np.empty_like(perm)
+                inverse[perm] = np.arange(perm.size)
         for name in names:
             spec = self._check_field(name)
             if spec.kind == "fixed":
@@ -249,13 +258,13 @@ class ShardSet:
                         f"out[{name!r}] must be {spec.dtype} of shape {(idx.size, *spec.shape)}; got {dst.dtype} {dst.shape}.",
                         field=name,
                     )
+                stage = dst if inverse is None else np.empty_like(dst)
                 for k, where, local in plan:
                     src = self._mmap(k, name)[0]
                     # indices are range-checked above; mode="clip" lets take write without a buffer
-                    if isinstance(where, slice):
-                        np.take(src, local, axis=0, out=dst[where], mode="clip")
-                    else:
-                        dst[where] = np.take(src, local, axis=0, mode="clip")
+                    np.take(src, local, axis=0, out=stage[where], mode="clip")
+                if inverse is not None:
+                    np.take(stage, inverse, axis=0, out=dst, mode="clip")
                 result[name] = dst
             else:
                 items: list[Any] = [None] * idx.size
