@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from datafuel.errors import DatafuelError
 from datafuel.loaders import Loader, ShardSet, fixed, ragged, write_shards
 
 from ._demo import DemoContext
@@ -24,6 +25,8 @@ def _shard_sets(value: Any, found: list[Path]) -> None:
             _shard_sets(v, found)
     elif isinstance(value, (str, Path)):
         p = Path(value)
+        if not (p / "manifest.json").is_file() and (p / "train" / "manifest.json").is_file():
+            p = p / "train"  # a `datafuel build` output directory
         if (p / "manifest.json").is_file() and p not in found:
             found.append(p)
 
@@ -85,9 +88,9 @@ def _train_tokens(ctx: DemoContext) -> Path:
     for epoch in range(2):
         loader.set_epoch(epoch)
         for batch in loader:
-            t = batch["tokens"]  # int64 (32, 65): widened after the uint16 gather
-            logits = model(t[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), t[:, 1:].reshape(-1))
+            w = batch["tokens"]  # int64 (32, 65): widened from the uint16 shards
+            logits = model(w[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), w[:, 1:].reshape(-1))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -125,7 +128,11 @@ def run(ctx: DemoContext) -> None:
             opts.update(decode="cpu", size=128)
         elif kinds and all(k == "ragged" for k in kinds.values()):
             opts.update(seq_len=128, token_field=next(iter(kinds)))
-        r = run_profile(str(path), **opts)
+        try:
+            r = run_profile(str(path), **opts)
+        except DatafuelError as exc:
+            ctx.say(f"profile {path}: not profiled: {exc}")
+            continue
         ctx.say(
             f"profile {path.relative_to(ctx.workdir) if path.is_relative_to(ctx.workdir) else path}: "
             f"{r['samples_per_s']:,.0f} samples/s, {r['bytes_per_s'] / 1e6:,.1f} MB/s"

@@ -228,6 +228,7 @@ class Loader:
         # -- what a sample is ----------------------------------------------------
         self.windows: TokenWindows | None = None
         self.fields: list[str]
+        self._raw_spec: dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
         if seq_len is not None:
             if fields is not None:
                 raise ConfigError(
@@ -307,7 +308,8 @@ class Loader:
 
     def close(self) -> None:
         """Stop the worker threads of an iteration in progress (also on ``break``/``del``)."""
-        active = self._active() if self._active is not None else None
+        ref = getattr(self, "_active", None)  # None also when __init__ raised early
+        active = ref() if ref is not None else None
         if active is not None:
             active.close()
         self._active = None
