@@ -107,9 +107,14 @@ class NGramPrior(Prior):
         order: int = 3,
         alpha: float = 0.1,
         chunk_tokens: int = 1 << 22,
+        hash_contexts: bool | None = None,
     ) -> NGramPrior:
-        """Count n-grams of the documents (streamed in chunks of ``chunk_tokens``)."""
-        hashed = cls._check(vocab_size, eot_id, order)
+        """Count n-grams of the documents (streamed in chunks of ``chunk_tokens``).
+
+        ``hash_contexts``: ``None`` packs contexts exactly when ``vocab_size ** order``
+        fits in 63 bits and hashes them otherwise; ``True`` forces hashing.
+        """
+        hashed = cls._check(vocab_size, eot_id, order) or bool(hash_contexts)
         V = int(vocab_size)
         uni = np.zeros(V, np.int64)
         parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(order - 1)]
