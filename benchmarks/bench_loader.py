@@ -182,10 +182,15 @@ def meter_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
     on = Loader(shard_dir, B_TOK, seq_len=T, num_workers=2, meter=True)
     off = Loader(shard_dir, B_TOK, seq_len=T, num_workers=2, meter=False)
     it_on, it_off = endless(lambda: on), endless(lambda: off)
-    t_on, t_off = [], []
-    for _ in range(repeats):
-        t_off.append(per_batch(it_off, batches, 1))
-        t_on.append(per_batch(it_on, batches, 1))
+    per_batch(it_on, batches, 1)  # both warm
+    per_batch(it_off, batches, 1)
+    t_on, t_off, ratios = [], [], []
+    for _ in range(repeats):  # paired, alternating rounds: machine noise hits both alike
+        a = per_batch(it_off, batches, 1)
+        b = per_batch(it_on, batches, 1)
+        t_off.append(a)
+        t_on.append(b)
+        ratios.append(b / a)
     on.close()
     off.close()
     m_on, m_off = statistics.median(t_on), statistics.median(t_off)
@@ -204,8 +209,9 @@ def meter_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
     cost = (time.perf_counter() - t0) / n
     print("starvation meter overhead (tokens 64x1024, no step):")
     print(
-        f"  meter on {m_on * 1e3:.3f} ms/batch, off {m_off * 1e3:.3f} ms/batch: "
-        f"{100 * (m_on / m_off - 1):+.2f}% (noise included)"
+        f"  meter on {m_on * 1e3:.3f} ms/batch, off {m_off * 1e3:.3f} ms/batch; median paired "
+        f"ratio on/off {statistics.median(ratios):.4f} ({100 * (statistics.median(ratios) - 1):+.2f}%, "
+        "machine noise included)"
     )
     print(
         f"  meter cost in isolation: {cost * 1e9:.0f} ns/batch = {100 * cost / m_off:.3f}% of a batch "
@@ -222,10 +228,14 @@ def starvation(shard_dir: Path, batches: int, step_ms: float) -> None:
             break
     loader.close()
     rep = loader.stats()
+    meter = loader._meter
+    assert meter is not None
+    steady = sum(meter._wait[1:]) / sum(meter._wall[1:])
     print(f"starvation with a {step_ms:g} ms step (tokens 64x1024, {rep.batches} batches):")
     print(
-        f"  {100 * rep.starvation:.3f}% of wall time waiting (target < 1%); "
-        f"wait p50 {rep.wait_p50_ms:.3f} ms, p95 {rep.wait_p95_ms:.3f} ms, max {rep.wait_max_ms:.2f} ms"
+        f"  {100 * rep.starvation:.3f}% of wall time waiting (target < 1%); after the first batch "
+        f"{100 * steady:.3f}%; wait p50 {rep.wait_p50_ms:.3f} ms, p95 {rep.wait_p95_ms:.3f} ms, "
+        f"max {rep.wait_max_ms:.2f} ms (first batch {1e3 * meter._wait[0]:.2f} ms)"
     )
 
 
@@ -261,22 +271,25 @@ def bandwidth(tok_dir: Path, tab_dir: Path, repeats: int) -> None:
 
         return f
 
-    def timed(fn: Callable[[], None]) -> float:
+    def timed(fn: Callable[[], None], peer: Callable[[], None]) -> tuple[float, float]:
+        """Median seconds per call of fn and of peer, measured in alternating rounds."""
         fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(50):
-                fn()
-            ts.append((time.perf_counter() - t0) / 50)
-        return statistics.median(ts)
+        peer()
+        ts: tuple[list[float], list[float]] = ([], [])
+        for _ in range(2 * repeats):
+            for f, acc in ((fn, ts[0]), (peer, ts[1])):
+                t0 = time.perf_counter()
+                for _ in range(50):
+                    f()
+                acc.append((time.perf_counter() - t0) / 50)
+        return statistics.median(ts[0]), statistics.median(ts[1])
 
     print("gather bandwidth vs single-thread memcpy of the same bytes:")
     for name, fn, nbytes in (
         ("token windows 64x1025 uint16", tok, out_tok.nbytes),
         ("tabular 1024 rows x 64 f32 + i64", tab, out_tab["x"].nbytes + out_tab["y"].nbytes),
     ):
-        t_g, t_m = timed(fn), timed(memcpy_of(nbytes))
+        t_g, t_m = timed(fn, memcpy_of(nbytes))
         print(
             f"  {name:<34} gather {nbytes / t_g / 1e9:6.2f} GB/s   memcpy {nbytes / t_m / 1e9:6.2f} GB/s"
             f"   ratio {t_m / t_g:5.2f} (target >= 0.5)"

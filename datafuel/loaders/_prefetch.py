@@ -58,7 +58,11 @@ class Prefetcher(Generic[T]):
         self._produce = produce
         self._n = n
         self._depth = max(1, depth)
-        self._cv = threading.Condition()
+        lock = threading.Lock()
+        # workers wait on one condition, the consumer on another, so that each event
+        # wakes exactly the thread that can act on it (no thundering herd on the GIL)
+        self._cv = threading.Condition(lock)
+        self._done = threading.Condition(lock)
         self._next_job = 0
         self._consumed = 0
         self._results: dict[int, tuple[bool, Any]] = {}
@@ -90,7 +94,7 @@ class Prefetcher(Generic[T]):
                 result = (False, exc)
             with cv:
                 self._results[j] = result
-                cv.notify_all()
+                self._done.notify()
 
     def get(self, j: int) -> tuple[bool, Any]:
         """``(True, result)`` or ``(False, exception)`` of job ``j`` (taken in order)."""
@@ -99,15 +103,14 @@ class Prefetcher(Generic[T]):
                 return True, self._produce(j)
             except Exception as exc:
                 return False, exc
-        cv = self._cv
-        with cv:
+        with self._done:
             while j not in self._results:
                 if self._stop:
                     raise RuntimeError("the prefetcher was closed")
-                cv.wait()
+                self._done.wait()
             result = self._results.pop(j)
             self._consumed = j + 1
-            cv.notify_all()
+            self._cv.notify()  # one more job may start: wake one worker
         return result
 
     def close(self) -> None:
@@ -116,6 +119,7 @@ class Prefetcher(Generic[T]):
             self._stop = True
             self._results.clear()
             self._cv.notify_all()
+            self._done.notify_all()
         me = threading.current_thread()
         for t in self._threads:
             if t is not me:
