@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafuel.errors import (
@@ -296,7 +297,14 @@ def ingest(
     seen_keys: set[str] = set()
     if primary_key is not None:
         for part in sink.parts():
-            col = pq.read_table(part, columns=[primary_key]).column(0).to_pylist()
+            try:
+                col = pq.read_table(part, columns=[primary_key]).column(0).to_pylist()
+            except (pa.ArrowException, OSError) as exc:
+                raise IngestError(
+                    f"cannot read primary key {primary_key!r} from committed part {part}: {exc}",
+                    path=part,
+                    field=primary_key,
+                ) from exc
             seen_keys.update(str(v) for v in col)
 
     counters = {"retries": 0, "requests": 0}

@@ -149,7 +149,9 @@ class Paginator:
                 page=request.index,
             )
         self.seen.append(fp)
-        self._set.add(fp)
+        self._set.add(fp)  # every cursor of this run; the list keeps the checkpoint window
+        if len(self.seen) > 2 * SEEN_WINDOW:
+            del self.seen[:-SEEN_WINDOW]
 
     def _seen_set(self) -> set[str]:
         if not hasattr(self, "_set"):
