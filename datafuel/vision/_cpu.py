@@ -10,6 +10,7 @@ resize release the GIL, so the loader's worker threads run them in parallel.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from PIL import Image
 from datafuel.errors import ConfigError, DecodeError, SchemaError
 
 from ._decode import ORIENTATION_TRANSPOSE, PIL_ERRORS, open_image, orientation, raw_box, to_rgb
+from ._jpeg import sof_height_offset, truncate_rows
 from ._params import draft_scale, sample_params
 from ._spec import ImageSpec
 
@@ -53,15 +55,28 @@ def augment_image(
         with im:
             orient = orientation(im)
             width, height = im.size
-            ow, oh = (height, width) if orient >= 5 else (width, height)
-            p = sample_params(spec, ow, oh, seed, epoch, index, salt)
-            box = raw_box(p.box, orient, width, height)
-            if spec.draft and im.format == "JPEG":
-                a = draft_scale(box, spec.size)
-                if a > 1:
-                    res = im.draft(im.mode, (width // a, height // a))
-                    scale = width / res[1][2] if res is not None else 1.0
-                    box = (box[0] / scale, box[1] / scale, box[2] / scale, box[3] / scale)
+            fmt = im.format
+        ow, oh = (height, width) if orient >= 5 else (width, height)
+        p = sample_params(spec, ow, oh, seed, epoch, index, salt)
+        box = raw_box(p.box, orient, width, height)
+        a = 1
+        if spec.draft and fmt == "JPEG":
+            a = draft_scale(box, spec.size)
+            # stop decoding below the crop: the resize filter's reach plus 4 (scaled) rows of
+            # chroma-upsampling context keep every pixel the resize reads exactly as decoded
+            reach = a * (max(1.0, (box[3] - box[1]) / (a * spec.size)) + 4)
+            rows = math.ceil(box[3] + reach)
+            if rows < height:
+                offset = sof_height_offset(data, height)
+                if offset is not None:
+                    data = truncate_rows(data, offset, rows)
+        im = open_image(data, what=what)
+        with im:
+            if a > 1:
+                w2, h2 = im.size
+                res = im.draft(im.mode, (w2 // a, h2 // a))
+                scale = width / res[1][2] if res is not None else 1.0
+                box = (box[0] / scale, box[1] / scale, box[2] / scale, box[3] / scale)
             im.load()
             src = im if im.mode in _RESIZE_MODES else to_rgb(im)
             out = src.resize((spec.size, spec.size), Image.Resampling.BILINEAR, box=box)

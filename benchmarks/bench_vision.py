@@ -1,0 +1,250 @@
+"""JPEG -> RandomResizedCrop(224) + flip: datafuel vs a torchvision-style Pillow pipeline.
+
+Same encoded files, same cores, one process:
+
+  (a) decode-only with Pillow on all cores (Image.open(...).load(): the libjpeg-turbo limit)
+  (b) torchvision-style ``Dataset`` (Pillow decode, convert("RGB"), crop, resize BILINEAR to
+      224, flip, to uint8 tensor) + ``torch.utils.data.DataLoader(num_workers=2)``;
+      torchvision is not installed, so its transform is written out inline, as it does it
+  (c) datafuel CPU backend (pillow-simd, DCT draft) through ``datafuel.loaders.Loader``
+  (d) datafuel DALI backend on the CPU (``device_id=None``) through the same Loader
+
+on two image sets: ImageNet-sized (~500x375) and large (1920x1080) JPEGs (smooth
+gradients, shapes and noise, quality 90). Prints images/s medians and the ratios the
+targets are stated in: (c)/(b) >= 1.5 and (c)/(a) >= 0.8 on ~500x375, (c)/(a) > 1 on
+large images.
+
+    python3 benchmarks/bench_vision.py            # ~3 minutes on 2 cores
+    python3 benchmarks/bench_vision.py --quick    # ~1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image, features
+
+from datafuel.loaders import Loader, ShardSet, ShardWriter
+from datafuel.vision import dali_available, loader_transform
+from datafuel.vision._build import FIELDS
+
+SIZE = 224
+BATCH = 64
+
+
+# -- data ------------------------------------------------------------------------------
+def make_jpeg(width: int, height: int, rng: np.random.Generator) -> bytes:
+    """Smooth gradients, a few filled shapes and sensor-like noise: photo-like entropy."""
+    sw, sh = max(8, width // 8), max(8, height // 8)  # draw small, upscale: smooth and fast
+    y, x = np.mgrid[0:sh, 0:sw].astype(np.float32) * 8
+    f = rng.uniform(0.002, 0.02, size=6)
+    base = np.stack(
+        [
+            128 + 90 * np.sin(x * f[0] + y * f[1] + rng.uniform(0, 6)),
+            128 + 90 * np.sin(x * f[2] - y * f[3] + rng.uniform(0, 6)),
+            128 + 90 * np.cos(x * f[4] + y * f[5] + rng.uniform(0, 6)),
+        ],
+        axis=-1,
+    )
+    for _ in range(6):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        rx, ry = rng.uniform(0.03, 0.2) * width, rng.uniform(0.03, 0.2) * height
+        base[((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1] = rng.uniform(0, 255, size=3)
+    small = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    img = np.asarray(small.resize((width, height), Image.Resampling.BICUBIC)).astype(np.int16)
+    ty, tx = int(rng.integers(0, 64)), int(rng.integers(0, 64))
+    reps = (-(-height // 256) + 1, -(-width // 256) + 1, 1)
+    img += np.tile(_NOISE, reps)[ty : ty + height, tx : tx + width]
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+_NOISE = np.random.default_rng(123).normal(0, 11, (256, 256, 3)).round().astype(np.int16)
+
+
+def make_set(n: int, sizes: list[tuple[int, int]], seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [make_jpeg(*sizes[i % len(sizes)], rng) for i in range(n)]
+
+
+def write_set(directory: Path, data: list[bytes]) -> ShardSet:
+    labels = np.arange(len(data), dtype=np.int64) % 10
+    with ShardWriter(directory, FIELDS) as w:
+        w.write({"jpeg": data, "label": labels})
+    return ShardSet(directory)
+
+
+# -- (a) decode only ----------------------------------------------------------------------
+def decode_only(data: list[bytes], threads: int) -> float:
+    def one(b: bytes) -> None:
+        with Image.open(io.BytesIO(b)) as im:
+            im.load()
+
+    t0 = time.perf_counter()
+    if threads == 1:
+        for b in data:
+            one(b)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(one, data, chunksize=8):
+                pass
+    return len(data) / (time.perf_counter() - t0)
+
+
+# -- (b) torchvision-style Dataset + DataLoader ----------------------------------------------
+class TorchvisionStyle(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """ImageFolder's pil_loader + RandomResizedCrop(224) + RandomHorizontalFlip + PILToTensor."""
+
+    def __init__(self, data: list[bytes], labels: np.ndarray) -> None:
+        self.data, self.labels = data, labels
+        self.scale, self.ratio = (0.08, 1.0), (3 / 4, 4 / 3)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def get_params(self, width: int, height: int) -> tuple[int, int, int, int]:
+        area = width * height
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target_area = area * random.uniform(*self.scale)
+            aspect = math.exp(random.uniform(*log_ratio))
+            w = round(math.sqrt(target_area * aspect))
+            h = round(math.sqrt(target_area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return random.randint(0, height - h), random.randint(0, width - w), h, w
+        in_ratio = width / height
+        if in_ratio < min(self.ratio):
+            w, h = width, round(width / min(self.ratio))
+        elif in_ratio > max(self.ratio):
+            h, w = height, round(height * max(self.ratio))
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = Image.open(io.BytesIO(self.data[i]))
+        img = img.convert("RGB")  # torchvision's pil_loader
+        top, left, h, w = self.get_params(*img.size)
+        img = img.crop((left, top, left + w, top + h)).resize(
+            (SIZE, SIZE), Image.Resampling.BILINEAR
+        )
+        if random.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        arr = torch.from_numpy(np.asarray(img).copy())  # PILToTensor (HWC here, like ours)
+        return arr, int(self.labels[i])
+
+
+def epoch_rate(loader: object, n: int) -> float:
+    t0 = time.perf_counter()
+    seen = 0
+    for batch in loader:  # type: ignore[attr-defined]
+        images = batch["image"] if isinstance(batch, dict) else batch[0]
+        seen += images.shape[0]
+    dt = time.perf_counter() - t0
+    if seen != n:
+        raise RuntimeError(f"saw {seen} images, expected {n}")
+    return n / dt
+
+
+# -- runner ----------------------------------------------------------------------------------
+def measure(rounds: int, methods: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Warm each method once, then run them interleaved ``rounds`` times."""
+    for fn in methods.values():
+        fn()
+    rates: dict[str, list[float]] = {k: [] for k in methods}
+    for _ in range(rounds):
+        for k, fn in methods.items():
+            rates[k].append(fn())
+    return rates
+
+
+def bench_set(
+    label: str, data: list[bytes], root: Path, rounds: int, workers: int
+) -> dict[str, float]:
+    ds = write_set(root / label, data)
+    n = len(data)
+    labels = np.arange(n) % 10
+    tv = [  # held in a list so it can be dropped (and its worker processes stopped) before DALI runs
+        torch.utils.data.DataLoader(
+            TorchvisionStyle(data, labels),
+            batch_size=BATCH,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=True,
+            prefetch_factor=4,
+        )
+    ]
+    cpu_t = loader_transform(ds, "cpu", train=True, size=SIZE)
+    df = Loader(ds, BATCH, seed=0, num_workers=workers, prefetch=4, transform=cpu_t)
+    methods: dict[str, Callable[[], float]] = {
+        "(a) decode only, Pillow": lambda: decode_only(data, workers),
+        "(a1) decode only, 1 thread": lambda: decode_only(data, 1),
+        "(b) torchvision-style DataLoader": lambda: epoch_rate(tv[0], n),
+        "(c) datafuel CPU (pillow-simd)": lambda: epoch_rate(df, n),
+    }
+    rates = measure(rounds, methods)
+    tv.clear()  # stop its worker processes before DALI starts threads
+    gc.collect()
+    if dali_available() is None:
+        dali_t = loader_transform(ds, "dali", train=True, size=SIZE, batch_size=BATCH, device="cpu")
+        dl = Loader(ds, BATCH, seed=0, num_workers=1, prefetch=2, transform=dali_t)
+        rates.update(measure(rounds, {"(d) datafuel DALI on CPU": lambda: epoch_rate(dl, n)}))
+    else:
+        print(f"  (d) skipped: {dali_available()}")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(
+        f"\n{label}: {n} JPEGs, {sum(map(len, data)) / n / 1024:.0f} KiB mean, {rounds} rounds, {workers} workers"
+    )
+    for k, v in rates.items():
+        spread = f"[{min(v):.0f}..{max(v):.0f}]"
+        print(f"  {k:36s} {med[k]:8.0f} images/s   {spread}")
+    c = med["(c) datafuel CPU (pillow-simd)"]
+    print(f"  ratio (c)/(b) = {c / med['(b) torchvision-style DataLoader']:.2f}x")
+    print(f"  ratio (c)/(a) = {c / med['(a) decode only, Pillow']:.2f}x")
+    if "(d) datafuel DALI on CPU" in med:
+        print(
+            f"  ratio (d)/(b) = {med['(d) datafuel DALI on CPU'] / med['(b) torchvision-style DataLoader']:.2f}x"
+        )
+    return med
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer images and rounds (~1 minute)")
+    ap.add_argument("--workers", type=int, default=2, help="threads / worker processes per method")
+    args = ap.parse_args()
+    n_mid, n_large, rounds = (192, 48, 3) if args.quick else (448, 96, 5)
+    print(
+        f"PIL {PIL.__version__} (libjpeg-turbo {features.version('libjpeg_turbo')}), torch {torch.__version__}, "
+        f"{os.cpu_count()} cores, python {sys.version.split()[0]}"
+    )
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="bench-vision-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        mid = make_set(n_mid, [(500, 375), (375, 500), (500, 333), (480, 360)], seed=0)
+        large = make_set(n_large, [(1920, 1080), (1080, 1920)], seed=1)
+        print(f"generated {n_mid} + {n_large} JPEGs in {time.perf_counter() - t0:.1f} s")
+        bench_set("ImageNet-sized ~500x375", mid, root, rounds, args.workers)
+        bench_set("large 1920x1080", large, root, rounds, args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
