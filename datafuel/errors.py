@@ -24,6 +24,7 @@ __all__ = [
     "CorruptShardError",
     "DatafuelError",
     "DecodeError",
+    "EngineError",
     "HTTPError",
     "IngestError",
     "InputDataError",
@@ -142,3 +143,7 @@ class PaginationError(IngestError):
 
 class WorkerError(DatafuelError, RuntimeError):
     """A loader worker failed; ``indices`` names the samples it was working on."""
+
+
+class EngineError(DatafuelError, RuntimeError):
+    """A distributed build could not run: no cluster at the address, or a worker kept dying."""
