@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
-from datafuel.loaders import ShardSet
+from datafuel.loaders import Loader, ShardSet
 from datafuel.synthetic import format_report, resample_shards
 from datafuel.text import build_text, sample_corpus_path
 
@@ -13,7 +15,7 @@ from ._demo import DemoContext
 
 SEQ_LEN = 64  # tokens per training window (the loader hands out SEQ_LEN + 1)
 BATCH = 8  # windows per source per step: 8 original + 8 resampled
-STEPS = 30
+STEPS = 40
 
 
 class TinyLM(torch.nn.Module):
@@ -30,29 +32,12 @@ class TinyLM(torch.nn.Module):
         return self.out(h)
 
 
-def _batches(directory: str, seed: int) -> tuple[str, object]:
-    """Token windows from the training-loop Loader when it is there, else TokenStream.windows."""
-    try:
-        from datafuel.loaders import Loader
-    except ImportError:
-        Loader = None
-    if Loader is not None:
-        loader = Loader(directory, BATCH, seq_len=SEQ_LEN, seed=seed, num_workers=1, drop_last=True)
-
-        def gen() -> object:
-            while True:
-                yield from (b["tokens"] for b in loader)
-
-        return "datafuel.loaders.Loader", gen()
-    ts = ShardSet(directory).token_stream("tokens")
-    rng = np.random.default_rng(seed)
-
-    def gen2() -> object:
-        while True:
-            starts = rng.integers(0, ts.num_windows(SEQ_LEN + 1), size=BATCH)
-            yield torch.from_numpy(ts.windows(starts, SEQ_LEN + 1).astype(np.int64))
-
-    return "TokenStream.windows", gen2()
+def _windows(directory: str, seed: int) -> Iterator[torch.Tensor]:
+    """Endless int64 (BATCH, SEQ_LEN + 1) token windows from the training-loop Loader."""
+    loader = Loader(directory, BATCH, seq_len=SEQ_LEN, seed=seed, num_workers=1, drop_last=True)
+    while True:
+        for batch in loader:
+            yield batch["tokens"]
 
 
 def run(ctx: DemoContext) -> None:
@@ -77,12 +62,12 @@ def run(ctx: DemoContext) -> None:
     vocab = int(ShardSet(root / "train").metadata["vocab_size"])
     torch.manual_seed(ctx.seed)
     model = TinyLM(vocab)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    how, orig = _batches(str(root / "train"), ctx.seed)
-    _, semi = _batches(str(resampled), ctx.seed + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    orig = _windows(str(root / "train"), ctx.seed)
+    semi = _windows(str(resampled), ctx.seed + 1)
     losses = []
     for _step in range(STEPS):
-        w = torch.cat([next(orig), next(semi)])  # type: ignore[call-overload]
+        w = torch.cat([next(orig), next(semi)])
         logits = model(w[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), w[:, 1:].reshape(-1))
         opt.zero_grad()
@@ -100,7 +85,7 @@ def run(ctx: DemoContext) -> None:
         )
     ctx.say(
         f"tiny GRU LM, {STEPS} steps of {BATCH} original + {BATCH} resampled windows of {SEQ_LEN + 1} "
-        f"tokens via {how}: train loss {losses[0]:.2f} -> {np.mean(losses[-5:]):.2f}, "
+        f"tokens via datafuel.loaders.Loader: train loss {losses[0]:.2f} -> {np.mean(losses[-5:]):.2f}, "
         f"val loss {vloss:.2f} (uniform would be {np.log(vocab):.2f})"
     )
     ctx.results["text_dir"] = str(root / "train")

@@ -171,9 +171,9 @@ def resample_shards(
         try:
             done = ShardSet(outdir)
             if done.provenance.get("config_sha256") == cfg_hash:
-                report: dict[str, Any] = json.loads((outdir / REPORT_NAME).read_text())
-                report["resumed"] = "finished earlier; nothing to do"
-                return report
+                earlier: dict[str, Any] = json.loads((outdir / REPORT_NAME).read_text())
+                earlier["resumed"] = "finished earlier; nothing to do"
+                return earlier
         except (CorruptShardError, SchemaError, ValueError):
             pass  # damaged: redo it
     work = outdir / _WORK
