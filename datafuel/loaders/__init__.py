@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._dataset import ShardDataset
 from ._loader import Loader
+from ._parts import start_shard_set, write_manifest, write_shard
 from ._reader import ShardSet
 from ._sampler import EpochSampler
 from ._schema import Field, bytes_field, fixed, ragged
@@ -26,5 +27,8 @@ __all__ = [
     "bytes_field",
     "fixed",
     "ragged",
+    "start_shard_set",
+    "write_manifest",
+    "write_shard",
     "write_shards",
 ]
