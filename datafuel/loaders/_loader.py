@@ -439,6 +439,8 @@ class Loader:
     def _host_tensor(self, name: str, a: np.ndarray) -> torch.Tensor:
         if self.windows is not None and name == self.token_field and a.dtype.kind == "u":
             return torch.from_numpy(a.astype(np.int64))  # widen tokens after the gather
+        if not a.flags.writeable:  # e.g. a transform returned a view of a memmap
+            a = a.copy()
         return torch.from_numpy(a)
 
     def _to_device(self, arrays: dict[str, np.ndarray], job: int, b: int, nbytes: int) -> _Batch:

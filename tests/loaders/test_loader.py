@@ -549,3 +549,29 @@ def test_tiny_language_model_trains_on_token_windows(tmp_path: Path) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[0] > 3.0 and losses[-1] < 0.5
+
+
+# -- CUDA (runs where a GPU is present; the CPU-only checks are above) -------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_matches_cpu_and_reuses_pinned_buffers(
+    rows_dir: Path, tokens: tuple[Path, np.ndarray]
+) -> None:
+    cpu = [b["idx"].tolist() for b in Loader(rows_dir, 8, seed=2)]
+    gpu_loader = Loader(rows_dir, 8, seed=2, device="cuda", prefetch=2)
+    assert gpu_loader.pin_memory
+    got = []
+    for b in gpu_loader:
+        assert b["x"].is_cuda and b["idx"].is_cuda
+        got.append(b["idx"].cpu().tolist())
+    assert got == cpu
+    ring = gpu_loader._ring
+    assert ring is not None and all(t.is_pinned() for slot in ring for t in slot.values())
+    list(gpu_loader)
+    assert gpu_loader._ring is ring  # reused across epochs
+    d, _ = tokens
+    ref = [b["tokens"] for b in Loader(d, 4, seq_len=16, seed=1)]
+    dev = [b["tokens"] for b in Loader(d, 4, seq_len=16, seed=1, device="cuda")]
+    for a, b in zip(ref, dev, strict=True):
+        assert b.dtype == torch.int64 and b.is_cuda
+        assert torch.equal(a, b.cpu())
+    assert loader_threads() == []
