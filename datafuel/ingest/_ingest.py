@@ -3,21 +3,22 @@
 Exactly-once: a page's rows reach ``part-NNNNNNNN.parquet`` (temp, fsync, rename)
 *before* ``_state.json`` is atomically replaced with the next request. On a rerun the
 state says which pages are committed; anything written after it (a part or drift lines
-from a page whose state never landed) is discarded and that page is fetched again.
-While a page is written, the next one is already being fetched (``prefetch``); the
-fetched page lives only in memory until its own commit, so prefetching does not
-change what a kill leaves behind.
+whose state never landed) is discarded and those pages are fetched again.
+
+With ``prefetch`` (the default) a background thread walks the listing ahead of the
+writer (:mod:`._prefetch`); every page that arrived while the previous commit was
+being made is committed with the next one, as one part named after its first page
+(group commit). Fetched-ahead pages live only in memory until their commit, so this
+changes nothing about what a kill leaves behind; it only amortizes the fsyncs when the
+API is faster than the disk.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,14 @@ import pyarrow.parquet as pq
 from datafuel.errors import (
     ConfigError,
     IngestError,
-    PaginationError,
     RetryExhaustedError,
     SchemaError,
 )
 
 from ._checkpoint import Checkpoint, DriftLog
 from ._flatten import flatten_record
-from ._paginate import PageRequest, PageResponse, Paginator, make_paginator
+from ._paginate import PageRequest, Paginator, make_paginator
+from ._prefetch import FetchedPage, Inline, Prefetcher, fetch_pages
 from ._ratelimit import RateLimiter
 from ._retry import RetryPolicy
 from ._schema import SchemaTracker
@@ -89,11 +90,6 @@ class IngestResult:
         return d
 
 
-def _page_hash(records: Any) -> str:
-    text = json.dumps(records, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _check_args(
     url: str, max_pages: int | None, page_size: int | None, headers: Mapping[str, str]
 ) -> None:
@@ -136,6 +132,7 @@ def ingest(
     retry: RetryPolicy | None = None,
     rate_limiter: RateLimiter | None = None,
     prefetch: bool = True,
+    max_group_pages: int = 64,
     fsync: bool = True,
     transport: httpx.BaseTransport | None = None,
     on_progress: Callable[[IngestProgress], None] | None = None,
@@ -173,7 +170,9 @@ def ingest(
     retry, rate_limiter
         Full objects instead of ``max_attempts``/``retry_base`` and ``rate`` (inject clocks).
     prefetch
-        Fetch the next page while the current one is written.
+        Fetch ahead in a background thread while pages are written; pages that
+        arrived during a commit are committed together as one part (group commit,
+        at most ``max_group_pages``). ``False``: one page, one part, one commit.
     fsync
         Make each commit durable (turn off only for throwaway output).
     transport
@@ -307,7 +306,7 @@ def ingest(
                 ) from exc
             seen_keys.update(str(v) for v in col)
 
-    counters = {"retries": 0, "requests": 0}
+    counters = {"retries": 0}
 
     def on_retry(request: PageRequest, attempt: int, reason: str, delay: float) -> None:
         counters["retries"] += 1
@@ -327,11 +326,100 @@ def ingest(
         state["retries"] = base_retries + counters["retries"]
         state["requests"] = base_requests + source.requests
 
-    executor = ThreadPoolExecutor(1, thread_name_prefix="datafuel-ingest") if prefetch else None
-    pending: Future[PageResponse] | None = None
-    new_pages = new_records = 0
+    walk = fetch_pages(
+        source.fetch,
+        paginator,
+        PageRequest.from_json(state["next"]),
+        max_pages=max_pages,
+        last_hash=state["last_page_hash"],
+    )
+    fetcher: Prefetcher | Inline = Prefetcher(walk) if prefetch else Inline(walk)
+    totals = {"pages": 0, "records": 0}
+
+    def flatten_page(f: FetchedPage) -> list[dict[str, Any]]:
+        rows = []
+        for i, rec in enumerate(f.response.records):
+            try:
+                rows.append(flatten_record(rec))
+            except SchemaError as exc:
+                raise SchemaError(
+                    f"page {f.request.index} ({f.request.describe()}), record {i}: {exc}",
+                    page=f.request.index,
+                    row=i,
+                    field=exc.field,
+                ) from exc
+        if primary_key is None:
+            return rows
+        kept = []
+        for i, row in enumerate(rows):
+            value = row.get(primary_key)
+            if value is None:
+                raise SchemaError(
+                    f"page {f.request.index} ({f.request.describe()}), record {i} has no "
+                    f"primary key {primary_key!r}",
+                    page=f.request.index,
+                    row=i,
+                    field=primary_key,
+                )
+            key = str(value)
+            if key in seen_keys:
+                state["duplicates"] += 1
+                continue
+            seen_keys.add(key)
+            kept.append(row)
+        return kept
+
+    def commit(pages: list[FetchedPage]) -> None:
+        """Part (temp, fsync, rename) -> drift lines (fsync) -> state (atomic): one commit."""
+        rows: list[dict[str, Any]] = []
+        events = []
+        for f in pages:
+            page_rows = flatten_page(f)
+            if f.response.records:
+                events += tracker.observe(page_rows, page=f.request.index)
+                state["pages"] = f.request.index + 1
+                totals["pages"] += 1
+            rows += page_rows
+        first, last = pages[0], pages[-1]
+        if rows:
+            sink.write_part(
+                first.request.index,
+                tracker.to_table(rows),
+                {"datafuel.ingest.pages": f"{first.request.index}-{last.request.index}"},
+            )
+        state["drift_bytes"] = drift.append(e.to_json() for e in events)
+        for e in events:
+            log.info("page %d: drift %s", e.page, e.to_json())
+        state["drift_events"] += len(events)
+        state["records"] += len(rows)
+        totals["records"] += len(rows)
+        if last.next is None:
+            state["status"], state["stop_reason"], state["next"] = "done", last.stop_reason, None
+        else:
+            state["next"] = last.next.to_json()
+        state["schema"] = tracker.state_dict()
+        state["paginator"] = last.paginator_state
+        state["last_page_hash"] = last.last_hash
+        state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        sync_counters()
+        ck.save(state)
+        log.debug(
+            "pages %d-%d committed: %d rows", first.request.index, last.request.index, len(rows)
+        )
+        if on_progress is not None and (rows or last.response.records):
+            on_progress(
+                IngestProgress(
+                    page=last.request.index,
+                    page_records=len(rows),
+                    pages=state["pages"],
+                    records=state["records"],
+                    retries=state["retries"],
+                    duplicates=state["duplicates"],
+                    drift_events=state["drift_events"],
+                )
+            )
+
     state["status"] = "running"
-    request = PageRequest.from_json(state["next"])
     try:
         while True:
             if max_pages is not None and state["pages"] >= max_pages:
@@ -339,116 +427,26 @@ def ingest(
                 sync_counters()
                 ck.save(state)
                 break
-            try:
-                page = pending.result() if pending is not None else source.fetch(request)
-            except RetryExhaustedError as exc:
+            pages, error, ended = fetcher.take(max_group_pages)
+            if pages:
+                commit(pages)
+            if error is not None:
                 sync_counters()
                 ck.save(state)
-                raise RetryExhaustedError(
-                    f"{exc}. The checkpoint in {root} keeps {state['pages']} page(s) and "
-                    f"{state['records']} record(s); rerun the same command to continue.",
-                    page=exc.page,
-                ) from exc
-            pending = None
-            records = page.records
-            nxt = paginator.next(request, page)
-            if records:
-                digest = _page_hash(records)
-                if digest == state["last_page_hash"]:
-                    raise PaginationError(
-                        f"page {request.index} ({request.describe()}) returned exactly the same "
-                        "records as the page before it: the API seems to ignore the pagination "
-                        f"parameter of --paginate {paginator.spec}; stopping instead of looping",
-                        page=request.index,
-                    )
-                state["last_page_hash"] = digest
-            last_page = nxt is None or (max_pages is not None and state["pages"] + 1 >= max_pages)
-            if executor is not None and nxt is not None and not last_page:
-                pending = executor.submit(source.fetch, nxt)
-            rows = []
-            for i, rec in enumerate(records):
-                try:
-                    rows.append(flatten_record(rec))
-                except SchemaError as exc:
-                    raise SchemaError(
-                        f"page {request.index} ({request.describe()}), record {i}: {exc}",
-                        page=request.index,
-                        row=i,
-                        field=exc.field,
-                    ) from exc
-            if primary_key is not None:
-                kept = []
-                for i, row in enumerate(rows):
-                    value = row.get(primary_key)
-                    if value is None:
-                        raise SchemaError(
-                            f"page {request.index} ({request.describe()}), record {i} has no "
-                            f"primary key {primary_key!r}",
-                            page=request.index,
-                            row=i,
-                            field=primary_key,
-                        )
-                    key = str(value)
-                    if key in seen_keys:
-                        state["duplicates"] += 1
-                        continue
-                    seen_keys.add(key)
-                    kept.append(row)
-                rows = kept
-            if records:
-                events = tracker.observe(rows, page=request.index)
-                if rows:
-                    sink.write_part(
-                        request.index,
-                        tracker.to_table(rows),
-                        {"datafuel.ingest.page": str(request.index)},
-                    )
-                state["drift_bytes"] = drift.append(e.to_json() for e in events)
-                for e in events:
-                    log.info("page %d: drift %s", request.index, e.to_json())
-                state["drift_events"] += len(events)
-                state["pages"] = request.index + 1
-                state["records"] += len(rows)
-                new_pages += 1
-                new_records += len(rows)
-            if nxt is None:
-                state["status"], state["stop_reason"], state["next"] = (
-                    "done",
-                    paginator.stop_reason(),
-                    None,
-                )
-            else:
-                state["next"] = nxt.to_json()
-            state["schema"] = tracker.state_dict()
-            state["paginator"] = paginator.state_dict()
-            state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            sync_counters()
-            ck.save(state)
-            log.debug(
-                "page %d committed: %d records, %d rows kept",
-                request.index,
-                len(records),
-                len(rows),
-            )
-            if on_progress is not None and records:
-                on_progress(
-                    IngestProgress(
-                        page=request.index,
-                        page_records=len(rows),
-                        pages=state["pages"],
-                        records=state["records"],
-                        retries=state["retries"],
-                        duplicates=state["duplicates"],
-                        drift_events=state["drift_events"],
-                    )
-                )
-            if nxt is None:
+                if isinstance(error, RetryExhaustedError):
+                    raise RetryExhaustedError(
+                        f"{error}. The checkpoint in {root} keeps {state['pages']} page(s) and "
+                        f"{state['records']} record(s); rerun the same command to continue.",
+                        page=error.page,
+                    ) from error
+                raise error
+            if state["status"] == "done":
                 break
-            request = nxt
+            if ended and not (max_pages is not None and state["pages"] >= max_pages):
+                raise IngestError(
+                    f"the page walk of {url} ended without reaching the end of the listing"
+                )
     finally:
-        if pending is not None:
-            pending.cancel()
-        if executor is not None:
-            executor.shutdown(wait=True)
+        fetcher.close(timeout=None if state["status"] == "done" else 5.0)
         source.close()
-    return result(new_pages=new_pages, new_records=new_records)
+    return result(new_pages=totals["pages"], new_records=totals["records"])

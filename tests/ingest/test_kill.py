@@ -105,8 +105,9 @@ def test_sigkill_at_random_moments_then_rerun_gives_exact_ground_truth(
     assert table.equals(read_ingested(tmp_path / "reference"))
     state = json.loads((out / "_state.json").read_text())
     assert state["status"] == "done" and state["records"] == 240 == reference.records
-    names = sorted(p.name for p in out.glob("*.parquet"))
-    assert names == [f"part-{i:08d}.parquet" for i in range(60)]
+    # parts are named by their first page; group commits may cover several pages each
+    firsts = sorted(int(p.name[5:13]) for p in out.glob("part-*.parquet"))
+    assert firsts[0] == 0 and firsts == sorted(set(firsts)) and firsts[-1] <= 59
     assert not list(out.glob(".*.tmp")) or all(
         p.name == "._state.json.tmp" for p in out.glob(".*.tmp")
     )

@@ -91,7 +91,7 @@ def test_schema_change_mid_stream_end_to_end(tmp_path: Path) -> None:
     recs[45]["sqft"] = "unknown"  # int column widened to string mid-stream
     out = tmp_path / "o"
     with FakeAPI(recs, page_size=10) as api:
-        r = ingest(api.url, out, paginate="cursor:next", records_path="data.items")
+        r = ingest(api.url, out, paginate="cursor:next", records_path="data.items", prefetch=False)
     assert r.schema == {
         "id": "int",
         "price": "float",
