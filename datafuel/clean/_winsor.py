@@ -18,7 +18,7 @@ def _caps(col: np.ndarray, lower: float, upper: float) -> tuple[float, float]:
     v = col[~np.isnan(col)]
     n = v.size
     lo_idx = int(lower * n)
-    hi_idx = n - round((1.0 - upper) * n) - 1
+    hi_idx = n - int((1.0 - upper) * n) - 1
     hi_idx = max(hi_idx, lo_idx)
     part = np.partition(v, (lo_idx, hi_idx))
     return float(part[lo_idx]), float(part[hi_idx])
@@ -74,7 +74,7 @@ class Winsorizer(DatafuelTransformer):
         if X.shape[0] and not has_nan.any():
             n = X.shape[0]
             lo_idx = int(lo * n)
-            hi_idx = max(n - round((1.0 - hi) * n) - 1, lo_idx)
+            hi_idx = max(n - int((1.0 - hi) * n) - 1, lo_idx)
             part = np.partition(X, (lo_idx, hi_idx), axis=0)
             self.lower_caps_[:] = part[lo_idx]
             self.upper_caps_[:] = part[hi_idx]
