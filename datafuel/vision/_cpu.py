@@ -22,7 +22,7 @@ from PIL import Image
 from datafuel.errors import ConfigError, DecodeError, SchemaError
 
 from ._decode import ORIENTATION_TRANSPOSE, PIL_ERRORS, open_image, orientation, raw_box, to_rgb
-from ._jpeg import sof_height_offset, truncate_rows
+from ._jpeg import jpeg_header, truncate_rows
 from ._params import draft_scale, sample_params
 from ._spec import ImageSpec
 
@@ -50,12 +50,19 @@ def augment_image(
     >>> augment_image(buf.getvalue(), ImageSpec.train(224), seed=0, index=3).shape
     (224, 224, 3)
     """
-    im = open_image(data, what=what)
+    hdr = jpeg_header(data)
     try:
-        with im:
-            orient = orientation(im)
-            width, height = im.size
-            fmt = im.format
+        if (
+            hdr is not None and not hdr[3]
+        ):  # a JPEG without EXIF: no need for Pillow to read it twice
+            width, height, offset, _ = hdr
+            orient, fmt = 1, "JPEG"
+        else:
+            with open_image(data, what=what) as im:
+                orient = orientation(im)
+                width, height = im.size
+                fmt = im.format
+            offset = hdr[2] if hdr is not None and (hdr[0], hdr[1]) == (width, height) else None
         ow, oh = (height, width) if orient >= 5 else (width, height)
         p = sample_params(spec, ow, oh, seed, epoch, index, salt)
         box = raw_box(p.box, orient, width, height)
@@ -66,10 +73,8 @@ def augment_image(
             # chroma-upsampling context keep every pixel the resize reads exactly as decoded
             reach = a * (max(1.0, (box[3] - box[1]) / (a * spec.size)) + 4)
             rows = math.ceil(box[3] + reach)
-            if rows < height:
-                offset = sof_height_offset(data, height)
-                if offset is not None:
-                    data = truncate_rows(data, offset, rows)
+            if rows < height and offset is not None:
+                data = truncate_rows(data, offset, rows)
         im = open_image(data, what=what)
         with im:
             if a > 1:

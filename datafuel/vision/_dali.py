@@ -1,9 +1,10 @@
 """DALI backend: the same :class:`ImageSpec` run by an NVIDIA DALI pipeline.
 
 The pipeline is ``external_source`` (encoded bytes, per-sample crop window, flip,
-angle) -> ``decoders.image`` (``mixed``, i.e. nvJPEG, when CUDA is available; ``cpu``
-with ``device_id=None`` otherwise; EXIF orientation applied) -> ``resize`` of the
-crop window (what ``fn.random_resized_crop`` does inside) -> ``flip`` -> ``rotate``.
+angle) -> ``decoders.image_slice`` (DALI's image decoder restricted to the crop's
+region: ``mixed``, i.e. nvJPEG, when CUDA is available; ``cpu`` with
+``device_id=None`` otherwise; EXIF orientation applied) -> ``resize`` of the exact,
+sub-pixel box (what ``fn.random_resized_crop`` does inside) -> ``flip`` -> ``rotate``.
 
 The crop window, flip and angle are drawn by datafuel from ``(seed, epoch, index)``
 (:func:`~datafuel.vision.sample_params`), not by DALI's own generator, so the DALI
@@ -14,6 +15,7 @@ The only per-image Python work is reading the header (size, EXIF orientation).
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -140,15 +142,28 @@ class DALITransform:
         )
         def pipeline() -> Any:
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+            anchor = fn.external_source(name="anchor", dtype=types.INT32, ndim=1)
+            shape = fn.external_source(name="shape", dtype=types.INT32, ndim=1)
             roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT, ndim=1)
             roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT, ndim=1)
-            img = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
+            # decode only the crop's pixels (libjpeg-turbo / nvJPEG region decode), then resize
+            # the exact (sub-pixel) box inside it
+            img = fn.decoders.image_slice(
+                encoded,
+                anchor,
+                shape,
+                device=decoder,
+                output_type=types.RGB,
+                normalized_anchor=False,
+                normalized_shape=False,
+                axis_names="WH",
+            )
             img = fn.resize(
                 img,
                 size=[spec.size, spec.size],
                 roi_start=roi_start,
                 roi_end=roi_end,
-                roi_relative=True,
+                roi_relative=False,
                 interp_type=types.INTERP_LINEAR,
                 antialias=True,
             )
@@ -224,7 +239,7 @@ class DALITransform:
 
     def _run(self, items: Any, indices: np.ndarray, seed: int, epoch: int) -> Any:
         field = self.image_field
-        encoded, starts, ends, flips, angles = [], [], [], [], []
+        encoded, anchors, shapes, starts, ends, flips, angles = [], [], [], [], [], [], []
         for data, idx in zip(items, indices.tolist(), strict=True):
             what = f"sample {idx} (field {field!r})"
             try:
@@ -237,15 +252,21 @@ class DALITransform:
                     f"{what}: cannot read ({exc}).", row=idx, field=field, indices=[idx]
                 ) from exc
             x0, y0, x1, y1 = p.box
+            ax, ay = math.floor(x0), math.floor(y0)
+            bx, by = min(w, math.ceil(x1)), min(h, math.ceil(y1))
             encoded.append(arr)
-            starts.append(np.array([y0 / h, x0 / w], np.float32))  # DALI order: (y, x)
-            ends.append(np.array([y1 / h, x1 / w], np.float32))
+            anchors.append(np.array([ax, ay], np.int32))
+            shapes.append(np.array([bx - ax, by - ay], np.int32))
+            starts.append(np.array([y0 - ay, x0 - ax], np.float32))  # DALI order: (y, x)
+            ends.append(np.array([y1 - ay, x1 - ax], np.float32))
             flips.append(np.array(int(p.flip), np.int32))
             angles.append(np.array(p.angle, np.float32))
         with self._lock:
             pipe = self._pipe
             try:
                 pipe.feed_input("encoded", encoded)
+                pipe.feed_input("anchor", anchors)
+                pipe.feed_input("shape", shapes)
                 pipe.feed_input("roi_start", starts)
                 pipe.feed_input("roi_end", ends)
                 if self.spec.flip_p:

@@ -124,7 +124,9 @@ def test_loader_transform_checks_the_shard_set(tmp_path: Path) -> None:
         w.write({"jpeg": [colour_image(0, 0)], "label": np.zeros(1, np.float32)})
     with pytest.raises(DatafuelError, match="integer scalar field 'label'"):
         loader_transform(ShardSet(floats), "cpu")
-    assert loader_transform(ShardSet(floats), "cpu", label_field=None).output_spec.keys() == {"image"}
+    assert loader_transform(ShardSet(floats), "cpu", label_field=None).output_spec.keys() == {
+        "image"
+    }
 
 
 @pytest.mark.dali
