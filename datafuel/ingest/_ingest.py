@@ -202,6 +202,12 @@ def ingest(
     """
     headers = dict(headers or {})
     _check_args(url, max_pages, page_size, headers)
+    if (
+        isinstance(max_group_pages, bool)
+        or not isinstance(max_group_pages, int)
+        or max_group_pages < 1
+    ):
+        raise ConfigError(f"max_group_pages must be an int >= 1. Got {max_group_pages!r} instead.")
     paginator = make_paginator(paginate) if isinstance(paginate, str) else paginate
     if retry is None:
         retry = RetryPolicy(max_attempts=max_attempts, base=retry_base)

@@ -36,7 +36,7 @@ __all__ = [
 
 #: How many cursor fingerprints the checkpoint keeps for loop detection across reruns
 #: (within one run every cursor is remembered).
-SEEN_WINDOW = 1024
+SEEN_WINDOW = 256
 
 
 @dataclass(frozen=True)

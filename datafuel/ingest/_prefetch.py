@@ -39,7 +39,13 @@ class FetchedPage:
 
 
 def page_hash(records: Any) -> str:
-    text = json.dumps(records, separators=(",", ":"), default=str)
+    """Fingerprint of a page for loop detection: its length, first and last record.
+
+    Cheap (two records, not the page) and enough to catch an API that ignores the
+    pagination parameter and serves the same page again.
+    """
+    probe = [len(records), records[0], records[-1]] if records else [0]
+    text = json.dumps(probe, separators=(",", ":"), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
