@@ -262,9 +262,10 @@ def build_table_shards(
             raise InputDataError(
                 f"--drop {col!r}: no such column (columns: {table.column_names}).", field=col
             )
-    table = table.drop_columns(list(drop))
-    y = _target(table, target, input_path) if target is not None else None
     split_col = split_by or split_key or time_col
+    # a dropped column can still be what the split is keyed on (it is never a feature)
+    table = table.drop_columns([c for c in drop if c != split_col])
+    y = _target(table, target, input_path) if target is not None else None
     exclude = [c for c in (target, split_col) if c is not None]
     numeric, categorical = _prepare_columns(table, exclude, max_categories)
     if not numeric and not categorical:
