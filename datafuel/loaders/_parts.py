@@ -140,9 +140,7 @@ def write_shard(
     tmp = target / f"{_TMP_PREFIX}{shard:05d}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        writer = _OneShard(
-            tmp, fields, shard=shard, first_row=first_row, check_finite=check_finite
-        )
+        writer = _OneShard(tmp, fields, shard=shard, first_row=first_row, check_finite=check_finite)
         try:
             writer.write(batch)
             entry = writer.finish()

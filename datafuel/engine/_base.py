@@ -1,0 +1,138 @@
+"""What a build needs from an engine: an ordered map, and shard sinks fed by work units."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from datafuel.loaders import Field
+
+__all__ = ["Engine", "ShardSink", "UnitFn", "concat_rows"]
+
+#: ``fn(shared, payload) -> {field: values}``: the per-record work of one unit. It must
+#: be picklable (a module-level function or a ``functools.partial`` of one) and
+#: deterministic: a retried unit must give the same rows.
+UnitFn = Callable[[Any, Any], Mapping[str, Any]]
+
+
+def concat_rows(
+    fields: Mapping[str, Field],
+    batches: Sequence[Mapping[str, Any]],
+    ranges: Sequence[tuple[int, int]],
+) -> dict[str, Any]:
+    """Rows ``[start, stop)`` of each batch, concatenated field by field, in order."""
+    out: dict[str, Any] = {}
+    for name, spec in fields.items():
+        if spec.kind == "fixed":
+            parts = [np.asarray(b[name])[s:e] for b, (s, e) in zip(batches, ranges, strict=True)]
+            out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        else:
+            rows: list[Any] = []
+            for b, (s, e) in zip(batches, ranges, strict=True):
+                rows.extend(b[name][s:e])
+            out[name] = rows
+    return out
+
+
+class ShardSink(ABC):
+    """A shard set being written from work units; :meth:`close` writes the manifest.
+
+    Submit payloads in canonical order; each becomes the rows ``fn(shared, payload)``
+    of the shard set, in submission order. Use as a context manager: a clean exit
+    closes it, an exception aborts it (no manifest).
+    """
+
+    directory: os.PathLike[str] | str
+    manifest: dict[str, Any] | None = None
+
+    @abstractmethod
+    def submit(self, payload: Any) -> None:
+        """Queue one work unit."""
+
+    @abstractmethod
+    def close(self) -> dict[str, Any]:
+        """Wait for every unit, write the manifest last; return it."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Stop without a manifest."""
+
+    def __enter__(self) -> ShardSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Engine(ABC):
+    """Where a build's per-record work runs: this process (``local``) or a Ray cluster."""
+
+    name: str = ""
+
+    @abstractmethod
+    def map(
+        self,
+        fn: Callable[[Any, Any], Any],
+        items: Sequence[Any],
+        *,
+        shared: Any = None,
+        chunk: int = 256,
+    ) -> Iterator[Any]:
+        """``fn(shared, item)`` for every item, results in input order."""
+
+    @abstractmethod
+    def shard_sink(
+        self,
+        directory: str | os.PathLike[str],
+        fields: Mapping[str, Field],
+        fn: UnitFn,
+        *,
+        shared: Any = None,
+        shard_bytes: int,
+        provenance: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        check_finite: bool = True,
+    ) -> ShardSink:
+        """A sink writing the shard set ``directory`` from units processed by ``fn``."""
+
+    def close(self) -> None:  # noqa: B027 - engines that start nothing release nothing
+        """Release what the engine started (a local Ray instance)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def write_units(
+        self,
+        directory: str | os.PathLike[str],
+        fields: Mapping[str, Field],
+        fn: UnitFn,
+        payloads: Iterable[Any],
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Write a whole shard set from ``payloads`` (see :meth:`shard_sink`); return the manifest."""
+        with self.shard_sink(directory, fields, fn, **kwargs) as sink:
+            for p in payloads:
+                sink.submit(p)
+        assert sink.manifest is not None
+        return sink.manifest
