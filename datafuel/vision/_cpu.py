@@ -51,6 +51,7 @@ def augment_image(
     (224, 224, 3)
     """
     hdr = jpeg_header(data)
+    fmt: str | None
     try:
         if (
             hdr is not None and not hdr[3]
@@ -139,9 +140,10 @@ class CPUTransform:
         self.label_field = label_field
         self.seed = int(seed)
         self.threads = threads
-        self.output_spec: dict[str, tuple[str, tuple[int, ...]]] = dict(spec.output_spec)
+        out_spec = dict(spec.output_spec)
         if label_field is not None:
-            self.output_spec["label"] = ("int64", ())
+            out_spec["label"] = ("int64", ())
+        self.output_spec: Mapping[str, tuple[str, tuple[int, ...]]] = out_spec
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         norm = spec.normalize
@@ -203,7 +205,7 @@ class CPUTransform:
             for i in range(n):
                 one(i)
         result: dict[str, Any] = {"image": out}
-        if self._mean is not None:
+        if self._mean is not None and self._inv_std is not None:
             result["image"] = (out.astype(np.float32) - self._mean) * self._inv_std
         if self.label_field is not None:
             if self.label_field not in batch:

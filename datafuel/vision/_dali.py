@@ -117,9 +117,10 @@ class DALITransform:
         self.image_field = image_field
         self.label_field = label_field
         self.seed = int(seed)
-        self.output_spec: dict[str, tuple[str, tuple[int, ...]]] = dict(spec.output_spec)
+        out_spec = dict(spec.output_spec)
         if label_field is not None:
-            self.output_spec["label"] = ("int64", ())
+            out_spec["label"] = ("int64", ())
+        self.output_spec: Mapping[str, tuple[str, tuple[int, ...]]] = out_spec
         self._lock = threading.Lock()
         self._pipe: Any = self._build()
 
@@ -127,7 +128,10 @@ class DALITransform:
         return f"DALITransform({self.spec!r}, device={self.device!r}, batch_size={self.batch_size})"
 
     def _build(self) -> Any:
-        from nvidia.dali import fn, pipeline_def, types
+        from nvidia.dali import fn, pipeline_def
+        from nvidia.dali import types as dali_types
+
+        types: Any = dali_types  # DALI's type stubs miss its enum members
 
         spec = self.spec
         decoder = "mixed" if self.device == "mixed" else "cpu"
@@ -135,7 +139,7 @@ class DALITransform:
         @pipeline_def(  # type: ignore[misc]
             batch_size=self.batch_size,
             num_threads=self.num_threads,
-            device_id=self.device_id,
+            device_id=self.device_id,  # type: ignore[arg-type]  # None: CPU-only pipeline
             prefetch_queue_depth=1,
             exec_async=False,
             exec_pipelined=False,
@@ -148,7 +152,7 @@ class DALITransform:
             roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT, ndim=1)
             # decode only the crop's pixels (libjpeg-turbo / nvJPEG region decode), then resize
             # the exact (sub-pixel) box inside it
-            img = fn.decoders.image_slice(
+            img: Any = fn.decoders.image_slice(
                 encoded,
                 anchor,
                 shape,
