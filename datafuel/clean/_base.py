@@ -111,7 +111,9 @@ class DatafuelTransformer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
                 "the training split before using it."
             )
 
-    def _validate(self, X: Any, *, reset: bool, copy: bool = True) -> np.ndarray:
+    def _validate(
+        self, X: Any, *, reset: bool, copy: bool = True, fitting: bool | None = None
+    ) -> np.ndarray:
         X = arrow_to_frame(X)
         if not reset:
             self._check_fitted()
@@ -138,6 +140,9 @@ class DatafuelTransformer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
                     f"{type(self).__name__} takes numeric data only: {exc}"
                 ) from exc
             raise
+        fitting = reset if fitting is None else fitting
+        if not self._inf_is_missing and not fitting:
+            return out  # scalers: infinities are refused when fitting, passed through after
         inf = np.isinf(out)
         if inf.any():
             if self._inf_is_missing:

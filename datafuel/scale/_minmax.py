@@ -73,11 +73,16 @@ class MinMaxScaler(DatafuelTransformer):
                 f"feature_range must be two finite numbers (min, max) with min < max. Got {fr!r} instead."
             )
         first = not hasattr(self, "data_min_")
-        X = self._validate(X, reset=first, copy=False)
-        present = ~np.isnan(X)
-        nb = present.sum(axis=0).astype(np.int64)
-        lo = np.where(present, X, np.inf).min(axis=0, initial=np.inf).astype(np.float64)
-        hi = np.where(present, X, -np.inf).max(axis=0, initial=-np.inf).astype(np.float64)
+        X = self._validate(X, reset=first, copy=False, fitting=True)
+        if X.shape[0] and not np.isnan(X).any():  # fast path: no missing value in this chunk
+            nb = np.full(X.shape[1], X.shape[0], dtype=np.int64)
+            lo = X.min(axis=0).astype(np.float64)
+            hi = X.max(axis=0).astype(np.float64)
+        else:
+            present = ~np.isnan(X)
+            nb = present.sum(axis=0).astype(np.int64)
+            lo = np.where(present, X, np.inf).min(axis=0, initial=np.inf).astype(np.float64)
+            hi = np.where(present, X, -np.inf).max(axis=0, initial=-np.inf).astype(np.float64)
         if not first:
             nb = nb + self.n_samples_seen_
             lo = np.minimum(lo, self.data_min_)

@@ -69,14 +69,20 @@ class StandardScaler(DatafuelTransformer):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name} must be a bool. Got {getattr(self, name)!r} instead.")
         first = not hasattr(self, "m2_")
-        X = self._validate(X, reset=first, copy=False)
-        present = ~np.isnan(X)
-        nb = present.sum(axis=0).astype(np.int64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mb = np.where(present, X, 0.0).sum(axis=0, dtype=np.float64) / nb
-        mb = np.where(nb > 0, mb, 0.0)
-        dev = np.where(present, X - mb, 0.0).astype(np.float64)
-        m2b = (dev * dev).sum(axis=0)
+        X = self._validate(X, reset=first, copy=False, fitting=True)
+        if not np.isnan(X).any():  # fast path: no missing value in this chunk
+            nb = np.full(X.shape[1], X.shape[0], dtype=np.int64)
+            mb = X.mean(axis=0, dtype=np.float64)
+            dev = X - mb
+            m2b = np.einsum("ij,ij->j", dev, dev)
+        else:
+            present = ~np.isnan(X)
+            nb = present.sum(axis=0).astype(np.int64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mb = np.where(present, X, 0.0).sum(axis=0, dtype=np.float64) / nb
+            mb = np.where(nb > 0, mb, 0.0)
+            dev = np.where(present, X - mb, 0.0).astype(np.float64)
+            m2b = np.einsum("ij,ij->j", dev, dev)
         if first:
             n, mean, m2 = nb, mb, m2b
         else:
