@@ -153,7 +153,7 @@ def ingest(
     Example:
       datafuel ingest https://api.example.com/listings --out data/listings \\
         --paginate cursor:next --records-path data.items --primary-key id \\
-        --rate 5 --header 'Authorization: Bearer $TOKEN'
+        --rate 5 --header "Authorization: Bearer $TOKEN"
     """
     header_map = dict(parse_header(h) for h in headers)
     logger = logging.getLogger("datafuel.ingest")
