@@ -39,7 +39,7 @@ import PIL
 import torch
 from PIL import Image, features
 
-from datafuel.loaders import Loader, ShardSet, ShardWriter
+from datafuel.loaders import BatchInfo, Loader, ShardSet, ShardWriter
 from datafuel.vision import dali_available, loader_transform
 from datafuel.vision._build import FIELDS
 
@@ -174,12 +174,43 @@ def measure(rounds: int, methods: dict[str, Callable[[], float]]) -> dict[str, l
     return rates
 
 
+def cpu_cost(data: list[bytes], labels: np.ndarray, ds: ShardSet, rounds: int) -> dict[str, float]:
+    """Single-thread CPU milliseconds per image (process time: robust on a shared machine)."""
+    tv = TorchvisionStyle(data, labels)
+    cpu_t = loader_transform(ds, "cpu", train=True, size=SIZE)
+    n = len(data)
+
+    def ours() -> None:
+        for s in range(0, n, BATCH):
+            idx = np.arange(s, min(n, s + BATCH))
+            cpu_t(ds.gather(idx), BatchInfo(indices=idx, epoch=0, seed=0, batch_index=0))
+
+    def decode() -> None:
+        for b in data:
+            with Image.open(io.BytesIO(b)) as im:
+                im.load()
+
+    jobs = {
+        "(a) decode only": decode,
+        "(b) torchvision-style __getitem__": lambda: [tv[i] for i in range(n)],
+        "(c) datafuel CPU transform": ours,
+    }
+    best = {k: math.inf for k in jobs}
+    for _ in range(rounds + 1):
+        for k, fn in jobs.items():
+            t0 = time.process_time()
+            fn()
+            best[k] = min(best[k], (time.process_time() - t0) / n * 1e3)
+    return best
+
+
 def bench_set(
     label: str, data: list[bytes], root: Path, rounds: int, workers: int
 ) -> dict[str, float]:
     ds = write_set(root / label, data)
     n = len(data)
     labels = np.arange(n) % 10
+    cost = cpu_cost(data, labels, ds, rounds)
     tv = [  # held in a list so it can be dropped (and its worker processes stopped) before DALI runs
         torch.utils.data.DataLoader(
             TorchvisionStyle(data, labels),
@@ -192,11 +223,15 @@ def bench_set(
     ]
     cpu_t = loader_transform(ds, "cpu", train=True, size=SIZE)
     df = Loader(ds, BATCH, seed=0, num_workers=workers, prefetch=4, transform=cpu_t)
+    # the same transform with its own thread pool per batch, fed by a single loader worker
+    pooled = loader_transform(ds, "cpu", train=True, size=SIZE, threads=workers)
+    df2 = Loader(ds, BATCH, seed=0, num_workers=1, prefetch=4, transform=pooled)
     methods: dict[str, Callable[[], float]] = {
         "(a) decode only, Pillow": lambda: decode_only(data, workers),
         "(a1) decode only, 1 thread": lambda: decode_only(data, 1),
         "(b) torchvision-style DataLoader": lambda: epoch_rate(tv[0], n),
         "(c) datafuel CPU (pillow-simd)": lambda: epoch_rate(df, n),
+        "(c2) same, 1 worker x 2 threads": lambda: epoch_rate(df2, n),
     }
     rates = measure(rounds, methods)
     tv.clear()  # stop its worker processes before DALI starts threads
@@ -214,6 +249,11 @@ def bench_set(
     for k, v in rates.items():
         spread = f"[{min(v):.0f}..{max(v):.0f}]"
         print(f"  {k:36s} {med[k]:8.0f} images/s   {spread}")
+    print("  single-thread CPU cost (best of rounds, process time):")
+    for k, v in cost.items():
+        print(f"    {k:34s} {v:6.2f} ms/image")
+    a1, b1, c1 = cost.values()
+    print(f"    per-core ratios: (c) vs (b) {b1 / c1:.2f}x, (c) vs (a) {a1 / c1:.2f}x")
     c = med["(c) datafuel CPU (pillow-simd)"]
     print(f"  ratio (c)/(b) = {c / med['(b) torchvision-style DataLoader']:.2f}x")
     print(f"  ratio (c)/(a) = {c / med['(a) decode only, Pillow']:.2f}x")

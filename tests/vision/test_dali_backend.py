@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 from image_samples import jpeg
 
 from datafuel.errors import ConfigError, DecodeError
@@ -91,3 +92,6 @@ def test_bad_configuration_is_refused() -> None:
         DALITransform(EVAL, device="gpu")
     with pytest.raises(ConfigError, match="batch_size"):
         DALITransform(EVAL, batch_size=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="cuda"):
+            DALITransform(EVAL, device="mixed")
