@@ -43,6 +43,9 @@ from ._common import echo_json, parse_fractions, progress
     show_default=True,
     help="Close a shard once its data reaches this many bytes.",
 )
+@click.option(
+    "--stratify", is_flag=True, help="Split each class separately (keeps class proportions)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def build_images(
     input_dir: Path,
@@ -52,6 +55,7 @@ def build_images(
     on_error: str,
     max_side: int | None,
     shard_bytes: int,
+    stratify: bool,
     as_json: bool,
 ) -> None:
     """Read an ImageFolder tree (one sub-folder per class), split, and write image shards.
@@ -61,7 +65,7 @@ def build_images(
     metadata. Writes OUT/train, OUT/val, OUT/test, OUT/split.json, OUT/skipped.json.
 
     Python: datafuel.vision.build_image_shards(INPUT_DIR, OUT, fractions=(0.8, 0.1, 0.1),
-    seed=0, on_error="fail", max_side=None).
+    seed=0, on_error="fail", max_side=None, stratify=False).
     """
     summary = build_image_shards(
         input_dir,
@@ -71,6 +75,7 @@ def build_images(
         on_error=on_error,
         max_side=max_side,
         shard_bytes=shard_bytes,
+        stratify=stratify,
         progress=lambda it: progress(it, desc="images", unit="file"),
     )
     if as_json:

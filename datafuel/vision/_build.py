@@ -128,6 +128,34 @@ def _result_or_error(path: Path, root: Path, max_side: int | None) -> bytes | De
         return exc
 
 
+def _stratified(
+    labels: np.ndarray, num_classes: int, fractions: Sequence[float], seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """split_indices within each class (seed + class), merged back in storage order."""
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
+    record: dict[str, Any] = {}
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if not members.size:
+            continue
+        parts, record = split_indices(int(members.size), fractions, seed=seed + c)
+        for name in SPLIT_NAMES:
+            chunks[name].append(members[parts[name]])
+    merged = {
+        name: np.sort(np.concatenate(v)) if v else np.zeros(0, np.int64)
+        for name, v in chunks.items()
+    }
+    counts = {name: int(v.size) for name, v in merged.items()}
+    record = {
+        **record,
+        "method": "stratified",
+        "seed": int(seed),
+        "counts": counts,
+        "total": int(labels.size),
+    }
+    return merged, record
+
+
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, sort_keys=True, indent=1) + "\n", encoding="utf-8")
@@ -143,6 +171,7 @@ def build_image_shards(
     on_error: str = "fail",
     max_side: int | None = None,
     shard_bytes: int = 256 << 20,
+    stratify: bool = False,
     threads: int | None = None,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> dict[str, Any]:
@@ -158,6 +187,9 @@ def build_image_shards(
     fractions, seed
         Train/val/test fractions and the split seed (:func:`datafuel.split.split_indices`
         over the valid files in listing order).
+    stratify
+        Split each class separately (same fractions, seed + class index), so every
+        split keeps the class proportions.
     on_error
         ``"fail"``: the first corrupt, truncated, zero-byte, non-image or unsupported
         file raises :class:`~datafuel.errors.DecodeError` naming it. ``"skip"``: such
@@ -232,9 +264,12 @@ def build_image_shards(
         raise InputDataError(
             f"{root}: no readable images ({len(skipped)} file(s) skipped).", path=root
         )
-    parts, record = split_indices(len(valid), fractions, seed=seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
     labels = np.array([lab for _, lab in valid], np.int64)
+    if stratify:
+        parts, record = _stratified(labels, len(classes), fractions, seed)
+    else:
+        parts, record = split_indices(len(valid), fractions, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
 
     def load(item: tuple[Path, int]) -> bytes:

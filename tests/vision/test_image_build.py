@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from image_samples import broken, encode, exif_jpeg, jpeg, pattern
+from image_samples import broken, encode, exif_jpeg, jpeg, make_folder, pattern
 from PIL import Image
 
 from datafuel.errors import ConfigError, DecodeError, InputDataError
@@ -122,3 +122,14 @@ def test_bad_arguments(folder: Path, tmp_path: Path) -> None:
     (empty / "a" / "x.jpg").write_bytes(b"")
     with pytest.raises(InputDataError, match="no readable images"):
         build_image_shards(empty, tmp_path / "o", on_error="skip")
+
+
+def test_stratified_split_keeps_class_proportions(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src", per_class=10)
+    s = build_image_shards(src, tmp_path / "out", fractions=(0.6, 0.2, 0.2), seed=2, stratify=True)
+    assert s["counts"] == {"train": 18, "val": 6, "test": 6}
+    for name in ("train", "val", "test"):
+        counts = ShardSet(tmp_path / "out" / name).metadata["class_counts"]
+        assert counts == [s["counts"][name] // 3] * 3
+    split = json.loads((tmp_path / "out" / "split.json").read_text())
+    assert split["method"] == "stratified" and split["counts"] == s["counts"]
