@@ -85,6 +85,7 @@ class NGramPrior(Prior):
         self.discounts = [float(d) for d in discounts]
         self.hashed = bool(hashed)
         self.num_tokens = int(num_tokens)
+        self._top1: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- fitting ----------------------------------------------------------------------
     @staticmethod
@@ -282,12 +283,17 @@ class NGramPrior(Prior):
             p[sel] = (np.maximum(cnt - D, 0.0) + D * dist * p[sel]) / tot
         return p
 
-    def _dense(self, keys: list[np.ndarray], avail: np.ndarray) -> np.ndarray:
-        """Full next-token distributions ``(rows, V)`` for rows of context keys."""
+    def _dense(
+        self, keys: list[np.ndarray], avail: np.ndarray, max_context: int | None = None
+    ) -> np.ndarray:
+        """Full next-token distributions ``(rows, V)`` for rows of context keys.
+
+        ``max_context`` limits the context length used (``1``: the order-1 distribution).
+        """
         V = self.vocab_size
         rows = len(avail)
         P = np.broadcast_to(self.unigram, (rows, V)).copy()
-        for c in range(1, self.order):
+        for c in range(1, self.order if max_context is None else max_context + 1):
             t = self.tables[c - 1]
             hi, found = self._lookup(c, keys[c - 1], avail >= c)
             sel = np.flatnonzero(found)
@@ -348,19 +354,12 @@ class NGramPrior(Prior):
         cand = np.flatnonzero((p_all >= threshold) & ~first)
         top_ids = np.zeros((cand.size, k), np.int64)
         top_p = np.zeros((cand.size, k), np.float64)
-        step = max(1, block_cells // self.vocab_size)
+        step = max(1, block_cells // (8 * k))
         for a in range(0, cand.size, step):
             rows = cand[a : a + step]
-            P = self._dense([kk[rows] for kk in keys], avail[rows])
-            part = (
-                np.argpartition(-P, k - 1, axis=1)[:, :k]
-                if k < self.vocab_size
-                else np.tile(np.arange(k), (len(rows), 1))
-            )
-            pv = np.take_along_axis(P, part, axis=1)
-            o = np.argsort(-pv, axis=1, kind="stable")
-            top_ids[a : a + step] = np.take_along_axis(part, o, axis=1)
-            top_p[a : a + step] = np.take_along_axis(pv, o, axis=1)
+            ids, pr = self._top_k([kk[rows] for kk in keys], avail[rows], k)
+            top_ids[a : a + step] = ids
+            top_p[a : a + step] = pr
         doc_of = np.searchsorted(starts, cand, side="right") - 1
         bounds = np.searchsorted(doc_of, np.arange(len(docs) + 1))
         out = []
@@ -376,9 +375,84 @@ class NGramPrior(Prior):
             )
         return out
 
-    def next_token_probs(self, contexts: Sequence[np.ndarray]) -> np.ndarray:
-        if not contexts:
-            return np.zeros((0, self.vocab_size))
+    # -- exact top-k without dense rows ------------------------------------------------------
+    def _order1_top(self, k: int, ctx_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ids of the order-1 distribution for order-1 context rows (cached per k).
+
+        Row ``-1`` (no order-1 context) is the unigram's top-k.
+        """
+        cache = self._top1.get(k)
+        n_ctx = len(self.tables[0]["ctx"]) if self.tables else 0
+        if cache is None:
+            uni_top = np.argsort(-self.unigram, kind="stable")[:k]
+            cache = (np.full((n_ctx + 1, k), -1, np.int64), np.zeros(n_ctx + 1, bool))
+            cache[0][n_ctx] = uni_top
+            cache[1][n_ctx] = True
+            self._top1[k] = cache
+        table, done = cache
+        rows = np.where(ctx_rows < 0, n_ctx, ctx_rows)
+        todo = np.unique(rows[~done[rows]])
+        step = max(1, (1 << 22) // self.vocab_size)
+        for a in range(0, todo.size, step):
+            r = todo[a : a + step]
+            keys = [self.tables[0]["ctx"][r]] + [np.zeros(len(r), np.uint64)] * (self.order - 2)
+            P = self._dense(keys, np.ones(len(r), np.int64), max_context=1)
+            part = np.argpartition(-P, k - 1, axis=1)[:, :k]
+            table[r] = part
+            done[r] = True
+        return table[rows], rows
+
+    def _top_k(
+        self, keys: list[np.ndarray], avail: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of the interpolated distribution at each row, most likely first.
+
+        The top-k of ``P_c = a_c + beta_c * P_{c-1}`` lies in the followers of the
+        order-c context plus the top-k of ``P_{c-1}`` (a word that follows no longer
+        context scores ``beta * P_{c-1}``, below k words that do at least as well), so
+        the candidates are the followers of every context of order >= 2 plus the
+        cached top-k of the order-1 distribution; each candidate is scored exactly.
+        """
+        V = self.vocab_size
+        rows = len(avail)
+        if k >= V or self.order == 1:
+            if self.order == 1:
+                base = np.tile(np.argsort(-self.unigram, kind="stable")[:k], (rows, 1))
+            else:
+                base = np.tile(np.arange(V), (rows, 1))
+            pr_rows, pr_w = np.repeat(np.arange(rows), base.shape[1]), base.reshape(-1)
+        else:
+            hi, found = self._lookup(1, keys[0], avail >= 1)
+            base, _ = self._order1_top(k, np.where(found, hi, -1))
+            pr_rows = [np.repeat(np.arange(rows), k)]
+            pr_w = [base.reshape(-1)]
+            for c in range(2, self.order):
+                t = self.tables[c - 1]
+                _, f = self._lookup(c, keys[c - 1], avail >= c)
+                sel = np.flatnonzero(f)
+                if sel.size == 0:
+                    continue
+                h = keys[c - 1][sel]
+                J = t["joint"]
+                lo = np.searchsorted(J, h * np.uint64(V))
+                up = np.searchsorted(J, (h + np.uint64(1)) * np.uint64(V))
+                lens = up - lo
+                n = int(lens.sum())
+                r = np.repeat(np.arange(sel.size), lens)
+                j = np.arange(n) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
+                pr_rows.append(sel[r])
+                pr_w.append((J[j] - h[r] * np.uint64(V)).astype(np.int64))
+            pair = np.unique(np.concatenate(pr_rows) * V + np.concatenate(pr_w))
+            pr_rows, pr_w = pair // V, pair % V
+        p = self._prob_of([kk[pr_rows] for kk in keys], avail[pr_rows], pr_w)
+        o = np.lexsort((pr_w, -p, pr_rows))
+        pr_rows, pr_w, p = pr_rows[o], pr_w[o], p[o]
+        first = np.searchsorted(pr_rows, np.arange(rows))
+        take = first[:, None] + np.arange(k)[None, :]
+        return pr_w[take], p[take]
+
+    def _context_keys(self, contexts: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per-order context keys and available context lengths for arbitrary prefixes."""
         m = self.order - 1
         rows = len(contexts)
         # each row: [EOT] + the last m tokens of its context, right-aligned, then a dummy slot
@@ -389,7 +463,21 @@ class NGramPrior(Prior):
             if len(tail):
                 s[r, m + 1 - len(tail) : m + 1] = tail
             avail[r] = min(len(ctx), m) + 1
-        flat = s.reshape(-1)
-        keys = self._keys(flat)
+        keys = self._keys(s.reshape(-1))
         last = np.arange(rows) * (m + 2) + (m + 1)  # the dummy slot: keys = the context before it
-        return self._dense([kk[last] for kk in keys], avail)
+        return [kk[last] for kk in keys], avail
+
+    def next_token_probs(self, contexts: Sequence[np.ndarray]) -> np.ndarray:
+        if not contexts:
+            return np.zeros((0, self.vocab_size))
+        keys, avail = self._context_keys(contexts)
+        return self._dense(keys, avail)
+
+    def next_token_topk(
+        self, contexts: Sequence[np.ndarray], k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        k = min(int(k), self.vocab_size)
+        if not contexts:
+            return np.zeros((0, k), np.int64), np.zeros((0, k))
+        keys, avail = self._context_keys(contexts)
+        return self._top_k(keys, avail, k)

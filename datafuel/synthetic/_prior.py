@@ -71,6 +71,21 @@ class Prior(ABC):
     def next_token_probs(self, contexts: Sequence[np.ndarray]) -> np.ndarray:
         """``(len(contexts), vocab_size)`` next-token distributions after each prefix."""
 
+    def next_token_topk(
+        self, contexts: Sequence[np.ndarray], k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most likely next tokens after each prefix and their probabilities.
+
+        ``(ids, probs)``, each ``(len(contexts), k)``, most likely first. The default
+        takes them from :meth:`next_token_probs`; priors with a cheaper way override it.
+        """
+        P = self.next_token_probs(contexts)
+        k = min(k, P.shape[1])
+        part = np.argpartition(-P, k - 1, axis=1)[:, :k]
+        pv = np.take_along_axis(P, part, axis=1)
+        o = np.argsort(-pv, axis=1, kind="stable")
+        return np.take_along_axis(part, o, axis=1), np.take_along_axis(pv, o, axis=1)
+
     def describe(self) -> dict[str, Any]:
         """JSON-able description for reports and provenance."""
         return {"kind": type(self).__name__, "vocab_size": self.vocab_size, "eot_id": self.eot_id}
@@ -103,12 +118,23 @@ class Prior(ABC):
             for t in range(L):
                 live = np.flatnonzero(lens[idx] - 1 > t)
                 if live.size:
-                    probs = self.next_token_probs([seqs[r, :t] for r in live.tolist()])
-                    probs[:, self.eot_id] = 0.0
-                    w = apply_decoding(probs, top_k, temperature)
+                    ctx = [seqs[r, :t] for r in live.tolist()]
+                    if top_k is None:
+                        w = self.next_token_probs(ctx)
+                        w[:, self.eot_id] = 0.0
+                        ids = None
+                    else:
+                        # the top-k among non-EOT tokens: take k + 1, drop EOT or the last
+                        ids, w = self.next_token_topk(ctx, top_k + 1)
+                        w = np.where(ids == self.eot_id, 0.0, w)
+                        if ids.shape[1] > top_k:
+                            drop = np.where((ids == self.eot_id).any(axis=1), -1, top_k)
+                            w[np.arange(len(w)), drop] = np.where(drop >= 0, 0.0, w[:, -1])
+                    w = apply_decoding(w, None, temperature)
                     cw = np.cumsum(w, axis=1)
                     u = rng.random(live.size) * cw[:, -1]
-                    seqs[live, t] = np.minimum((cw <= u[:, None]).sum(axis=1), w.shape[1] - 1)
+                    pick = np.minimum((cw <= u[:, None]).sum(axis=1), w.shape[1] - 1)
+                    seqs[live, t] = pick if ids is None else ids[np.arange(live.size), pick]
                 ends = np.flatnonzero(lens[idx] - 1 == t)
                 seqs[ends, t] = self.eot_id
             for j, r in enumerate(idx.tolist()):

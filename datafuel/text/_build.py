@@ -83,7 +83,7 @@ def build_text(
     txt_mode: TxtMode = "file",
     shard_bytes: int = 64 << 20,
     min_frequency: int = 2,
-    batch_chars: int = 1 << 21,
+    batch_chars: int = 1 << 19,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Split documents, fit a byte-level BPE on the train split, write token shard sets.

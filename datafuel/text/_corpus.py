@@ -42,6 +42,8 @@ def clean_text(text: str) -> tuple[str, int]:
     >>> clean_text("ok\\ud800!")
     ('ok\\ufffd!', 1)
     """
+    if text.isascii():
+        return text, 0
     n = 0
 
     def repl(_: re.Match[str]) -> str:

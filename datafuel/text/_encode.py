@@ -39,7 +39,7 @@ def encode_documents(
     tokenizer: BPETokenizer,
     items: Iterable[tuple[T, str]],
     *,
-    batch_chars: int = 1 << 21,
+    batch_chars: int = 1 << 19,
     prefetch: int = 2,
 ) -> Iterator[tuple[list[T], list[np.ndarray]]]:
     """Encode ``(tag, text)`` pairs in order, each document followed by the EOT id.

@@ -141,7 +141,8 @@ class BPETokenizer:
     def encode_batch(self, texts: Sequence[str], *, append_eot: bool = False) -> list[np.ndarray]:
         """Token ids of many texts, encoded in parallel by the tokenizers thread pool."""
         try:
-            encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+            # encode_batch, not encode_batch_fast: measured cheaper in CPU time here (tokenizers 0.23)
+            encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         except Exception as exc:  # tokenizers raises plain Exception/TypeError
             raise TokenizerError(f"tokenizers failed to encode a batch: {exc}") from exc
         dt = self.dtype

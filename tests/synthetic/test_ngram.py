@@ -128,3 +128,33 @@ def test_bad_arguments() -> None:
     prior = NGramPrior.fit(docs, vocab_size=4, eot_id=0)
     with pytest.raises(InputDataError, match="outside"):
         prior.score([np.array([1, 5, 0])])
+
+
+@pytest.mark.parametrize(("order", "k"), [(1, 3), (2, 4), (3, 5), (4, 8)])
+def test_sparse_top_k_equals_the_dense_top_k(order: int, k: int) -> None:
+    rng = np.random.default_rng(order)
+    docs = random_docs(rng, 200, 50)
+    prior = NGramPrior.fit(docs, vocab_size=50, eot_id=0, order=order)
+    probe = docs[:6] + random_docs(np.random.default_rng(42), 4, 50)
+    scores = prior.score(probe, threshold=0.0, top_k=k)
+    for d, s in zip(probe, scores, strict=True):
+        dense = prior.next_token_probs([d[:i] for i in s.positions.tolist()])
+        want = -np.sort(-dense, axis=1)[:, :k]
+        np.testing.assert_allclose(s.top_probs, want, rtol=1e-9)
+        np.testing.assert_allclose(
+            np.take_along_axis(dense, s.top_ids, axis=1), s.top_probs, rtol=1e-9
+        )
+        assert all(len(set(row)) == k for row in s.top_ids.tolist())
+
+
+def test_next_token_topk_matches_the_dense_distribution() -> None:
+    docs = random_docs(np.random.default_rng(8), 100, 40)
+    prior = NGramPrior.fit(docs, vocab_size=40, eot_id=0, order=3)
+    ctx = [docs[0][:0], docs[0][:1], docs[1][:4], np.array([39, 38, 37])]
+    ids, pr = prior.next_token_topk(ctx, 6)
+    dense = prior.next_token_probs(ctx)
+    np.testing.assert_allclose(pr, -np.sort(-dense, axis=1)[:, :6], rtol=1e-9)
+    np.testing.assert_allclose(np.take_along_axis(dense, ids, axis=1), pr, rtol=1e-9)
+    synth = prior.sample([3, 9, 1], rng=np.random.default_rng(0), top_k=4, temperature=1.5)
+    assert [len(s) for s in synth] == [3, 9, 1]
+    assert all(s[-1] == 0 and 0 not in s[:-1].tolist() for s in synth)

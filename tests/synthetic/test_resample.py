@@ -127,10 +127,10 @@ def trained_lm() -> TinyCausalLM:
     model = TinyCausalLM()
     docs = chain_docs(10, 200)
     stream = torch.from_numpy(np.concatenate([[EOT], *docs]).astype(np.int64))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
     rng = np.random.default_rng(0)
-    for _ in range(150):
-        starts = rng.integers(0, len(stream) - 33, size=32)
+    for _ in range(80):
+        starts = rng.integers(0, len(stream) - 33, size=16)
         w = torch.stack([stream[s : s + 33] for s in starts])
         loss = torch.nn.functional.cross_entropy(
             model(w[:, :-1]).reshape(-1, 32), w[:, 1:].reshape(-1)
