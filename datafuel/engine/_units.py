@@ -67,7 +67,7 @@ def write_table_split(
     shard_bytes: int,
     provenance: Mapping[str, Any],
     metadata: Mapping[str, Any],
-    unit_rows: int = TABLE_UNIT_ROWS,
+    unit_rows: int | None = None,
 ) -> int:
     """Write one table split through ``engine``; returns the rows written.
 
@@ -83,7 +83,7 @@ def write_table_split(
     shared = (recipe, list(numeric), {k: list(v) for k, v in categories.items()}, labels)
 
     def payloads() -> Iterable[tuple[Any, Any]]:
-        for s, e in unit_ranges(part.num_rows, unit_rows):
+        for s, e in unit_ranges(part.num_rows, unit_rows or TABLE_UNIT_ROWS):
             rows = part.take(np.arange(s, e))  # a copy: a slice would ship the whole table
             yield rows, None if y_part is None else np.ascontiguousarray(y_part[s:e])
 
@@ -134,14 +134,14 @@ def write_image_split(
     shard_bytes: int,
     provenance: Mapping[str, Any],
     metadata: Mapping[str, Any],
-    unit_files: int = IMAGE_UNIT_FILES,
+    unit_files: int | None = None,
 ) -> int:
     """Write one image split (files in split order) through ``engine``; returns the rows."""
     manifest = engine.write_units(
         directory,
         fields,
         image_unit,
-        (list(items[s:e]) for s, e in unit_ranges(len(items), unit_files)),
+        (list(items[s:e]) for s, e in unit_ranges(len(items), unit_files or IMAGE_UNIT_FILES)),
         shared=(root, max_side),
         shard_bytes=shard_bytes,
         provenance=provenance,
