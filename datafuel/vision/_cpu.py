@@ -86,6 +86,8 @@ def augment_image(
             im.load()
             src = im if im.mode in _RESIZE_MODES else to_rgb(im)
             out = src.resize((spec.size, spec.size), Image.Resampling.BILINEAR, box=box)
+    except DecodeError:
+        raise
     except PIL_ERRORS as exc:
         raise DecodeError(f"{what}: cannot decode ({type(exc).__name__}: {exc}).") from exc
     out = to_rgb(out)

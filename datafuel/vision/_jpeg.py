@@ -4,7 +4,9 @@ A sequential (baseline) JPEG is decoded top to bottom. Lowering the height in it
 SOF header makes libjpeg-turbo stop after the rows a crop needs and skip the rest of
 the entropy-coded data: same pixels in the rows kept, ~25% less decode time for an
 average RandomResizedCrop. Progressive, arithmetic-coded and DNL-height files are
-left alone (their scans cover the whole image).
+left alone (their scans cover the whole image). A file damaged only below the
+rows a crop needs therefore decodes here; ``datafuel build images`` fully decodes
+every file once, so shard sets never hold such files.
 """
 
 from __future__ import annotations
