@@ -12,7 +12,9 @@ set), that receiver falls back to an exact float64 scan. Memory is bounded by
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -177,9 +179,23 @@ class KNNImputer(DatafuelTransformer):
         if fit_X.shape[0] == 0:
             raise InputDataError("KNNImputer was fitted on zero rows: there are no donors.")
         out = X.copy()
-        for start in range(0, rows.size, self.block_size):
-            blk = rows[start : start + self.block_size]
-            self._impute_block(X, blk, mask, out)
+        blocks = [rows[s : s + self.block_size] for s in range(0, rows.size, self.block_size)]
+        workers = min(len(blocks), os.cpu_count() or 1)
+        if self._dev.type == "cuda" or workers <= 1:
+            for blk in blocks:
+                self._impute_block(X, blk, mask, out)
+            return out
+        # One single-threaded pipeline per core, on separate blocks: torch and BLAS
+        # release the GIL, and unlike one multi-threaded matmul per block there is no
+        # barrier to spin on, which collapses on a machine shared with other jobs.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(lambda blk: self._impute_block(X, blk, mask, out), blocks):
+                    pass
+        finally:
+            torch.set_num_threads(threads)
         return out
 
     def _candidates(self, R: np.ndarray, n_cand: int) -> tuple[np.ndarray, np.ndarray]:
