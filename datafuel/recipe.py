@@ -212,12 +212,12 @@ class Recipe:
             report.append(entry)
         if yv is not None:
             for step in self.target_steps:
-                col = yv[:, None]
+                ycol = yv[:, None]
                 entry = {"step": type(step).__name__, "target": True, "rows_in": len(yv)}
-                out = step.fit_transform(col)
+                out = step.fit_transform(ycol)
                 if isinstance(step, Winsorizer):
-                    entry["values_clipped"] = int((out != col).sum())
-                    entry["min_before"], entry["max_before"] = float(col.min()), float(col.max())
+                    entry["values_clipped"] = int((out != ycol).sum())
+                    entry["min_before"], entry["max_before"] = float(ycol.min()), float(ycol.max())
                 yv = out[:, 0]
                 report.append(entry)
         elif self.target_steps:

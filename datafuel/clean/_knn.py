@@ -261,7 +261,7 @@ class KNNImputer(DatafuelTransformer):
         s_r = (Rc * Rc).sum(axis=1)
         tol = 8.0 * (n_features + 4) * _EPS32 * (s_r + self._s_max) + 1e-300
         bound = kth - tol  # every donor outside the candidates is at least this far
-        for c in np.flatnonzero(mask[blk].any(axis=0)):
+        for c in map(int, np.flatnonzero(mask[blk].any(axis=0))):
             recv = np.flatnonzero(mask[blk, c])
             ok = self._present_fit[cand[recv], c] & np.isfinite(exact[recv]) & ~dup[recv]
             taken = ok & (np.cumsum(ok, axis=1) <= k)

@@ -43,6 +43,9 @@ class SimpleImputer(DatafuelTransformer):
 
     _fitted_attrs: ClassVar[tuple[str, ...]] = ("statistics_", "n_samples_seen_", "sum_")
 
+    sum_: np.ndarray
+    n_samples_seen_: np.ndarray
+
     def __init__(self, strategy: str = "mean") -> None:
         self.strategy = strategy
 

@@ -49,6 +49,9 @@ class MinMaxScaler(DatafuelTransformer):
         "n_samples_seen_",
     )
     _inf_is_missing: ClassVar[bool] = False
+    n_samples_seen_: np.ndarray
+    data_min_: np.ndarray
+    data_max_: np.ndarray
 
     def __init__(self, feature_range: tuple[float, float] = (0, 1), *, clip: bool = False) -> None:
         self.feature_range = feature_range

@@ -52,6 +52,9 @@ class StandardScaler(DatafuelTransformer):
 
     _fitted_attrs: ClassVar[tuple[str, ...]] = ("mean_", "var_", "scale_", "n_samples_seen_", "m2_")
     _inf_is_missing: ClassVar[bool] = False
+    n_samples_seen_: np.ndarray
+    mean_: np.ndarray
+    m2_: np.ndarray
 
     def __init__(self, *, with_mean: bool = True, with_std: bool = True) -> None:
         self.with_mean = with_mean
