@@ -418,7 +418,7 @@ def _pair(text: str) -> tuple[float, float] | None:
     "--clip-target/--no-clip-target",
     default=True,
     show_default=True,
-    help="Also cap a float target with the --winsorize quantiles (fitted on train targets).",
+    help="Also cap a numeric (non-label) target with the --winsorize quantiles, fitted on train targets.",
 )
 @click.option(
     "--scale",
