@@ -108,18 +108,23 @@ def run_datafuel(url: str, out: Path, **kw: Any) -> int:
     return ingest(url, out, paginate="cursor:next", records_path="data.items", **kw).records
 
 
-def measure(fn: Any, url: str, repeats: int, scratch: Path) -> tuple[float, int]:
-    times = []
-    n = 0
-    for i in range(repeats + 1):  # the first run is a warm-up
-        out = scratch / f"run{i}"
-        t0 = time.perf_counter()
-        n = fn(url, out)
-        dt = time.perf_counter() - t0
-        if i:
-            times.append(dt)
-        shutil.rmtree(out)
-    return statistics.median(times), n
+def measure(
+    peers: dict[str, Any], url: str, repeats: int, scratch: Path
+) -> dict[str, tuple[float, int]]:
+    """Median seconds per peer; peers run round-robin (ABCD ABCD ...) so load drift on a
+    shared machine hits them alike. Round 0 is a warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in peers}
+    counts: dict[str, int] = {}
+    for i in range(repeats + 1):
+        for name, fn in peers.items():
+            out = scratch / f"run-{i}"
+            t0 = time.perf_counter()
+            counts[name] = fn(url, out)
+            dt = time.perf_counter() - t0
+            if i:
+                times[name].append(dt)
+            shutil.rmtree(out)
+    return {name: (statistics.median(t), counts[name]) for name, t in times.items()}
 
 
 def main() -> None:
@@ -141,7 +146,8 @@ def main() -> None:
         "datafuel ingest, prefetch=False": lambda u, o: run_datafuel(u, o, prefetch=False),
     }
     print(
-        f"bench_ingest: {page_size} records/page, median of {repeats} runs after 1 warm-up; server in its own process"
+        f"bench_ingest: {page_size} records/page, median of {repeats} interleaved runs after 1 warm-up "
+        "round; server in its own process"
     )
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
@@ -159,14 +165,15 @@ def main() -> None:
                 print(
                     f"\nlatency {label}/request, {pages} pages, {n} records (same table from both: {same})"
                 )
+                results = measure(peers, server.url, repeats, scratch)
                 base = None
-                for name, fn in peers.items():
-                    med, got = measure(fn, server.url, repeats, scratch)
+                for name, (med, got) in results.items():
                     rate = got / med
                     base = base or rate
                     per_page = med / pages * 1e3
                     print(
-                        f"  {name:<38} {rate:>10,.0f} rec/s  {per_page:6.2f} ms/page  x{rate / base:.2f} vs naive"
+                        f"  {name:<38} {rate:>10,.0f} rec/s  {per_page:6.2f} ms/page  "
+                        f"x{rate / base:.2f} vs naive"
                     )
             finally:
                 server.close()
