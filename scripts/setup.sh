@@ -26,9 +26,10 @@ if ! "$PY" -c "import PIL, sys; sys.exit(0 if '.post' in PIL.__version__ else 1)
   CC="$cc_flags" pip_install --no-cache-dir --force-reinstall --no-deps "pillow-simd>=9"
 fi
 
-# 3. datafuel itself (editable), with the dev + DALI extras for the test suite.
+# 3. datafuel itself (editable), with the dev + DALI + Ray extras for the test suite
+#    (ray[data] pulls numpy, pandas, pyarrow and fsspec, never Pillow).
 if [ "${1:-}" = "dev" ]; then
-  pip_install -e ".[dev,dali]"
+  pip_install -e ".[dev,dali,ray]"
 else
   pip_install -e .
 fi

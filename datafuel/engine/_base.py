@@ -12,12 +12,66 @@ import numpy as np
 
 from datafuel.loaders import Field
 
-__all__ = ["Engine", "ShardSink", "UnitFn", "concat_rows"]
+__all__ = ["Engine", "Packed", "ShardSink", "UnitFn", "concat_rows", "pack_rows"]
 
 #: ``fn(shared, payload) -> {field: values}``: the per-record work of one unit. It must
 #: be picklable (a module-level function or a ``functools.partial`` of one) and
 #: deterministic: a retried unit must give the same rows.
 UnitFn = Callable[[Any, Any], Mapping[str, Any]]
+
+
+class Packed:
+    """Variable-length rows as one flat array plus offsets: cheap to ship between processes.
+
+    A list of thousands of small arrays pickles item by item; one flat array goes
+    through Ray's object store without a copy. Rows come back as views.
+    """
+
+    __slots__ = ("flat", "kind", "offsets")
+
+    def __init__(self, kind: str, flat: np.ndarray, offsets: np.ndarray) -> None:
+        self.kind = kind
+        self.flat = flat
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def rows(self, start: int, stop: int) -> list[Any]:
+        o = self.offsets.tolist()
+        if self.kind == "bytes":
+            mv = memoryview(self.flat)
+            return [mv[o[i] : o[i + 1]] for i in range(start, stop)]
+        return [self.flat[o[i] : o[i + 1]] for i in range(start, stop)]
+
+
+def pack_rows(fields: Mapping[str, Field], batch: Mapping[str, Any]) -> dict[str, Any]:
+    """``batch`` with its variable-length fields as :class:`Packed` where that is lossless.
+
+    A field is packed only when every row already has exactly the declared form (bytes
+    for ``bytes`` fields, 1-D arrays of the declared dtype for ``ragged`` ones), so the
+    writer's validation sees the same rows and raises the same errors either way.
+    """
+    out = dict(batch)
+    for name, spec in fields.items():
+        values = batch.get(name)
+        if spec.kind == "fixed" or not isinstance(values, list) or not values:
+            continue
+        if spec.kind == "bytes":
+            if not all(isinstance(v, bytes) for v in values):
+                continue
+            flat = np.frombuffer(b"".join(values), np.uint8)
+            lengths = [len(v) for v in values]
+        else:
+            dt = np.dtype(spec.dtype)
+            if not all(isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == dt for v in values):
+                continue
+            flat = np.concatenate(values)
+            lengths = [len(v) for v in values]
+        offsets = np.zeros(len(values) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        out[name] = Packed(spec.kind, flat, offsets)
+    return out
 
 
 def concat_rows(
@@ -34,7 +88,8 @@ def concat_rows(
         else:
             rows: list[Any] = []
             for b, (s, e) in zip(batches, ranges, strict=True):
-                rows.extend(b[name][s:e])
+                values = b[name]
+                rows.extend(values.rows(s, e) if isinstance(values, Packed) else values[s:e])
             out[name] = rows
     return out
 

@@ -31,7 +31,7 @@ from typing import Any
 from datafuel.errors import ConfigError, DatafuelError, EngineError
 from datafuel.loaders import Field, ShardWriter, start_shard_set, write_manifest, write_shard
 
-from ._base import Engine, ShardSink, UnitFn, concat_rows
+from ._base import Engine, ShardSink, UnitFn, concat_rows, pack_rows
 from ._plan import ShardCutter, ShardPlan, row_bytes
 
 __all__ = ["RayEngine", "import_ray"]
@@ -56,7 +56,7 @@ def _run_unit(
     fn: UnitFn, shared: Any, payload: Any, fields: Mapping[str, Field]
 ) -> tuple[Any, Any]:
     batch = dict(fn(shared, payload))
-    return batch, row_bytes(fields, batch)
+    return pack_rows(fields, batch), row_bytes(fields, batch)
 
 
 def _write_plan(

@@ -22,6 +22,7 @@ from ._base import Engine
 from ._plan import unit_ranges
 
 __all__ = [
+    "SharedTokenizer",
     "image_check",
     "image_unit",
     "table_unit",
@@ -151,9 +152,41 @@ def write_image_split(
 
 
 # -- text -------------------------------------------------------------------------------
-def text_unit(tokenizer: Any, texts: Sequence[str]) -> dict[str, list[np.ndarray]]:
+_TOKENIZERS: dict[str, Any] = {}  # per worker process: fingerprint -> BPETokenizer
+
+
+class SharedTokenizer:
+    """A tokenizer shipped to workers as its JSON, built once per worker process.
+
+    Pickling a ``BPETokenizer`` rebuilds it on every task that receives it; this
+    keeps the JSON (cheap to ship) and caches the built tokenizer by fingerprint.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.fingerprint = str(tokenizer.fingerprint)
+        self.eot_token = str(tokenizer.eot_token)
+        self.json = str(tokenizer.tokenizer.to_str())
+
+    def get(self) -> Any:
+        tok = _TOKENIZERS.get(self.fingerprint)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            from datafuel.text import BPETokenizer
+
+            tok = BPETokenizer(
+                Tokenizer.from_str(self.json),
+                eot_token=self.eot_token,
+                fingerprint=self.fingerprint,
+            )
+            _TOKENIZERS.clear()  # one build at a time per worker: keep only the latest
+            _TOKENIZERS[self.fingerprint] = tok
+        return tok
+
+
+def text_unit(shared: SharedTokenizer, texts: Sequence[str]) -> dict[str, list[np.ndarray]]:
     """Encode a run of documents, each followed by the end-of-document id."""
-    return {"tokens": tokenizer.encode_batch(list(texts), append_eot=True)}
+    return {"tokens": shared.get().encode_batch(list(texts), append_eot=True)}
 
 
 def write_text_splits(
@@ -184,7 +217,7 @@ def write_text_splits(
             Path(outdir) / n,
             field,
             text_unit,
-            shared=tokenizer,
+            shared=SharedTokenizer(tokenizer),
             shard_bytes=shard_bytes,
             provenance={**provenance, "split": n},
             metadata=metadata,
