@@ -118,9 +118,7 @@ def main() -> None:
             what = f"{n:,} JPEGs ({nbytes / 1e6:.1f} MB, ~100x75)"
 
             def build(out: Path, engine: Any) -> Any:
-                return build_image_shards(
-                    work / "src", out, engine=engine, shard_bytes=16 << 20
-                )
+                return build_image_shards(work / "src", out, engine=engine, shard_bytes=16 << 20)
 
             unit, count, ignore = "files", n, ()
         else:
@@ -135,8 +133,10 @@ def main() -> None:
                 )
 
             unit, count, ignore = "MB", nbytes / 1e6, (".build-text.json",)
-        print(f"data: {what}, generated in {time.perf_counter() - t0:.1f} s; "
-              f"{os.cpu_count()} CPUs; {runs} timed runs per configuration (median)")
+        print(
+            f"data: {what}, generated in {time.perf_counter() - t0:.1f} s; "
+            f"{os.cpu_count()} CPUs; {runs} timed runs per configuration (median)"
+        )
 
         results: dict[str, float] = {}
         outs: dict[str, Path] = {}

@@ -11,8 +11,16 @@ from engine_helpers import FIELDS, payloads, same_tree, unit_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datafuel.engine import LocalEngine, ShardCutter, concat_rows, get_engine, row_bytes
-from datafuel.errors import ConfigError, ManifestError, NonFiniteError
+from datafuel.engine import (
+    LocalEngine,
+    Packed,
+    ShardCutter,
+    concat_rows,
+    get_engine,
+    pack_rows,
+    row_bytes,
+)
+from datafuel.errors import ConfigError, ManifestError, NonFiniteError, SchemaError
 from datafuel.loaders import (
     ShardSet,
     ShardWriter,
@@ -183,3 +191,27 @@ def test_get_engine_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match=r"pip install 'datafuel\[ray\]'"):
         get_engine("ray")
+
+
+def test_packed_rows_round_trip_and_leave_bad_rows_to_the_writer(tmp_path: Path) -> None:
+    batch = unit_rows(None, (3, 11))
+    packed = pack_rows(FIELDS, batch)
+    assert isinstance(packed["jpeg"], Packed) and isinstance(packed["tokens"], Packed)
+    got = concat_rows(FIELDS, [packed, packed], [(2, 7), (0, 11)])
+    want = concat_rows(FIELDS, [batch, batch], [(2, 7), (0, 11)])
+    assert [bytes(b) for b in got["jpeg"]] == want["jpeg"]
+    assert [t.tolist() for t in got["tokens"]] == [t.tolist() for t in want["tokens"]]
+    np.testing.assert_array_equal(got["x"], want["x"])
+    a = write_shard(start_shard_set(tmp_path / "a"), FIELDS, got, shard=0)
+    b = write_shard(start_shard_set(tmp_path / "b"), FIELDS, want, shard=0)
+    assert a == b
+    # a row of the wrong dtype is not packed (nothing is cast): the writer refuses it
+    batch["tokens"][4] = batch["tokens"][4].astype(np.int64)
+    assert isinstance(pack_rows(FIELDS, batch)["tokens"], list)
+    with pytest.raises(SchemaError, match="row 4"):
+        write_shard(
+            tmp_path / "a",
+            FIELDS,
+            concat_rows(FIELDS, [pack_rows(FIELDS, batch)], [(0, 11)]),
+            shard=1,
+        )
