@@ -6,7 +6,9 @@ Same encoded files, same cores, one process:
   (b) torchvision-style ``Dataset`` (Pillow decode, convert("RGB"), crop, resize BILINEAR to
       224, flip, to uint8 tensor) + ``torch.utils.data.DataLoader(num_workers=2)``;
       torchvision is not installed, so its transform is written out inline, as it does it
-  (c) datafuel CPU backend (pillow-simd, DCT draft) through ``datafuel.loaders.Loader``
+  (c) datafuel CPU backend (pillow-simd, DCT draft, row-limited decode) through
+      ``datafuel.loaders.Loader(num_workers=2)``; (c2) the same transform with
+      ``threads=2`` (a pool inside each batch) under ``Loader(num_workers=1)``
   (d) datafuel DALI backend on the CPU (``device_id=None``) through the same Loader
 
 on two image sets: ImageNet-sized (~500x375) and large (1920x1080) JPEGs (smooth
@@ -44,7 +46,6 @@ from datafuel.vision import dali_available, loader_transform
 from datafuel.vision._build import FIELDS
 
 SIZE = 224
-BATCH = 64
 
 
 # -- data ------------------------------------------------------------------------------
@@ -181,8 +182,8 @@ def cpu_cost(data: list[bytes], labels: np.ndarray, ds: ShardSet, rounds: int) -
     n = len(data)
 
     def ours() -> None:
-        for s in range(0, n, BATCH):
-            idx = np.arange(s, min(n, s + BATCH))
+        for s in range(0, n, 32):
+            idx = np.arange(s, min(n, s + 32))
             cpu_t(ds.gather(idx), BatchInfo(indices=idx, epoch=0, seed=0, batch_index=0))
 
     def decode() -> None:
@@ -205,8 +206,10 @@ def cpu_cost(data: list[bytes], labels: np.ndarray, ds: ShardSet, rounds: int) -
 
 
 def bench_set(
-    label: str, data: list[bytes], root: Path, rounds: int, workers: int
+    label: str, data: list[bytes], root: Path, rounds: int, workers: int, batch: int
 ) -> dict[str, float]:
+    """Every method on the same bytes; ``batch`` small enough for >= 6 batches an epoch, so that
+    batch-parallel loaders are not measured on their epoch tail (one batch left, one core busy)."""
     ds = write_set(root / label, data)
     n = len(data)
     labels = np.arange(n) % 10
@@ -214,7 +217,7 @@ def bench_set(
     tv = [  # held in a list so it can be dropped (and its worker processes stopped) before DALI runs
         torch.utils.data.DataLoader(
             TorchvisionStyle(data, labels),
-            batch_size=BATCH,
+            batch_size=batch,
             shuffle=True,
             num_workers=workers,
             persistent_workers=True,
@@ -222,10 +225,10 @@ def bench_set(
         )
     ]
     cpu_t = loader_transform(ds, "cpu", train=True, size=SIZE)
-    df = Loader(ds, BATCH, seed=0, num_workers=workers, prefetch=4, transform=cpu_t)
+    df = Loader(ds, batch, seed=0, num_workers=workers, prefetch=4, transform=cpu_t)
     # the same transform with its own thread pool per batch, fed by a single loader worker
     pooled = loader_transform(ds, "cpu", train=True, size=SIZE, threads=workers)
-    df2 = Loader(ds, BATCH, seed=0, num_workers=1, prefetch=4, transform=pooled)
+    df2 = Loader(ds, batch, seed=0, num_workers=1, prefetch=4, transform=pooled)
     methods: dict[str, Callable[[], float]] = {
         "(a) decode only, Pillow": lambda: decode_only(data, workers),
         "(a1) decode only, 1 thread": lambda: decode_only(data, 1),
@@ -237,8 +240,8 @@ def bench_set(
     tv.clear()  # stop its worker processes before DALI starts threads
     gc.collect()
     if dali_available() is None:
-        dali_t = loader_transform(ds, "dali", train=True, size=SIZE, batch_size=BATCH, device="cpu")
-        dl = Loader(ds, BATCH, seed=0, num_workers=1, prefetch=2, transform=dali_t)
+        dali_t = loader_transform(ds, "dali", train=True, size=SIZE, batch_size=batch, device="cpu")
+        dl = Loader(ds, batch, seed=0, num_workers=1, prefetch=2, transform=dali_t)
         rates.update(measure(rounds, {"(d) datafuel DALI on CPU": lambda: epoch_rate(dl, n)}))
     else:
         print(f"  (d) skipped: {dali_available()}")
@@ -269,7 +272,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer images and rounds (~1 minute)")
     ap.add_argument("--workers", type=int, default=2, help="threads / worker processes per method")
     args = ap.parse_args()
-    n_mid, n_large, rounds = (192, 48, 3) if args.quick else (448, 96, 5)
+    n_mid, n_large, rounds = (192, 48, 3) if args.quick else (512, 96, 5)
     print(
         f"PIL {PIL.__version__} (libjpeg-turbo {features.version('libjpeg_turbo')}), torch {torch.__version__}, "
         f"{os.cpu_count()} cores, python {sys.version.split()[0]}"
@@ -281,8 +284,8 @@ def main() -> int:
         mid = make_set(n_mid, [(500, 375), (375, 500), (500, 333), (480, 360)], seed=0)
         large = make_set(n_large, [(1920, 1080), (1080, 1920)], seed=1)
         print(f"generated {n_mid} + {n_large} JPEGs in {time.perf_counter() - t0:.1f} s")
-        bench_set("ImageNet-sized ~500x375", mid, root, rounds, args.workers)
-        bench_set("large 1920x1080", large, root, rounds, args.workers)
+        bench_set("ImageNet-sized ~500x375", mid, root, rounds, args.workers, batch=32)
+        bench_set("large 1920x1080", large, root, rounds, args.workers, batch=8)
     return 0
 
 
