@@ -215,17 +215,33 @@ class KNNImputer(DatafuelTransformer):
             num = a_num @ self._donor_num[d0:d1].T
             cnt = a_cnt @ self._donor_cnt[d0:d1].T
             num.div_(cnt)  # 0/0 -> NaN: no common coordinate; topk ranks NaN last
-            kk = min(n_cand, d1 - d0)
-            v, i = torch.topk(num, kk, dim=1, largest=False, sorted=False)
-            i = i + d0
             if best_v is None or best_i is None:
-                best_v, best_i = v, i
-            else:
-                v = torch.cat([best_v, v], dim=1)
-                i = torch.cat([best_i, i], dim=1)
-                kk = min(n_cand, v.shape[1])
-                v, sel = torch.topk(v, kk, dim=1, largest=False, sorted=False)
-                best_v, best_i = v, torch.gather(i, 1, sel)
+                kk = min(n_cand, d1 - d0)
+                best_v, best_i = torch.topk(num, kk, dim=1, largest=False, sorted=False)
+                best_i = best_i + d0
+                continue
+            # Later chunks: only entries below the current n_cand-th best can enter, and
+            # there are few of them, so gather those instead of a full top-k per chunk.
+            b, w0 = best_v.shape
+            thr = best_v.max(dim=1).values
+            if w0 < n_cand:
+                thr.fill_(float("inf"))
+            thr = torch.nan_to_num(thr, nan=float("inf"))
+            r, c = (num < thr[:, None]).nonzero(as_tuple=True)
+            if r.numel() == 0:
+                continue
+            counts = torch.bincount(r, minlength=b)
+            width = int(counts.max())
+            pos = torch.arange(r.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[r]
+            pv = torch.full((b, w0 + width), float("inf"), dtype=num.dtype, device=dev)
+            pi = torch.zeros((b, w0 + width), dtype=best_i.dtype, device=dev)
+            pv[:, :w0] = best_v
+            pi[:, :w0] = best_i
+            pv[r, w0 + pos] = num[r, c]
+            pi[r, w0 + pos] = c + d0
+            kk = min(n_cand, w0 + width)
+            best_v, sel = torch.topk(pv, kk, dim=1, largest=False, sorted=False)
+            best_i = torch.gather(pi, 1, sel)
         if best_v is None or best_i is None:  # pragma: no cover - n > 0 checked by caller
             raise InputDataError("no donors")
         kth = best_v.max(dim=1).values.double().cpu().numpy()
