@@ -40,7 +40,7 @@ class Packed:
     def rows(self, start: int, stop: int) -> list[Any]:
         o = self.offsets.tolist()
         if self.kind == "bytes":
-            mv = memoryview(self.flat)
+            mv = memoryview(self.flat.data)
             return [mv[o[i] : o[i + 1]] for i in range(start, stop)]
         return [self.flat[o[i] : o[i + 1]] for i in range(start, stop)]
 
