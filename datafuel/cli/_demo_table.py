@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from datafuel.loaders import ShardSet
+from datafuel.tabular import build_table_shards
 
-from ._build_table import build_table_shards
 from ._demo import DemoContext
 
 

@@ -43,7 +43,7 @@ def table_unit(shared: tuple[Any, ...], payload: tuple[Any, Any]) -> dict[str, n
     """Recipe transform + one-hot of a run of rows: ``{"x": float32, "y": ...}``."""
     import pyarrow as pa
 
-    from datafuel.cli._build_table import _one_hot
+    from datafuel.tabular import _one_hot
 
     recipe, numeric, categories, labels = shared
     part, y_part = payload
