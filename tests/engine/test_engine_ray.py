@@ -108,3 +108,11 @@ def test_killed_worker_is_retried_without_duplicates(ray_session: Any, tmp_path:
     assert marker.exists()  # the first attempt's worker really died
     assert same_tree(local, ray_out) == []
     assert len(ShardSet(ray_out, verify=True)) == sum(SIZES)
+
+
+def test_no_units_gives_the_empty_local_shard_set(ray_session: Any, tmp_path: Path) -> None:
+    for engine in (LocalEngine(), RayEngine()):
+        m = engine.write_units(tmp_path / engine.name, FIELDS, unit_rows, [], shard_bytes=100)
+        assert m["total_rows"] == 0 and m["shards"] == []
+    assert same_tree(tmp_path / "local", tmp_path / "ray") == []
+    assert list(RayEngine().map(square_plus, [], shared=1)) == []
