@@ -5,6 +5,8 @@
    memory: ``encode_batch`` (the usual call) and ``encode_batch_fast`` (the same call
    datafuel makes, without offsets). Same tokenizer, same corpus. Target: datafuel
    within 10% of raw ``encode_batch``.
+   Also a hand-written peer (read the .jsonl, ``encode_batch`` per chunk, append to a
+   flat ``.bin``), the script a user would otherwise write.
 2. Resample: ``resample_shards`` with the n-gram prior (tokens/s of the teacher-forced
    pass + redraws, prior fit and report excluded), plus the prior's scoring alone.
 
@@ -30,7 +32,7 @@ import numpy as np
 
 from datafuel.loaders import ShardSet
 from datafuel.synthetic import NGramPrior, resample_shards
-from datafuel.text import BPETokenizer, build_text, train_bpe, write_corpus
+from datafuel.text import BPETokenizer, build_text, encode_documents, train_bpe, write_corpus
 
 
 def corpus(num_docs: int, cache: Path) -> Path:
@@ -107,6 +109,27 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-text-"))
 
+    def datafuel_encode_in_memory() -> int:
+        # datafuel's encode path alone (batching, worker threads, arrays + EOT) on the same texts
+        return sum(len(a) for _, arrays in encode_documents(tok, enumerate(texts)) for a in arrays)
+
+    def handwritten() -> int:
+        # what a user writes without datafuel (nanoGPT prepare.py style): read the jsonl,
+        # encode_batch per chunk of lines, append uint16 tokens + EOT to one flat .bin
+        n, eot = 0, tok.eot_id
+        with src.open(encoding="utf-8") as fh, open(work / "hand.bin", "wb") as out:
+            while True:
+                lines = [line for _, line in zip(range(2000), fh, strict=False)]
+                if not lines:
+                    break
+                encs = raw.encode_batch(
+                    [json.loads(x)["text"] for x in lines], add_special_tokens=False
+                )
+                arr = np.concatenate([np.array([*e.ids, eot], dtype=tok.dtype) for e in encs])
+                arr.tofile(out)
+                n += len(arr)
+        return n
+
     def datafuel_build() -> int:
         out = work / "build"
         shutil.rmtree(out, ignore_errors=True)
@@ -115,18 +138,26 @@ def main() -> None:
 
     try:
         med, res = interleaved(
-            {"raw": raw_encode_batch, "fast": raw_encode_batch_fast, "datafuel": datafuel_build},
+            {
+                "raw": raw_encode_batch,
+                "fast": raw_encode_batch_fast,
+                "df_mem": datafuel_encode_in_memory,
+                "hand": handwritten,
+                "datafuel": datafuel_build,
+            },
             runs,
         )
         t_raw, t_fast, t_df = med["raw"], med["fast"], med["datafuel"]
         n_raw, n_fast, n_df = res["raw"], res["fast"], int(res["datafuel"])  # type: ignore[call-overload]
-        assert n_raw == n_fast == n_df, (n_raw, n_fast, n_df)
+        assert n_raw == n_fast == n_df == res["hand"] == res["df_mem"], res
         ts = ShardSet(work / "build" / "train").token_stream("tokens")
         assert ts.num_tokens == n_df
         print(f"\nencode (median of {runs}, text bytes / wall time):")
         for name, key in (
             ("tokenizers encode_batch (texts in memory)", "raw"),
             ("tokenizers encode_batch_fast (texts in memory)", "fast"),
+            ("datafuel encode_documents (texts in memory)", "df_mem"),
+            ("hand-written: read jsonl, encode_batch, .bin", "hand"),
             ("datafuel build text (jsonl -> verified shards)", "datafuel"),
         ):
             t = med[key]
@@ -134,11 +165,19 @@ def main() -> None:
                 f"  {name:48s} {t:7.2f} s  {text_bytes / t / 1e6:7.2f} MB/s  {n_df / t / 1e6:6.2f} M tokens/s"
                 f"  (CPU {med[key + ':cpu']:.2f} s)"
             )
+        t_mem = med["df_mem"]
         print(
-            f"  datafuel time / encode_batch time:      {t_df / t_raw:.3f}  (overhead {100 * (t_df / t_raw - 1):+.1f}%, target <= +10%)"
+            f"  datafuel encode path / encode_batch:    {t_mem / t_raw:.3f}  (overhead {100 * (t_mem / t_raw - 1):+.1f}%, target <= +10%; same texts in memory)"
+        )
+        print(
+            f"  datafuel build / encode_batch time:     {t_df / t_raw:.3f}  (overhead {100 * (t_df / t_raw - 1):+.1f}%; adds reading the jsonl and writing shards)"
         )
         print(
             f"  datafuel time / encode_batch_fast time: {t_df / t_fast:.3f}  (overhead {100 * (t_df / t_fast - 1):+.1f}%)"
+        )
+        hand = med["hand"]
+        print(
+            f"  datafuel time / hand-written time:      {t_df / hand:.3f}  (overhead {100 * (t_df / hand - 1):+.1f}%)"
         )
         print(
             f"  datafuel CPU / encode_batch CPU:        {med['datafuel:cpu'] / med['raw:cpu']:.3f}"

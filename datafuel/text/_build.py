@@ -83,7 +83,7 @@ def build_text(
     txt_mode: TxtMode = "file",
     shard_bytes: int = 64 << 20,
     min_frequency: int = 2,
-    batch_chars: int = 1 << 19,
+    batch_chars: int = 1 << 22,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Split documents, fit a byte-level BPE on the train split, write token shard sets.
@@ -171,7 +171,11 @@ def build_text(
     )
     names = [n for n, f in zip(SPLIT_NAMES, fractions, strict=True) if f > 0]
 
+    only = SPLIT_NAMES.index(names[0]) if len(names) == 1 else None
+
     def split_of(text: str) -> int:
+        if only is not None:  # every document goes to one split: no hash needed
+            return only
         return bisect.bisect_right(cum, _hash_unit(text, seed))
 
     # -- resume: a finished build with the same config is returned as is -------------

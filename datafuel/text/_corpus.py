@@ -56,9 +56,10 @@ def clean_text(text: str) -> tuple[str, int]:
 
 
 def _decode(raw: bytes) -> tuple[str, int]:
-    text = raw.decode("utf-8", errors="replace")
-    if not raw.count(b"\xef\xbf\xbd") and "\ufffd" not in text:
-        return text, 0
+    try:
+        return raw.decode("utf-8"), 0  # the common case: valid UTF-8, one pass
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
     # replacements made here = U+FFFD in the text minus those that were real U+FFFD bytes
     return text, text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
 
@@ -174,7 +175,7 @@ class Corpus:
     def _emit(self, text: str) -> Iterator[str]:
         text, n = clean_text(text)
         self.stats.replaced += n
-        if not text.strip():
+        if not text or text.isspace():
             self.stats.empty += 1
             return
         self.stats.documents += 1

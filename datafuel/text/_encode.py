@@ -39,18 +39,21 @@ def encode_documents(
     tokenizer: BPETokenizer,
     items: Iterable[tuple[T, str]],
     *,
-    batch_chars: int = 1 << 19,
-    prefetch: int = 2,
+    batch_chars: int = 1 << 22,
+    prefetch: int = 4,
+    workers: int = 2,
 ) -> Iterator[tuple[list[T], list[np.ndarray]]]:
     """Encode ``(tag, text)`` pairs in order, each document followed by the EOT id.
 
     Documents are grouped into batches of about ``batch_chars`` characters; each batch
     goes to ``encode_batch`` (HF tokenizers encodes it on its own Rust thread pool,
-    with the GIL released) on a background thread while this thread reads the next
-    batch, so reading, encoding and whatever consumes the output overlap. At most
-    ``prefetch`` batches are in flight, so memory stays bounded by about
-    ``(prefetch + 1) * batch_chars`` characters of text plus their tokens, however
-    large the corpus. Threads, not processes: tokenizers' pool must not be forked.
+    with the GIL released) on one of ``workers`` background threads while this thread
+    reads the next batch, so reading, encoding and whatever consumes the output
+    overlap. Two workers let one batch encode while the previous one is turned into
+    arrays (which needs the GIL). At most ``prefetch`` batches are in flight, so
+    memory stays bounded by about ``(prefetch + 1) * batch_chars`` characters of text
+    plus their tokens, however large the corpus. Threads, not processes: tokenizers'
+    pool must not be forked.
 
     Yields ``(tags, token_arrays)`` per batch, in input order; every array ends with
     ``tokenizer.eot_id`` and has ``tokenizer.dtype``.
@@ -66,8 +69,10 @@ def encode_documents(
         raise ConfigError(f"batch_chars must be >= 1. Got {batch_chars} instead.")
     if prefetch < 1:
         raise ConfigError(f"prefetch must be >= 1. Got {prefetch} instead.")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1. Got {workers} instead.")
     pending: deque[tuple[list[Any], Future[list[np.ndarray]]]] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="datafuel-encode") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datafuel-encode") as pool:
         try:
             for tags, texts in _batches(items, batch_chars):
                 pending.append((tags, pool.submit(tokenizer.encode_batch, texts, append_eot=True)))
