@@ -90,3 +90,46 @@ def test_bad_arguments(
 def test_missing_tokens_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["resample", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
     assert "nothing" in capsys.readouterr().err
+
+
+def test_resample_with_a_local_hugging_face_model(
+    train_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # runs only where the optional extra is installed (datafuel[transformers]); never downloads
+    transformers = pytest.importorskip("transformers")
+    import shutil
+
+    import torch
+
+    model_dir = tmp_path / "tiny-gpt2"
+    cfg = transformers.GPT2Config(vocab_size=512, n_positions=128, n_embd=32, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(model_dir)
+    # the model must read the shards' token ids: the same tokenizer.json, checked by sha256
+    shutil.copyfile(train_dir.parent / "tokenizer.json", model_dir / "tokenizer.json")
+    out = tmp_path / "rs"
+    argv = [
+        "resample",
+        str(train_dir),
+        "--out",
+        str(out),
+        "--prior",
+        str(model_dir),
+        "--threshold",
+        "0.005",
+        "--report-tokens",
+        "800",
+        "--json",
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["prior"]["model_dir"] == str(model_dir) and report["counts"]["changed"] > 0
+    src, dst = ShardSet(train_dir).token_stream(), ShardSet(out, verify=True).token_stream()
+    np.testing.assert_array_equal(src.doc_starts, dst.doc_starts)
+    # a model directory whose tokenizer differs is refused before any work
+    (model_dir / "tokenizer.json").write_text("{}")
+    assert (
+        main(["resample", str(train_dir), "--out", str(tmp_path / "x"), "--prior", str(model_dir)])
+        == 1
+    )
+    assert "differs from the shards' tokenizer" in capsys.readouterr().err
