@@ -108,17 +108,21 @@ class TorchPrior(Prior):
         return torch.softmax(logits[..., : self.vocab_size].float(), dim=-1)
 
     def _windows(self, n: int) -> list[tuple[int, int, int]]:
-        """(input start, input end, first kept position) covering inputs [0, n)."""
+        """(input start, input end, first kept position) covering inputs [0, n).
+
+        Each window after the first keeps only its last ``max_context - max_context // 2``
+        positions, so every kept position sees at least ``max_context // 2`` tokens of prefix.
+        """
         T = self.max_context
         if T is None or n <= T:
             return [(0, n, 0)]
-        half = T // 2
+        step = T - T // 2
         out = [(0, T, 0)]
-        start = half
-        while start + T < n:
-            out.append((start, start + T, start + T - half))
-            start += T - half
-        out.append((n - T, n, out[-1][1]))
+        covered = T
+        while covered < n:
+            end = min(covered + step, n)
+            out.append((end - T, end, covered))
+            covered = end
         return out
 
     def score(

@@ -168,6 +168,28 @@ def test_a_torch_lm_trained_here_works_through_the_same_interface(trained_lm: Ti
     )
 
 
+def test_windows_over_long_documents_match_the_full_pass_for_a_bigram_model() -> None:
+    torch.manual_seed(1)
+    bigram = torch.nn.Embedding(32, 32)  # logits depend on the current token only
+    full = TorchPrior(bigram, vocab_size=32, eot_id=EOT, device="cpu")
+    docs = [
+        np.concatenate([np.random.default_rng(i).integers(1, 32, size=n), [EOT]]).astype(np.uint16)
+        for i, n in enumerate((5, 17, 40, 63))
+    ]
+    for T in (2, 3, 8, 16):
+        win = TorchPrior(
+            bigram, vocab_size=32, eot_id=EOT, device="cpu", max_context=T, batch_tokens=64
+        )
+        for a, b in zip(
+            full.score(docs, threshold=0.05, top_k=3),
+            win.score(docs, threshold=0.05, top_k=3),
+            strict=True,
+        ):
+            np.testing.assert_allclose(a.p, b.p, rtol=1e-6)
+            np.testing.assert_array_equal(a.positions, b.positions)
+            np.testing.assert_array_equal(a.top_ids, b.top_ids)
+
+
 def test_model_output_shape_is_checked() -> None:
     prior = TorchPrior(
         lambda ids: torch.zeros(ids.shape[0], ids.shape[1], 8),
