@@ -420,12 +420,13 @@ class NGramPrior(Prior):
                 base = np.tile(np.argsort(-self.unigram, kind="stable")[:k], (rows, 1))
             else:
                 base = np.tile(np.arange(V), (rows, 1))
-            pr_rows, pr_w = np.repeat(np.arange(rows), base.shape[1]), base.reshape(-1)
+            pr_rows = np.repeat(np.arange(rows), base.shape[1])
+            pr_w = base.reshape(-1)
         else:
             hi, found = self._lookup(1, keys[0], avail >= 1)
             base, _ = self._order1_top(k, np.where(found, hi, -1))
-            pr_rows = [np.repeat(np.arange(rows), k)]
-            pr_w = [base.reshape(-1)]
+            rows_parts = [np.repeat(np.arange(rows), k)]
+            w_parts = [base.reshape(-1)]
             for c in range(2, self.order):
                 t = self.tables[c - 1]
                 _, f = self._lookup(c, keys[c - 1], avail >= c)
@@ -440,9 +441,9 @@ class NGramPrior(Prior):
                 n = int(lens.sum())
                 r = np.repeat(np.arange(sel.size), lens)
                 j = np.arange(n) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
-                pr_rows.append(sel[r])
-                pr_w.append((J[j] - h[r] * np.uint64(V)).astype(np.int64))
-            pair = np.unique(np.concatenate(pr_rows) * V + np.concatenate(pr_w))
+                rows_parts.append(sel[r])
+                w_parts.append((J[j] - h[r] * np.uint64(V)).astype(np.int64))
+            pair = np.unique(np.concatenate(rows_parts) * V + np.concatenate(w_parts))
             pr_rows, pr_w = pair // V, pair % V
         p = self._prob_of([kk[pr_rows] for kk in keys], avail[pr_rows], pr_w)
         o = np.lexsort((pr_w, -p, pr_rows))
