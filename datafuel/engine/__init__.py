@@ -10,7 +10,7 @@ How (the canonical order and the cut):
   image files in sorted listing order (split order within a split), documents in
   corpus order (files in sorted order, lines in file order). Work units are
   consecutive runs of records in that order: 65,536 table rows, 256 image files,
-  about 2 MiB of text of one split.
+  one split's documents of about ``batch_chars`` characters (the local encode batch).
 * A unit task does the per-record work (recipe transform and one-hot; full decode
   and optional re-encode; BPE encoding) and returns its rows to the object store and
   each row's data bytes to the driver. The driver cuts shards exactly where
