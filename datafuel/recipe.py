@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datafuel._fs import atomic_write_bytes
 from datafuel.clean import DropSparseRows, KNNImputer, ScrubInfinite, SimpleImputer, Winsorizer
 from datafuel.clean._base import DatafuelTransformer, arrow_to_frame
 from datafuel.errors import (
@@ -71,20 +71,6 @@ def _as_matrix(X: Any, what: str) -> tuple[np.ndarray, list[str] | None]:
     if arr.ndim != 2:
         raise SchemaError(f"{what}: expected a 2-D table or array. Got shape {arr.shape}.")
     return arr, names
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _dump(obj: Any) -> bytes:
@@ -371,7 +357,7 @@ class Recipe:
         if extra is not None:
             state["extra"] = dict(extra)
         data = _dump(state)
-        _write_atomic(path, data)
+        atomic_write_bytes(path, data)
         return hashlib.sha256(data).hexdigest()
 
     def fingerprint(self) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from datafuel._fs import atomic_write_json, fsync_dir
 from datafuel.errors import IngestError
 
 __all__ = ["DRIFT_FILE", "STATE_FILE", "STATE_FORMAT", "Checkpoint", "DriftLog", "fsync_dir"]
@@ -24,20 +25,6 @@ STATE_FILE = "_state.json"
 DRIFT_FILE = "_drift.jsonl"
 STATE_FORMAT = "datafuel.ingest.state"
 STATE_VERSION = 1
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Checkpoint:
@@ -89,16 +76,7 @@ class Checkpoint:
     def save(self, state: Mapping[str, Any]) -> None:
         """Write ``state`` to a temp file, fsync it, and rename it over the state file."""
         payload = {"format": STATE_FORMAT, "version": STATE_VERSION, **state}
-        tmp = self.directory / f".{STATE_FILE}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        if self.fsync:
-            fsync_dir(self.directory)
+        atomic_write_json(self.path, payload, fsync=self.fsync, sort_keys=False)
 
 
 class DriftLog:

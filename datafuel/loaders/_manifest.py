@@ -6,54 +6,27 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
+from datafuel._fs import atomic_write_bytes, dump_json, fsync_dir
 from datafuel.errors import ManifestError
 
 from ._schema import Field
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "atomic_write_bytes", "load_manifest"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "atomic_write_bytes",
+    "dump_json",
+    "fsync_dir",
+    "load_manifest",
+]
 
 FORMAT_NAME = "datafuel-shards"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-def fsync_dir(directory: str | os.PathLike[str]) -> None:
-    """Make a rename or unlink inside ``directory`` durable (no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
-
-    Temp file in the same directory, ``fsync``, ``os.replace``, then ``fsync`` of the
-    directory so the rename survives a power cut.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def dump_json(obj: Any) -> bytes:
-    """Canonical JSON bytes: sorted keys, fixed indentation, trailing newline."""
-    return (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from datafuel._fs import atomic_write_json
 from datafuel._version import __version__
 from datafuel.errors import ConfigError, CorruptShardError, SchemaError
 from datafuel.loaders import ShardSet, ShardWriter, ragged
@@ -36,12 +37,6 @@ def _shard_docs(ds: ShardSet, field: str, k: int) -> tuple[np.ndarray, np.ndarra
     a, b = int(ds.offsets[k]), int(ds.offsets[k + 1])
     offs = ts.doc_starts[a : b + 1] - ts.shard_starts[k]
     return ds.field_array(field, k), np.asarray(offs, np.int64)
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def resample_shards(
@@ -226,7 +221,7 @@ def resample_shards(
         res.flush()
         del res
         os.replace(tmp, npy_path)
-        _atomic_json(
+        atomic_write_json(
             rec_path,
             {
                 "config_sha256": cfg_hash,
@@ -319,7 +314,7 @@ def resample_shards(
     for key in ("tokenizer", "tokenizer_sha256", "split"):
         if key in src.provenance:
             provenance[key] = src.provenance[key]
-    _atomic_json(outdir / REPORT_NAME, report)
+    atomic_write_json(outdir / REPORT_NAME, report)
     (outdir / SUMMARY_NAME).write_text(format_report(report) + "\n")
     with ShardWriter(
         outdir,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from datafuel._fs import atomic_write_json
 from datafuel._version import __version__
 from datafuel.errors import ConfigError, DatafuelError, InputDataError, TokenizerError
 from datafuel.loaders import ShardSet, ShardWriter, ragged
@@ -53,12 +54,6 @@ def assign_split(text: str, fractions: Sequence[float] = (0.8, 0.1, 0.1), *, see
     """
     cum = _cumulative(fractions)
     return SPLIT_NAMES[bisect.bisect_right(cum, _hash_unit(text, seed))]
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def _config(corpus: Corpus, **kwargs: Any) -> tuple[dict[str, Any], str]:
@@ -214,7 +209,7 @@ def build_text(
     fingerprint = tok.fingerprint
     if given is None:
         fingerprint = tok.save(tok_path)
-        _atomic_json(
+        atomic_write_json(
             state_path, {"config_sha256": cfg_hash, "tokenizer_sha256": fingerprint, "done": False}
         )
 
@@ -290,7 +285,7 @@ def build_text(
         "tokens": {n: counts[n]["tokens"] if n in counts else 0 for n in SPLIT_NAMES},
         "total": sum(c["documents"] for c in counts.values()),
     }
-    _atomic_json(outdir / SPLIT_RECORD, record)
+    atomic_write_json(outdir / SPLIT_RECORD, record)
     summary = {
         "out": str(outdir),
         "splits": counts,
@@ -307,7 +302,7 @@ def build_text(
         },
         "resumed": False,
     }
-    _atomic_json(
+    atomic_write_json(
         state_path,
         {
             "config_sha256": cfg_hash,

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from datafuel._fs import atomic_write_bytes
 from datafuel.errors import ConfigError, TokenizerError
 
 __all__ = ["DEFAULT_EOT", "BPETokenizer", "token_dtype", "train_bpe"]
@@ -125,12 +126,7 @@ class BPETokenizer:
         """Write ``tokenizer.json`` (atomically); returns its sha256 (the fingerprint)."""
         p = Path(path)
         data = self._json.encode("utf-8")
-        tmp = p.with_name(p.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        atomic_write_bytes(p, data)
         return hashlib.sha256(data).hexdigest()
 
     # -- encoding ------------------------------------------------------------------

@@ -12,7 +12,6 @@ out with ``on_error="skip"``.
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from datafuel._fs import atomic_write_json
 from datafuel.errors import ConfigError, DecodeError, InputDataError
 from datafuel.loaders import ShardWriter, bytes_field, fixed
 from datafuel.split import SPLIT_NAMES, split_indices
@@ -154,12 +154,6 @@ def _stratified(
         "total": int(labels.size),
     }
     return merged, record
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, sort_keys=True, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def build_image_shards(
@@ -300,8 +294,8 @@ def build_image_shards(
             for name in counts
         },
     }
-    _write_json(out_dir / "split.json", split_record)
-    _write_json(out_dir / "skipped.json", {"count": len(skipped), "files": skipped})
+    atomic_write_json(out_dir / "split.json", split_record)
+    atomic_write_json(out_dir / "skipped.json", {"count": len(skipped), "files": skipped})
     return {
         "classes": classes,
         "counts": counts,
