@@ -10,6 +10,9 @@ Same encoded files, same cores, one process:
       ``datafuel.loaders.Loader(num_workers=2)``; (c2) the same transform with
       ``threads=2`` (a pool inside each batch) under ``Loader(num_workers=1)``
   (d) datafuel DALI backend on the CPU (``device_id=None``) through the same Loader
+  (b-stock) with ``--stock-pillow``: (b) again in a separate interpreter whose PIL is stock
+      Pillow from PyPI (a venv over this one), i.e. what a torchvision user runs today;
+      its rounds alternate with the others
 
 on two image sets: ImageNet-sized (~500x375) and large (1920x1080) JPEGs (smooth
 gradients, shapes and noise, quality 90). Prints images/s medians and the ratios the
@@ -18,6 +21,7 @@ large images.
 
     python3 benchmarks/bench_vision.py            # ~3 minutes on 2 cores
     python3 benchmarks/bench_vision.py --quick    # ~1 minute
+    python3 benchmarks/bench_vision.py --stock-pillow   # also (b) on stock Pillow
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import math
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -163,6 +168,61 @@ def epoch_rate(loader: object, n: int) -> float:
     return n / dt
 
 
+# -- (b-stock): the same peer under stock Pillow, in its own interpreter ---------------------
+STOCK_VENV = Path(tempfile.gettempdir()) / "datafuel-bench-stock-pillow"
+
+
+def stock_pillow_python() -> Path:
+    """A venv over this interpreter's packages whose own PIL is stock Pillow (made once)."""
+    py = STOCK_VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--system-site-packages", str(STOCK_VENV)], check=True
+        )
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "pillow"],
+            check=True,
+        )
+    return py
+
+
+def peer_main(directory: Path, workers: int, batch: int) -> None:
+    """Child-process side of (b-stock): one warm-up epoch, one timed epoch, print the rate."""
+    files = sorted(directory.glob("*.jpg"))
+    data = [f.read_bytes() for f in files]
+    labels = np.arange(len(data)) % 10
+    torch.set_num_threads(1)
+    loader = torch.utils.data.DataLoader(
+        TorchvisionStyle(data, labels),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=True,
+        prefetch_factor=4,
+    )
+    epoch_rate(loader, len(data))
+    print(f"{PIL.__version__} {epoch_rate(loader, len(data))}")
+
+
+def stock_rate(py: Path, directory: Path, workers: int, batch: int) -> float:
+    out = subprocess.run(
+        [
+            str(py),
+            __file__,
+            "--peer-dir",
+            str(directory),
+            "--workers",
+            str(workers),
+            "--batch",
+            str(batch),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return float(out[-1])
+
+
 # -- runner ----------------------------------------------------------------------------------
 def measure(rounds: int, methods: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
     """Warm each method once, then run them interleaved ``rounds`` times."""
@@ -206,7 +266,13 @@ def cpu_cost(data: list[bytes], labels: np.ndarray, ds: ShardSet, rounds: int) -
 
 
 def bench_set(
-    label: str, data: list[bytes], root: Path, rounds: int, workers: int, batch: int
+    label: str,
+    data: list[bytes],
+    root: Path,
+    rounds: int,
+    workers: int,
+    batch: int,
+    stock_py: Path | None = None,
 ) -> dict[str, float]:
     """Every method on the same bytes; ``batch`` small enough for >= 6 batches an epoch, so that
     batch-parallel loaders are not measured on their epoch tail (one batch left, one core busy)."""
@@ -236,6 +302,14 @@ def bench_set(
         "(c) datafuel CPU (pillow-simd)": lambda: epoch_rate(df, n),
         "(c2) same, 1 worker x 2 threads": lambda: epoch_rate(df2, n),
     }
+    if stock_py is not None:
+        files = root / f"{label}-files".replace(" ", "_")
+        files.mkdir(parents=True, exist_ok=True)
+        for i, b in enumerate(data):
+            (files / f"{i:06d}.jpg").write_bytes(b)
+        methods["(b-stock) same peer, stock Pillow"] = lambda: stock_rate(
+            stock_py, files, workers, batch
+        )
     rates = measure(rounds, methods)
     tv.clear()  # stop its worker processes before DALI starts threads
     gc.collect()
@@ -260,6 +334,8 @@ def bench_set(
     c = med["(c) datafuel CPU (pillow-simd)"]
     print(f"  ratio (c)/(b) = {c / med['(b) torchvision-style DataLoader']:.2f}x")
     print(f"  ratio (c)/(a) = {c / med['(a) decode only, Pillow']:.2f}x")
+    if "(b-stock) same peer, stock Pillow" in med:
+        print(f"  ratio (c)/(b-stock) = {c / med['(b-stock) same peer, stock Pillow']:.2f}x")
     if "(d) datafuel DALI on CPU" in med:
         print(
             f"  ratio (d)/(b) = {med['(d) datafuel DALI on CPU'] / med['(b) torchvision-style DataLoader']:.2f}x"
@@ -271,7 +347,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer images and rounds (~1 minute)")
     ap.add_argument("--workers", type=int, default=2, help="threads / worker processes per method")
+    ap.add_argument(
+        "--stock-pillow",
+        action="store_true",
+        help="also run (b) on stock Pillow (makes a venv once)",
+    )
+    ap.add_argument("--peer-dir", type=Path, help=argparse.SUPPRESS)  # child side of --stock-pillow
+    ap.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.peer_dir is not None:
+        peer_main(args.peer_dir, args.workers, args.batch)
+        return 0
+    stock_py = stock_pillow_python() if args.stock_pillow else None
+    if stock_py is not None:
+        version = subprocess.run(
+            [str(stock_py), "-c", "import PIL; print(PIL.__version__)"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        print(f"(b-stock) interpreter {stock_py}: PIL {version.stdout.strip()}")
     n_mid, n_large, rounds = (192, 48, 3) if args.quick else (512, 96, 5)
     print(
         f"PIL {PIL.__version__} (libjpeg-turbo {features.version('libjpeg_turbo')}), torch {torch.__version__}, "
@@ -284,8 +379,10 @@ def main() -> int:
         mid = make_set(n_mid, [(500, 375), (375, 500), (500, 333), (480, 360)], seed=0)
         large = make_set(n_large, [(1920, 1080), (1080, 1920)], seed=1)
         print(f"generated {n_mid} + {n_large} JPEGs in {time.perf_counter() - t0:.1f} s")
-        bench_set("ImageNet-sized ~500x375", mid, root, rounds, args.workers, batch=32)
-        bench_set("large 1920x1080", large, root, rounds, args.workers, batch=8)
+        bench_set(
+            "ImageNet-sized ~500x375", mid, root, rounds, args.workers, batch=32, stock_py=stock_py
+        )
+        bench_set("large 1920x1080", large, root, rounds, args.workers, batch=8, stock_py=stock_py)
     return 0
 
 
