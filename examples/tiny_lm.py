@@ -1,0 +1,48 @@
+"""Text to a language model: BPE on train only, token shards, windows through the loader.
+
+python3 examples/tiny_lm.py
+"""
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from datafuel.loaders import Loader
+from datafuel.text import build_text, sample_corpus_path
+
+out = Path(tempfile.mkdtemp(prefix="datafuel-example-"))
+# a byte-level BPE is trained on the train split only; 1024 ids fit uint16 shards
+summary = build_text([sample_corpus_path()], out, vocab_size=1024, seed=0)
+print(summary["splits"])  # documents and tokens per split (split by document, never mid-document)
+
+seq_len = 64  # each sample is seq_len + 1 tokens: inputs w[:-1], targets w[1:]
+loader = Loader(out / "train", batch_size=32, seq_len=seq_len, seed=0)  # uint16 on disk, int64 here
+
+
+class TinyLM(torch.nn.Module):
+    def __init__(self, vocab: int, dim: int = 64) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, dim)
+        self.rnn = torch.nn.GRU(dim, dim, batch_first=True)
+        self.head = torch.nn.Linear(dim, vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(self.emb(x))[0])
+
+
+model = TinyLM(1024)
+opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+for step, batch in enumerate(loader):  # one epoch; loader.set_epoch(e) for the next
+    w = batch["tokens"]
+    logits = model(w[:, :-1])
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1)
+    )
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if step % 10 == 0:
+        print(f"step {step}: loss {loss.item():.3f}")
+state = loader.state_dict()  # JSON: load_state_dict resumes exactly here, mid-epoch too
+print(state, loader.stats(), sep="\n")
