@@ -14,17 +14,41 @@ import click
 from datafuel._version import __version__
 from datafuel.errors import DatafuelError
 
-from ._build import build
-from ._demo import demo
-from ._ingest import ingest
-from ._inspect import inspect_cmd
-from ._profile import profile
-from ._resample import resample
+from ._lazy import LazyGroup
 
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+_COMMANDS = {
+    "build": (
+        "datafuel.cli._build:build",
+        "Split, fit on train only, and write train/val/test shard sets.",
+    ),
+    "ingest": (
+        "datafuel.cli._ingest:ingest",
+        "Pull a paginated REST API into Parquet, resumably, exactly once.",
+    ),
+    "resample": (
+        "datafuel.cli._resample:resample",
+        "Semi-synthetic token resampling with a frozen prior.",
+    ),
+    "profile": (
+        "datafuel.cli._profile:profile",
+        "Loader throughput and GPU starvation against a simulated step.",
+    ),
+    "inspect": (
+        "datafuel.cli._inspect:inspect_cmd",
+        "Schema, shard count, rows and bytes of a shard set (--verify).",
+    ),
+    "demo": ("datafuel.cli._demo:demo", "Every stage end to end on built-in sample data."),
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    commands=_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="datafuel")
 def cli() -> None:
     """datafuel: turn raw data into batches that keep a GPU busy.
@@ -34,10 +58,6 @@ def cli() -> None:
     `datafuel profile` (loader throughput and GPU starvation), `datafuel inspect`.
     Run `datafuel demo` to see every stage on built-in sample data.
     """
-
-
-for command in (build, ingest, resample, profile, inspect_cmd, demo):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:
