@@ -9,11 +9,7 @@ import pytest
 
 import datafuel
 
-PACKAGES = sorted(
-    m.name
-    for m in pkgutil.walk_packages(datafuel.__path__, "datafuel.")
-    if m.ispkg and "._" not in m.name and not m.name.startswith("datafuel.cli")
-) + ["datafuel"]
+PACKAGES = [*sorted(m.name for m in pkgutil.walk_packages(datafuel.__path__, "datafuel.") if m.ispkg and "._" not in m.name and not m.name.startswith("datafuel.cli")), "datafuel"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -28,7 +24,7 @@ def test_all_is_sorted_and_exact(name: str) -> None:
         for k, v in vars(module).items()
         if not k.startswith("_")
         and k != "annotations"
-        and not (type(v).__name__ == "module" and not k in exported)
+        and not (type(v).__name__ == "module" and k not in exported)
     }
     assert public <= set(exported), f"{name} exports {sorted(public - set(exported))} outside __all__"
 
