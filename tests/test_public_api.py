@@ -9,7 +9,14 @@ import pytest
 
 import datafuel
 
-PACKAGES = [*sorted(m.name for m in pkgutil.walk_packages(datafuel.__path__, "datafuel.") if m.ispkg and "._" not in m.name and not m.name.startswith("datafuel.cli")), "datafuel"]
+PACKAGES = [
+    *sorted(
+        m.name
+        for m in pkgutil.walk_packages(datafuel.__path__, "datafuel.")
+        if m.ispkg and "._" not in m.name and not m.name.startswith("datafuel.cli")
+    ),
+    "datafuel",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -18,7 +25,9 @@ def test_all_is_sorted_and_exact(name: str) -> None:
     exported = module.__all__
     assert list(exported) == sorted(exported), f"{name}.__all__ is not sorted"
     for attr in exported:
-        assert hasattr(module, attr), f"{name}.__all__ names {attr!r} but the package does not export it"
+        assert hasattr(module, attr), (
+            f"{name}.__all__ names {attr!r} but the package does not export it"
+        )
     public = {
         k
         for k, v in vars(module).items()
@@ -26,7 +35,9 @@ def test_all_is_sorted_and_exact(name: str) -> None:
         and k != "annotations"
         and not (type(v).__name__ == "module" and k not in exported)
     }
-    assert public <= set(exported), f"{name} exports {sorted(public - set(exported))} outside __all__"
+    assert public <= set(exported), (
+        f"{name} exports {sorted(public - set(exported))} outside __all__"
+    )
 
 
 def test_every_stage_package_exists() -> None:
