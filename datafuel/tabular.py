@@ -220,6 +220,8 @@ def build_table_shards(
     max_categories: int = 20,
     shard_bytes: int = 64 << 20,
     progress: Callable[..., Iterable[Any]] | None = None,
+    engine: Any = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Split a table, fit the recipe on train only, and write ``out/{train,val,test}``.
 
@@ -303,6 +305,11 @@ def build_table_shards(
     y_train = None if y is None else y[parts.indices["train"]]
     recipe.fit(train.select(numeric), y_train)
 
+    runner = None
+    if engine is not None or ray_address is not None:
+        from datafuel.engine import get_engine  # the per-row work as engine tasks (e.g. Ray)
+
+        runner = get_engine(engine, ray_address=ray_address)
     out.mkdir(parents=True, exist_ok=True)
     extra = {
         "input": input_path,
@@ -328,6 +335,26 @@ def build_table_shards(
             summary["rows"][name] = 0
             continue
         y_part = None if y is None else y[parts.indices[name]]
+        if runner is not None:
+            from datafuel.engine._units import write_table_split
+
+            summary["rows"][name] = write_table_split(
+                runner,
+                out / name,
+                part,
+                y_part,
+                recipe=recipe,
+                numeric=numeric,
+                categories=categories,
+                labels=labels,
+                shard_bytes=shard_bytes,
+                provenance={"source": input_path, "split": name, "recipe_fingerprint": fingerprint},
+                metadata={
+                    "columns": numeric + [f"{c}={v}" for c, vs in categories.items() for v in vs],
+                    "target": target,
+                },
+            )
+            continue
         x_num, y_out, keep = recipe.transform_rows(part.select(numeric), y_part)
         x_cat, cat_names = _one_hot(part.filter(pa.array(keep)), categories)
         x = np.concatenate([x_num.astype(np.float32), x_cat], axis=1)

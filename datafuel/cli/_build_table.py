@@ -8,6 +8,7 @@ from datafuel.errors import ConfigError
 from datafuel.tabular import build_table_shards, read_table
 
 from ._common import echo_json, parse_fractions, progress
+from ._engine_opts import engine_options
 
 __all__ = ["build_table", "build_table_shards", "read_table"]
 
@@ -98,6 +99,7 @@ def _pair(text: str) -> tuple[float, float] | None:
     help="Close a shard once its data reaches this many bytes.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@engine_options
 def build_table(
     input_path: str,
     out: str,
@@ -117,6 +119,8 @@ def build_table(
     max_categories: int,
     shard_bytes: int,
     as_json: bool,
+    engine: str,
+    ray_address: str | None,
 ) -> None:
     """Read CSV/Parquet (a file or a directory of parts), split, fit on train, write shards.
 
@@ -163,6 +167,8 @@ def build_table(
         max_categories=max_categories,
         shard_bytes=shard_bytes,
         progress=progress,
+        engine=None if engine == "local" and ray_address is None else engine,
+        ray_address=ray_address,
     )
     if as_json:
         echo_json(summary)
