@@ -9,6 +9,7 @@ import click
 from datafuel.vision import build_image_shards
 
 from ._common import echo_json, parse_fractions, progress
+from ._engine_opts import engine_options
 
 
 @click.command("images")
@@ -47,6 +48,7 @@ from ._common import echo_json, parse_fractions, progress
     "--stratify", is_flag=True, help="Split each class separately (keeps class proportions)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@engine_options
 def build_images(
     input_dir: Path,
     out: Path,
@@ -57,6 +59,8 @@ def build_images(
     shard_bytes: int,
     stratify: bool,
     as_json: bool,
+    engine: str,
+    ray_address: str | None,
 ) -> None:
     """Read an ImageFolder tree (one sub-folder per class), split, and write image shards.
 
@@ -77,6 +81,8 @@ def build_images(
         shard_bytes=shard_bytes,
         stratify=stratify,
         progress=lambda it: progress(it, desc="images", unit="file"),
+        engine=None if engine == "local" and ray_address is None else engine,
+        ray_address=ray_address,
     )
     if as_json:
         echo_json(summary)

@@ -168,6 +168,8 @@ def build_image_shards(
     stratify: bool = False,
     threads: int | None = None,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+    engine: Any = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Write ``out/{train,val,test}`` image shard sets from an ImageFolder tree.
 
@@ -234,6 +236,11 @@ def build_image_shards(
         )
     nthreads = threads if threads is not None else (os.cpu_count() or 1)
     wrap = progress if progress is not None else (lambda it: it)
+    runner = None
+    if engine is not None or ray_address is not None:
+        from datafuel.engine import get_engine  # validation, loading and writing as engine tasks
+
+        runner = get_engine(engine, ray_address=ray_address)
 
     def check(item: tuple[Path, int]) -> DecodeError | None:
         res = _result_or_error(item[0], root, None)
@@ -242,7 +249,13 @@ def build_image_shards(
     # pass 1: validate every file (full decode), in parallel; order stays the listing order
     valid: list[tuple[Path, int]] = []
     skipped: list[dict[str, str]] = []
-    for (path, label), err in zip(files, wrap(_map_ordered(check, files, nthreads)), strict=True):
+    if runner is None:
+        checked: Iterable[Any] = _map_ordered(check, files, nthreads)
+    else:
+        from datafuel.engine._units import image_check
+
+        checked = runner.map(image_check, files, shared=root)
+    for (path, label), err in zip(files, wrap(checked), strict=True):
         if err is None:
             valid.append((path, label))
         elif on_error == "fail":
@@ -276,6 +289,22 @@ def build_image_shards(
         per_class = np.bincount(labels[idx], minlength=len(classes)).tolist()
         meta = {"class_names": classes, "num_classes": len(classes), "class_counts": per_class}
         prov = {"source": "images", "split": name, "max_side": max_side}
+        if runner is not None:
+            from datafuel.engine._units import write_image_split
+
+            write_image_split(
+                runner,
+                out_dir / name,
+                [valid[i] for i in idx.tolist()],
+                root=root,
+                max_side=max_side,
+                fields=FIELDS,
+                shard_bytes=shard_bytes,
+                provenance=prov,
+                metadata=meta,
+            )
+            counts[name] = len(idx)
+            continue
         with ShardWriter(
             out_dir / name, FIELDS, shard_bytes=shard_bytes, provenance=prov, metadata=meta
         ) as w:
