@@ -7,6 +7,7 @@ import click
 from datafuel.text import build_text as build_text_api
 
 from ._common import echo_json, parse_fractions, progress
+from ._engine_opts import engine_options
 
 
 def _size(text: str) -> int:
@@ -68,6 +69,7 @@ def _size(text: str) -> int:
 )
 @click.option("--shard-bytes", default="64MB", show_default=True, help="Target shard size.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@engine_options
 def build_text(
     inputs: tuple[str, ...],
     out: str,
@@ -79,6 +81,8 @@ def build_text(
     txt_mode: str,
     shard_bytes: str,
     as_json: bool,
+    engine: str,
+    ray_address: str | None,
 ) -> None:
     """Split documents, train or load a byte-level BPE tokenizer on train, write token shards.
 
@@ -107,6 +111,8 @@ def build_text(
             txt_mode=txt_mode,  # type: ignore[arg-type]
             shard_bytes=_size(shard_bytes),
             on_progress=bar.update,
+            engine=None if engine == "local" and ray_address is None else engine,
+            ray_address=ray_address,
         )
     if as_json:
         echo_json(summary)

@@ -80,6 +80,8 @@ def build_text(
     min_frequency: int = 2,
     batch_chars: int = 1 << 22,
     on_progress: Callable[[int], None] | None = None,
+    engine: Any = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Split documents, fit a byte-level BPE on the train split, write token shard sets.
 
@@ -133,6 +135,11 @@ def build_text(
     >>> ShardSet(d / "out" / "train").token_stream("tokens").num_documents == s["splits"]["train"]["documents"]
     True
     """
+    runner = None
+    if engine is not None or ray_address is not None:
+        from datafuel.engine import get_engine  # refuse a missing Ray before any work
+
+        runner = get_engine(engine, ray_address=ray_address)
     t0 = time.perf_counter()
     if vocab_size is not None and tokenizer is not None:
         raise ConfigError(
@@ -232,47 +239,79 @@ def build_text(
         "token_dtype": str(tok.dtype),
     }
     field = {"tokens": ragged(str(tok.dtype))}
-    with ExitStack() as stack:
-        writers = {
-            n: stack.enter_context(
-                ShardWriter(
-                    outdir / n,
-                    field,
-                    shard_bytes=shard_bytes,
-                    provenance={**provenance, "split": n},
-                    metadata=metadata,
-                )
-            )
-            for n in names
-        }
+    if runner is not None:
+        # encoding and shard writing as engine tasks (e.g. Ray): the same bytes as below
+        from datafuel.engine._units import write_text_splits
 
-        def tagged() -> Iterator[tuple[int, str]]:
+        def routed() -> Iterator[tuple[int, str]]:
             for text in corpus:
                 yield split_of(text), text
 
-        for tags, arrays in encode_documents(tok, tagged(), batch_chars=batch_chars):
-            if len(names) == 1:
-                writers[names[0]].write({"tokens": arrays})
-                c = counts[names[0]]
-                c["documents"] += len(arrays)
-                c["tokens"] += sum(len(a) for a in arrays)
-            else:
-                tag_arr = np.asarray(tags)
-                for k in np.unique(tag_arr).tolist():
-                    sel = np.flatnonzero(tag_arr == k).tolist()
-                    rows = [arrays[i] for i in sel]
-                    writers[SPLIT_NAMES[k]].write({"tokens": rows})
-                    c = counts[SPLIT_NAMES[k]]
-                    c["documents"] += len(rows)
-                    c["tokens"] += sum(len(a) for a in rows)
-            if on_progress is not None:
-                on_progress(len(arrays))
-        if corpus.stats.documents == 0:
-            raise InputDataError(
-                f"the corpus in {', '.join(map(str, corpus.inputs))} has no non-empty documents "
-                f"({corpus.stats.files} file(s), {corpus.stats.empty} empty document(s)).",
-                path=corpus.inputs[0],
+        def check_nonempty() -> None:
+            if corpus.stats.documents == 0:
+                raise InputDataError(
+                    f"the corpus in {', '.join(map(str, corpus.inputs))} has no non-empty documents "
+                    f"({corpus.stats.files} file(s), {corpus.stats.empty} empty document(s)).",
+                    path=corpus.inputs[0],
+                )
+
+        counts.update(
+            write_text_splits(
+                runner,
+                outdir,
+                names,
+                routed(),
+                tokenizer=tok,
+                split_names=SPLIT_NAMES,
+                shard_bytes=shard_bytes,
+                provenance=provenance,
+                metadata=metadata,
+                batch_chars=batch_chars,
+                before_close=check_nonempty,
             )
+        )
+    else:
+        with ExitStack() as stack:
+            writers = {
+                n: stack.enter_context(
+                    ShardWriter(
+                        outdir / n,
+                        field,
+                        shard_bytes=shard_bytes,
+                        provenance={**provenance, "split": n},
+                        metadata=metadata,
+                    )
+                )
+                for n in names
+            }
+
+            def tagged() -> Iterator[tuple[int, str]]:
+                for text in corpus:
+                    yield split_of(text), text
+
+            for tags, arrays in encode_documents(tok, tagged(), batch_chars=batch_chars):
+                if len(names) == 1:
+                    writers[names[0]].write({"tokens": arrays})
+                    c = counts[names[0]]
+                    c["documents"] += len(arrays)
+                    c["tokens"] += sum(len(a) for a in arrays)
+                else:
+                    tag_arr = np.asarray(tags)
+                    for k in np.unique(tag_arr).tolist():
+                        sel = np.flatnonzero(tag_arr == k).tolist()
+                        rows = [arrays[i] for i in sel]
+                        writers[SPLIT_NAMES[k]].write({"tokens": rows})
+                        c = counts[SPLIT_NAMES[k]]
+                        c["documents"] += len(rows)
+                        c["tokens"] += sum(len(a) for a in rows)
+                if on_progress is not None:
+                    on_progress(len(arrays))
+            if corpus.stats.documents == 0:
+                raise InputDataError(
+                    f"the corpus in {', '.join(map(str, corpus.inputs))} has no non-empty documents "
+                    f"({corpus.stats.files} file(s), {corpus.stats.empty} empty document(s)).",
+                    path=corpus.inputs[0],
+                )
     t_encode = time.perf_counter() - t2
 
     record = {
