@@ -16,10 +16,11 @@ fi
 # 2. pillow-simd replaces Pillow (same PIL package). Built from source, with AVX2 where the
 #    CPU has it (without -mavx2 it is SSE4 only). It goes in before datafuel so that pip
 #    sees the PIL requirement met and never pulls stock Pillow over it.
+#    The libjpeg-turbo headers are also what datafuel's region decoder (a C extension) builds on.
+if command -v dpkg >/dev/null && { ! dpkg -s libjpeg62-turbo-dev >/dev/null 2>&1 || ! dpkg -s zlib1g-dev >/dev/null 2>&1; }; then
+  (apt-get update -qq && apt-get install -y -qq libjpeg62-turbo-dev zlib1g-dev) >/dev/null
+fi
 if ! "$PY" -c "import PIL, sys; sys.exit(0 if '.post' in PIL.__version__ else 1)" 2>/dev/null; then
-  if ! dpkg -s libjpeg62-turbo-dev >/dev/null 2>&1 || ! dpkg -s zlib1g-dev >/dev/null 2>&1; then
-    (apt-get update -qq && apt-get install -y -qq libjpeg62-turbo-dev zlib1g-dev) >/dev/null
-  fi
   cc_flags="cc"
   grep -qw avx2 /proc/cpuinfo && cc_flags="cc -mavx2"
   "$PY" -m pip uninstall -y -q pillow 2>/dev/null || true
@@ -33,4 +34,4 @@ if [ "${1:-}" = "dev" ]; then
 else
   pip_install -e .
 fi
-"$PY" -c "import PIL, torch; print(f'datafuel installed: torch {torch.__version__}, PIL {PIL.__version__}')"
+"$PY" -c "import PIL, torch; from datafuel.vision import region_decode_available as r; print(f'datafuel installed: torch {torch.__version__}, PIL {PIL.__version__}, JPEG region decoder {\"built\" if r() else \"NOT built (whole-image decode)\"}')"

@@ -10,7 +10,7 @@ as image shard sets (``datafuel build images``).
 from __future__ import annotations
 
 from ._build import build_image_shards
-from ._cpu import CPUTransform, augment_image
+from ._cpu import CPUTransform, augment_image, region_decode_available
 from ._dali import DALITransform, dali_available
 from ._decode import decode_image, image_info
 from ._loader import loader_transform
@@ -44,5 +44,6 @@ __all__ = [
     "image_info",
     "loader_transform",
     "normalize_on_device",
+    "region_decode_available",
     "sample_params",
 ]

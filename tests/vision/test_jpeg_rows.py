@@ -1,4 +1,6 @@
-"""Decoding only the rows a crop needs (SOF height) gives the same pixels as a full decode."""
+"""Pillow path: decoding only the rows a crop needs (SOF height) gives the same pixels as a
+full decode. (The region decoder, used when its extension is built, is tested in
+test_jpeg_region.py; these tests switch it off.)"""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def test_row_limited_decode_is_pixel_identical(
         return truncate_rows(data, offset, rows)
 
     monkeypatch.setattr(cpu_backend, "truncate_rows", counting)
+    monkeypatch.setattr(cpu_backend, "_decode_region", None)
     data = jpeg(w, h, seed=w)
     for spec in (ImageSpec.train(224), ImageSpec.train(96, scale=(0.05, 0.3)), ImageSpec.eval(224)):
         for index in range(12):
