@@ -6,10 +6,12 @@ Same encoded files, same cores, one process:
   (b) torchvision-style ``Dataset`` (Pillow decode, convert("RGB"), crop, resize BILINEAR to
       224, flip, to uint8 tensor) + ``torch.utils.data.DataLoader(num_workers=2)``;
       torchvision is not installed, so its transform is written out inline, as it does it
-  (c) datafuel CPU backend (pillow-simd, DCT draft, row-limited decode) through
+  (c) datafuel CPU backend (region JPEG decode, DCT scaling, pillow-simd resize) through
       ``datafuel.loaders.Loader(num_workers=2)``; (c2) the same transform with
       ``threads=2`` (a pool inside each batch) under ``Loader(num_workers=1)``
   (d) datafuel DALI backend on the CPU (``device_id=None``) through the same Loader
+  (e) where CUDA is present: the DALI backend on the GPU (nvJPEG, ``device="mixed"``),
+      images delivered to the GPU by ``Loader(device="cuda")``
   (b-stock) with ``--stock-pillow``: (b) again in a separate interpreter whose PIL is stock
       Pillow from PyPI (a venv over this one), i.e. what a torchvision user runs today;
       its rounds alternate with the others
@@ -47,7 +49,7 @@ import torch
 from PIL import Image, features
 
 from datafuel.loaders import BatchInfo, Loader, ShardSet, ShardWriter
-from datafuel.vision import dali_available, loader_transform
+from datafuel.vision import dali_available, loader_transform, region_decode_available
 from datafuel.vision._build import FIELDS
 
 SIZE = 224
@@ -162,6 +164,8 @@ def epoch_rate(loader: object, n: int) -> float:
     for batch in loader:  # type: ignore[attr-defined]
         images = batch["image"] if isinstance(batch, dict) else batch[0]
         seen += images.shape[0]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     if seen != n:
         raise RuntimeError(f"saw {seen} images, expected {n}")
@@ -317,6 +321,18 @@ def bench_set(
         dali_t = loader_transform(ds, "dali", train=True, size=SIZE, batch_size=batch, device="cpu")
         dl = Loader(ds, batch, seed=0, num_workers=1, prefetch=2, transform=dali_t)
         rates.update(measure(rounds, {"(d) datafuel DALI on CPU": lambda: epoch_rate(dl, n)}))
+        if torch.cuda.is_available():  # nvJPEG: images decoded on the GPU, delivered there
+            gpu_t = loader_transform(
+                ds, "dali", train=True, size=SIZE, batch_size=batch, device="mixed"
+            )
+            gl = Loader(
+                ds, batch, seed=0, num_workers=2, prefetch=2, device="cuda", transform=gpu_t
+            )
+            rates.update(
+                measure(
+                    rounds, {"(e) datafuel DALI on the GPU (nvJPEG)": lambda: epoch_rate(gl, n)}
+                )
+            )
     else:
         print(f"  (d) skipped: {dali_available()}")
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -336,6 +352,11 @@ def bench_set(
     print(f"  ratio (c)/(a) = {c / med['(a) decode only, Pillow']:.2f}x")
     if "(b-stock) same peer, stock Pillow" in med:
         print(f"  ratio (c)/(b-stock) = {c / med['(b-stock) same peer, stock Pillow']:.2f}x")
+    if "(e) datafuel DALI on the GPU (nvJPEG)" in med:
+        e = med["(e) datafuel DALI on the GPU (nvJPEG)"]
+        print(
+            f"  ratio (e)/(b) = {e / med['(b) torchvision-style DataLoader']:.2f}x, (e)/(c) = {e / c:.2f}x"
+        )
     if "(d) datafuel DALI on CPU" in med:
         print(
             f"  ratio (d)/(b) = {med['(d) datafuel DALI on CPU'] / med['(b) torchvision-style DataLoader']:.2f}x"
@@ -351,6 +372,9 @@ def main() -> int:
         "--stock-pillow",
         action="store_true",
         help="also run (b) on stock Pillow (makes a venv once)",
+    )
+    ap.add_argument(
+        "--images", type=int, help="~500x375 images in the first set (large: a fifth of it)"
     )
     ap.add_argument("--peer-dir", type=Path, help=argparse.SUPPRESS)  # child side of --stock-pillow
     ap.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
@@ -368,9 +392,12 @@ def main() -> int:
         )
         print(f"(b-stock) interpreter {stock_py}: PIL {version.stdout.strip()}")
     n_mid, n_large, rounds = (192, 48, 3) if args.quick else (512, 96, 5)
+    if args.images:
+        n_mid, n_large = args.images, max(8, args.images // 5)
     print(
         f"PIL {PIL.__version__} (libjpeg-turbo {features.version('libjpeg_turbo')}), torch {torch.__version__}, "
-        f"{os.cpu_count()} cores, python {sys.version.split()[0]}"
+        f"{os.cpu_count()} cores, python {sys.version.split()[0]}, JPEG region decoder "
+        f"{'built' if region_decode_available() else 'NOT built: whole-image Pillow decode'}"
     )
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-vision-") as tmp:

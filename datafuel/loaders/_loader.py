@@ -400,6 +400,7 @@ class Loader:
                 ev.synchronize()  # the previous copy out of this slot has finished
             slot = {k: t[:b].numpy() for k, t in self._ring[s].items()}
         nbytes = -1
+        arrays: dict[str, np.ndarray | torch.Tensor]
         if self.transform is None:
             if self.windows is not None:
                 assert starts is not None
@@ -412,7 +413,7 @@ class Loader:
                 arrays = {self.token_field: self.windows.read(starts, out=dst)}
                 nbytes = b * self.windows.length * self.windows.stream.dtype.itemsize
             else:
-                arrays = self.shards.gather(indices, self.fields, out=slot)
+                arrays = dict(self.shards.gather(indices, self.fields, out=slot))
         else:
             if self.windows is not None:
                 assert starts is not None
@@ -425,29 +426,37 @@ class Loader:
             arrays = self._check_output(self.transform(raw, info), b)
             if slot is not None:
                 for k, v in arrays.items():
-                    np.copyto(slot[k], v)
-                arrays = slot
+                    if isinstance(v, np.ndarray):  # device tensors (DALI on the GPU) stay put
+                        np.copyto(slot[k], v)
+                        arrays[k] = slot[k]
         if self.check_finite:
             self._finite(arrays, sample_ids)
         if nbytes < 0:
-            nbytes = sum(int(a.nbytes) for a in arrays.values())
+            nbytes = sum(_nbytes(a) for a in arrays.values())
         if not self._cuda:
             tensors = {k: self._host_tensor(k, a) for k, a in arrays.items()}
             return _Batch(tensors, nbytes, b)
         return self._to_device(arrays, job, b, nbytes)
 
-    def _host_tensor(self, name: str, a: np.ndarray) -> torch.Tensor:
+    def _host_tensor(self, name: str, a: np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(a, torch.Tensor):  # a transform's device tensor, on a CPU loader
+            return a.to(self.device)
         if self.windows is not None and name == self.token_field and a.dtype.kind == "u":
             return torch.from_numpy(a.astype(np.int64))  # widen tokens after the gather
         if not a.flags.writeable:  # e.g. a transform returned a view of a memmap
             a = a.copy()
         return torch.from_numpy(a)
 
-    def _to_device(self, arrays: dict[str, np.ndarray], job: int, b: int, nbytes: int) -> _Batch:
+    def _to_device(
+        self, arrays: Mapping[str, np.ndarray | torch.Tensor], job: int, b: int, nbytes: int
+    ) -> _Batch:
         stream = self._copy_stream_for()
         with torch.cuda.stream(stream):
             out = {}
             for k, a in arrays.items():
+                if isinstance(a, torch.Tensor):  # already on a GPU (a transform put it there)
+                    out[k] = a.to(self.device, non_blocking=True)
+                    continue
                 host = (
                     self._ring[job % len(self._ring)][k][:b]
                     if self._ring is not None
@@ -463,7 +472,14 @@ class Loader:
             self._ring_events[job % len(self._ring)] = event
         return _Batch(out, nbytes, b, event)
 
-    def _check_output(self, result: Mapping[str, Any], b: int) -> dict[str, np.ndarray]:
+    def _check_output(
+        self, result: Mapping[str, Any], b: int
+    ) -> dict[str, np.ndarray | torch.Tensor]:
+        """Each declared field as a numpy array, or as a tensor where it lives on a device.
+
+        Host tensors become arrays (no copy); a device tensor (e.g. the DALI backend's
+        nvJPEG output) is checked for dtype and shape and kept on its device.
+        """
         if not isinstance(result, Mapping):
             raise SchemaError(
                 f"transform must return a dict of arrays. Got {type(result).__name__} instead."
@@ -475,13 +491,18 @@ class Loader:
                 f"transform returned fields {sorted(result)} but its output_spec declares {sorted(self.spec)} "
                 f"(missing {missing}, undeclared {extra})."
             )
-        out = {}
+        out: dict[str, np.ndarray | torch.Tensor] = {}
         for name, (dt, shape) in self.spec.items():
             v = result[name]
-            a = v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-            if a.dtype != dt or a.shape != (b, *shape):
+            a: np.ndarray | torch.Tensor
+            if isinstance(v, torch.Tensor) and v.device.type != "cpu":
+                a, got_dt, got_shape = v, str(v.dtype).removeprefix("torch."), tuple(v.shape)
+            else:
+                a = v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+                got_dt, got_shape = a.dtype.name, a.shape
+            if got_dt != np.dtype(dt).name or got_shape != (b, *shape):
                 raise SchemaError(
-                    f"transform output {name!r} is {a.dtype} {a.shape}; output_spec declares "
+                    f"transform output {name!r} is {got_dt} {got_shape}; output_spec declares "
                     f"{dt} {(b, *shape)} for a batch of {b}.",
                     field=name,
                 )
@@ -489,13 +510,16 @@ class Loader:
         return out
 
     @staticmethod
-    def _finite(arrays: Mapping[str, np.ndarray], sample_ids: np.ndarray) -> None:
+    def _finite(arrays: Mapping[str, np.ndarray | torch.Tensor], sample_ids: np.ndarray) -> None:
         for name, a in arrays.items():
-            if a.dtype.kind != "f" or a.size == 0:
+            if isinstance(a, torch.Tensor):  # on a device: one reduction there, rows only if bad
+                if not a.is_floating_point() or a.numel() == 0 or bool(torch.isfinite(a).all()):
+                    continue
+                rows = (~torch.isfinite(a.reshape(len(a), -1)).all(dim=1)).cpu().numpy()
+            elif a.dtype.kind != "f" or a.size == 0 or np.isfinite(a).all():
                 continue
-            if np.isfinite(a).all():
-                continue
-            rows = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+            else:
+                rows = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
             bad = [int(i) for i in np.asarray(sample_ids)[rows]]
             raise NonFiniteError(
                 f"field {name!r} holds NaN or inf in {len(bad)} sample(s) of this batch, "
@@ -504,6 +528,10 @@ class Loader:
                 field=name,
                 indices=bad,
             )
+
+
+def _nbytes(a: np.ndarray | torch.Tensor) -> int:
+    return int(a.numel() * a.element_size()) if isinstance(a, torch.Tensor) else int(a.nbytes)
 
 
 def _widen(t: torch.Tensor) -> torch.Tensor:

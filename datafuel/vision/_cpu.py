@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +32,7 @@ from ._jpeg import jpeg_header, truncate_rows
 from ._params import draft_scale, sample_params
 from ._spec import ImageSpec
 
+_decode_region: Callable[..., tuple[bytes, int, int, int, int] | None] | None
 try:
     from ._jpegregion import decode_region as _decode_region
 except ImportError:  # built without a C compiler or libjpeg headers: Pillow decodes whole images

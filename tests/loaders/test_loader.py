@@ -351,6 +351,31 @@ def test_transform_contract_is_checked(rows_dir: Path) -> None:
         next(iter(Loader(rows_dir, 4, transform=Extra())))
 
 
+def test_device_tensors_from_a_transform_are_checked_where_they_are(rows_dir: Path) -> None:
+    """A transform may hand back tensors on a device (DALI's nvJPEG output): dtype and
+    shape are checked without copying them to the host. (The meta device stands in for
+    a GPU here; the CUDA run is below.)"""
+
+    class OnDevice:
+        output_spec: ClassVar[dict[str, Any]] = {"x": ("float32", (3,)), "idx": ("int64", ())}
+
+        def __init__(self, dtype: torch.dtype) -> None:
+            self.dtype = dtype
+
+        def __call__(self, batch: Any, info: BatchInfo) -> Any:
+            x = torch.empty((len(batch["idx"]), 3), dtype=self.dtype, device="meta")
+            return {"x": x, "idx": batch["idx"]}
+
+    with pytest.raises(
+        WorkerError, match=r"'x' is float64 \(4, 3\); output_spec declares float32"
+    ) as info:
+        next(iter(Loader(rows_dir, 4, transform=OnDevice(torch.float64))))
+    assert isinstance(info.value.__cause__, SchemaError)
+    ok = Loader(rows_dir, 4, transform=OnDevice(torch.float32))
+    with pytest.raises(WorkerError, match="meta"):  # a CPU loader moves it to the host: not meta
+        next(iter(ok))
+
+
 def test_bytes_fields_need_a_transform(tmp_path: Path) -> None:
     d = tmp_path / "b"
     write_shards(
@@ -575,3 +600,38 @@ def test_cuda_path_matches_cpu_and_reuses_pinned_buffers(
         assert b.dtype == torch.int64 and b.is_cuda
         assert torch.equal(a, b.cpu())
     assert loader_threads() == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_from_a_transform_stay_on_the_gpu(rows_dir: Path) -> None:
+    class OnGPU:
+        output_spec: ClassVar[dict[str, Any]] = {"x": ("float32", (3,)), "idx": ("int64", ())}
+
+        def __call__(self, batch: Any, info: BatchInfo) -> Any:
+            x = torch.from_numpy(batch["x"]).to("cuda") * 2
+            return {"x": x, "idx": batch["idx"]}  # one on the GPU, one on the host
+
+    ref = {
+        int(i): x
+        for b in Loader(rows_dir, 4, seed=3)
+        for i, x in zip(b["idx"], b["x"], strict=True)
+    }
+    seen = 0
+    for b in Loader(rows_dir, 4, seed=3, device="cuda", transform=OnGPU()):
+        assert b["x"].is_cuda and b["idx"].is_cuda
+        for i, x in zip(b["idx"].cpu().tolist(), b["x"].cpu(), strict=True):
+            assert torch.equal(x, ref[i] * 2)
+            seen += 1
+    assert seen == len(ref)
+    cpu_side = next(iter(Loader(rows_dir, 4, seed=3, transform=OnGPU())))
+    assert not cpu_side["x"].is_cuda  # a CPU loader brings the device tensor to the host
+
+    class Bad(OnGPU):
+        def __call__(self, batch: Any, info: BatchInfo) -> Any:
+            out = super().__call__(batch, info)
+            out["x"][1, 0] = float("nan")
+            return out
+
+    with pytest.raises(NonFiniteError) as info:  # checked on the GPU, rows named
+        next(iter(Loader(rows_dir, 4, seed=3, device="cuda", transform=Bad())))
+    assert info.value.field == "x" and len(info.value.indices) == 1

@@ -144,3 +144,50 @@ def test_dali_transform_feeds_the_loader(tmp_path: Path) -> None:
         for a, b in zip(batches, loader, strict=True):
             assert torch.equal(a["label"], b["label"])
             assert (a["image"].float() - b["image"].float()).abs().mean() < 3.0
+
+
+@pytest.mark.dali
+@pytest.mark.skipif(
+    dali_available() is not None or not torch.cuda.is_available(),
+    reason="needs NVIDIA DALI and a CUDA device (nvJPEG decode, device='mixed')",
+)
+def test_dali_on_the_gpu_feeds_a_cuda_training_loop(tmp_path: Path) -> None:
+    ds = write_colour_shards(tmp_path / "g", 48, seed=6)
+    t = loader_transform(ds, "dali", size=32, batch_size=16)
+    assert t.device == "mixed"  # type: ignore[attr-defined]  # the default where CUDA is present
+    cpu = loader_transform(ds, "cpu", size=32)
+    with Loader(ds, 16, seed=2, num_workers=2, device="cuda", transform=t) as loader:
+        gpu = list(loader)
+    with Loader(ds, 16, seed=2, num_workers=0, transform=cpu) as loader:
+        host = list(loader)
+    for a, b in zip(gpu, host, strict=True):
+        assert a["image"].is_cuda and a["image"].dtype == torch.uint8
+        assert a["image"].shape == (16, 32, 32, 3)
+        assert torch.equal(a["label"].cpu(), b["label"])
+        # nvJPEG and libjpeg-turbo differ a little (IDCT, chroma upsampling); same crops
+        assert (a["image"].cpu().float() - b["image"].float()).abs().mean() < 4.0
+    train = write_colour_shards(tmp_path / "train", 90, seed=1)
+    torch.manual_seed(0)
+    model = TinyCNN().cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    loader = Loader(
+        train,
+        15,
+        num_workers=2,
+        seed=0,
+        device="cuda",
+        transform=loader_transform(train, "dali", size=32, batch_size=15),
+    )
+    epoch_losses = []
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        losses = []
+        for b in loader:
+            loss = torch.nn.functional.cross_entropy(model(b["image"]), b["label"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        epoch_losses.append(float(np.mean(losses)))
+    assert epoch_losses[-1] < 0.6 * epoch_losses[0]
+    assert loader.stats().batches == 4 * 6
