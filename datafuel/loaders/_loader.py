@@ -439,8 +439,8 @@ class Loader:
         return self._to_device(arrays, job, b, nbytes)
 
     def _host_tensor(self, name: str, a: np.ndarray | torch.Tensor) -> torch.Tensor:
-        if isinstance(a, torch.Tensor):  # a transform's device tensor, on a CPU loader
-            return a.to(self.device)
+        if isinstance(a, torch.Tensor):  # a transform's device tensor: device=None means the host
+            return a.to(self.device if self.device is not None else "cpu")
         if self.windows is not None and name == self.token_field and a.dtype.kind == "u":
             return torch.from_numpy(a.astype(np.int64))  # widen tokens after the gather
         if not a.flags.writeable:  # e.g. a transform returned a view of a memmap
