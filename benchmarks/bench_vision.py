@@ -4,11 +4,12 @@ Same encoded files, same cores, one process:
 
   (a) decode-only with Pillow on all cores (Image.open(...).load(): the libjpeg-turbo limit)
   (b) torchvision-style ``Dataset`` (Pillow decode, convert("RGB"), crop, resize BILINEAR to
-      224, flip, to uint8 tensor) + ``torch.utils.data.DataLoader(num_workers=2)``;
+      224, flip, to uint8 tensor) + ``torch.utils.data.DataLoader(num_workers=N)``;
       torchvision is not installed, so its transform is written out inline, as it does it
   (c) datafuel CPU backend (region JPEG decode, DCT scaling, pillow-simd resize) through
-      ``datafuel.loaders.Loader(num_workers=2)``; (c2) the same transform with
-      ``threads=2`` (a pool inside each batch) under ``Loader(num_workers=1)``
+      ``datafuel.loaders.Loader(num_workers=N)``; (c2) the same transform with
+      ``threads=N`` (a pool inside each batch) under ``Loader(num_workers=1)``; (c3) with
+      ``processes=N`` (worker processes, no GIL between images) under ``Loader(num_workers=2)``
   (d) datafuel DALI backend on the CPU (``device_id=None``) through the same Loader
   (e) where CUDA is present: the DALI backend on the GPU (nvJPEG, ``device="mixed"``),
       images delivered to the GPU by ``Loader(device="cuda")``
@@ -299,12 +300,16 @@ def bench_set(
     # the same transform with its own thread pool per batch, fed by a single loader worker
     pooled = loader_transform(ds, "cpu", train=True, size=SIZE, threads=workers)
     df2 = Loader(ds, batch, seed=0, num_workers=1, prefetch=4, transform=pooled)
+    # the same transform in worker processes (no GIL between images), fed by 2 loader threads
+    procs = loader_transform(ds, "cpu", train=True, size=SIZE, processes=workers)
+    df3 = Loader(ds, batch, seed=0, num_workers=2, prefetch=4, transform=procs)
     methods: dict[str, Callable[[], float]] = {
         "(a) decode only, Pillow": lambda: decode_only(data, workers),
         "(a1) decode only, 1 thread": lambda: decode_only(data, 1),
         "(b) torchvision-style DataLoader": lambda: epoch_rate(tv[0], n),
         "(c) datafuel CPU (pillow-simd)": lambda: epoch_rate(df, n),
-        "(c2) same, 1 worker x 2 threads": lambda: epoch_rate(df2, n),
+        "(c2) same, 1 worker x N threads": lambda: epoch_rate(df2, n),
+        "(c3) same, N worker processes": lambda: epoch_rate(df3, n),
     }
     if stock_py is not None:
         files = root / f"{label}-files".replace(" ", "_")
@@ -315,6 +320,7 @@ def bench_set(
             stock_py, files, workers, batch
         )
     rates = measure(rounds, methods)
+    procs.close()
     tv.clear()  # stop its worker processes before DALI starts threads
     gc.collect()
     if dali_available() is None:

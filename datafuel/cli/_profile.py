@@ -15,7 +15,9 @@ from ._common import echo_json, progress
 __all__ = ["profile", "run_profile"]
 
 
-def _image_transform(shards: ShardSet, backend: str, size: int, seed: int) -> Any:
+def _image_transform(
+    shards: ShardSet, backend: str, size: int, seed: int, processes: int = 0
+) -> Any:
     try:
         from datafuel.vision import loader_transform
     except ImportError as exc:
@@ -23,7 +25,11 @@ def _image_transform(shards: ShardSet, backend: str, size: int, seed: int) -> An
             f"--decode {backend}: the image path is unavailable in this version "
             "(datafuel.vision does not provide loader_transform)."
         ) from exc
-    return loader_transform(shards, backend, train=True, size=size, seed=seed)
+    if processes and backend != "cpu":
+        raise ConfigError(
+            f"--processes is for --decode cpu (DALI has its own threads); got --decode {backend}."
+        )
+    return loader_transform(shards, backend, train=True, size=size, seed=seed, processes=processes)
 
 
 def run_profile(
@@ -38,6 +44,7 @@ def run_profile(
     device: str = "cpu",
     decode: str | None = None,
     size: int = 224,
+    processes: int = 0,
     epochs: int = 1,
     batches: int | None = None,
     seed: int = 0,
@@ -47,6 +54,7 @@ def run_profile(
     The step sleeps ``step_ms`` milliseconds per batch (on CUDA it first waits for the
     batch's copy, as a real step would). Runs ``epochs`` epochs, or stops after
     ``batches`` batches. Returns the loader's starvation report plus the settings.
+    ``processes`` (with ``decode="cpu"``): decode images in that many worker processes.
 
     Examples
     --------
@@ -70,7 +78,7 @@ def run_profile(
     if decode is not None:
         if seq_len is not None:
             raise ConfigError("--decode (images) and --seq-len (token windows) exclude each other.")
-        transform = _image_transform(shards, decode, size, seed)
+        transform = _image_transform(shards, decode, size, seed, processes)
     elif seq_len is None:
         fields = [n for n, f in shards.fields.items() if f.kind == "fixed"]
         encoded = sorted(n for n, f in shards.fields.items() if f.kind == "bytes")
@@ -122,6 +130,9 @@ def run_profile(
             if not progressed:
                 break
     elapsed = time.perf_counter() - t0
+    close = getattr(transform, "close", None)
+    if close is not None:
+        close()
     report = loader.stats().to_dict()
     report.update(
         {
@@ -133,6 +144,7 @@ def run_profile(
             "prefetch": prefetch,
             "device": device,
             "decode": decode,
+            "processes": processes,
             "elapsed_s": elapsed,
             "batches_per_epoch": len(loader),
         }
@@ -170,6 +182,13 @@ def run_profile(
     help="Decode + augment encoded images with the vision stage (image shard sets).",
 )
 @click.option("--size", type=int, default=224, show_default=True, help="Image size for --decode.")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="--decode cpu: decode in this many worker processes (scales past ~4 cores; 0: threads).",
+)
 @click.option("--epochs", type=int, default=1, show_default=True, help="Epochs to run.")
 @click.option("--batches", type=int, default=None, help="Stop after this many batches instead.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
@@ -185,6 +204,7 @@ def profile(
     device: str,
     decode: str | None,
     size: int,
+    processes: int,
     epochs: int,
     batches: int | None,
     seed: int,
@@ -210,6 +230,7 @@ def profile(
         device=device,
         decode=decode,
         size=size,
+        processes=processes,
         epochs=epochs,
         batches=batches,
         seed=seed,
@@ -221,6 +242,7 @@ def profile(
         f"{shards_dir}: {r['batches']} batches of {batch_size}"
         + (f" windows of {seq_len + 1} tokens" if seq_len else "")
         + f" on {device}, step {step_ms:g} ms, {workers} workers"
+        + (f", {processes} decode processes" if processes else "")
     )
     click.echo(f"  samples/s   {r['samples_per_s']:,.0f}")
     click.echo(f"  MB/s        {r['bytes_per_s'] / 1e6:,.1f}")

@@ -25,6 +25,7 @@ def loader_transform(
     rotate_degrees: float = 0.0,
     normalize: bool = False,
     threads: int = 1,
+    processes: int = 0,
     batch_size: int = 256,
     device: str | None = None,
     image_field: str = "jpeg",
@@ -46,8 +47,10 @@ def loader_transform(
     seed
         Salt mixed with the loader's ``(seed, epoch, index)``: each sample's crop,
         flip and angle are a pure function of those, so resume is exact.
-    threads
-        CPU backend: threads per batch (1 suits a loader with several workers).
+    threads, processes
+        CPU backend: threads per batch (1 suits a loader with several workers), or
+        worker processes per batch (0: none); processes scale past ~4 cores, where
+        threads stall on the GIL (see :class:`CPUTransform`).
     batch_size, device
         DALI backend: maximum batch per pipeline run, ``"cpu"`` or ``"mixed"``.
 
@@ -100,7 +103,12 @@ def loader_transform(
                 )
     if backend == "cpu":
         return CPUTransform(
-            spec, image_field=image_field, label_field=label_field, seed=seed, threads=threads
+            spec,
+            image_field=image_field,
+            label_field=label_field,
+            seed=seed,
+            threads=threads,
+            processes=processes,
         )
     if backend == "dali":
         return DALITransform(
