@@ -87,6 +87,26 @@ def _remote(ray: Any, fn: Callable[..., Any]) -> Any:
     return _REMOTES[fn.__name__]
 
 
+#: how long an abort waits for the tasks still in flight before leaving them to finish alone
+_SETTLE_S = 600.0
+
+
+def _settle(ray: Any, refs: Sequence[Any]) -> None:
+    """Let in-flight tasks finish (their results and errors ignored) instead of cancelling them.
+
+    ``ray.cancel`` on a task whose arguments (object refs) are still being resolved can
+    fail a RAY_CHECK in Ray's reference counter (``submitted_task_ref_count > 0``) and
+    abort the whole driver process; seen here with Ray 2.60 when a bad record stopped a
+    build. Waiting costs at most the in-flight window (a few units or shards) and keeps
+    a failed build's error a clean Python exception.
+    """
+    if refs:
+        try:
+            ray.wait(list(refs), num_returns=len(refs), timeout=_SETTLE_S)
+        except Exception:  # best effort: the build is failing already
+            return
+
+
 def _get(ray: Any, refs: Any, what: str) -> Any:
     """``ray.get`` that re-raises a task's DatafuelError as itself, and Ray failures as EngineError."""
     try:
@@ -211,11 +231,7 @@ class _RaySink(ShardSink):
 
     def abort(self) -> None:
         self._done = True
-        for ref in [*self._writes, *(r for pair in self._units.values() for r in pair)]:
-            try:
-                self._ray.cancel(ref)
-            except Exception:  # best effort: the task may have finished already
-                continue
+        _settle(self._ray, [*self._writes, *(r for pair in self._units.values() for r in pair)])
         self._units.clear()
         self._held.clear()
         self._writes.clear()
@@ -331,8 +347,7 @@ class RayEngine(Engine):
                     nxt += 1
                 yield from _get(ray, pending.pop(0), f"map over items {i * chunk}..")
         finally:
-            for ref in pending:
-                ray.cancel(ref)
+            _settle(ray, pending)
 
     def shard_sink(
         self,
