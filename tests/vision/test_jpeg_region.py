@@ -182,3 +182,39 @@ def test_decodes_run_in_parallel_threads_with_identical_results() -> None:
         th.join()
     for t in range(4):
         assert all(r == expect[t] for r in results[t])
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_pack_rgb_packs_and_mirrors_pillow_pixels(flip: bool) -> None:
+    rgb = pattern(37, 23, 5)  # odd sizes: no alignment luck
+    im = Image.fromarray(rgb).convert("RGBX")
+    dst = np.zeros((23, 37, 3), np.uint8)
+    jr.pack_rgb(*im.__arrow_c_array__(), dst, 37, 23, flip)
+    np.testing.assert_array_equal(dst, rgb[:, ::-1] if flip else rgb)
+
+
+def test_pack_rgb_refuses_what_it_cannot_pack() -> None:
+    im = Image.fromarray(pattern(8, 6)).convert("RGBX")
+    with pytest.raises(ValueError, match="not an RGBX image"):
+        jr.pack_rgb(*im.convert("L").__arrow_c_array__(), np.zeros(48 * 3, np.uint8), 8, 6, False)
+    with pytest.raises(ValueError, match="bytes in the output"):
+        jr.pack_rgb(*im.__arrow_c_array__(), np.zeros((6, 7, 3), np.uint8), 8, 6, False)
+    with pytest.raises(ValueError, match="in the image"):
+        jr.pack_rgb(
+            *im.__arrow_c_array__(), np.zeros((6, 8, 3), np.uint8), 6, 8 * 6 // 6 + 2, False
+        )
+    with pytest.raises(TypeError):  # read-only output
+        jr.pack_rgb(*im.__arrow_c_array__(), bytes(6 * 8 * 3), 8, 6, False)
+    with pytest.raises(ValueError):  # not capsules
+        jr.pack_rgb(object(), object(), np.zeros((6, 8, 3), np.uint8), 8, 6, False)
+
+
+def test_backend_output_is_the_same_without_pack_rgb(
+    images: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = ImageSpec.train(64, rotate_degrees=20)
+    names = sorted(images)
+    outs = [augment_image(images[k], spec, index=i) for i, k in enumerate(names)]
+    monkeypatch.setattr(cpu_backend, "_pack_rgb", None)
+    for i, k in enumerate(names):
+        np.testing.assert_array_equal(augment_image(images[k], spec, index=i), outs[i], err_msg=k)
