@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -250,3 +251,9 @@ def profile(
         f"  starvation  {r['starvation']:.3f}  ({100 * r['starvation']:.1f}% of wall time waiting for data)"
     )
     click.echo(f"  wait p50    {r['wait_p50_ms']:.3f} ms   p95 {r['wait_p95_ms']:.3f} ms")
+    cores = os.cpu_count() or 1
+    if decode == "cpu" and not processes and cores > 4 and r["starvation"] > 0.05:
+        click.echo(
+            f"  hint: on {cores} cores the CPU image path stalls on the GIL with threads; "
+            f"try --processes {cores - 2}"
+        )

@@ -126,3 +126,42 @@ def test_decode_cpu_on_real_jpegs(tmp_path: Path, capsys: pytest.CaptureFixture[
     report = json.loads(out)
     assert report["batches"] == 3
     assert report["bytes"] == 24 * (32 * 32 * 3 + 8)  # uint8 pixels + int64 labels
+    # in worker processes: the same batches; the settings are reported
+    args = ["profile", str(d), "--decode", "cpu", "--size", "32", "--batch-size", "8"]
+    rc, out, err = run_cli([*args, "--processes", "2", "--json"], capsys)
+    assert rc == 0, err
+    assert json.loads(out)["batches"] == 3 and json.loads(out)["processes"] == 2
+    rc, _, err = run_cli(["profile", str(d), "--decode", "dali", "--processes", "2"], capsys)
+    assert rc == 1 and "--processes is for --decode cpu" in err
+
+
+def test_many_cores_get_a_processes_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datafuel.cli._profile as prof
+
+    d = tmp_path / "img"
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buf, "JPEG")
+    write_shards(
+        d,
+        fields={"jpeg": bytes_field(), "label": fixed("int64")},
+        jpeg=[buf.getvalue()] * 8,
+        label=np.zeros(8, np.int64),
+    )
+    monkeypatch.setattr(prof.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(prof, "run_profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.5})
+    rc, out, _ = run_cli(["profile", str(d), "--decode", "cpu"], capsys)
+    assert rc == 0 and "try --processes 14" in out
+    monkeypatch.setattr(prof, "run_profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.01})
+    rc, out, _ = run_cli(["profile", str(d), "--decode", "cpu"], capsys)
+    assert rc == 0 and "hint" not in out  # the loop was not waiting: nothing to fix
+
+
+_FAKE_REPORT = {
+    "batches": 1,
+    "samples_per_s": 1.0,
+    "bytes_per_s": 1.0,
+    "wait_p50_ms": 0.0,
+    "wait_p95_ms": 0.0,
+}
