@@ -67,12 +67,16 @@ class ParquetSink:
         return final
 
     def discard_uncommitted(self, pages: int) -> list[str]:
-        """Remove temp files and parts of pages >= ``pages`` (written after the last state)."""
+        """Remove temp files and parts of pages >= ``pages`` (written after the last state).
+
+        Temp files are those of a part or of the checkpoint's atomic replace
+        (``._state.json.<random>.tmp``) that a kill interrupted.
+        """
         removed = []
         for p in self.directory.iterdir():
             m = _PART_RE.match(p.name)
             if (m and int(m.group(1)) >= pages) or (
-                p.name.startswith(".part-") and p.name.endswith(".tmp")
+                p.name.startswith((".part-", "._state.json.")) and p.name.endswith(".tmp")
             ):
                 p.unlink()
                 removed.append(p.name)

@@ -100,6 +100,7 @@ def test_kill_between_part_and_state_is_repaired_on_resume(tmp_path: Path) -> No
         assert drift_before  # page 3 logged drift
         (out / "_state.json").write_bytes(snapshots[2])  # the state of page 3 "never landed"
         (out / ".part-00000004.parquet.tmp").write_bytes(b"half a part")
+        (out / "._state.json.k3x9q_2a.tmp").write_bytes(b'{"half a st')  # killed mid-replace
         r = ingest(api.url, out, **CURSOR)
     assert r.records == 60
     assert not list(out.glob(".*.tmp"))

@@ -41,6 +41,7 @@ SCRIPT = textwrap.dedent(
     if dist.get_rank() == 0:
         with open(out, "w") as f:
             json.dump(gathered, f)
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
     """
 )
