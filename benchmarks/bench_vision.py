@@ -159,6 +159,20 @@ class TorchvisionStyle(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return arr, int(self.labels[i])
 
 
+def peer_loader(
+    data: list[bytes], labels: np.ndarray, batch: int, workers: int
+) -> torch.utils.data.DataLoader:
+    """(b): the torchvision-style Dataset under the DataLoader settings a tuned user picks."""
+    return torch.utils.data.DataLoader(
+        TorchvisionStyle(data, labels),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=True,
+        prefetch_factor=4,
+    )
+
+
 def epoch_rate(loader: object, n: int) -> float:
     t0 = time.perf_counter()
     seen = 0
@@ -197,14 +211,7 @@ def peer_main(directory: Path, workers: int, batch: int) -> None:
     data = [f.read_bytes() for f in files]
     labels = np.arange(len(data)) % 10
     torch.set_num_threads(1)
-    loader = torch.utils.data.DataLoader(
-        TorchvisionStyle(data, labels),
-        batch_size=batch,
-        shuffle=True,
-        num_workers=workers,
-        persistent_workers=True,
-        prefetch_factor=4,
-    )
+    loader = peer_loader(data, labels, batch, workers)
     epoch_rate(loader, len(data))
     print(f"{PIL.__version__} {epoch_rate(loader, len(data))}")
 
@@ -285,16 +292,8 @@ def bench_set(
     n = len(data)
     labels = np.arange(n) % 10
     cost = cpu_cost(data, labels, ds, rounds)
-    tv = [  # held in a list so it can be dropped (and its worker processes stopped) before DALI runs
-        torch.utils.data.DataLoader(
-            TorchvisionStyle(data, labels),
-            batch_size=batch,
-            shuffle=True,
-            num_workers=workers,
-            persistent_workers=True,
-            prefetch_factor=4,
-        )
-    ]
+    # held in a list so it can be dropped (and its worker processes stopped) before DALI runs
+    tv = [peer_loader(data, labels, batch, workers)]
     cpu_t = loader_transform(ds, "cpu", train=True, size=SIZE)
     df = Loader(ds, batch, seed=0, num_workers=workers, prefetch=4, transform=cpu_t)
     # the same transform with its own thread pool per batch, fed by a single loader worker

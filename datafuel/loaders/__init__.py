@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from datafuel._lazy import lazy_getattr as _lazy_getattr
 
 from ._parts import start_shard_set, write_manifest, write_shard
 from ._reader import ShardSet
@@ -20,15 +21,7 @@ if _typing.TYPE_CHECKING:
 
 # The torch-facing pieces load on first use, so reading or writing shards (and the
 # `datafuel` command's start-up) does not pay for importing torch.
-_LAZY = {"Loader": "._loader", "ShardDataset": "._dataset"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _lazy_getattr(__name__, {"Loader": "._loader", "ShardDataset": "._dataset"})
 
 
 __all__ = [

@@ -9,8 +9,9 @@ as image shard sets (``datafuel build images``).
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from datafuel._lazy import lazy_getattr as _lazy_getattr
 
 from ._build import build_image_shards
 from ._cpu import CPUTransform, augment_image, region_decode_available
@@ -33,15 +34,7 @@ if _typing.TYPE_CHECKING:
 
 # torch loads on first use: the CPU backend's worker processes (CPUTransform(processes=N))
 # import this package and need only numpy and Pillow.
-_LAZY = {"normalize_on_device": "._torch"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _lazy_getattr(__name__, {"normalize_on_device": "._torch"})
 
 
 __all__ = [

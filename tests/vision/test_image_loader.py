@@ -46,6 +46,29 @@ class TinyCNN(torch.nn.Module):
         return self.net(normalize_on_device(images))
 
 
+def train_epochs(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    loader: Loader,
+    epochs: int,
+    shape: tuple[int, ...],
+) -> list[float]:
+    """A plain training loop over ``loader``; mean loss per epoch. Checks every batch's images."""
+    epoch_losses = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        losses = []
+        for batch in loader:
+            assert batch["image"].dtype == torch.uint8 and batch["image"].shape == shape
+            loss = torch.nn.functional.cross_entropy(model(batch["image"]), batch["label"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        epoch_losses.append(float(np.mean(losses)))
+    return epoch_losses
+
+
 def test_tiny_cnn_trains_through_the_loader(tmp_path: Path) -> None:
     train = write_colour_shards(tmp_path / "train", 90, seed=1)
     val = write_colour_shards(tmp_path / "val", 30, seed=2)
@@ -56,18 +79,7 @@ def test_tiny_cnn_trains_through_the_loader(tmp_path: Path) -> None:
     loader = Loader(
         train, 15, num_workers=2, seed=0, transform=loader_transform(train, "cpu", size=32)
     )
-    epoch_losses = []
-    for epoch in range(4):
-        loader.set_epoch(epoch)
-        losses = []
-        for batch in loader:
-            assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (15, 32, 32, 3)
-            loss = torch.nn.functional.cross_entropy(model(batch["image"]), batch["label"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        epoch_losses.append(float(np.mean(losses)))
+    epoch_losses = train_epochs(model, opt, loader, 4, (15, 32, 32, 3))
     assert epoch_losses[-1] < 0.6 * epoch_losses[0]
     stats = loader.stats()
     assert stats is not None
@@ -178,16 +190,6 @@ def test_dali_on_the_gpu_feeds_a_cuda_training_loop(tmp_path: Path) -> None:
         device="cuda",
         transform=loader_transform(train, "dali", size=32, batch_size=15),
     )
-    epoch_losses = []
-    for epoch in range(4):
-        loader.set_epoch(epoch)
-        losses = []
-        for b in loader:
-            loss = torch.nn.functional.cross_entropy(model(b["image"]), b["label"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        epoch_losses.append(float(np.mean(losses)))
+    epoch_losses = train_epochs(model, opt, loader, 4, (15, 32, 32, 3))
     assert epoch_losses[-1] < 0.6 * epoch_losses[0]
     assert loader.stats().batches == 4 * 6
