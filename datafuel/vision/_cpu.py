@@ -98,7 +98,8 @@ def _store(im: Image.Image, dst: np.ndarray, flip: bool) -> None:
     into ``dst`` with the GIL released (~10 us at 224x224, where transpose + tobytes +
     a numpy copy take ~45-250 us and allocate twice).
     """
-    if im.mode == "RGBX" and _pack_rgb is not None:
+    # (never a frombuffer-mapped image: Pillow 12's Arrow export dereferences NULL on those)
+    if im.mode == "RGBX" and _pack_rgb is not None and not im.readonly:
         try:
             schema, array = im.__arrow_c_array__()  # type: ignore[attr-defined]
         except (AttributeError, ValueError, TypeError):  # an older Pillow, or several blocks

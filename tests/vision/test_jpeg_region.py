@@ -218,3 +218,15 @@ def test_backend_output_is_the_same_without_pack_rgb(
     monkeypatch.setattr(cpu_backend, "_pack_rgb", None)
     for i, k in enumerate(names):
         np.testing.assert_array_equal(augment_image(images[k], spec, index=i), outs[i], err_msg=k)
+
+
+def test_store_never_exports_a_mapped_image() -> None:
+    """Pillow's Arrow export of a frombuffer-mapped image dereferences NULL (Pillow 12):
+    a read-only RGBX image goes the tobytes way instead."""
+    rgb = pattern(9, 5, 2)
+    rgbx = np.concatenate([rgb, np.full((5, 9, 1), 255, np.uint8)], axis=2).tobytes()
+    mapped = Image.frombuffer("RGBX", (9, 5), rgbx, "raw", "RGBX", 0, 1)
+    assert mapped.readonly
+    dst = np.zeros((5, 9, 3), np.uint8)
+    cpu_backend._store(mapped, dst, flip=True)
+    np.testing.assert_array_equal(dst, rgb[:, ::-1])
