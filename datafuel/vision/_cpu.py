@@ -42,9 +42,15 @@ _pack_rgb: Callable[..., None] | None
 try:
     from . import _jpegregion
 except ImportError:  # built without a C compiler or libjpeg headers: Pillow decodes whole images
-    _decode_region = _pack_rgb = None
+    _decode_region = None
 else:
-    _decode_region, _pack_rgb = _jpegregion.decode_region, _jpegregion.pack_rgb
+    _decode_region = _jpegregion.decode_region
+try:
+    from . import _pack
+except ImportError:  # built without a C compiler: Pillow's tobytes and numpy pack the pixels
+    _pack_rgb = None
+else:
+    _pack_rgb = _pack.pack_rgb
 
 __all__ = ["CPUTransform", "augment_image", "region_decode_available"]
 
@@ -93,7 +99,7 @@ def _region_resize(
 def _store(im: Image.Image, dst: np.ndarray, flip: bool) -> None:
     """Write ``im`` (mirrored if ``flip``) into ``dst``, an ``(H, W, 3)`` uint8 C-contiguous array.
 
-    An RGBX image goes through ``_jpegregion.pack_rgb``: Pillow exports its pixels
+    An RGBX image goes through ``_pack.pack_rgb``: Pillow exports its pixels
     without a copy (the Arrow C data interface) and one pass packs and mirrors them
     into ``dst`` with the GIL released (~10 us at 224x224, where transpose + tobytes +
     a numpy copy take ~45-250 us and allocate twice).

@@ -1,12 +1,16 @@
 /*
  * datafuel.vision._jpegregion: decode one rectangle of a JPEG with libjpeg-turbo.
  *
+ * This module holds only the region decoder, decode_region (and LIBJPEG_VERSION); the
+ * RGBX-to-RGB packer the CPU backend also uses is datafuel.vision._pack (_pack.c), which
+ * needs no libjpeg.
+ *
  * Written by hand because it makes the CPU backend faster than any library here can:
  * Pillow decodes whole images, but a RandomResizedCrop needs only its box. libjpeg-turbo
  * can skip the inverse DCT, upsampling and colour conversion of the rows above the box
  * (jpeg_skip_scanlines), of the columns beside it (jpeg_crop_scanline), and stop after
  * its last row; DCT-domain scaling (scale_denom 2, 4, 8) works together with both.
- * Pillow does not expose these calls, so this is the one C file in datafuel.
+ * Pillow does not expose these calls.
  *
  * decode_region(data, x, y, w, h, scale_denom)
  *     data: a bytes-like JPEG. (x, y, w, h): the wanted rectangle in pixels of the
@@ -33,7 +37,6 @@
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdint.h>
 #include <string.h>
 
 #include <jpeglib.h>
@@ -101,10 +104,14 @@ static int decode_body(region_state *st, const unsigned char *data, size_t size,
     jpeg_calc_output_dimensions(cinfo);
 
     long out_w = (long)cinfo->output_width, out_h = (long)cinfo->output_height;
+    /* w, h > 0 here, so w + x and h + y cannot overflow; x + w and y + h could (a caller may
+     * pass any long), so they are never computed: clamp against what is left of the image */
     if (x < 0) { w += x; x = 0; }
     if (y < 0) { h += y; y = 0; }
-    if (x + w > out_w) w = out_w - x;
-    if (y + h > out_h) h = out_h - y;
+    if (x >= out_w || y >= out_h)
+        return REGION_OUTSIDE;
+    if (w > out_w - x) w = out_w - x;
+    if (h > out_h - y) h = out_h - y;
     if (w <= 0 || h <= 0)
         return REGION_OUTSIDE;
     /* jpeg_crop_scanline moves x left to its iMCU grid (at most 4 x 8 pixels) */
@@ -146,34 +153,37 @@ static int decode_body(region_state *st, const unsigned char *data, size_t size,
     return REGION_OK;
 }
 
-static PyObject *decode(const unsigned char *data, size_t size, long x, long y, long w, long h,
-                        int denom)
+/* st is modified between setjmp and a longjmp (jpeg_create_decompress, decode_body), so
+ * it must not be a local of this function: C leaves such a local indeterminate after the
+ * jump unless it is volatile, and a volatile struct cannot be handed to libjpeg (reading
+ * it through libjpeg's non-volatile pointers is itself undefined). The caller owns it; the
+ * pointer st is never modified here, so it stays determinate. */
+static PyObject *decode(region_state *st, const unsigned char *data, size_t size, long x, long y,
+                        long w, long h, int denom)
 {
-    region_state st;
-    memset(&st, 0, sizeof(st));
-    st.cinfo.err = jpeg_std_error(&st.jerr.pub);
-    st.jerr.pub.error_exit = region_error_exit;
-    st.jerr.pub.emit_message = region_emit_message;
-    st.jerr.pub.output_message = region_output_message;
-    if (setjmp(st.jerr.jump)) {
-        region_state *sp = &st; /* read back through memory, never from registers */
-        if (sp->ts != NULL)
-            PyEval_RestoreThread(sp->ts);
-        jpeg_destroy_decompress(&sp->cinfo);
-        Py_XDECREF(sp->pixels);
-        PyErr_Format(PyExc_ValueError, "libjpeg: %s", sp->jerr.message);
+    memset(st, 0, sizeof(*st));
+    st->cinfo.err = jpeg_std_error(&st->jerr.pub);
+    st->jerr.pub.error_exit = region_error_exit;
+    st->jerr.pub.emit_message = region_emit_message;
+    st->jerr.pub.output_message = region_output_message;
+    if (setjmp(st->jerr.jump)) {
+        if (st->ts != NULL)
+            PyEval_RestoreThread(st->ts);
+        jpeg_destroy_decompress(&st->cinfo);
+        Py_XDECREF(st->pixels);
+        PyErr_Format(PyExc_ValueError, "libjpeg: %s", st->jerr.message);
         return NULL;
     }
-    jpeg_create_decompress(&st.cinfo);
-    int status = decode_body(&st, data, size, x, y, w, h, denom);
-    jpeg_destroy_decompress(&st.cinfo);
+    jpeg_create_decompress(&st->cinfo);
+    int status = decode_body(st, data, size, x, y, w, h, denom);
+    jpeg_destroy_decompress(&st->cinfo);
     switch (status) {
     case REGION_OK: {
-        Py_ssize_t n = (Py_ssize_t)st.width * 4 * (Py_ssize_t)st.height;
-        if (PyBytes_GET_SIZE(st.pixels) != n && _PyBytes_Resize(&st.pixels, n) < 0)
+        Py_ssize_t n = (Py_ssize_t)st->width * 4 * (Py_ssize_t)st->height;
+        if (PyBytes_GET_SIZE(st->pixels) != n && _PyBytes_Resize(&st->pixels, n) < 0)
             return NULL;
-        return Py_BuildValue("(Nkkkk)", st.pixels, (unsigned long)st.x0, (unsigned long)st.y0,
-                             (unsigned long)st.width, (unsigned long)st.height);
+        return Py_BuildValue("(Nkkkk)", st->pixels, (unsigned long)st->x0, (unsigned long)st->y0,
+                             (unsigned long)st->width, (unsigned long)st->height);
     }
     case REGION_UNSUPPORTED:
         Py_RETURN_NONE;
@@ -199,110 +209,17 @@ static PyObject *decode_region(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "scale_denom must be 1, 2, 4 or 8, got %d", denom);
     else if (w <= 0 || h <= 0)
         PyErr_Format(PyExc_ValueError, "empty region %ldx%ld", w, h);
-    else
-        result = decode((const unsigned char *)buf.buf, (size_t)buf.len, x, y, w, h, denom);
+    else {
+        region_state st; /* outlives decode()'s setjmp: see decode() */
+        result = decode(&st, (const unsigned char *)buf.buf, (size_t)buf.len, x, y, w, h, denom);
+    }
     PyBuffer_Release(&buf);
-    return result;
-}
-
-/* ---- pack_rgb: an RGBX image (exported by Pillow through the Arrow C data interface)
- * into packed RGB rows of a caller's buffer, mirrored or not, without the GIL. It replaces
- * Image.transpose + Image.tobytes("raw", "RGB") + a numpy copy: two allocations, two
- * passes and ~45 us per 224x224 image become one pass of ~10 us. The Arrow structs are
- * the stable ABI of https://arrow.apache.org/docs/format/CDataInterface.html. */
-struct ArrowSchema {
-    const char *format;
-    const char *name;
-    const char *metadata;
-    int64_t flags;
-    int64_t n_children;
-    struct ArrowSchema **children;
-    struct ArrowSchema *dictionary;
-    void (*release)(struct ArrowSchema *);
-    void *private_data;
-};
-
-struct ArrowArray {
-    int64_t length;
-    int64_t null_count;
-    int64_t offset;
-    int64_t n_buffers;
-    int64_t n_children;
-    const void **buffers;
-    struct ArrowArray **children;
-    struct ArrowArray *dictionary;
-    void (*release)(struct ArrowArray *);
-    void *private_data;
-};
-
-static PyObject *pack_rgb(PyObject *self, PyObject *args)
-{
-    PyObject *schema_capsule, *array_capsule;
-    Py_buffer dst;
-    long width, height;
-    int flip;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OOw*llp:pack_rgb", &schema_capsule, &array_capsule, &dst, &width,
-                          &height, &flip))
-        return NULL;
-    PyObject *result = NULL;
-    struct ArrowSchema *schema = PyCapsule_GetPointer(schema_capsule, "arrow_schema");
-    struct ArrowArray *array =
-        schema == NULL ? NULL : PyCapsule_GetPointer(array_capsule, "arrow_array");
-    if (array == NULL)
-        goto done;
-    /* one RGBX pixel per list entry: fixed_size_list<uint8>[4], no nulls */
-    if (schema->format == NULL || strcmp(schema->format, "+w:4") != 0 || schema->n_children != 1 ||
-        schema->children[0]->format == NULL || strcmp(schema->children[0]->format, "C") != 0 ||
-        array->release == NULL || array->n_children != 1 || array->null_count != 0 ||
-        array->children[0]->n_buffers != 2 || array->children[0]->null_count != 0 ||
-        array->children[0]->buffers[1] == NULL) {
-        PyErr_SetString(PyExc_ValueError, "pack_rgb: not an RGBX image exported by Pillow");
-        goto done;
-    }
-    if (width <= 0 || height <= 0 || array->length != (int64_t)width * height ||
-        dst.len != (Py_ssize_t)width * height * 3 || !PyBuffer_IsContiguous(&dst, 'C')) {
-        PyErr_Format(PyExc_ValueError,
-                     "pack_rgb: %ld x %ld pixels, %lld in the image, %zd bytes in the output",
-                     width, height, (long long)array->length, dst.len);
-        goto done;
-    }
-    const struct ArrowArray *child = array->children[0];
-    const unsigned char *src =
-        (const unsigned char *)child->buffers[1] + (child->offset + array->offset * 4);
-    unsigned char *out = (unsigned char *)dst.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (long y = 0; y < height; y++) {
-        const unsigned char *s = src + (size_t)y * width * 4;
-        unsigned char *d = out + (size_t)y * width * 3;
-        if (flip) {
-            for (long x = 0; x < width; x++) {
-                const unsigned char *p = s + (size_t)(width - 1 - x) * 4;
-                d[3 * x] = p[0];
-                d[3 * x + 1] = p[1];
-                d[3 * x + 2] = p[2];
-            }
-        } else {
-            for (long x = 0; x < width; x++) {
-                d[3 * x] = s[4 * x];
-                d[3 * x + 1] = s[4 * x + 1];
-                d[3 * x + 2] = s[4 * x + 2];
-            }
-        }
-    }
-    Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    result = Py_None;
-done:
-    PyBuffer_Release(&dst);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"decode_region", decode_region, METH_VARARGS,
      "decode_region(data, x, y, w, h, scale_denom) -> (rgbx_bytes, x0, y0, width, height) | None"},
-    {"pack_rgb", pack_rgb, METH_VARARGS,
-     "pack_rgb(arrow_schema, arrow_array, out, width, height, flip) -> None: RGBX image to RGB rows"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,12 +4,3 @@ LIBJPEG_VERSION: int
 def decode_region(
     data: bytes | bytearray | memoryview, x: int, y: int, w: int, h: int, scale_denom: int, /
 ) -> tuple[bytes, int, int, int, int] | None: ...
-def pack_rgb(
-    arrow_schema: object,
-    arrow_array: object,
-    out: bytearray | memoryview | object,
-    width: int,
-    height: int,
-    flip: bool,
-    /,
-) -> None: ...
