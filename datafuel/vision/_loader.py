@@ -67,40 +67,81 @@ def loader_transform(
     ('uint8', (128, 128, 3))
     """
     if spec is None:
-        spec = (
-            ImageSpec.train(size, flip_p=flip_p, rotate_degrees=rotate_degrees, normalize=normalize)
-            if train
-            else ImageSpec.eval(size, normalize=normalize)
-        )
+        spec = _default_spec(train, size, flip_p, rotate_degrees, normalize)
     if shards is not None:
-        fields = getattr(shards, "fields", None)
-        if not isinstance(fields, dict):
-            raise ConfigError(
-                f"shards must be a datafuel.loaders.ShardSet or None. Got {type(shards).__name__}."
-            )
-        where = getattr(shards, "directory", "the shard set")
-        f = fields.get(image_field)
-        if f is None or f.kind != "bytes":
-            raise SchemaError(
-                f"{where}: needs a bytes field {image_field!r} of encoded images (fields: {sorted(fields)}); "
-                "build one with `datafuel build images`.",
-                path=str(where),
-                field=image_field,
-            )
-        if label_field is not None:
-            lf = fields.get(label_field)
-            if (
-                lf is None
-                or lf.kind != "fixed"
-                or lf.shape != ()
-                or not lf.dtype.startswith(("int", "uint"))
-            ):
-                raise SchemaError(
-                    f"{where}: needs an integer scalar field {label_field!r} (fields: {sorted(fields)}); "
-                    "pass label_field=None for unlabelled images.",
-                    path=str(where),
-                    field=label_field,
-                )
+        _check_shards(shards, image_field, label_field)
+    return _make_transform(
+        backend,
+        spec,
+        image_field=image_field,
+        label_field=label_field,
+        seed=seed,
+        threads=threads,
+        processes=processes,
+        batch_size=batch_size,
+        device=device,
+    )
+
+
+def _default_spec(
+    train: bool, size: int, flip_p: float, rotate_degrees: float, normalize: bool
+) -> ImageSpec:
+    """``ImageSpec.train`` (RandomResizedCrop + flip + rotation) or ``ImageSpec.eval``."""
+    if train:
+        return ImageSpec.train(
+            size, flip_p=flip_p, rotate_degrees=rotate_degrees, normalize=normalize
+        )
+    return ImageSpec.eval(size, normalize=normalize)
+
+
+def _check_shards(shards: Any, image_field: str, label_field: str | None) -> None:
+    """Refuse a shard set without a bytes ``image_field`` or an integer scalar ``label_field``."""
+    fields = getattr(shards, "fields", None)
+    if not isinstance(fields, dict):
+        raise ConfigError(
+            f"shards must be a datafuel.loaders.ShardSet or None. Got {type(shards).__name__}."
+        )
+    where = getattr(shards, "directory", "the shard set")
+    f = fields.get(image_field)
+    if f is None or f.kind != "bytes":
+        raise SchemaError(
+            f"{where}: needs a bytes field {image_field!r} of encoded images (fields: {sorted(fields)}); "
+            "build one with `datafuel build images`.",
+            path=str(where),
+            field=image_field,
+        )
+    if label_field is not None and not _is_int_scalar(fields.get(label_field)):
+        raise SchemaError(
+            f"{where}: needs an integer scalar field {label_field!r} (fields: {sorted(fields)}); "
+            "pass label_field=None for unlabelled images.",
+            path=str(where),
+            field=label_field,
+        )
+
+
+def _is_int_scalar(field: Any) -> bool:
+    """Whether a shard field holds one (unsigned) integer per sample."""
+    return (
+        field is not None
+        and field.kind == "fixed"
+        and field.shape == ()
+        and field.dtype.startswith(("int", "uint"))
+    )
+
+
+def _make_transform(
+    backend: str,
+    spec: ImageSpec,
+    *,
+    image_field: str,
+    label_field: str | None,
+    seed: int,
+    threads: int,
+    processes: int,
+    batch_size: int,
+    device: str | None,
+) -> CPUTransform | DALITransform:
+    """The backend's transform; each takes only its own options."""
     if backend == "cpu":
         return CPUTransform(
             spec,
