@@ -8,7 +8,9 @@ The command is one call to :func:`datafuel.ingest.ingest`::
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -156,20 +158,7 @@ def ingest(
         --rate 5 --header "Authorization: Bearer $TOKEN"
     """
     header_map = dict(parse_header(h) for h in headers)
-    logger = logging.getLogger("datafuel.ingest")
-    handler: logging.Handler | None = None
-    if verbose:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("datafuel: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    bar = progress(total=max_pages, desc="ingest", unit="page")
-
-    def on_progress(p: IngestProgress) -> None:
-        bar.update(p.pages - bar.n)
-        bar.set_postfix(records=p.records, retries=p.retries, refresh=False)
-
-    try:
+    with _verbose_log(verbose), _progress_bar(max_pages) as on_progress:
         result = ingest_api(
             url,
             out,
@@ -186,20 +175,52 @@ def ingest(
             fsync=not no_fsync,
             on_progress=on_progress,
         )
-    finally:
-        bar.close()
-        if handler is not None:
-            logger.removeHandler(handler)
     if as_json:
         echo_json(result.to_dict())
+    else:
+        click.echo(_report(result, out))
+
+
+@contextlib.contextmanager
+def _verbose_log(verbose: bool) -> Iterator[None]:
+    """With ``verbose``, the ingest log (retries, drift) goes to stderr while the block runs."""
+    if not verbose:
+        yield
         return
+    logger = logging.getLogger("datafuel.ingest")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("datafuel: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def _progress_bar(max_pages: int | None) -> Iterator[Callable[[IngestProgress], None]]:
+    """A page progress bar, closed on exit, and the ``on_progress`` callback that moves it."""
+    bar = progress(total=max_pages, desc="ingest", unit="page")
+
+    def on_progress(p: IngestProgress) -> None:
+        bar.update(p.pages - bar.n)
+        bar.set_postfix(records=p.records, retries=p.retries, refresh=False)
+
+    try:
+        yield on_progress
+    finally:
+        bar.close()
+
+
+def _report(result: IngestResult, out: str) -> str:
+    """The one line printed after a run."""
     if result.already_done:
         what = "finished" if result.status == "done" else f"stopped at {result.stop_reason}"
-        click.echo(f"{out}: ingest already {what} ({_summary(result)}); nothing to do")
-        return
+        return f"{out}: ingest already {what} ({_summary(result)}); nothing to do"
     verb = "resumed and ingested" if result.resumed else "ingested"
     end = "the listing ended" if result.status == "done" else "stopped"
-    click.echo(
+    return (
         f"{verb} {result.new_pages} page(s), {result.new_records} record(s) this run; "
         f"{end} ({result.stop_reason}); total {_summary(result)} in {out}"
     )

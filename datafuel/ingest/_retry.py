@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import tenacity
 
+from datafuel._checks import check_int
 from datafuel.errors import ConfigError
 
 __all__ = ["RetryPolicy", "TransientError", "parse_retry_after"]
@@ -113,14 +114,7 @@ class RetryPolicy:
     now: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ConfigError(
-                f"max_attempts must be an int >= 1. Got {self.max_attempts!r} instead."
-            )
+        check_int("max_attempts", self.max_attempts)
         for name in ("base", "cap", "retry_after_cap"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

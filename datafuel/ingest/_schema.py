@@ -111,21 +111,16 @@ class SchemaTracker:
         """Merge a page's rows into the schema and return its drift events."""
         if not rows:
             return []
+        page_types, page_big = _page_types(rows)
+        events = self._merge(page, page_types, page_big)
+        events += self._mark_absent(page, page_types)
+        self.pages_seen += 1
+        return events
+
+    def _merge(self, page: int, page_types: dict[str, str], page_big: set[str]) -> list[DriftEvent]:
+        """Widen the columns by one page's types: ``new_field`` and ``type_change`` events."""
         first = self.pages_seen == 0
         events: list[DriftEvent] = []
-        page_types: dict[str, str] = {}
-        page_big: set[str] = set()
-        fast = _FAST_TYPES
-        for row in rows:
-            for key, value in row.items():
-                t = fast.get(type(value)) or value_type(value)
-                if t == "int" and not -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
-                    page_big.add(key)
-                prev = page_types.get(key)
-                if prev != t:
-                    page_types[key] = (
-                        t if prev is None else merge_types(prev, t, big_int=key in page_big)
-                    )
         for key, t in page_types.items():
             big = key in page_big or key in self.big_int
             if key not in self.columns:
@@ -140,13 +135,17 @@ class SchemaTracker:
                     events.append(DriftEvent(page, "type_change", key, type=new, old_type=old))
             if key in page_big:
                 self.big_int.add(key)
+        return events
+
+    def _mark_absent(self, page: int, page_types: dict[str, str]) -> list[DriftEvent]:
+        """A ``missing_field`` event for each column that this page stops sending."""
+        events: list[DriftEvent] = []
         for key in self.columns:
             if key in page_types:
                 self.absent.discard(key)
             elif key not in self.absent:
                 self.absent.add(key)
                 events.append(DriftEvent(page, "missing_field", key, type=self.columns[key]))
-        self.pages_seen += 1
         return events
 
     @property
@@ -195,3 +194,21 @@ def cast_column(array: pa.ChunkedArray | pa.Array, t: str) -> pa.Array | pa.Chun
     if t == "string":
         return _column(array.to_pylist(), "string")
     return array.cast(target)
+
+
+def _page_types(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], set[str]]:
+    """Each key's type merged over ``rows``, and the keys holding ints beyond float precision."""
+    page_types: dict[str, str] = {}
+    page_big: set[str] = set()
+    fast = _FAST_TYPES
+    for row in rows:
+        for key, value in row.items():
+            t = fast.get(type(value)) or value_type(value)
+            if t == "int" and not -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
+                page_big.add(key)
+            prev = page_types.get(key)
+            if prev != t:
+                page_types[key] = (
+                    t if prev is None else merge_types(prev, t, big_int=key in page_big)
+                )
+    return page_types, page_big

@@ -105,58 +105,70 @@ def read_ingested(
     files = sorted(
         p for p in root.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_"))
     )
-    state_path = root / STATE_FILE
-    final: pa.Schema | None = None
-    types: dict[str, str] | None = None
-    if state_path.exists():
-        try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-            types = {str(k): str(v) for k, v in state["schema"]["columns"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IngestError(
-                f"{state_path} has no readable schema: {exc}", path=state_path
-            ) from exc
+    types = _state_types(root / STATE_FILE)
+    tables = [_read_part(path) for path in files]
+    final = _final_schema(root, types, tables)
+    out = [_conform(path, table, final, types) for path, table in zip(files, tables, strict=True)]
+    result = pa.concat_tables(out) if out else final.empty_table()
+    if columns is None:
+        return result
+    missing = [c for c in columns if c not in result.column_names]
+    if missing:
+        raise SchemaError(
+            f"columns {missing} are not in {root}; it has {result.column_names}", path=root
+        )
+    return result.select(list(columns))
+
+
+def _state_types(state_path: Path) -> dict[str, str] | None:
+    """The final unified column types in ``_state.json``; ``None`` without one."""
+    if not state_path.exists():
+        return None
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in state["schema"]["columns"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IngestError(f"{state_path} has no readable schema: {exc}", path=state_path) from exc
+
+
+def _read_part(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise IngestError(f"cannot read Parquet part {path}: {exc}", path=path) from exc
+
+
+def _final_schema(root: Path, types: dict[str, str] | None, tables: list[pa.Table]) -> pa.Schema:
+    """The checkpoint's schema, or (without one) the parts' schemas promoted permissively."""
+    if types is not None:
         final = pa.schema([(k, ARROW_TYPES[v]) for k, v in types.items()])
-    tables = []
-    for path in files:
-        try:
-            tables.append(pq.read_table(path))
-        except (pa.ArrowException, OSError) as exc:
-            raise IngestError(f"cannot read Parquet part {path}: {exc}", path=path) from exc
-    if final is None:
-        if not tables:
-            raise IngestError(f"{root} holds no Parquet files", path=root)
+    elif not tables:
+        raise IngestError(f"{root} holds no Parquet files", path=root)
+    else:
         try:
             final = pa.unify_schemas([t.schema for t in tables], promote_options="permissive")
         except pa.ArrowException as exc:
             raise SchemaError(
                 f"the Parquet files in {root} have incompatible schemas: {exc}", path=root
             ) from exc
-    final = final.remove_metadata()
-    out = []
-    for path, table in zip(files, tables, strict=True):
-        arrays = []
-        for f in final:
-            if f.name in table.column_names:
-                col = table.column(f.name)
-                if types is not None:
-                    arrays.append(cast_column(col, types[f.name]))
-                else:
-                    arrays.append(col.cast(f.type))
-            else:
-                arrays.append(pa.nulls(table.num_rows, type=f.type))
-        try:
-            out.append(pa.Table.from_arrays(arrays, schema=final))
-        except pa.ArrowException as exc:
-            raise SchemaError(
-                f"cannot cast part {path} to the unified schema: {exc}", path=path
-            ) from exc
-    result = pa.concat_tables(out) if out else final.empty_table()
-    if columns is not None:
-        missing = [c for c in columns if c not in result.column_names]
-        if missing:
-            raise SchemaError(
-                f"columns {missing} are not in {root}; it has {result.column_names}", path=root
-            )
-        result = result.select(list(columns))
-    return result
+    return final.remove_metadata()
+
+
+def _conform(
+    path: Path, table: pa.Table, final: pa.Schema, types: dict[str, str] | None
+) -> pa.Table:
+    """``table`` cast to ``final``, with nulls for the columns it did not have yet."""
+    arrays = []
+    for f in final:
+        if f.name not in table.column_names:
+            arrays.append(pa.nulls(table.num_rows, type=f.type))
+        elif types is not None:
+            arrays.append(cast_column(table.column(f.name), types[f.name]))
+        else:
+            arrays.append(table.column(f.name).cast(f.type))
+    try:
+        return pa.Table.from_arrays(arrays, schema=final)
+    except pa.ArrowException as exc:
+        raise SchemaError(
+            f"cannot cast part {path} to the unified schema: {exc}", path=path
+        ) from exc

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from datafuel.cli import main
+from datafuel.demo import FakeAPI
 from datafuel.ingest import read_ingested
-from datafuel.ingest._fakeapi import FakeAPI
 
 RECORDS = [{"id": i, "price": 1000.0 + i, "loc": {"lat": i / 10}} for i in range(23)]
 

@@ -1,6 +1,6 @@
 """Reusable pieces for the ingest tests: the local API server, ground truth, fake clocks.
 
-The server itself is :class:`datafuel.ingest._fakeapi.FakeAPI` (a threaded
+The server itself is :class:`datafuel.demo.FakeAPI` (a threaded
 ``http.server`` on 127.0.0.1 that injects 429/5xx, dropped connections, truncated and
 malformed bodies, slow responses; it stops by itself after ``lifetime`` seconds and
 answers 410 after ``max_requests``). It lives in the package because ``datafuel demo``
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from datafuel.ingest._fakeapi import FakeAPI, ServedRequest, decode_cursor, encode_cursor
+from datafuel.demo import FakeAPI, ServedRequest, decode_cursor, encode_cursor
 
 __all__ = [
     "FakeAPI",
