@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from datafuel._checks import check_int
 from datafuel.errors import ConfigError, DecodeError, SchemaError
 
 from ._decode import ORIENTATION_TRANSPOSE, PIL_ERRORS, open_image, orientation, raw_box, to_rgb
@@ -317,10 +318,8 @@ class CPUTransform:
             raise ConfigError(
                 f"spec must be a datafuel.vision.ImageSpec. Got {type(spec).__name__}."
             )
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"threads must be an int >= 1. Got {threads!r} instead.")
-        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 0:
-            raise ConfigError(f"processes must be an int >= 0. Got {processes!r} instead.")
+        check_int("threads", threads)
+        check_int("processes", processes, low=0)
         if processes and threads > 1:
             raise ConfigError(
                 f"use threads or processes, not both (threads={threads}, processes={processes})."

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from datafuel._checks import check_int
 from datafuel.errors import ConfigError, DecodeError, SchemaError
 
 from ._decode import PIL_ERRORS, decode_image, image_info, open_image, orientation, oriented_size
@@ -107,8 +108,7 @@ class DALITransform:
             raise ConfigError(
                 "device='mixed' decodes on the GPU, but torch.cuda.is_available() is False."
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1. Got {batch_size!r} instead.")
+        check_int("batch_size", batch_size)
         self.spec = spec
         self.device = device
         self.batch_size = batch_size

@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from datafuel._checks import check_fraction, check_int
 from datafuel.errors import ConfigError
 
 __all__ = [
@@ -37,9 +38,7 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def _check_size(name: str, size: object) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 8192:
-        raise ConfigError(f"{name} must be an int in the range [1, 8192]. Got {size!r} instead.")
-    return size
+    return int(check_int(name, size, high=8192))
 
 
 def _check_pair(name: str, pair: object, low: float, high: float) -> tuple[float, float]:
@@ -105,10 +104,7 @@ class HorizontalFlip:
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0 <= self.p <= 1:
-            raise ConfigError(
-                f"HorizontalFlip p must be a number in [0, 1]. Got {self.p!r} instead."
-            )
+        check_fraction("HorizontalFlip p", self.p)
 
 
 @dataclass(frozen=True)
