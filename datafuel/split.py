@@ -12,7 +12,6 @@ its split name, so :class:`datafuel.Recipe` refuses to be fitted on val or test.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 import types
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from datafuel._checks import check_int
+from datafuel._hash import HASH_DESCRIPTION, stable_fraction
 from datafuel.errors import ConfigError, InputDataError
 
 __all__ = [
@@ -84,8 +85,7 @@ def split_indices(
     >>> [len(parts[k]) for k in ("train", "val", "test")]
     [8, 1, 1]
     """
-    if not isinstance(n, (int, np.integer)) or n < 0:
-        raise ConfigError(f"n must be a non-negative int. Got {n!r} instead.")
+    check_int("n", int(n) if isinstance(n, np.integer) else n, low=0)
     fr = check_fractions(fractions)
     counts = _counts(int(n), fr)
     perm = np.random.default_rng(seed).permutation(int(n))
@@ -207,11 +207,13 @@ def split(
         The rows to split.
     fractions : three floats summing to 1, default (0.8, 0.1, 0.1)
     seed : int, default 0
-        Seeds the random and group permutations and salts the key hash.
+        Seeds the random and group permutations and keys the key hash (there an
+        int64: ``-2**63 <= seed < 2**63``).
     key : str, optional
         Stable hash split: a row's split depends only on its value in this column
-        (text form) and ``seed``, so existing rows keep their split when data is
-        added. Counts follow the fractions only approximately.
+        (text form) and ``seed`` (:data:`datafuel._hash.HASH_DESCRIPTION`), so
+        existing rows keep their split when data is added. Counts follow the
+        fractions only approximately.
     by : str, optional
         Group-aware split: every row of a group (value of this column; missing
         values form one group) lands in the same split. Groups are shuffled with
@@ -239,78 +241,15 @@ def split(
     """
     import pyarrow as pa
 
-    if not isinstance(table, pa.Table) and not (
-        hasattr(table, "iloc") and hasattr(table, "columns")
-    ):
-        raise ConfigError(
-            f"split takes a pyarrow Table or a pandas DataFrame. Got {type(table).__name__}."
-        )
-    chosen = [name for name, v in (("key", key), ("by", by), ("time", time)) if v is not None]
-    if len(chosen) > 1:
-        raise ConfigError(f"give at most one of key=, by=, time=. Got {', '.join(chosen)}.")
-    fr = check_fractions(fractions)
-    n = table.num_rows if isinstance(table, pa.Table) else len(table)
-    if n == 0:
-        raise InputDataError("cannot split an empty table (0 rows).")
-    record: dict[str, Any]
+    fr, n = _check_split_args(table, fractions, key=key, by=by, time=time)
     if key is not None:
-        salt = str(int(seed)).encode()
-        pos = np.array(
-            [
-                int.from_bytes(
-                    hashlib.blake2b(_key_text(v).encode(), digest_size=8, salt=salt).digest(),
-                    "little",
-                )
-                / 2.0**64
-                for v in _column(table, key)
-            ]
-        )
-        which = _assign_by_position(pos, fr)
-        record = {
-            "method": "hash",
-            "column": key,
-            "hash": "blake2b-64 of str(value), salted with seed",
-        }
+        which, record = _split_by_key(table, key, fr, seed)
     elif by is not None:
-        values = [_key_text(v) if v is not None else "\x00null" for v in _column(table, by)]
-        groups, inverse = np.unique(np.array(values, dtype=object), return_inverse=True)
-        sizes = np.bincount(inverse, minlength=len(groups))
-        perm = np.random.default_rng(seed).permutation(len(groups))
-        start = np.cumsum(np.r_[0, sizes[perm]])[:-1]
-        mid = (start + sizes[perm] / 2.0) / n
-        group_split = np.empty(len(groups), dtype=np.int64)
-        group_split[perm] = _assign_by_position(mid, fr)
-        which = group_split[inverse]
-        record = {
-            "method": "group",
-            "column": by,
-            "groups": {name: int((group_split == i).sum()) for i, name in enumerate(SPLIT_NAMES)},
-        }
+        which, record = _split_by_group(table, by, n, fr, seed)
     elif time is not None:
-        values = _column(table, time)
-        missing = [i for i, v in enumerate(values) if v is None]
-        if missing:
-            raise InputDataError(
-                f"time column {time!r} is missing a value in row {missing[0]}; a time-ordered "
-                "split needs every row's time.",
-                field=time,
-                row=missing[0],
-            )
-        try:
-            order = np.array(sorted(range(n), key=values.__getitem__), dtype=np.int64)
-        except TypeError as exc:
-            raise InputDataError(
-                f"time column {time!r} mixes values that cannot be ordered: {exc}", field=time
-            ) from exc
-        counts = _counts(n, fr)
-        which = np.empty(n, dtype=np.int64)
-        which[order] = np.repeat(np.arange(3), counts)
-        record = {"method": "time", "column": time}
+        which, record = _split_by_time(table, time, n, fr)
     else:
-        parts, record = split_indices(n, fr, seed=seed)
-        which = np.empty(n, dtype=np.int64)
-        for i, name in enumerate(SPLIT_NAMES):
-            which[parts[name]] = i
+        which, record = _split_at_random(n, fr, seed)
     indices = {name: np.flatnonzero(which == i) for i, name in enumerate(SPLIT_NAMES)}
     record.update(
         {
@@ -325,6 +264,93 @@ def split(
         part = table.take(pa.array(idx)) if isinstance(table, pa.Table) else table.iloc[idx].copy()
         out[name] = _tag(part, name)
     return Split(out["train"], out["val"], out["test"], record, indices)
+
+
+def _check_split_args(
+    table: Any, fractions: Sequence[float], *, key: str | None, by: str | None, time: str | None
+) -> tuple[tuple[float, float, float], int]:
+    """The checked fractions and the row count; refuse a non-table, two methods, no rows."""
+    import pyarrow as pa
+
+    if not isinstance(table, pa.Table) and not (
+        hasattr(table, "iloc") and hasattr(table, "columns")
+    ):
+        raise ConfigError(
+            f"split takes a pyarrow Table or a pandas DataFrame. Got {type(table).__name__}."
+        )
+    chosen = [name for name, v in (("key", key), ("by", by), ("time", time)) if v is not None]
+    if len(chosen) > 1:
+        raise ConfigError(f"give at most one of key=, by=, time=. Got {', '.join(chosen)}.")
+    fr = check_fractions(fractions)
+    n = table.num_rows if isinstance(table, pa.Table) else len(table)
+    if n == 0:
+        raise InputDataError("cannot split an empty table (0 rows).")
+    return fr, n
+
+
+_Assignment = tuple[np.ndarray, dict[str, Any]]
+"""Each row's split (0 train, 1 val, 2 test) and the method's part of the record."""
+
+
+def _split_by_key(table: Any, key: str, fr: tuple[float, float, float], seed: int) -> _Assignment:
+    """Stable hash: a row's split depends only on its key's text form and ``seed``."""
+    if isinstance(seed, np.integer):
+        seed = int(seed)
+    check_int("seed", seed, low=-(2**63), high=2**63 - 1)  # the hash is keyed by an int64
+    pos = np.array([stable_fraction(_key_text(v).encode(), seed) for v in _column(table, key)])
+    record = {"method": "hash", "column": key, "hash": HASH_DESCRIPTION}
+    return _assign_by_position(pos, fr), record
+
+
+def _split_by_group(
+    table: Any, by: str, n: int, fr: tuple[float, float, float], seed: int
+) -> _Assignment:
+    """Shuffled groups laid end to end; each goes where its midpoint falls."""
+    values = [_key_text(v) if v is not None else "\x00null" for v in _column(table, by)]
+    groups, inverse = np.unique(np.array(values, dtype=object), return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(groups))
+    perm = np.random.default_rng(seed).permutation(len(groups))
+    start = np.cumsum(np.r_[0, sizes[perm]])[:-1]
+    mid = (start + sizes[perm] / 2.0) / n
+    group_split = np.empty(len(groups), dtype=np.int64)
+    group_split[perm] = _assign_by_position(mid, fr)
+    record = {
+        "method": "group",
+        "column": by,
+        "groups": {name: int((group_split == i).sum()) for i, name in enumerate(SPLIT_NAMES)},
+    }
+    return group_split[inverse], record
+
+
+def _split_by_time(table: Any, time: str, n: int, fr: tuple[float, float, float]) -> _Assignment:
+    """Rows in time order (stable): the earliest to train, then val, then test."""
+    values = _column(table, time)
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        raise InputDataError(
+            f"time column {time!r} is missing a value in row {missing[0]}; a time-ordered "
+            "split needs every row's time.",
+            field=time,
+            row=missing[0],
+        )
+    try:
+        order = np.array(sorted(range(n), key=values.__getitem__), dtype=np.int64)
+    except TypeError as exc:
+        raise InputDataError(
+            f"time column {time!r} mixes values that cannot be ordered: {exc}", field=time
+        ) from exc
+    which = np.empty(n, dtype=np.int64)
+    which[order] = np.repeat(np.arange(3), _counts(n, fr))
+    return which, {"method": "time", "column": time}
+
+
+def _split_at_random(n: int, fr: tuple[float, float, float], seed: int) -> _Assignment:
+    """:func:`split_indices`, as one split number per row."""
+    parts, record = split_indices(n, fr, seed=seed)
+    which = np.empty(n, dtype=np.int64)
+    for i, name in enumerate(SPLIT_NAMES):
+        which[parts[name]] = i
+    return which, record
 
 
 class _CallableModule(types.ModuleType):

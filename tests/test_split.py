@@ -103,3 +103,33 @@ def test_bad_inputs() -> None:
         split(pa.table({"t": [1.0, None, 3.0]}), time="t")
     with pytest.raises(ConfigError, match="pyarrow Table or a pandas"):
         split(np.zeros((3, 2)))
+
+
+def test_hash_split_uses_the_shared_stable_hash() -> None:
+    from datafuel._hash import HASH_DESCRIPTION, stable_fraction
+
+    t = table(200)
+    parts = split(t, seed=7, key="id")
+    assert parts.record["hash"] == HASH_DESCRIPTION
+    cum = np.cumsum((0.8, 0.1, 0.1))[:2]
+    for name_index, name in enumerate(SPLIT_NAMES):
+        for i in parts[name].column("id").to_pylist():
+            assert np.searchsorted(cum, stable_fraction(str(i).encode(), 7), side="right") == (
+                name_index
+            )
+
+
+@pytest.mark.parametrize("seed", [12345678901234567, 9_223_372_036_854_775_807, -(2**63)])
+def test_hash_split_takes_any_int64_seed(seed: int) -> None:
+    # the old salt=str(seed) form failed beyond 16 digits; the hash is keyed by an int64
+    parts = split(table(100), seed=seed, key="id")
+    assert sum(parts.record["counts"].values()) == 100 and parts.record["seed"] == seed
+    again = split(table(100), seed=seed, key="id")
+    assert all(np.array_equal(again.indices[k], parts.indices[k]) for k in SPLIT_NAMES)
+
+
+def test_hash_split_refuses_a_seed_beyond_int64() -> None:
+    with pytest.raises(
+        ConfigError, match=r"seed must be an int in the range .* Got 10000000000000000000"
+    ):
+        split(table(10), seed=10**19, key="id")  # 20 digits
