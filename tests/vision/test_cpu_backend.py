@@ -15,6 +15,7 @@ from datafuel.vision import (
     augment_image,
     decode_image,
     loader_transform,
+    sample_params,
 )
 from datafuel.vision._params import center_crop_box, draft_scale
 
@@ -127,10 +128,14 @@ def test_rotation_keeps_size_and_blackens_corners() -> None:
     data = encode(Image.new("RGB", (200, 200), (200, 180, 160)), "PNG")
     spec = ImageSpec.train(64, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, rotate_degrees=60)
     outs = [augment_image(data, spec, index=i) for i in range(20)]
-    big = [o for o in outs if True]
-    assert all(o.shape == (64, 64, 3) for o in big)
-    corners = np.array([o[0, 0] for o in outs])
-    assert (corners.sum(axis=1) < 100).mean() > 0.5  # most angles rotate black into the corner
+    angles = [sample_params(spec, 200, 200, 0, 0, i).angle for i in range(20)]
+    assert all(o.shape == (64, 64, 3) for o in outs)
+    # an angle of 10 degrees or more turns every corner of the square output black
+    big = [o for o, angle in zip(outs, angles, strict=True) if abs(angle) >= 10]
+    assert len(big) >= 10
+    for o in big:
+        corners = o[[0, 0, -1, -1], [0, -1, 0, -1]]
+        assert (corners.sum(axis=1) < 100).all(), corners
     assert all((o[32, 32] == (200, 180, 160)).all() for o in outs)
 
 

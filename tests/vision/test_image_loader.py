@@ -82,7 +82,14 @@ def test_tiny_cnn_trains_through_the_loader(tmp_path: Path) -> None:
     epoch_losses = train_epochs(model, opt, loader, 4, (15, 32, 32, 3))
     assert epoch_losses[-1] < 0.6 * epoch_losses[0]
     stats = loader.stats()
-    assert stats is not None
+    # every batch of the 4 epochs was counted (90 samples in batches of 15: 6 a epoch)
+    assert (stats.batches, stats.samples) == (4 * 6, 4 * 90)
+    assert stats.wall_s > 0 and stats.samples_per_s == pytest.approx(stats.samples / stats.wall_s)
+    assert 0.0 <= stats.wait_s <= stats.wall_s
+    assert 0.0 <= stats.starvation <= 1.0
+    assert stats.starvation == pytest.approx(stats.wait_s / stats.wall_s)
+    assert 0.0 <= stats.wait_p50_ms <= stats.wait_p95_ms <= stats.wait_max_ms
+    assert stats.wait_max_ms <= 1e3 * stats.wait_s + 1e-9
     model.eval()
     correct = 0
     with (
