@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from datafuel.demo import write_corpus
 from datafuel.engine import RayEngine, import_ray
-from datafuel.text import build_text, train_bpe, write_corpus
+from datafuel.text import build_text, train_bpe
 from datafuel.vision import build_image_shards
 
 

@@ -31,8 +31,8 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datafuel.demo import FakeAPI
 from datafuel.ingest import ingest, read_ingested
-from datafuel.ingest._fakeapi import FakeAPI
 
 
 def make_records(n: int) -> list[dict[str, Any]]:

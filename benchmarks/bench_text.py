@@ -10,7 +10,7 @@
 2. Resample: ``resample_shards`` with the n-gram prior (tokens/s of the teacher-forced
    pass + redraws, prior fit and report excluded), plus the prior's scoring alone.
 
-The corpus is generated deterministically (``datafuel.text.write_corpus``) and cached
+The corpus is generated deterministically (``datafuel.demo.write_corpus``) and cached
 under the system temp directory. Medians of several runs after a warm-up.
 
     python3 benchmarks/bench_text.py            # ~16 MB corpus
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from datafuel.demo import write_corpus
 from datafuel.loaders import ShardSet
 from datafuel.synthetic import NGramPrior, resample_shards
-from datafuel.text import BPETokenizer, build_text, encode_documents, train_bpe, write_corpus
+from datafuel.text import BPETokenizer, build_text, encode_documents, train_bpe
 
 
 def corpus(num_docs: int, cache: Path) -> Path:

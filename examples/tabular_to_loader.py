@@ -15,6 +15,7 @@ import torch
 
 import datafuel
 from datafuel.clean import DropSparseRows, KNNImputer, Winsorizer
+from datafuel.demo import TabularMLP  # Linear -> ReLU -> Linear(1)
 from datafuel.loaders import Loader, write_shards
 from datafuel.scale import StandardScaler
 
@@ -46,9 +47,7 @@ for name, part in parts.items():
 
 # 3. train: a plain for-loop over a prefetching loader (device="cuda" on a GPU machine)
 loader = Loader(out / "train", batch_size=128, shuffle=True, seed=0)
-model = torch.nn.Sequential(
-    torch.nn.Linear(len(features), 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)
-)
+model = TabularMLP(len(features), hidden=32)
 opt = torch.optim.Adam(model.parameters(), lr=1e-2)
 y_scale = 1e5  # prices in units of $100k keep the loss well conditioned
 for epoch in range(3):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from datafuel.demo import TinyLM, sample_corpus_path  # embedding -> GRU -> logits
 from datafuel.loaders import Loader
-from datafuel.text import build_text, sample_corpus_path
+from datafuel.text import build_text
 
 out = Path(tempfile.mkdtemp(prefix="datafuel-example-"))
 # a byte-level BPE is trained on the train split only; 1024 ids fit uint16 shards
@@ -18,20 +19,7 @@ print(summary["splits"])  # documents and tokens per split (split by document, n
 
 seq_len = 64  # each sample is seq_len + 1 tokens: inputs w[:-1], targets w[1:]
 loader = Loader(out / "train", batch_size=32, seq_len=seq_len, seed=0)  # uint16 on disk, int64 here
-
-
-class TinyLM(torch.nn.Module):
-    def __init__(self, vocab: int, dim: int = 64) -> None:
-        super().__init__()
-        self.emb = torch.nn.Embedding(vocab, dim)
-        self.rnn = torch.nn.GRU(dim, dim, batch_first=True)
-        self.head = torch.nn.Linear(dim, vocab)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.rnn(self.emb(x))[0])
-
-
-model = TinyLM(1024)
+model = TinyLM(1024, dim=64)  # a 64-wide GRU: small enough to train in seconds on a CPU
 opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 for step, batch in enumerate(loader):  # one epoch; loader.set_epoch(e) for the next
     w = batch["tokens"]

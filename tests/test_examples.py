@@ -22,3 +22,9 @@ def test_example_runs(script: Path) -> None:
 
 def test_there_are_examples() -> None:
     assert len(EXAMPLES) >= 2
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_use_the_demo_models_instead_of_copies(script: Path) -> None:
+    # one copy of each small model lives in datafuel.demo; an example imports it
+    assert "class " not in script.read_text(encoding="utf-8"), f"{script.name} defines a class"

@@ -1,36 +1,19 @@
 """``datafuel demo``: every stage, end to end, on built-in sample data.
 
-Each stage contributes one step module, ``_demo_<step>.py``, with a
-``run(ctx: DemoContext) -> None`` function; steps run in the order of ``STEPS`` and
-may pass results to later steps through ``ctx.results``.
+The walkthrough is :func:`datafuel.demo.run_demo`; this verb parses the options,
+picks the work directory and prints what each step reports.
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import click
 
-#: Steps in running order: data flows ingest -> table -> ..., each feeding the loader.
-STEPS = ("ingest", "table", "images", "text", "loader")
-
-
-@dataclass
-class DemoContext:
-    """What a demo step gets: a work directory, a place for results, and ``say``."""
-
-    workdir: Path
-    seed: int = 0
-    results: dict[str, Any] = field(default_factory=dict)
-
-    def say(self, message: str) -> None:
-        click.echo(f"  {message}")
+from datafuel.demo import STEPS, run_demo
 
 
 @click.command("demo")
@@ -53,18 +36,9 @@ def demo(workdir: Path | None, steps: str) -> None:
         )
     keep = workdir is not None
     root = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="datafuel-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
-    ctx = DemoContext(workdir=root)
     t_all = time.perf_counter()
     try:
-        for step in STEPS:
-            if step not in chosen:
-                continue
-            module = importlib.import_module(f"datafuel.cli._demo_{step}")
-            click.echo(f"[{step}]")
-            t0 = time.perf_counter()
-            module.run(ctx)
-            click.echo(f"  ({time.perf_counter() - t0:.1f} s)")
+        run_demo(root, chosen, say=click.echo)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)

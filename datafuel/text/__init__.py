@@ -11,7 +11,6 @@ from ._build import assign_split, build_text
 from ._corpus import Corpus, CorpusStats, clean_text
 from ._encode import encode_documents
 from ._export import LLMC_MAGIC, export_bin, read_bin
-from ._samplecorpus import generate_documents, sample_corpus_path, write_corpus
 from ._tokenizer import DEFAULT_EOT, BPETokenizer, token_dtype, train_bpe
 
 __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
@@ -25,10 +24,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "clean_text",
     "encode_documents",
     "export_bin",
-    "generate_documents",
     "read_bin",
-    "sample_corpus_path",
     "token_dtype",
     "train_bpe",
-    "write_corpus",
 ]

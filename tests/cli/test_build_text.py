@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from datafuel.cli import main
+from datafuel.demo import generate_documents
 from datafuel.loaders import ShardSet
-from datafuel.text import BPETokenizer, generate_documents
+from datafuel.text import BPETokenizer
 
 
 @pytest.fixture

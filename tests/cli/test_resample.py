@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from datafuel.cli import main
+from datafuel.demo import sample_corpus_path
 from datafuel.loaders import ShardSet
-from datafuel.text import build_text, sample_corpus_path
+from datafuel.text import build_text
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,11 @@ from PIL import Image
 
 import datafuel.engine._units as units
 from datafuel.cli import main
+from datafuel.demo import write_corpus
 from datafuel.errors import DecodeError, NonFiniteError
 from datafuel.loaders import ShardSet
 from datafuel.tabular import build_table_shards
-from datafuel.text import build_text, write_corpus
+from datafuel.text import build_text
 from datafuel.vision import build_image_shards
 
 HOUSES = str(files("datafuel") / "data" / "houses.csv")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from datafuel.demo import generate_documents
 from datafuel.errors import ConfigError, SchemaError
 from datafuel.loaders import ShardSet, ShardWriter, ragged
 from datafuel.synthetic import (
@@ -20,7 +21,7 @@ from datafuel.synthetic import (
     resample_documents,
     resample_shards,
 )
-from datafuel.text import build_text, generate_documents
+from datafuel.text import build_text
 
 EOT = 0
 

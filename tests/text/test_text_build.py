@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datafuel.demo import generate_documents
 from datafuel.errors import ConfigError, InputDataError, TokenizerError
 from datafuel.loaders import ShardSet
 from datafuel.text import (
@@ -15,7 +16,6 @@ from datafuel.text import (
     build_text,
     encode_documents,
     export_bin,
-    generate_documents,
     read_bin,
     train_bpe,
 )

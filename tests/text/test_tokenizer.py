@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from datafuel.demo import generate_documents
 from datafuel.errors import ConfigError, TokenizerError
 from datafuel.text import (
     DEFAULT_EOT,
     BPETokenizer,
     clean_text,
-    generate_documents,
     token_dtype,
     train_bpe,
 )

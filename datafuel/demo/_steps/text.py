@@ -9,27 +9,15 @@ import torch
 
 from datafuel.loaders import Loader, ShardSet
 from datafuel.synthetic import format_report, resample_shards
-from datafuel.text import build_text, sample_corpus_path
+from datafuel.text import build_text
 
-from ._demo import DemoContext
+from .._context import DemoContext
+from .._corpus import sample_corpus_path
+from .._models import TinyLM
 
 SEQ_LEN = 64  # tokens per training window (the loader hands out SEQ_LEN + 1)
 BATCH = 8  # windows per source per step: 8 original + 8 resampled
-STEPS = 40
-
-
-class TinyLM(torch.nn.Module):
-    """Embedding -> one GRU layer -> logits: enough to see the loss fall in a few seconds."""
-
-    def __init__(self, vocab: int, dim: int = 48) -> None:
-        super().__init__()
-        self.emb = torch.nn.Embedding(vocab, dim)
-        self.rnn = torch.nn.GRU(dim, dim, batch_first=True)
-        self.out = torch.nn.Linear(dim, vocab)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        h, _ = self.rnn(self.emb(ids))
-        return self.out(h)
+TRAIN_STEPS = 40
 
 
 def _windows(directory: str, seed: int) -> Iterator[torch.Tensor]:
@@ -66,7 +54,7 @@ def run(ctx: DemoContext) -> None:
     orig = _windows(str(root / "train"), ctx.seed)
     semi = _windows(str(resampled), ctx.seed + 1)
     losses = []
-    for _step in range(STEPS):
+    for _step in range(TRAIN_STEPS):
         w = torch.cat([next(orig), next(semi)])
         logits = model(w[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), w[:, 1:].reshape(-1))
@@ -84,7 +72,7 @@ def run(ctx: DemoContext) -> None:
             )
         )
     ctx.say(
-        f"tiny GRU LM, {STEPS} steps of {BATCH} original + {BATCH} resampled windows of {SEQ_LEN + 1} "
+        f"tiny GRU LM, {TRAIN_STEPS} steps of {BATCH} original + {BATCH} resampled windows of {SEQ_LEN + 1} "
         f"tokens via datafuel.loaders.Loader: train loss {losses[0]:.2f} -> {np.mean(losses[-5:]):.2f}, "
         f"val loss {vloss:.2f} (uniform would be {np.log(vocab):.2f})"
     )

@@ -1,4 +1,4 @@
-"""A deterministic English-like corpus: the demo's shipped sample and benchmark corpora.
+"""A deterministic English-like corpus: the demo's shipped sample, test and benchmark corpora.
 
 Documents are short chronicles built from sentence templates over a Zipf-distributed
 vocabulary (a few hundred common English words plus a few thousand invented

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["FakeAPI", "ServedRequest"]
+__all__ = ["FakeAPI", "ServedRequest", "decode_cursor", "encode_cursor"]
 
 STYLES = ("page", "offset", "cursor", "link")
 
@@ -45,10 +45,12 @@ class ServedRequest:
 
 
 def encode_cursor(offset: int) -> str:
+    """The opaque cursor :class:`FakeAPI` hands out for ``offset`` (URL-safe base64)."""
     return base64.urlsafe_b64encode(f"offset={offset}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> int:
+    """The offset an :func:`encode_cursor` cursor stands for."""
     raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     return int(raw.split("=", 1)[1])
 

@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
+# `datafuel profile`'s driver still lives in the CLI package (the one import of the CLI
+# from the demo); it moves below the surface with the build layer (datafuel.build.profile).
+from datafuel.cli._profile import run_profile
 from datafuel.errors import DatafuelError
 from datafuel.loaders import Loader, ShardSet, fixed, ragged, write_shards
 
-from ._demo import DemoContext
-from ._profile import run_profile
+from .._context import DemoContext
 
 
 def _shard_sets(value: Any, found: list[Path]) -> None:

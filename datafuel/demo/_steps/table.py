@@ -11,7 +11,8 @@ import torch
 from datafuel.loaders import ShardSet
 from datafuel.tabular import build_table_shards
 
-from ._demo import DemoContext
+from .._context import DemoContext
+from .._models import TabularMLP
 
 
 def run(ctx: DemoContext) -> None:
@@ -54,7 +55,7 @@ def run(ctx: DemoContext) -> None:
     ys = np.concatenate([b["y"] for b in train.iter_batches(1024)]).astype(np.float64)
     y_mu, y_sd = float(ys.mean()), float(ys.std()) or 1.0  # standardise the target for SGD
     d = train.metadata["columns"].__len__()
-    model = torch.nn.Sequential(torch.nn.Linear(d, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    model = TabularMLP(d, hidden=16)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _epoch in range(5):

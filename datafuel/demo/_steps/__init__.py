@@ -1,0 +1,1 @@
+"""The demo's steps, one module each, with ``run(ctx: DemoContext) -> None``."""
