@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,49 @@ def _available(s: np.ndarray, eot: int) -> np.ndarray:
     prev[0] = -1
     prev[1:] = last[:-1]  # last EOT strictly before j
     return np.where(prev >= 0, pos - prev, 0)
+
+
+def _chunks(docs: Iterable[np.ndarray], chunk_tokens: int) -> Iterator[list[np.ndarray]]:
+    """The documents as arrays, grouped into lists of at least ``chunk_tokens`` tokens (the last may be short)."""
+    chunk: list[np.ndarray] = []
+    size = 0
+    for d in docs:
+        a = np.asarray(d)
+        chunk.append(a)
+        size += len(a)
+        if size >= chunk_tokens:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _count_table(parts: list[tuple[np.ndarray, np.ndarray]], V: int) -> dict[str, np.ndarray]:
+    """One order's sorted joint keys and counts (chunks merged) plus per-context totals."""
+    keys = np.concatenate([p[0] for p in parts])
+    cnts = np.concatenate([p[1] for p in parts])
+    if len(parts) > 1:
+        o = np.argsort(keys, kind="stable")
+        keys, cnts = keys[o], cnts[o]
+        first = np.concatenate([[True], keys[1:] != keys[:-1]])
+        starts = np.flatnonzero(first)
+        keys, cnts = keys[starts], np.add.reduceat(cnts, starts)
+    ctx = keys // np.uint64(V)
+    hk, hstart, hdistinct = np.unique(ctx, return_index=True, return_counts=True)
+    htotal = np.add.reduceat(cnts, hstart) if len(cnts) else np.zeros(0, np.int64)
+    return {
+        "joint": keys,
+        "count": cnts,
+        "ctx": hk,
+        "ctx_total": htotal.astype(np.int64),
+        "ctx_distinct": hdistinct.astype(np.int64),
+    }
+
+
+def _discount(counts: np.ndarray) -> float:
+    """Ney's absolute discount ``n1 / (n1 + 2 n2)``, kept within [0.05, 0.95] (0.5 without data)."""
+    n1, n2 = int((counts == 1).sum()), int((counts == 2).sum())
+    return min(max(n1 / (n1 + 2 * n2), 0.05), 0.95) if n1 + n2 else 0.5
 
 
 class NGramPrior(Prior):
@@ -120,67 +163,16 @@ class NGramPrior(Prior):
         uni = np.zeros(V, np.int64)
         parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(order - 1)]
         total = 0
-        chunk: list[np.ndarray] = []
-        size = 0
-
-        def flush() -> None:
-            nonlocal chunk, size, total
-            if not chunk:
-                return
-            s, starts = _doc_stream(chunk, eot_id)
-            if s.size and (s.max() >= V or s.min() < 0):
-                bad = int(s[(s >= V) | (s < 0)][0])
-                raise InputDataError(
-                    f"token id {bad} is outside the vocabulary [0, {V}) given to the n-gram prior."
-                )
-            pred = np.ones(len(s), bool)
-            pred[starts - 1] = False  # the inserted start-of-document EOTs are not predictions
-            uni[:] += np.bincount(s[pred], minlength=V)
-            total += int(pred.sum())
-            avail = _available(s, eot_id)
-            key = np.zeros(len(s), np.uint64)
-            for c in range(1, order):
-                key = cls._extend(key, s, c, V, hashed)
-                ok = pred & (avail >= c)
-                joint = key[ok] * np.uint64(V) + s[ok].astype(np.uint64)
-                u, n = np.unique(joint, return_counts=True)
-                parts[c - 1].append((u, n.astype(np.int64)))
-            chunk, size = [], 0
-
-        for d in docs:
-            a = np.asarray(d)
-            chunk.append(a)
-            size += len(a)
-            if size >= chunk_tokens:
-                flush()
-        flush()
+        for chunk in _chunks(docs, chunk_tokens):
+            total += cls._count_chunk(chunk, eot_id, order, V, hashed, uni, parts)
         if total == 0:
             raise InputDataError("cannot fit an n-gram prior on no tokens.")
         tables: list[dict[str, np.ndarray]] = []
         discounts: list[float] = []
-        for c in range(1, order):
-            keys = np.concatenate([p[0] for p in parts[c - 1]])
-            cnts = np.concatenate([p[1] for p in parts[c - 1]])
-            if len(parts[c - 1]) > 1:
-                o = np.argsort(keys, kind="stable")
-                keys, cnts = keys[o], cnts[o]
-                first = np.concatenate([[True], keys[1:] != keys[:-1]])
-                starts = np.flatnonzero(first)
-                keys, cnts = keys[starts], np.add.reduceat(cnts, starts)
-            ctx = keys // np.uint64(V)
-            hk, hstart, hdistinct = np.unique(ctx, return_index=True, return_counts=True)
-            htotal = np.add.reduceat(cnts, hstart) if len(cnts) else np.zeros(0, np.int64)
-            n1, n2 = int((cnts == 1).sum()), int((cnts == 2).sum())
-            discounts.append(min(max(n1 / (n1 + 2 * n2), 0.05), 0.95) if n1 + n2 else 0.5)
-            tables.append(
-                {
-                    "joint": keys,
-                    "count": cnts,
-                    "ctx": hk,
-                    "ctx_total": htotal.astype(np.int64),
-                    "ctx_distinct": hdistinct.astype(np.int64),
-                }
-            )
+        for order_parts in parts:
+            table = _count_table(order_parts, V)
+            tables.append(table)
+            discounts.append(_discount(table["count"]))
         unigram = (uni + alpha) / (total + alpha * V)
         return cls(
             vocab_size=V,
@@ -192,6 +184,40 @@ class NGramPrior(Prior):
             hashed=hashed,
             num_tokens=total,
         )
+
+    @classmethod
+    def _count_chunk(
+        cls,
+        chunk: list[np.ndarray],
+        eot_id: int,
+        order: int,
+        V: int,
+        hashed: bool,
+        uni: np.ndarray,
+        parts: list[list[tuple[np.ndarray, np.ndarray]]],
+    ) -> int:
+        """Add one chunk's unigram counts to ``uni`` and its n-gram counts to ``parts``.
+
+        Returns the number of predicted tokens in the chunk.
+        """
+        s, starts = _doc_stream(chunk, eot_id)
+        if s.size and (s.max() >= V or s.min() < 0):
+            bad = int(s[(s >= V) | (s < 0)][0])
+            raise InputDataError(
+                f"token id {bad} is outside the vocabulary [0, {V}) given to the n-gram prior."
+            )
+        pred = np.ones(len(s), bool)
+        pred[starts - 1] = False  # the inserted start-of-document EOTs are not predictions
+        uni[:] += np.bincount(s[pred], minlength=V)
+        avail = _available(s, eot_id)
+        key = np.zeros(len(s), np.uint64)
+        for c in range(1, order):
+            key = cls._extend(key, s, c, V, hashed)
+            ok = pred & (avail >= c)
+            joint = key[ok] * np.uint64(V) + s[ok].astype(np.uint64)
+            u, n = np.unique(joint, return_counts=True)
+            parts[c - 1].append((u, n.astype(np.int64)))
+        return int(pred.sum())
 
     @staticmethod
     def _extend(key: np.ndarray, s: np.ndarray, c: int, V: int, hashed: bool) -> np.ndarray:
