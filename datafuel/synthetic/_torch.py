@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,31 @@ def _logits_of(out: Any) -> Any:
     if isinstance(out, (tuple, list)):
         return out[0]
     return out
+
+
+#: (doc index, input start, input end, first kept position) of one scoring window.
+_Piece = tuple[int, int, int, int]
+#: (positions, top-k ids, top-k probabilities) found in one window.
+_Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _scores(p: np.ndarray, cand: list[_Candidates], k: int) -> Scores:
+    """One document's :class:`Scores` from its probabilities and its windows' candidates."""
+    if not cand:
+        return Scores(
+            p=p,
+            positions=np.zeros(0, np.int64),
+            top_ids=np.zeros((0, k), np.int64),
+            top_probs=np.zeros((0, k)),
+        )
+    pos = np.concatenate([c[0] for c in cand])
+    o = np.argsort(pos, kind="stable")
+    return Scores(
+        p=p,
+        positions=pos[o].astype(np.int64),
+        top_ids=np.concatenate([c[1] for c in cand])[o],
+        top_probs=np.concatenate([c[2] for c in cand])[o],
+    )
 
 
 class TorchPrior(Prior):
@@ -128,16 +153,24 @@ class TorchPrior(Prior):
     def score(
         self, docs: Sequence[np.ndarray], *, threshold: float = 0.99, top_k: int = 8
     ) -> list[Scores]:
-        import torch
-
         k = min(int(top_k), self.vocab_size)
-        # (doc, input start, input end, first kept position) pieces, batched by length
-        pieces: list[tuple[int, int, int, int]] = []
+        probs_of = [np.zeros(len(d), np.float64) for d in docs]
+        cand: list[list[_Candidates]] = [[] for _ in docs]
+        for batch, L in self._batches(self._pieces(docs)):
+            self._score_batch(docs, batch, L, threshold, k, probs_of, cand)
+        return [_scores(p, c, k) for p, c in zip(probs_of, cand, strict=True)]
+
+    def _pieces(self, docs: Sequence[np.ndarray]) -> list[_Piece]:
+        """(doc, input start, input end, first kept position) for every window of every doc."""
+        pieces: list[_Piece] = []
         for i, d in enumerate(docs):
             for a, b, keep in self._windows(len(d)):
                 pieces.append((i, a, b, keep))
-        probs_of = [np.zeros(len(d), np.float64) for d in docs]
-        cand: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in docs]
+        return pieces
+
+    def _batches(self, pieces: list[_Piece]) -> Iterator[tuple[list[_Piece], int]]:
+        """Pieces batched by length (shortest first), each batch at most ``batch_tokens``
+        padded tokens; with the batch's padded length. Empty batches are skipped."""
         order = sorted(range(len(pieces)), key=lambda j: pieces[j][2] - pieces[j][1])
         j0 = 0
         while j0 < len(order):
@@ -151,60 +184,50 @@ class TorchPrior(Prior):
                 j1 += 1
             batch = [pieces[j] for j in order[j0:j1]]
             j0 = j1
-            if L == 0:
-                continue
-            ids = np.zeros((len(batch), L), np.int64)
-            for r, (i, a, b, _) in enumerate(batch):
-                d = np.asarray(docs[i], np.int64)
-                # inputs: the original prefix, i.e. [EOT] + doc shifted right by one
-                inp = np.concatenate([[self.eot_id], d[:-1]])[a:b]
-                ids[r, : b - a] = inp
-            x = torch.from_numpy(ids).to(self.device)
-            P = self._forward(x)
-            tgt = np.zeros_like(ids)
-            for r, (i, a, b, _) in enumerate(batch):
-                tgt[r, : b - a] = np.asarray(docs[i][a:b], np.int64)
-            t = torch.from_numpy(tgt).to(self.device)
-            pa = torch.gather(P, 2, t.unsqueeze(-1)).squeeze(-1).double().cpu().numpy()
-            mask = np.zeros_like(ids, dtype=bool)
-            for r, (i, a, b, keep) in enumerate(batch):
-                probs_of[i][keep:b] = pa[r, keep - a : b - a]
-                m = pa[r, keep - a : b - a] >= threshold
-                pos = np.arange(keep, b)[m]
-                pos = pos[pos >= 1]
-                mask[r, pos - a] = True
-            if mask.any():
-                rr, cc = np.nonzero(mask)
-                sel = P[torch.from_numpy(rr).to(self.device), torch.from_numpy(cc).to(self.device)]
-                tp, ti = torch.topk(sel, k, dim=-1)
-                tp_np, ti_np = tp.double().cpu().numpy(), ti.cpu().numpy().astype(np.int64)
-                for r in np.unique(rr).tolist():
-                    i, a = batch[r][0], batch[r][1]
-                    s = rr == r
-                    cand[i].append((cc[s] + a, ti_np[s], tp_np[s]))
-        out = []
-        for i in range(len(docs)):
-            if cand[i]:
-                pos = np.concatenate([c[0] for c in cand[i]])
-                o = np.argsort(pos, kind="stable")
-                out.append(
-                    Scores(
-                        p=probs_of[i],
-                        positions=pos[o].astype(np.int64),
-                        top_ids=np.concatenate([c[1] for c in cand[i]])[o],
-                        top_probs=np.concatenate([c[2] for c in cand[i]])[o],
-                    )
-                )
-            else:
-                out.append(
-                    Scores(
-                        p=probs_of[i],
-                        positions=np.zeros(0, np.int64),
-                        top_ids=np.zeros((0, k), np.int64),
-                        top_probs=np.zeros((0, k)),
-                    )
-                )
-        return out
+            if L:
+                yield batch, L
+
+    def _score_batch(
+        self,
+        docs: Sequence[np.ndarray],
+        batch: list[_Piece],
+        L: int,
+        threshold: float,
+        k: int,
+        probs_of: list[np.ndarray],
+        cand: list[list[_Candidates]],
+    ) -> None:
+        """One forward pass: fill ``probs_of`` for the batch's kept positions and append
+        the top-k of positions at or above ``threshold`` to ``cand``."""
+        import torch
+
+        ids = np.zeros((len(batch), L), np.int64)
+        tgt = np.zeros_like(ids)
+        for r, (i, a, b, _) in enumerate(batch):
+            d = np.asarray(docs[i], np.int64)
+            # inputs: the original prefix, i.e. [EOT] + doc shifted right by one
+            ids[r, : b - a] = np.concatenate([[self.eot_id], d[:-1]])[a:b]
+            tgt[r, : b - a] = d[a:b]
+        P = self._forward(torch.from_numpy(ids).to(self.device))
+        t = torch.from_numpy(tgt).to(self.device)
+        pa = torch.gather(P, 2, t.unsqueeze(-1)).squeeze(-1).double().cpu().numpy()
+        mask = np.zeros_like(ids, dtype=bool)
+        for r, (i, a, b, keep) in enumerate(batch):
+            probs_of[i][keep:b] = pa[r, keep - a : b - a]
+            m = pa[r, keep - a : b - a] >= threshold
+            pos = np.arange(keep, b)[m]
+            pos = pos[pos >= 1]
+            mask[r, pos - a] = True
+        if not mask.any():
+            return
+        rr, cc = np.nonzero(mask)
+        sel = P[torch.from_numpy(rr).to(self.device), torch.from_numpy(cc).to(self.device)]
+        tp, ti = torch.topk(sel, k, dim=-1)
+        tp_np, ti_np = tp.double().cpu().numpy(), ti.cpu().numpy().astype(np.int64)
+        for r in np.unique(rr).tolist():
+            i, a = batch[r][0], batch[r][1]
+            s = rr == r
+            cand[i].append((cc[s] + a, ti_np[s], tp_np[s]))
 
     def next_token_probs(self, contexts: Sequence[np.ndarray]) -> np.ndarray:
         import torch
