@@ -42,34 +42,8 @@ def load_hf_prior(
             path=d,
         )
     if tokenizer_sha256 is not None:
-        tj = d / "tokenizer.json"
-        if not tj.is_file():
-            raise ConfigError(
-                f"{d}: no tokenizer.json, so datafuel cannot check that the model reads the "
-                "same token ids as the shards.",
-                path=d,
-            )
-        got = hashlib.sha256(tj.read_bytes()).hexdigest()
-        if got != tokenizer_sha256:
-            raise ConfigError(
-                f"{tj}: sha256 {got[:12]}... differs from the shards' tokenizer "
-                f"{tokenizer_sha256[:12]}...; the model would misread every token id. Build the "
-                f"shards with --tokenizer {tj}.",
-                path=tj,
-            )
-    try:
-        import transformers
-    except ImportError as exc:
-        raise ConfigError(
-            "a model-directory prior needs the optional 'transformers' package: "
-            "pip install 'datafuel[transformers]' (or use --prior ngram)."
-        ) from exc
-    try:
-        model: Any = transformers.AutoModelForCausalLM.from_pretrained(
-            str(d), local_files_only=True
-        )
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{d}: cannot load the model ({exc}).", path=d) from exc
+        _check_tokenizer(d, tokenizer_sha256)
+    model = _load_model(d)
     if max_context is None:
         max_context = getattr(model.config, "max_position_embeddings", None) or getattr(
             model.config, "n_positions", None
@@ -82,3 +56,37 @@ def load_hf_prior(
         max_context=max_context,
         batch_tokens=batch_tokens,
     )
+
+
+def _check_tokenizer(d: Path, tokenizer_sha256: str) -> None:
+    """The model directory's ``tokenizer.json`` must be the shards' tokenizer, byte for byte."""
+    tj = d / "tokenizer.json"
+    if not tj.is_file():
+        raise ConfigError(
+            f"{d}: no tokenizer.json, so datafuel cannot check that the model reads the "
+            "same token ids as the shards.",
+            path=d,
+        )
+    got = hashlib.sha256(tj.read_bytes()).hexdigest()
+    if got != tokenizer_sha256:
+        raise ConfigError(
+            f"{tj}: sha256 {got[:12]}... differs from the shards' tokenizer "
+            f"{tokenizer_sha256[:12]}...; the model would misread every token id. Build the "
+            f"shards with --tokenizer {tj}.",
+            path=tj,
+        )
+
+
+def _load_model(d: Path) -> Any:
+    """``AutoModelForCausalLM`` from local files; a missing extra or a bad directory is a ConfigError."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ConfigError(
+            "a model-directory prior needs the optional 'transformers' package: "
+            "pip install 'datafuel[transformers]' (or use --prior ngram)."
+        ) from exc
+    try:
+        return transformers.AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{d}: cannot load the model ({exc}).", path=d) from exc
