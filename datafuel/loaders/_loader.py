@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from datafuel._checks import check_int
 from datafuel.errors import ConfigError, NonFiniteError, SchemaError, WorkerError
 
 from ._prefetch import Prefetcher
@@ -56,6 +57,27 @@ def resolve_distributed(rank: int | None, world_size: int | None) -> tuple[int, 
             f"environment RANK and WORLD_SIZE must be integers. Got RANK={env_rank!r}, WORLD_SIZE={env_world!r}."
         ) from None
     return r, w
+
+
+def _resolve_device(
+    device: str | torch.device | None, pin_memory: bool | None
+) -> tuple[torch.device | None, bool, bool]:
+    """``(device, pin_memory, cuda)``: refuse CUDA or pinning where CUDA is not available.
+
+    ``pin_memory=None`` pins exactly when the device is a GPU.
+    """
+    resolved = None if device is None else torch.device(device)
+    cuda = resolved is not None and resolved.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={device!r} but CUDA is not available in this torch build/machine; use device=None or 'cpu'."
+        )
+    if pin_memory and not torch.cuda.is_available():
+        raise ConfigError(
+            "pin_memory=True needs CUDA (torch.Tensor.pin_memory() raises on CPU-only builds); "
+            "leave pin_memory=None to pin exactly when the device is a GPU."
+        )
+    return resolved, bool(cuda if pin_memory is None else pin_memory) and cuda, cuda
 
 
 def _spec_from_transform(transform: Any) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
@@ -197,10 +219,8 @@ class Loader:
         check_finite: bool = True,
         meter: bool = True,
     ) -> None:
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"num_workers must be an int >= 0. Got {num_workers!r} instead.")
-        if not isinstance(prefetch, int) or prefetch < 1:
-            raise ConfigError(f"prefetch must be an int >= 1. Got {prefetch!r} instead.")
+        check_int("num_workers", num_workers, low=0)
+        check_int("prefetch", prefetch)
         self.shards = source if isinstance(source, ShardSet) else ShardSet(source)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -209,65 +229,16 @@ class Loader:
         self.check_finite = check_finite
         self.seed = int(seed)
         self.rank, self.world_size = resolve_distributed(rank, world_size)
-
-        # -- device ---------------------------------------------------------------
-        self.device = None if device is None else torch.device(device)
-        cuda = self.device is not None and self.device.type == "cuda"
-        if cuda and not torch.cuda.is_available():
-            raise ConfigError(
-                f"device={device!r} but CUDA is not available in this torch build/machine; use device=None or 'cpu'."
-            )
-        if pin_memory and not torch.cuda.is_available():
-            raise ConfigError(
-                "pin_memory=True needs CUDA (torch.Tensor.pin_memory() raises on CPU-only builds); "
-                "leave pin_memory=None to pin exactly when the device is a GPU."
-            )
-        self.pin_memory = bool(cuda if pin_memory is None else pin_memory) and cuda
-        self._cuda = cuda
-
-        # -- what a sample is ----------------------------------------------------
+        self.device, self.pin_memory, self._cuda = _resolve_device(device, pin_memory)
         self.windows: TokenWindows | None = None
+        self.token_field = token_field
         self.fields: list[str]
         self._raw_spec: dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
         if seq_len is not None:
-            if fields is not None:
-                raise ConfigError(
-                    "fields= selects row fields; with seq_len= the batch is the token field "
-                    f"{token_field!r}. Pass one of them."
-                )
-            self.windows = TokenWindows(self.shards.token_stream(token_field), seq_len)
-            self.token_field = token_field
-            self.fields = [token_field]
-            num_samples = len(self.windows)
-            kind = f"windows:{token_field}:{seq_len}"
-            self._raw_spec = {
-                token_field: (self.windows.stream.dtype, (self.windows.length,)),
-            }
+            num_samples, kind = self._use_token_windows(token_field, seq_len, fields)
         else:
-            self.token_field = token_field
-            self.fields = list(self.shards.fields) if fields is None else list(fields)
-            for f in self.fields:
-                self.shards._check_field(f)
-            num_samples = len(self.shards)
-            kind = "rows"
-            self._raw_spec = {
-                f: (spec.np_dtype, spec.shape)
-                for f, spec in self.shards.fields.items()
-                if f in self.fields and spec.kind == "fixed"
-            }
-        if transform is not None:
-            self.spec = _spec_from_transform(transform)
-        else:
-            loose = [f for f in self.fields if f not in self._raw_spec]
-            if loose:
-                kinds = {f: self.shards.fields[f].kind for f in loose}
-                raise ConfigError(
-                    f"field(s) {kinds} hold variable-length data that cannot be collated into a tensor; "
-                    "pass a transform= that consumes them (e.g. the vision stage's JPEG decoder) "
-                    "or leave them out with fields=[...]."
-                )
-            self.spec = dict(self._raw_spec)
-
+            num_samples, kind = self._use_rows(fields)
+        self.spec = self._batch_spec(transform)
         self.sampler = EpochSampler(
             num_samples,
             batch_size,
@@ -284,6 +255,48 @@ class Loader:
         self._ring_events: list[Any] = []
         self._copy_stream: Any = None
         self._lock = threading.Lock()
+
+    def _use_token_windows(
+        self, token_field: str, seq_len: int, fields: Sequence[str] | None
+    ) -> tuple[int, str]:
+        """A sample is a ``seq_len`` window of the token stream; its count and sampler kind."""
+        if fields is not None:
+            raise ConfigError(
+                "fields= selects row fields; with seq_len= the batch is the token field "
+                f"{token_field!r}. Pass one of them."
+            )
+        self.windows = TokenWindows(self.shards.token_stream(token_field), seq_len)
+        self.fields = [token_field]
+        self._raw_spec = {token_field: (self.windows.stream.dtype, (self.windows.length,))}
+        return len(self.windows), f"windows:{token_field}:{seq_len}"
+
+    def _use_rows(self, fields: Sequence[str] | None) -> tuple[int, str]:
+        """A sample is a row of ``fields`` (all by default); its count and sampler kind."""
+        self.fields = list(self.shards.fields) if fields is None else list(fields)
+        for f in self.fields:
+            self.shards._check_field(f)
+        self._raw_spec = {
+            f: (spec.np_dtype, spec.shape)
+            for f, spec in self.shards.fields.items()
+            if f in self.fields and spec.kind == "fixed"
+        }
+        return len(self.shards), "rows"
+
+    def _batch_spec(
+        self, transform: Transform | None
+    ) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+        """What a batch holds: the transform's declared output, or the fixed-shape fields."""
+        if transform is not None:
+            return _spec_from_transform(transform)
+        loose = [f for f in self.fields if f not in self._raw_spec]
+        if loose:
+            kinds = {f: self.shards.fields[f].kind for f in loose}
+            raise ConfigError(
+                f"field(s) {kinds} hold variable-length data that cannot be collated into a tensor; "
+                "pass a transform= that consumes them (e.g. the vision stage's JPEG decoder) "
+                "or leave them out with fields=[...]."
+            )
+        return dict(self._raw_spec)
 
     # -- public API ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -392,43 +405,15 @@ class Loader:
     ) -> _Batch:
         b = len(indices)
         sample_ids = indices if starts is None else starts
-        slot = None
-        if self._ring is not None:
-            s = job % len(self._ring)
-            ev = self._ring_events[s]
-            if ev is not None:
-                ev.synchronize()  # the previous copy out of this slot has finished
-            slot = {k: t[:b].numpy() for k, t in self._ring[s].items()}
-        nbytes = -1
+        slot = self._ring_slot(job, b)
         arrays: dict[str, np.ndarray | torch.Tensor]
         if self.transform is None:
-            if self.windows is not None:
-                assert starts is not None
-                if slot is not None:
-                    dst = slot[self.token_field]
-                elif not self._cuda:
-                    dst = np.empty((b, self.windows.length), np.int64)  # widened as copied
-                else:
-                    dst = None
-                arrays = {self.token_field: self.windows.read(starts, out=dst)}
-                nbytes = b * self.windows.length * self.windows.stream.dtype.itemsize
-            else:
-                arrays = dict(self.shards.gather(indices, self.fields, out=slot))
+            arrays, nbytes = self._read_batch(indices, starts, slot)
         else:
-            if self.windows is not None:
-                assert starts is not None
-                raw: Mapping[str, Any] = {self.token_field: self.windows.read(starts)}
-            else:
-                raw = self.shards.gather(indices, self.fields)
             info = BatchInfo(
                 indices=sample_ids, epoch=epoch, seed=self.seed, batch_index=batch_index
             )
-            arrays = self._check_output(self.transform(raw, info), b)
-            if slot is not None:
-                for k, v in arrays.items():
-                    if isinstance(v, np.ndarray):  # device tensors (DALI on the GPU) stay put
-                        np.copyto(slot[k], v)
-                        arrays[k] = slot[k]
+            arrays, nbytes = self._transform_batch(indices, starts, slot, info), -1
         if self.check_finite:
             self._finite(arrays, sample_ids)
         if nbytes < 0:
@@ -437,6 +422,57 @@ class Loader:
             tensors = {k: self._host_tensor(k, a) for k, a in arrays.items()}
             return _Batch(tensors, nbytes, b)
         return self._to_device(arrays, job, b, nbytes)
+
+    def _ring_slot(self, job: int, b: int) -> dict[str, np.ndarray] | None:
+        """Job ``job``'s pinned ring slot as arrays of ``b`` rows, once its last copy is done."""
+        if self._ring is None:
+            return None
+        s = job % len(self._ring)
+        ev = self._ring_events[s]
+        if ev is not None:
+            ev.synchronize()  # the previous copy out of this slot has finished
+        return {k: t[:b].numpy() for k, t in self._ring[s].items()}
+
+    def _read_batch(
+        self, indices: np.ndarray, starts: np.ndarray | None, slot: dict[str, np.ndarray] | None
+    ) -> tuple[dict[str, np.ndarray | torch.Tensor], int]:
+        """The batch without a transform, into ``slot`` when there is one; its bytes (-1: count them)."""
+        if self.windows is None:
+            return dict(self.shards.gather(indices, self.fields, out=slot)), -1
+        assert starts is not None
+        b = len(indices)
+        if slot is not None:
+            dst = slot[self.token_field]
+        elif not self._cuda:
+            dst = np.empty((b, self.windows.length), np.int64)  # widened as copied
+        else:
+            dst = None
+        arrays: dict[str, np.ndarray | torch.Tensor] = {
+            self.token_field: self.windows.read(starts, out=dst)
+        }
+        return arrays, b * self.windows.length * self.windows.stream.dtype.itemsize
+
+    def _transform_batch(
+        self,
+        indices: np.ndarray,
+        starts: np.ndarray | None,
+        slot: dict[str, np.ndarray] | None,
+        info: BatchInfo,
+    ) -> dict[str, np.ndarray | torch.Tensor]:
+        """The transform's checked output; host arrays copied into ``slot`` when there is one."""
+        assert self.transform is not None
+        if self.windows is not None:
+            assert starts is not None
+            raw: Mapping[str, Any] = {self.token_field: self.windows.read(starts)}
+        else:
+            raw = self.shards.gather(indices, self.fields)
+        arrays = self._check_output(self.transform(raw, info), len(indices))
+        if slot is not None:
+            for k, v in arrays.items():
+                if isinstance(v, np.ndarray):  # device tensors (DALI on the GPU) stay put
+                    np.copyto(slot[k], v)
+                    arrays[k] = slot[k]
+        return arrays
 
     def _host_tensor(self, name: str, a: np.ndarray | torch.Tensor) -> torch.Tensor:
         if isinstance(a, torch.Tensor):  # a transform's device tensor: device=None means the host

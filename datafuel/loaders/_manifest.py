@@ -59,6 +59,25 @@ def check_plain_name(name: Any, *, manifest_path: str) -> str:
 
 def load_manifest(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Field]]:
     """Read and validate a manifest; return it with its parsed fields."""
+    mpath, manifest = _read_manifest(directory)
+    raw_fields = manifest.get("fields")
+    if not isinstance(raw_fields, dict) or not raw_fields:
+        raise ManifestError(f"{mpath}: 'fields' must be a non-empty object.", path=mpath)
+    fields = {name: Field.from_json(name, spec, path=mpath) for name, spec in raw_fields.items()}
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise ManifestError(f"{mpath}: 'shards' must be a list.", path=mpath)
+    total = sum(_check_shard(mpath, i, shard, fields) for i, shard in enumerate(shards))
+    if manifest.get("total_rows") != total:
+        raise ManifestError(
+            f"{mpath}: total_rows is {manifest.get('total_rows')!r} but the shards hold {total} rows.",
+            path=mpath,
+        )
+    return manifest, fields
+
+
+def _read_manifest(directory: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    """The manifest's path and its JSON object, of this format and version."""
     mpath = os.path.join(os.fspath(directory), MANIFEST_NAME)
     if not os.path.isdir(directory):
         raise ManifestError(f"{directory}: not a directory of shards.", path=str(directory))
@@ -84,53 +103,38 @@ def load_manifest(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], di
             f"{mpath}: unknown format version {version!r}; this datafuel reads version {FORMAT_VERSION}.",
             path=mpath,
         )
-    raw_fields = manifest.get("fields")
-    if not isinstance(raw_fields, dict) or not raw_fields:
-        raise ManifestError(f"{mpath}: 'fields' must be a non-empty object.", path=mpath)
-    fields = {name: Field.from_json(name, spec, path=mpath) for name, spec in raw_fields.items()}
-    shards = manifest.get("shards")
-    if not isinstance(shards, list):
-        raise ManifestError(f"{mpath}: 'shards' must be a list.", path=mpath)
-    total = 0
-    for i, shard in enumerate(shards):
-        if (
-            not isinstance(shard, dict)
-            or not isinstance(shard.get("rows"), int)
-            or shard["rows"] < 0
-        ):
-            raise ManifestError(f"{mpath}: shard {i} has no valid 'rows'.", path=mpath)
-        files = shard.get("files")
-        if not isinstance(files, dict) or set(files) != set(fields):
+    return mpath, manifest
+
+
+def _check_shard(mpath: str, i: int, shard: Any, fields: dict[str, Field]) -> int:
+    """Shard ``i``'s row count, once it lists a well-formed file entry for every field."""
+    if not isinstance(shard, dict) or not isinstance(shard.get("rows"), int) or shard["rows"] < 0:
+        raise ManifestError(f"{mpath}: shard {i} has no valid 'rows'.", path=mpath)
+    files = shard.get("files")
+    if not isinstance(files, dict) or set(files) != set(fields):
+        raise ManifestError(
+            f"{mpath}: shard {i} must list files for exactly the fields {sorted(fields)}.",
+            path=mpath,
+        )
+    for fname, spec in fields.items():
+        entry = files[fname]
+        parts = ("bin", "idx") if spec.kind != "fixed" else ("bin",)
+        if not isinstance(entry, dict) or set(entry) != set(parts):
             raise ManifestError(
-                f"{mpath}: shard {i} must list files for exactly the fields {sorted(fields)}.",
-                path=mpath,
+                f"{mpath}: shard {i} field {fname!r} must list {parts}.", path=mpath, field=fname
             )
-        for fname, spec in fields.items():
-            entry = files[fname]
-            parts = ("bin", "idx") if spec.kind != "fixed" else ("bin",)
-            if not isinstance(entry, dict) or set(entry) != set(parts):
+        for part in parts:
+            f = entry[part]
+            if (
+                not isinstance(f, dict)
+                or not isinstance(f.get("bytes"), int)
+                or not isinstance(f.get("sha256"), str)
+            ):
                 raise ManifestError(
-                    f"{mpath}: shard {i} field {fname!r} must list {parts}.",
+                    f"{mpath}: shard {i} field {fname!r} {part} entry is malformed.",
                     path=mpath,
                     field=fname,
                 )
-            for part in parts:
-                f = entry[part]
-                if (
-                    not isinstance(f, dict)
-                    or not isinstance(f.get("bytes"), int)
-                    or not isinstance(f.get("sha256"), str)
-                ):
-                    raise ManifestError(
-                        f"{mpath}: shard {i} field {fname!r} {part} entry is malformed.",
-                        path=mpath,
-                        field=fname,
-                    )
-                check_plain_name(f.get("name"), manifest_path=mpath)
-        total += shard["rows"]
-    if manifest.get("total_rows") != total:
-        raise ManifestError(
-            f"{mpath}: total_rows is {manifest.get('total_rows')!r} but the shards hold {total} rows.",
-            path=mpath,
-        )
-    return manifest, fields
+            check_plain_name(f.get("name"), manifest_path=mpath)
+    rows: int = shard["rows"]
+    return rows

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from datafuel._checks import check_int
 from datafuel.errors import ConfigError, ManifestError
 
 from ._manifest import MANIFEST_NAME, fsync_dir
@@ -127,10 +128,8 @@ def write_shard(
     >>> len(ShardSet(write_manifest(d, f, [e0, e1]) and d))
     7
     """
-    if isinstance(shard, bool) or not isinstance(shard, int) or shard < 0:
-        raise ConfigError(f"shard must be a non-negative int. Got {shard!r} instead.")
-    if isinstance(first_row, bool) or not isinstance(first_row, int) or first_row < 0:
-        raise ConfigError(f"first_row must be a non-negative int. Got {first_row!r} instead.")
+    check_int("shard", shard, low=0)
+    check_int("first_row", first_row, low=0)
     target = Path(directory)
     if not target.is_dir():
         raise ConfigError(
@@ -140,22 +139,40 @@ def write_shard(
     tmp = target / f"{_TMP_PREFIX}{shard:05d}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        writer = _OneShard(tmp, fields, shard=shard, first_row=first_row, check_finite=check_finite)
-        try:
-            writer.write(batch)
-            entry = writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-        if entry is None:
-            raise ConfigError(f"shard {shard}: the batch has no rows; a shard holds at least one.")
-        for parts in entry["files"].values():
-            for f in parts.values():
-                os.replace(tmp / f["name"], target / f["name"])
-        fsync_dir(target)
+        entry = _write_one_shard(tmp, fields, batch, shard, first_row, check_finite)
+        _move_into_place(entry, tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return entry
+
+
+def _write_one_shard(
+    tmp: Path,
+    fields: Mapping[str, Field],
+    batch: Mapping[str, Any],
+    shard: int,
+    first_row: int,
+    check_finite: bool,
+) -> dict[str, Any]:
+    """Shard ``shard``'s files written into the private folder ``tmp``; its manifest entry."""
+    writer = _OneShard(tmp, fields, shard=shard, first_row=first_row, check_finite=check_finite)
+    try:
+        writer.write(batch)
+        entry = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    if entry is None:
+        raise ConfigError(f"shard {shard}: the batch has no rows; a shard holds at least one.")
+    return entry
+
+
+def _move_into_place(entry: Mapping[str, Any], tmp: Path, target: Path) -> None:
+    """Rename the entry's files from ``tmp`` into ``target``, then make the renames durable."""
+    for parts in entry["files"].values():
+        for f in parts.values():
+            os.replace(tmp / f["name"], target / f["name"])
+    fsync_dir(target)
 
 
 def write_manifest(

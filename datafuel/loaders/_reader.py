@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from datafuel.errors import ConfigError, CorruptShardError, SchemaError
+from datafuel._checks import check_int
+from datafuel.errors import CorruptShardError, SchemaError
 
 from ._manifest import load_manifest, sha256_file
 from ._schema import Field
@@ -219,70 +220,97 @@ class ShardSet:
             idx = np.where(idx < 0, idx + len(self), idx)
         shard_of = self._locate(idx)
         names = list(self.fields) if fields is None else list(fields)
+        plan, inverse = self._plan_reads(idx, shard_of)
         result: dict[str, Any] = {}
-        # Plan the reads once for every field. Indices grouped by shard (e.g. sorted)
-        # are read straight into contiguous slices of the output; otherwise each
-        # shard's rows are read together and scattered into place.
-        plan: list[tuple[int, slice, np.ndarray]] = []
-        inverse: np.ndarray | None = None
-        if idx.size:
-            lo, hi = int(shard_of[0]), int(shard_of[-1])
-            if lo == hi and (self.num_shards == 1 or shard_of.min() == shard_of.max()):
-                plan = [(lo, slice(None), idx - self.offsets[lo])]
-            elif bool(np.all(shard_of[1:] >= shard_of[:-1])):
-                bounds = np.searchsorted(shard_of, np.arange(lo, hi + 2)).tolist()
-                for k in range(lo, hi + 1):
-                    a, b = bounds[k - lo], bounds[k - lo + 1]
-                    if b > a:
-                        plan.append((k, slice(a, b), idx[a:b] - self.offsets[k]))
-            else:
-                # read in shard order into a staging buffer, then one take into place
-                perm = np.argsort(shard_of, kind="stable")
-                by_shard = shard_of[perm]
-                lo, hi = int(by_shard[0]), int(by_shard[-1])
-                bounds = np.searchsorted(by_shard, np.arange(lo, hi + 2)).tolist()
-                for k in range(lo, hi + 1):
-                    a, b = bounds[k - lo], bounds[k - lo + 1]
-                    if b > a:
-                        plan.append((k, slice(a, b), idx[perm[a:b]] - self.offsets[k]))
-                inverse = np.empty_like(perm)
-                inverse[perm] = np.arange(perm.size)
         for name in names:
             spec = self._check_field(name)
             if spec.kind == "fixed":
                 dst = out.get(name) if out is not None else None
-                if dst is None:
-                    dst = np.empty((idx.size, *spec.shape), dtype=spec.np_dtype)
-                elif dst.shape != (idx.size, *spec.shape) or dst.dtype != spec.np_dtype:
-                    raise SchemaError(
-                        f"out[{name!r}] must be {spec.dtype} of shape {(idx.size, *spec.shape)}; got {dst.dtype} {dst.shape}.",
-                        field=name,
-                    )
-                stage = dst if inverse is None else np.empty_like(dst)
-                for k, where, local in plan:
-                    src = self._mmap(k, name)[0]
-                    # indices are range-checked above; mode="clip" lets take write without a buffer
-                    np.take(src, local, axis=0, out=stage[where], mode="clip")
-                if inverse is not None:
-                    np.take(stage, inverse, axis=0, out=dst, mode="clip")
-                result[name] = dst
+                result[name] = self._gather_fixed(name, spec, idx.size, plan, inverse, dst)
             else:
-                items: list[Any] = [None] * idx.size
-                for j, (gi, k) in enumerate(zip(idx.tolist(), shard_of.tolist(), strict=True)):
-                    data, offs = self._mmap(k, name)
-                    assert offs is not None
-                    local = gi - int(self.offsets[k])
-                    a, b = int(offs[local]), int(offs[local + 1])
-                    items[j] = data[a:b].tobytes() if spec.kind == "bytes" else np.array(data[a:b])
-                result[name] = items
+                result[name] = self._gather_items(name, spec, idx, shard_of)
         return result
+
+    def _plan_reads(
+        self, idx: np.ndarray, shard_of: np.ndarray
+    ) -> tuple[list[tuple[int, slice, np.ndarray]], np.ndarray | None]:
+        """The reads of one gather, planned once for every field.
+
+        ``(shard, output slice, local rows)`` per shard touched, and ``None``
+        when the indices are grouped by shard (e.g. sorted): each shard's rows are
+        then read straight into contiguous slices of the output. Otherwise each
+        shard's rows are read together into a staging buffer, in shard order, and
+        the returned inverse permutation takes them into place.
+        """
+        plan: list[tuple[int, slice, np.ndarray]] = []
+        if not idx.size:
+            return plan, None
+        lo, hi = int(shard_of[0]), int(shard_of[-1])
+        if lo == hi and (self.num_shards == 1 or shard_of.min() == shard_of.max()):
+            return [(lo, slice(None), idx - self.offsets[lo])], None
+        if bool(np.all(shard_of[1:] >= shard_of[:-1])):
+            bounds = np.searchsorted(shard_of, np.arange(lo, hi + 2)).tolist()
+            for k in range(lo, hi + 1):
+                a, b = bounds[k - lo], bounds[k - lo + 1]
+                if b > a:
+                    plan.append((k, slice(a, b), idx[a:b] - self.offsets[k]))
+            return plan, None
+        perm = np.argsort(shard_of, kind="stable")
+        by_shard = shard_of[perm]
+        lo, hi = int(by_shard[0]), int(by_shard[-1])
+        bounds = np.searchsorted(by_shard, np.arange(lo, hi + 2)).tolist()
+        for k in range(lo, hi + 1):
+            a, b = bounds[k - lo], bounds[k - lo + 1]
+            if b > a:
+                plan.append((k, slice(a, b), idx[perm[a:b]] - self.offsets[k]))
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(perm.size)
+        return plan, inverse
+
+    def _gather_fixed(
+        self,
+        name: str,
+        spec: Field,
+        n: int,
+        plan: list[tuple[int, slice, np.ndarray]],
+        inverse: np.ndarray | None,
+        dst: np.ndarray | None,
+    ) -> np.ndarray:
+        """A fixed field's ``n`` planned rows, into ``dst`` when given."""
+        if dst is None:
+            dst = np.empty((n, *spec.shape), dtype=spec.np_dtype)
+        elif dst.shape != (n, *spec.shape) or dst.dtype != spec.np_dtype:
+            raise SchemaError(
+                f"out[{name!r}] must be {spec.dtype} of shape {(n, *spec.shape)}; got {dst.dtype} {dst.shape}.",
+                field=name,
+            )
+        stage = dst if inverse is None else np.empty_like(dst)
+        for k, where, local in plan:
+            src = self._mmap(k, name)[0]
+            # indices are range-checked above; mode="clip" lets take write without a buffer
+            np.take(src, local, axis=0, out=stage[where], mode="clip")
+        if inverse is not None:
+            np.take(stage, inverse, axis=0, out=dst, mode="clip")
+        return dst
+
+    def _gather_items(
+        self, name: str, spec: Field, idx: np.ndarray, shard_of: np.ndarray
+    ) -> list[Any]:
+        """A ragged field's rows as arrays, a bytes field's as ``bytes``."""
+        items: list[Any] = [None] * idx.size
+        for j, (gi, k) in enumerate(zip(idx.tolist(), shard_of.tolist(), strict=True)):
+            data, offs = self._mmap(k, name)
+            assert offs is not None
+            local = gi - int(self.offsets[k])
+            a, b = int(offs[local]), int(offs[local + 1])
+            items[j] = data[a:b].tobytes() if spec.kind == "bytes" else np.array(data[a:b])
+        return items
 
     def iter_batches(
         self, batch_size: int, *, fields: Sequence[str] | None = None
     ) -> Iterator[dict[str, Any]]:
         """Batches in storage order (a simple sequential reader; see ``Loader`` for training)."""
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1. Got {batch_size} instead.")
+        check_int("batch_size", batch_size)
         for start in range(0, len(self), batch_size):
             yield self.gather(np.arange(start, min(start + batch_size, len(self))), fields=fields)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from datafuel._checks import check_int
 from datafuel.errors import ConfigError
 
 __all__ = ["EpochSampler", "epoch_order"]
@@ -76,14 +77,9 @@ class EpochSampler:
         world_size: int = 1,
         kind: str = "rows",
     ) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1. Got {batch_size!r} instead.")
-        if not isinstance(world_size, int) or world_size < 1:
-            raise ConfigError(f"world_size must be an int >= 1. Got {world_size!r} instead.")
-        if not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ConfigError(
-                f"rank must be an int in [0, world_size={world_size}). Got {rank!r} instead."
-            )
+        check_int("batch_size", batch_size)
+        check_int("world_size", world_size)
+        check_int("rank", rank, low=0, high=world_size - 1)
         self.num_samples = int(num_samples)
         self.batch_size = batch_size
         self.shuffle = bool(shuffle)
@@ -149,8 +145,7 @@ class EpochSampler:
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch``; setting the epoch already in progress keeps its position."""
-        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ConfigError(f"epoch must be an int >= 0. Got {epoch!r} instead.")
+        check_int("epoch", int(epoch) if isinstance(epoch, np.integer) else epoch, low=0)
         if int(epoch) != self.epoch:
             self.epoch = int(epoch)
             self.position = 0
@@ -194,11 +189,7 @@ class EpochSampler:
                     "the saved sample order cannot be continued."
                 )
         epoch, position = state["epoch"], state["position"]
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ConfigError(f"loader state epoch must be an int >= 0. Got {epoch!r} instead.")
-        if not isinstance(position, int) or not 0 <= position <= self.num_samples:
-            raise ConfigError(
-                f"loader state position must be an int in [0, {self.num_samples}]. Got {position!r} instead."
-            )
+        check_int("loader state epoch", epoch, low=0)
+        check_int("loader state position", position, low=0, high=self.num_samples)
         self.epoch = epoch
         self.position = position

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datafuel.errors import ConfigError
+from datafuel._checks import check_int
 
 from ._tokens import TokenStream
 
@@ -35,8 +35,7 @@ class TokenWindows:
     """
 
     def __init__(self, stream: TokenStream, seq_len: int) -> None:
-        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
-            raise ConfigError(f"seq_len must be an int >= 1. Got {seq_len!r} instead.")
+        check_int("seq_len", seq_len)
         self.stream = stream
         self.seq_len = seq_len
         self.length = seq_len + 1

@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from datafuel._checks import check_int
 from datafuel._version import __version__
 from datafuel.errors import ConfigError, NonFiniteError, SchemaError
 
@@ -111,8 +112,7 @@ class ShardWriter:
                     f"field {name!r} must be a datafuel.loaders.Field. Got {type(spec).__name__}.",
                     field=name,
                 )
-        if not isinstance(shard_bytes, int) or shard_bytes < 1:
-            raise ConfigError(f"shard_bytes must be a positive int. Got {shard_bytes!r} instead.")
+        check_int("shard_bytes", shard_bytes)
         self.directory = Path(directory)
         self.fields = dict(fields)
         self.shard_bytes = shard_bytes
@@ -204,66 +204,67 @@ class ShardWriter:
             start = stop
 
     def _validate(self, name: str, spec: Field, values: Any) -> tuple[Any, np.ndarray | None]:
+        """One field's batch in the form written: an array, or row arrays and their sizes."""
         if spec.kind == "fixed":
-            arr = values if isinstance(values, np.ndarray) else np.asarray(values)
-            if arr.dtype != np.dtype(spec.dtype):
-                raise SchemaError(
-                    f"field {name!r} is declared {spec.dtype}; got an array of {arr.dtype}. "
-                    f"Convert it first (values.astype({spec.dtype!r})) if that is what you mean.",
-                    field=name,
-                )
-            if arr.ndim == 0 or tuple(arr.shape[1:]) != spec.shape:
-                raise SchemaError(
-                    f"field {name!r} rows must have shape {spec.shape}; got an array of shape {arr.shape}.",
-                    field=name,
-                )
-            if (
-                self.check_finite
-                and arr.dtype.kind == "f"
-                and arr.size
-                and not np.isfinite(arr).all()
-            ):
-                bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
-                raise NonFiniteError(
-                    f"field {name!r} has NaN or inf in {bad.size} row(s) of this batch "
-                    f"(batch rows {bad[:10].tolist()}, i.e. shard-set rows "
-                    f"{(bad[:10] + self._total).tolist()}); no NaN or inf may reach a shard.",
-                    field=name,
-                    row=int(bad[0] + self._total),
-                    indices=(bad + self._total).tolist(),
-                )
-            return np.ascontiguousarray(arr, dtype=spec.np_dtype), None
+            return self._validate_fixed(name, spec, values), None
         if isinstance(values, (str, bytes, np.ndarray)) or not isinstance(values, Sequence):
             raise SchemaError(
                 f"field {name!r} is variable-length: pass a list with one "
                 f"{'bytes object' if spec.kind == 'bytes' else '1-D array'} per row. Got {type(values).__name__}.",
                 field=name,
             )
-        items: list[Any] = []
-        for i, v in enumerate(values):
-            if spec.kind == "bytes":
-                if not isinstance(v, (bytes, bytearray, memoryview)):
-                    raise SchemaError(
-                        f"field {name!r} row {i}: expected bytes, got {type(v).__name__}.",
-                        field=name,
-                        row=i,
-                    )
-                items.append(np.frombuffer(v, np.uint8))
-            else:
-                a = v if isinstance(v, np.ndarray) else np.asarray(v)
-                if a.dtype != np.dtype(spec.dtype) or a.ndim != 1:
-                    raise SchemaError(
-                        f"field {name!r} row {i}: expected a 1-D {spec.dtype} array, got {a.ndim}-D {a.dtype}.",
-                        field=name,
-                        row=i,
-                    )
-                if self.check_finite and a.dtype.kind == "f" and not np.isfinite(a).all():
-                    raise NonFiniteError(
-                        f"field {name!r} row {i} has NaN or inf.", field=name, row=self._total + i
-                    )
-                items.append(a.astype(spec.np_dtype, copy=False))
+        items = [self._validate_item(name, spec, i, v) for i, v in enumerate(values)]
         sizes = np.fromiter((len(a) for a in items), np.int64, count=len(items))
         return items, sizes
+
+    def _validate_fixed(self, name: str, spec: Field, values: Any) -> np.ndarray:
+        """A fixed field's rows as one contiguous array of the declared dtype and shape."""
+        arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+        if arr.dtype != np.dtype(spec.dtype):
+            raise SchemaError(
+                f"field {name!r} is declared {spec.dtype}; got an array of {arr.dtype}. "
+                f"Convert it first (values.astype({spec.dtype!r})) if that is what you mean.",
+                field=name,
+            )
+        if arr.ndim == 0 or tuple(arr.shape[1:]) != spec.shape:
+            raise SchemaError(
+                f"field {name!r} rows must have shape {spec.shape}; got an array of shape {arr.shape}.",
+                field=name,
+            )
+        if self.check_finite and arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+            bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
+            raise NonFiniteError(
+                f"field {name!r} has NaN or inf in {bad.size} row(s) of this batch "
+                f"(batch rows {bad[:10].tolist()}, i.e. shard-set rows "
+                f"{(bad[:10] + self._total).tolist()}); no NaN or inf may reach a shard.",
+                field=name,
+                row=int(bad[0] + self._total),
+                indices=(bad + self._total).tolist(),
+            )
+        return np.ascontiguousarray(arr, dtype=spec.np_dtype)
+
+    def _validate_item(self, name: str, spec: Field, i: int, v: Any) -> np.ndarray:
+        """Row ``i`` of a bytes or ragged field as a 1-D array of the declared dtype."""
+        if spec.kind == "bytes":
+            if not isinstance(v, (bytes, bytearray, memoryview)):
+                raise SchemaError(
+                    f"field {name!r} row {i}: expected bytes, got {type(v).__name__}.",
+                    field=name,
+                    row=i,
+                )
+            return np.frombuffer(v, np.uint8)
+        a = v if isinstance(v, np.ndarray) else np.asarray(v)
+        if a.dtype != np.dtype(spec.dtype) or a.ndim != 1:
+            raise SchemaError(
+                f"field {name!r} row {i}: expected a 1-D {spec.dtype} array, got {a.ndim}-D {a.dtype}.",
+                field=name,
+                row=i,
+            )
+        if self.check_finite and a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise NonFiniteError(
+                f"field {name!r} row {i} has NaN or inf.", field=name, row=self._total + i
+            )
+        return a.astype(spec.np_dtype, copy=False)
 
     def _open_shard(self) -> None:
         k = len(self._shards)
