@@ -186,8 +186,16 @@ def train_bpe(
     >>> tok.vocab_size <= 270 and tok.decode(tok.encode("a cat")) == "a cat"
     True
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    _check_vocab_size(vocab_size)
+    tok, trainer = _new_bpe(int(vocab_size), int(min_frequency), eot_token)
+    if _train(tok, trainer, texts, length) == 0:
+        raise TokenizerError(
+            "cannot train a tokenizer on an empty corpus: the train split has no documents."
+        )
+    return BPETokenizer(tok, eot_token=eot_token)
 
+
+def _check_vocab_size(vocab_size: object) -> None:
     if not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool):
         raise ConfigError(f"vocab_size must be an int. Got {vocab_size!r} instead.")
     if vocab_size < _MIN_VOCAB:
@@ -197,16 +205,31 @@ def train_bpe(
         )
     if vocab_size > 2**32 - 1:
         raise ConfigError(f"vocab_size must fit uint32. Got {vocab_size} instead.")
+
+
+def _new_bpe(vocab_size: int, min_frequency: int, eot_token: str) -> tuple[Any, Any]:
+    """An untrained byte-level BPE ``Tokenizer`` and the ``BpeTrainer`` that fits it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=int(vocab_size),
-        min_frequency=int(min_frequency),
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
         special_tokens=[eot_token],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
+    return tok, trainer
+
+
+def _train(tok: Any, trainer: Any, texts: Iterable[str], length: int | None) -> int:
+    """Stream ``texts`` to the trainer; returns how many documents it read.
+
+    An error raised by ``texts`` itself reaches the caller as it was, not wrapped by the
+    Rust trainer; a failure of the trainer is a :class:`TokenizerError`.
+    """
     seen = 0
     failure: list[BaseException] = []
 
@@ -227,8 +250,4 @@ def train_bpe(
         raise TokenizerError(f"BPE training failed: {exc}") from exc
     if failure:
         raise failure[0]
-    if seen == 0:
-        raise TokenizerError(
-            "cannot train a tokenizer on an empty corpus: the train split has no documents."
-        )
-    return BPETokenizer(tok, eot_token=eot_token)
+    return seen
