@@ -69,15 +69,28 @@ def export_bin(
             "Export in several files or use style='nanogpt'.",
             field=field,
         )
-    out = Path(path)
+    _write_tokens(stream, Path(path), style, dtype, chunk_tokens)
+    return n
+
+
+def _llmc_header(num_tokens: int, dtype: np.dtype[Any]) -> bytes:
+    """llm.c's 1024-byte header: ``[magic, version (1: uint16, 2: uint32), num_tokens, 0...]``."""
+    header = np.zeros(_HEADER_INTS, dtype="<i4")
+    header[0] = LLMC_MAGIC
+    header[1] = 1 if dtype.itemsize == 2 else 2
+    header[2] = num_tokens
+    return header.tobytes()
+
+
+def _write_tokens(
+    stream: Any, out: Path, style: Style, dtype: np.dtype[Any], chunk_tokens: int
+) -> None:
+    """Every token of ``stream`` (after llm.c's header) to ``out``, via a fsynced temp file."""
+    n = stream.num_tokens
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as fh:
         if style == "llmc":
-            header = np.zeros(_HEADER_INTS, dtype="<i4")
-            header[0] = LLMC_MAGIC
-            header[1] = 1 if dtype.itemsize == 2 else 2
-            header[2] = n
-            fh.write(header.tobytes())
+            fh.write(_llmc_header(n, dtype))
         for start in range(0, n, chunk_tokens):
             fh.write(
                 stream.read(start, min(chunk_tokens, n - start)).astype(dtype, copy=False).tobytes()
@@ -85,7 +98,6 @@ def export_bin(
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, out)
-    return n
 
 
 def read_bin(path: str | os.PathLike[str], *, dtype: str = "uint16") -> np.ndarray:
