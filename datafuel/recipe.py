@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from datafuel._fs import atomic_write_bytes
+from datafuel._transformer import DatafuelTransformer, arrow_to_frame
 from datafuel.clean import DropSparseRows, KNNImputer, ScrubInfinite, SimpleImputer, Winsorizer
-from datafuel.clean._base import DatafuelTransformer, arrow_to_frame
 from datafuel.errors import (
     ConfigError,
     InputDataError,

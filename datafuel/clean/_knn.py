@@ -20,9 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from datafuel._transformer import DatafuelTransformer, column_name
 from datafuel.errors import ConfigError, InputDataError
-
-from ._base import DatafuelTransformer, column_name
 
 __all__ = ["KNNImputer"]
 

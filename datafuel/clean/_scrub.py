@@ -6,9 +6,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datafuel._transformer import DatafuelTransformer
 from datafuel.errors import ConfigError
-
-from ._base import DatafuelTransformer
 
 __all__ = ["DropSparseRows", "ScrubInfinite"]
 

@@ -7,9 +7,8 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils.metaestimators import available_if
 
+from datafuel._transformer import DatafuelTransformer, column_name
 from datafuel.errors import ConfigError, InputDataError
-
-from ._base import DatafuelTransformer, column_name
 
 __all__ = ["SimpleImputer"]
 

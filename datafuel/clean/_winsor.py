@@ -6,9 +6,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datafuel._transformer import DatafuelTransformer, column_name
 from datafuel.errors import ConfigError, InputDataError
-
-from ._base import DatafuelTransformer, column_name
 
 __all__ = ["Winsorizer"]
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datafuel.clean._base import DatafuelTransformer, column_name
+from datafuel._transformer import DatafuelTransformer, column_name
 from datafuel.errors import ConfigError, InputDataError
 
 __all__ = ["StandardScaler"]
