@@ -25,7 +25,6 @@ import argparse
 import filecmp
 import io
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import median_time
 from PIL import Image
 
 from datafuel.demo import write_corpus
@@ -80,15 +80,17 @@ def make_text(root: Path, mb: float) -> tuple[list[Path], Path]:
 
 
 # -- timing --------------------------------------------------------------------------------
-def median_time(fn: Callable[[Path], Any], out_root: Path, runs: int) -> tuple[float, Path]:
-    times = []
-    out = out_root
-    for r in range(runs):
-        out = out_root.with_name(f"{out_root.name}-{r}")
-        t = time.perf_counter()
+def median_time_into(fn: Callable[[Path], Any], out_root: Path, runs: int) -> tuple[float, Path]:
+    """Median seconds of ``fn(out)`` over ``runs`` runs, each into a fresh ``out_root-<r>``;
+    and the last run's output directory."""
+    outs = iter([out_root.with_name(f"{out_root.name}-{r}") for r in range(runs)])
+
+    def run() -> Path:
+        out = next(outs)
         fn(out)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        return out
+
+    return median_time(run, runs)
 
 
 def same_tree(a: Path, b: Path, ignore: tuple[str, ...] = ()) -> bool:
@@ -141,7 +143,7 @@ def main() -> None:
 
         results: dict[str, float] = {}
         outs: dict[str, Path] = {}
-        results["local"], outs["local"] = median_time(
+        results["local"], outs["local"] = median_time_into(
             lambda o: build(o, "local"), work / "local", runs
         )
         for cpus in (2, 1):
@@ -152,7 +154,7 @@ def main() -> None:
                 engine = RayEngine()
                 build(work / f"warm-{cpus}", engine)  # workers start, import datafuel
                 name = f"ray x{cpus}"
-                results[name], outs[name] = median_time(
+                results[name], outs[name] = median_time_into(
                     lambda o, e=engine: build(o, e), work / f"ray{cpus}", runs
                 )
                 print(f"  (ray.init with num_cpus={cpus}: {started:.1f} s, not counted)")

@@ -11,26 +11,19 @@ datafuel gather bandwidth / single-thread memcpy bandwidth (DESIGN target >= 50%
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _timing import median_time
 
 from datafuel.loaders import ShardSet, ShardWriter, fixed, ragged
 
 
-def median_time(fn: Callable[[], object], repeats: int, inner: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times)
+def per_call(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds per call: one warm-up call, then ``repeats`` runs of 50 calls."""
+    return median_time(fn, repeats, warmup=1, inner=50)[0]
 
 
 def bench_rows(root: Path, rows: int, width: int, batch: int, repeats: int) -> None:
@@ -70,9 +63,9 @@ def bench_rows(root: Path, rows: int, width: int, batch: int, repeats: int) -> N
         np.copyto(dst, src[o : o + batch])
 
     nbytes = batch * width * 4
-    t_ours = median_time(ours, repeats, 50)
-    t_plain = median_time(plain, repeats, 50)
-    t_copy = median_time(memcpy, repeats, 50)
+    t_ours = per_call(ours, repeats)
+    t_plain = per_call(plain, repeats)
+    t_copy = per_call(memcpy, repeats)
     gbs = lambda t: nbytes / t / 1e9  # noqa: E731
     print(
         f"rows: {rows} x {width} float32 in {ds.num_shards} shards, batch {batch} random rows ({nbytes / 1e6:.2f} MB)"
@@ -115,7 +108,7 @@ def bench_tokens(root: Path, tokens: int, batch: int, seq_len: int, repeats: int
         np.copyto(dst, src[o : o + batch * L])
 
     nbytes = batch * L * 2
-    t_ours, t_ng, t_copy = (median_time(f, repeats, 50) for f in (ours, nanogpt, memcpy))
+    t_ours, t_ng, t_copy = (per_call(f, repeats) for f in (ours, nanogpt, memcpy))
     print(
         f"tokens: {tokens / 1e6:.0f}M uint16 tokens in {len(ts.shard_starts) - 1} shards, batch {batch} x {L} windows ({nbytes / 1e6:.2f} MB)"
     )

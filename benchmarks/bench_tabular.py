@@ -13,24 +13,9 @@ Warm-up runs first; figures are medians; ratio = peer time / datafuel time.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-
-
-def timed(fn: Callable[[], Any], runs: int, warmup: int = 1) -> tuple[float, Any]:
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+from _timing import median_time
 
 
 def missing_data(n: int, d: int, frac: float, seed: int) -> np.ndarray:
@@ -74,13 +59,13 @@ def main() -> None:
     n = 5000 if args.quick else 20000
     X = missing_data(n, 20, 0.10, 0)
     sk_runs = 1 if not args.quick else 3
-    t_sk, ref = timed(lambda: impute.KNNImputer(n_neighbors=5).fit_transform(X), sk_runs, warmup=0)
-    t_df, out = timed(lambda: KNNImputer(n_neighbors=5).fit_transform(X), 3)
+    t_sk, ref = median_time(lambda: impute.KNNImputer(n_neighbors=5).fit_transform(X), sk_runs)
+    t_df, out = median_time(lambda: KNNImputer(n_neighbors=5).fit_transform(X), 3, warmup=1)
     same = np.allclose(out, ref, rtol=1e-7, atol=1e-9)
     row(f"KNN impute {n}x20, 10% missing", t_df, t_sk, "sklearn", f"allclose={same}")
     if not args.quick:
         X = missing_data(100_000, 20, 0.10, 1)
-        t_big, out = timed(lambda: KNNImputer(n_neighbors=5).fit_transform(X), 1, warmup=0)
+        t_big, out = median_time(lambda: KNNImputer(n_neighbors=5).fit_transform(X), 1)
         row(
             "KNN impute 100000x20, 10% missing",
             t_big,
@@ -97,17 +82,19 @@ def main() -> None:
         ("StandardScaler 200000x20 f64", StandardScaler, preprocessing.StandardScaler),
         ("MinMaxScaler 200000x20 f64", MinMaxScaler, preprocessing.MinMaxScaler),
     ):
-        t_p, a = timed(lambda peer=peer: peer().fit_transform(S), 5)
-        t_o, b = timed(lambda ours=ours: ours().fit_transform(S), 5)
+        t_p, a = median_time(lambda peer=peer: peer().fit_transform(S), 5, warmup=1)
+        t_o, b = median_time(lambda ours=ours: ours().fit_transform(S), 5, warmup=1)
         row(name, t_o, t_p, "sklearn", f"allclose={np.allclose(a, b)}")
-    t_p, _ = timed(lambda: preprocessing.StandardScaler().fit_transform(S32), 5)
-    t_o, b = timed(lambda: StandardScaler().fit_transform(S32), 5)
+    t_p, _ = median_time(lambda: preprocessing.StandardScaler().fit_transform(S32), 5, warmup=1)
+    t_o, b = median_time(lambda: StandardScaler().fit_transform(S32), 5, warmup=1)
     row("StandardScaler 200000x20 f32", t_o, t_p, "sklearn", f"out dtype {b.dtype}")
 
     # -- winsorization --------------------------------------------------------------------
     W = rng.lognormal(3, 1, size=(200_000, 20))
-    t_p, a = timed(lambda: np.asarray(mstats.winsorize(W, limits=(0.01, 0.01), axis=0)), 3)
-    t_o, b = timed(lambda: Winsorizer(0.01, 0.99).fit_transform(W), 3)
+    t_p, a = median_time(
+        lambda: np.asarray(mstats.winsorize(W, limits=(0.01, 0.01), axis=0)), 3, warmup=1
+    )
+    t_o, b = median_time(lambda: Winsorizer(0.01, 0.99).fit_transform(W), 3, warmup=1)
     row("Winsorize 200000x20 (1%, 99%)", t_o, t_p, "scipy  ", f"equal={np.array_equal(a, b)}")
 
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import median_time
 
 from datafuel.demo import write_corpus
 from datafuel.loaders import ShardSet
@@ -43,16 +44,6 @@ def corpus(num_docs: int, cache: Path) -> Path:
         write_corpus(tmp, num_docs, seed=1234)
         os.replace(tmp, path)
     return path
-
-
-def median_time(fn, runs: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    fn()  # warm-up
-    times, out = [], None
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def interleaved(fns: dict[str, object], runs: int) -> tuple[dict[str, float], dict[str, object]]:
@@ -198,8 +189,10 @@ def main() -> None:
         t0 = time.perf_counter()
         prior = NGramPrior.fit(docs, vocab_size=meta["vocab_size"], eot_id=meta["eot_id"], order=3)
         t_fit = time.perf_counter() - t0
-        t_score, sc = median_time(lambda: prior.score(docs, threshold=0.99, top_k=8), runs)
-        t_p, _ = median_time(lambda: prior.score(docs, threshold=2.0, top_k=8), runs)
+        t_score, sc = median_time(
+            lambda: prior.score(docs, threshold=0.99, top_k=8), runs, warmup=1
+        )
+        t_p, _ = median_time(lambda: prior.score(docs, threshold=2.0, top_k=8), runs, warmup=1)
         above = sum(len(s.positions) for s in sc)  # type: ignore[union-attr]
         print(f"\nn-gram prior (order 3, vocab {meta['vocab_size']}) on {total:,} tokens:")
         print(f"  fit                                   {total / t_fit / 1e6:6.2f} M tokens/s")
