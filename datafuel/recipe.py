@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from datafuel._fs import atomic_write_bytes
+from datafuel._fs import atomic_write_bytes, dump_json
 from datafuel._transformer import DatafuelTransformer, arrow_to_frame
 from datafuel.clean import DropSparseRows, KNNImputer, ScrubInfinite, SimpleImputer, Winsorizer
 from datafuel.errors import (
@@ -75,9 +75,69 @@ def _as_matrix(X: Any, what: str) -> tuple[np.ndarray, list[str] | None]:
 
 def _dump(obj: Any) -> bytes:
     try:
-        return (json.dumps(obj, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
+        return dump_json(obj)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"the recipe cannot be saved as JSON: {exc}") from exc
+
+
+def _refuse_held_out(X: Any, y: Any) -> None:
+    """Refuse ``X`` or ``y`` tagged as the val or test split by :func:`datafuel.split`."""
+    for data, what in ((X, "X"), (y, "y")):
+        tag = split_tag(data)
+        if tag is not None and tag != "train":
+            raise LeakageError(
+                f"refusing to fit the recipe on {what} tagged as the {tag!r} split: "
+                "statistics must come from the train split only.",
+                split=tag,
+            )
+
+
+def _train_matrix(X: Any) -> tuple[np.ndarray, list[str] | None]:
+    """The train rows as a float matrix (infinities as NaN) with their column names.
+
+    Refuses zero rows and a column without any value.
+    """
+    arr, names = _as_matrix(X, "fit")
+    if arr.shape[0] == 0:
+        raise InputDataError("cannot fit a recipe on zero rows (the train split is empty).")
+    arr[np.isinf(arr)] = np.nan
+    empty = np.isnan(arr).all(axis=0)
+    if empty.any():
+        j = int(np.flatnonzero(empty)[0])
+        col = names[j] if names else f"#{j}"
+        raise InputDataError(
+            f"column {col!r} has no value in the {arr.shape[0]} training rows; "
+            "nothing can be learned from it (drop it).",
+            field=col,
+        )
+    return arr, names
+
+
+def _fit_step(
+    step: DatafuelTransformer, arr: np.ndarray, yv: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Fit one feature step on ``arr``: the rows (and targets) it passes on, its report entry."""
+    entry: dict[str, Any] = {"step": type(step).__name__, "rows_in": int(arr.shape[0])}
+    if isinstance(step, DropSparseRows):
+        keep = step.fit(arr).keep_mask(arr)
+        arr = arr[keep]
+        yv = None if yv is None else yv[keep]
+        entry["rows_dropped"] = int((~keep).sum())
+        if arr.shape[0] == 0:
+            raise InputDataError(
+                f"every training row has more than {step.max_missing_ratio:.0%} missing "
+                "values; nothing is left to fit on (raise --max-missing)."
+            )
+        return arr, yv, entry
+    before = arr
+    arr = step.fit_transform(arr)
+    if isinstance(step, (SimpleImputer, KNNImputer)):
+        entry["values_imputed"] = int(np.isnan(before).sum())
+    elif isinstance(step, Winsorizer):
+        entry["values_clipped"] = int(
+            (before < step.lower_caps_).sum() + (before > step.upper_caps_).sum()
+        )
+    return arr, yv, entry
 
 
 class Recipe:
@@ -149,68 +209,36 @@ class Recipe:
             A column has no value at all, or a target value is missing.
         """
         self._check_steps()
-        for data, what in ((X, "X"), (y, "y")):
-            tag = split_tag(data)
-            if tag is not None and tag != "train":
-                raise LeakageError(
-                    f"refusing to fit the recipe on {what} tagged as the {tag!r} split: "
-                    "statistics must come from the train split only.",
-                    split=tag,
-                )
-        arr, names = _as_matrix(X, "fit")
-        if arr.shape[0] == 0:
-            raise InputDataError("cannot fit a recipe on zero rows (the train split is empty).")
-        arr[np.isinf(arr)] = np.nan
-        empty = np.isnan(arr).all(axis=0)
-        if empty.any():
-            j = int(np.flatnonzero(empty)[0])
-            col = names[j] if names else f"#{j}"
-            raise InputDataError(
-                f"column {col!r} has no value in the {arr.shape[0]} training rows; "
-                "nothing can be learned from it (drop it).",
-                field=col,
-            )
+        _refuse_held_out(X, y)
+        arr, names = _train_matrix(X)
         yv = self._target(y, arr.shape[0])
         self.feature_names_ = names
         self.n_features_in_ = arr.shape[1]
         report: list[dict[str, Any]] = []
         for step in self.steps:
-            entry: dict[str, Any] = {"step": type(step).__name__, "rows_in": int(arr.shape[0])}
-            if isinstance(step, DropSparseRows):
-                keep = step.fit(arr).keep_mask(arr)
-                arr = arr[keep]
-                yv = None if yv is None else yv[keep]
-                entry["rows_dropped"] = int((~keep).sum())
-                if arr.shape[0] == 0:
-                    raise InputDataError(
-                        f"every training row has more than {step.max_missing_ratio:.0%} missing "
-                        "values; nothing is left to fit on (raise --max-missing)."
-                    )
-            else:
-                before = arr
-                arr = step.fit_transform(arr)
-                if isinstance(step, (SimpleImputer, KNNImputer)):
-                    entry["values_imputed"] = int(np.isnan(before).sum())
-                elif isinstance(step, Winsorizer):
-                    entry["values_clipped"] = int(
-                        (before < step.lower_caps_).sum() + (before > step.upper_caps_).sum()
-                    )
+            arr, yv, entry = _fit_step(step, arr, yv)
             report.append(entry)
         if yv is not None:
-            for step in self.target_steps:
-                ycol = yv[:, None]
-                entry = {"step": type(step).__name__, "target": True, "rows_in": len(yv)}
-                out = step.fit_transform(ycol)
-                if isinstance(step, Winsorizer):
-                    entry["values_clipped"] = int((out != ycol).sum())
-                    entry["min_before"], entry["max_before"] = float(ycol.min()), float(ycol.max())
-                yv = out[:, 0]
-                report.append(entry)
+            report += self._fit_target_steps(yv)
         elif self.target_steps:
             raise ConfigError("the recipe has target_steps, so fit needs y (the train targets).")
         self.fit_report_ = report
         self.n_train_rows_ = int(arr.shape[0])
         return self
+
+    def _fit_target_steps(self, yv: np.ndarray) -> list[dict[str, Any]]:
+        """Fit the target steps in order on the train targets; their report entries."""
+        report = []
+        for step in self.target_steps:
+            ycol = yv[:, None]
+            entry = {"step": type(step).__name__, "target": True, "rows_in": len(yv)}
+            out = step.fit_transform(ycol)
+            if isinstance(step, Winsorizer):
+                entry["values_clipped"] = int((out != ycol).sum())
+                entry["min_before"], entry["max_before"] = float(ycol.min()), float(ycol.max())
+            yv = out[:, 0]
+            report.append(entry)
+        return report
 
     @staticmethod
     def _target(y: Any, n: int) -> np.ndarray | None:
