@@ -51,7 +51,7 @@ from PIL import Image, features
 
 from datafuel.loaders import BatchInfo, Loader, ShardSet, ShardWriter
 from datafuel.vision import dali_available, loader_transform, region_decode_available
-from datafuel.vision._build import FIELDS
+from datafuel.vision import IMAGE_FIELDS as FIELDS
 
 SIZE = 224
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from datafuel.vision import build_image_shards
+from datafuel import build
 
-from ._common import echo_json, parse_fractions, progress
-from ._engine_opts import engine_options
+from ._common import StageBars, echo_json, parse_fractions
+from ._engine_opts import engine_options, open_engine
 
 
 @click.command("images")
@@ -68,22 +68,22 @@ def build_images(
     bytes (field `jpeg`) and an int64 `label`; class names go in the manifest
     metadata. Writes OUT/train, OUT/val, OUT/test, OUT/split.json, OUT/skipped.json.
 
-    Python: datafuel.vision.build_image_shards(INPUT_DIR, OUT, fractions=(0.8, 0.1, 0.1),
-    seed=0, on_error="fail", max_side=None, stratify=False).
+    Python: datafuel.build.images(INPUT_DIR, OUT, fractions=(0.8, 0.1, 0.1), seed=0,
+    on_error="fail", max_side=None, stratify=False, engine="local").
     """
-    summary = build_image_shards(
-        input_dir,
-        out,
-        fractions=parse_fractions(split),
-        seed=seed,
-        on_error=on_error,
-        max_side=max_side,
-        shard_bytes=shard_bytes,
-        stratify=stratify,
-        progress=lambda it: progress(it, desc="images", unit="file"),
-        engine=None if engine == "local" and ray_address is None else engine,
-        ray_address=ray_address,
-    )
+    with open_engine(engine, ray_address) as runner, StageBars("file") as bars:
+        summary = build.images(
+            input_dir,
+            out,
+            fractions=parse_fractions(split),
+            seed=seed,
+            on_error=on_error,
+            max_side=max_side,
+            shard_bytes=shard_bytes,
+            stratify=stratify,
+            engine=runner,
+            on_progress=bars,
+        )
     if as_json:
         echo_json(summary)
         return

@@ -1,16 +1,16 @@
-"""``datafuel build table``: a thin layer over :func:`datafuel.tabular.build_table_shards`."""
+"""``datafuel build table``: a thin layer over :func:`datafuel.build.table`."""
 
 from __future__ import annotations
 
 import click
 
+from datafuel import build
 from datafuel.errors import ConfigError
-from datafuel.tabular import build_table_shards, read_table
 
-from ._common import echo_json, parse_fractions, progress
-from ._engine_opts import engine_options
+from ._common import StageBars, echo_json, parse_fractions
+from ._engine_opts import engine_options, open_engine
 
-__all__ = ["build_table", "build_table_shards", "read_table"]
+__all__ = ["build_table"]
 
 
 def _pair(text: str) -> tuple[float, float] | None:
@@ -144,36 +144,36 @@ def build_table(
 
     \b
     Python equivalent:
-      from datafuel.tabular import build_table_shards
-      build_table_shards("houses.csv", "out", target="price", drop=["id"])
+      from datafuel import build
+      build.table("houses.csv", "out", target="price", drop=["id"], engine="local")
     """
     fractions = parse_fractions(split_text)
-    summary = build_table_shards(
-        input_path,
-        out,
-        target=target,
-        fractions=fractions,
-        seed=seed,
-        split_by=split_by,
-        split_key=split_key,
-        time_col=time_col,
-        drop=drop,
-        max_missing=max_missing,
-        impute=impute,
-        knn_k=knn_k,
-        winsorize=_pair(winsorize_text),
-        clip_target=clip_target,
-        scale=scale,
-        max_categories=max_categories,
-        shard_bytes=shard_bytes,
-        progress=progress,
-        engine=None if engine == "local" and ray_address is None else engine,
-        ray_address=ray_address,
-    )
+    with open_engine(engine, ray_address) as runner, StageBars("row") as bars:
+        summary = build.table(
+            input_path,
+            out,
+            target=target,
+            fractions=fractions,
+            seed=seed,
+            split_by=split_by,
+            split_key=split_key,
+            time_col=time_col,
+            drop=drop,
+            max_missing=max_missing,
+            impute=impute,
+            knn_k=knn_k,
+            winsorize=_pair(winsorize_text),
+            clip_target=clip_target,
+            scale=scale,
+            max_categories=max_categories,
+            shard_bytes=shard_bytes,
+            engine=runner,
+            on_progress=bars,
+        )
     if as_json:
         echo_json(summary)
         return
-    rows = summary["rows"]
+    rows = summary["counts"]
     click.echo(
         f"wrote {out}: train {rows['train']}, val {rows['val']}, test {rows['test']} rows, "
         f"{len(summary['columns'])} features"

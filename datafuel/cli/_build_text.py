@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from datafuel.text import build_text as build_text_api
+from datafuel import build
 
-from ._common import echo_json, parse_fractions, progress
-from ._engine_opts import engine_options
+from ._common import StageBars, echo_json, parse_fractions
+from ._engine_opts import engine_options, open_engine
 
 
 def _size(text: str) -> int:
@@ -94,25 +94,24 @@ def build_text(
     per document ending with the end-of-document token. Invalid UTF-8 becomes U+FFFD
     (counted). The same run in Python:
 
-        datafuel.text.build_text(["corpus/"], "out", vocab_size=8192, split=(0.8, 0.1, 0.1))
+        datafuel.build.text(["corpus/"], "out", vocab_size=8192, fractions=(0.8, 0.1, 0.1))
 
     Train on it with datafuel.loaders.Loader("out/train", batch_size=B, seq_len=T).
     """
     fractions = parse_fractions(split_text)
-    with progress(desc="encode", unit="doc") as bar:
-        summary = build_text_api(
+    with open_engine(engine, ray_address) as runner, StageBars("doc") as bars:
+        summary = build.text(
             list(inputs),
             out,
             vocab_size=vocab_size,
             tokenizer=tokenizer_file,
-            split=fractions,
+            fractions=fractions,
             seed=seed,
             text_field=text_field,
             txt_mode=txt_mode,  # type: ignore[arg-type]
             shard_bytes=_size(shard_bytes),
-            on_progress=bar.update,
-            engine=None if engine == "local" and ray_address is None else engine,
-            ray_address=ray_address,
+            engine=runner,
+            on_progress=bars,
         )
     if as_json:
         echo_json(summary)
@@ -133,12 +132,10 @@ def build_text(
         f"{summary['token_dtype']}, sha256 {summary['tokenizer_sha256'][:16]}"
     )
     for name in ("train", "val", "test"):
-        if name not in summary["splits"]:
+        if name not in summary["counts"]:
             continue
-        s = summary["splits"][name]
-        click.echo(
-            f"{name:5s}: {s['documents']:,} documents, {s['tokens']:,} tokens -> {out}/{name}"
-        )
+        docs, tokens = summary["counts"][name], summary["tokens"][name]
+        click.echo(f"{name:5s}: {docs:,} documents, {tokens:,} tokens -> {out}/{name}")
     if summary.get("resumed"):
         click.echo("(already built with these arguments; nothing to do)")
     else:

@@ -34,6 +34,32 @@ def progress(
     )
 
 
+class StageBars:
+    """A build's ``on_progress(stage, n, total)`` as one tqdm bar per stage (see :func:`progress`).
+
+    Use as a context manager; the bars close on exit.
+    """
+
+    def __init__(self, unit: str = "it") -> None:
+        self.unit = unit
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, n: int, total: int | None) -> None:
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = progress(total=total, desc=stage, unit=self.unit)
+        if n:
+            bar.update(n)
+
+    def __enter__(self) -> StageBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
+
 def parse_fractions(text: str, *, option: str = "--split") -> tuple[float, ...]:
     """Parse '0.8,0.1,0.1' into floats; the split module checks that they sum to 1."""
     try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from datafuel.engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,3 +33,19 @@ def engine_options(command: F) -> F:
         "(pip install 'datafuel[ray]'). Both write identical bytes.",
     )(command)
     return command
+
+
+@contextmanager
+def open_engine(engine: str, ray_address: str | None) -> Iterator[Engine]:
+    """The engine ``--engine``/``--ray-address`` name, closed when the verb ends.
+
+    A missing Ray or a ``--ray-address`` without ``--engine ray`` is refused here,
+    before any work.
+    """
+    from datafuel.engine import get_engine
+
+    runner = get_engine(engine, ray_address=ray_address)
+    try:
+        yield runner
+    finally:
+        runner.close()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from datafuel.loaders import ShardSet
-from datafuel.synthetic import format_report, resample_shards
+from datafuel import build
+from datafuel.synthetic import format_report
 
-from ._common import echo_json, progress
+from ._common import StageBars, echo_json
 
 
 @click.command("resample")
@@ -84,11 +84,10 @@ def resample(
     the diversity of the original, the resampled data and a purely synthetic sample.
     Rerunning an interrupted run skips finished shards. In Python:
 
-        datafuel.synthetic.resample_shards("out/train", "out/train-resampled", seed=0)
+        datafuel.build.resample("out/train", "out/train-resampled", seed=0)
     """
-    total = ShardSet(tokens_dir).token_stream("tokens").num_documents
-    with progress(total=total, desc="resample", unit="doc") as bar:
-        report = resample_shards(
+    with StageBars("doc") as bars:
+        summary = build.resample(
             tokens_dir,
             out,
             prior=prior,
@@ -99,11 +98,12 @@ def resample(
             ngram_order=ngram_order,
             device=device,
             report_tokens=report_tokens,
-            on_progress=bar.update,
+            on_progress=bars,
         )
     if as_json:
-        echo_json(report)
+        echo_json(summary)
         return
+    report = summary["report"]
     click.echo(format_report(report))
     if report.get("resumed"):
         click.echo(f"({report['resumed']})")

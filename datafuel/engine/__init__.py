@@ -11,7 +11,10 @@ How (the canonical order and the cut):
   corpus order (files in sorted order, lines in file order). Work units are
   consecutive runs of records in that order: 65,536 table rows, 256 image files,
   one split's documents of about ``batch_chars`` characters (the local encode batch).
-* A unit task does the per-record work (recipe transform and one-hot; full decode
+* The local engine runs units on a thread pool in this process and feeds one
+  :class:`~datafuel.loaders.ShardWriter` in unit order; it is the default, not a
+  special case: every build writes through an engine.
+* A Ray unit task does the per-record work (recipe transform and one-hot; full decode
   and optional re-encode; BPE encoding) and returns its rows to the object store and
   each row's data bytes to the driver. The driver cuts shards exactly where
   :class:`~datafuel.loaders.ShardWriter` would (:class:`ShardCutter`: a shard closes
@@ -52,26 +55,22 @@ Examples
 
 from __future__ import annotations
 
-from ._base import Engine, Packed, ShardSink, UnitFn, concat_rows, pack_rows
+from ._base import Engine, RowsCallback, ShardSink, UnitFn
 from ._local import LocalEngine
-from ._plan import ShardCutter, ShardPlan, row_bytes, unit_ranges
-from ._ray import RayEngine, import_ray
+from ._plan import ShardCutter, ShardPlan, unit_ranges
+from ._ray import RayEngine
 from ._select import ENGINES, get_engine
 
 __all__ = [
     "ENGINES",
     "Engine",
     "LocalEngine",
-    "Packed",
     "RayEngine",
+    "RowsCallback",
     "ShardCutter",
     "ShardPlan",
     "ShardSink",
     "UnitFn",
-    "concat_rows",
     "get_engine",
-    "import_ray",
-    "pack_rows",
-    "row_bytes",
     "unit_ranges",
 ]

@@ -12,12 +12,36 @@ import numpy as np
 
 from datafuel.loaders import Field
 
-__all__ = ["Engine", "Packed", "ShardSink", "UnitFn", "concat_rows", "pack_rows"]
+__all__ = [
+    "Engine",
+    "Packed",
+    "RowsCallback",
+    "ShardSink",
+    "UnitFn",
+    "concat_rows",
+    "map_chunk",
+    "pack_rows",
+    "unit_row_count",
+]
 
 #: ``fn(shared, payload) -> {field: values}``: the per-record work of one unit. It must
 #: be picklable (a module-level function or a ``functools.partial`` of one) and
 #: deterministic: a retried unit must give the same rows.
 UnitFn = Callable[[Any, Any], Mapping[str, Any]]
+#: ``on_rows(n)``: called on the driver as each unit's ``n`` rows are placed (progress bars).
+RowsCallback = Callable[[int], None]
+
+
+def unit_row_count(batch: Mapping[str, Any]) -> int:
+    """Rows of one unit's output (every field has as many; the first one is counted)."""
+    for values in batch.values():
+        return len(values)
+    return 0
+
+
+def map_chunk(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
+    """``[fn(shared, x) for x in items]``: the body of one :meth:`Engine.map` task."""
+    return [fn(shared, x) for x in items]
 
 
 class Packed:
@@ -160,6 +184,7 @@ class Engine(ABC):
         provenance: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         check_finite: bool = True,
+        on_rows: RowsCallback | None = None,
     ) -> ShardSink:
         """A sink writing the shard set ``directory`` from units processed by ``fn``."""
 
@@ -189,5 +214,4 @@ class Engine(ABC):
         with self.shard_sink(directory, fields, fn, **kwargs) as sink:
             for p in payloads:
                 sink.submit(p)
-        assert sink.manifest is not None
-        return sink.manifest
+        return sink.close()  # closed already by the clean exit: returns its manifest

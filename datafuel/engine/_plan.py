@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from datafuel.errors import ConfigError, SchemaError
+from datafuel._checks import check_int
+from datafuel.errors import SchemaError
 from datafuel.loaders import Field
 
 __all__ = ["ShardCutter", "ShardPlan", "row_bytes", "unit_ranges"]
@@ -32,8 +33,7 @@ def unit_ranges(n: int, unit_rows: int) -> list[tuple[int, int]]:
     >>> unit_ranges(10, 4)
     [(0, 4), (4, 8), (8, 10)]
     """
-    if isinstance(unit_rows, bool) or not isinstance(unit_rows, int) or unit_rows < 1:
-        raise ConfigError(f"unit_rows must be a positive int. Got {unit_rows!r} instead.")
+    check_int("unit_rows", unit_rows)
     return [(s, min(n, s + unit_rows)) for s in range(0, n, unit_rows)]
 
 
@@ -98,9 +98,7 @@ class ShardCutter:
     """
 
     def __init__(self, shard_bytes: int) -> None:
-        if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
-            raise ConfigError(f"shard_bytes must be a positive int. Got {shard_bytes!r} instead.")
-        self.shard_bytes = shard_bytes
+        self.shard_bytes = check_int("shard_bytes", shard_bytes)
         self.rows = 0  # rows placed so far
         self._size = 0  # data bytes of the open shard
         self._open: ShardPlan | None = None

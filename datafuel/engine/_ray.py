@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from datafuel._checks import check_int
 from datafuel.errors import ConfigError, DatafuelError, EngineError
 from datafuel.loaders import Field, ShardWriter, start_shard_set, write_manifest, write_shard
 
-from ._base import Engine, ShardSink, UnitFn, concat_rows, pack_rows
+from ._base import Engine, RowsCallback, ShardSink, UnitFn, concat_rows, map_chunk, pack_rows
 from ._plan import ShardCutter, ShardPlan, row_bytes
 
 __all__ = ["RayEngine", "import_ray"]
@@ -72,10 +73,6 @@ def _write_plan(
     return write_shard(
         directory, fields, batch, shard=number, first_row=first_row, check_finite=check_finite
     )
-
-
-def _map_chunk(fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> list[Any]:
-    return [fn(shared, x) for x in items]
 
 
 _REMOTES: dict[str, Any] = {}
@@ -133,6 +130,7 @@ class _RaySink(ShardSink):
         provenance: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
         check_finite: bool,
+        on_rows: RowsCallback | None,
     ) -> None:
         # the same checks as ShardWriter (fields, shard_bytes, JSON-able provenance), up front
         ShardWriter(
@@ -146,6 +144,7 @@ class _RaySink(ShardSink):
         self._provenance = provenance
         self._metadata = metadata
         self._check_finite = check_finite
+        self._on_rows = on_rows
         self._window = engine._window()
         self._opts = {"max_retries": engine.max_retries}
         start_shard_set(self.directory)
@@ -177,6 +176,8 @@ class _RaySink(ShardSink):
         batch_ref, sizes_ref = self._units.pop(u)
         sizes = _get(self._ray, sizes_ref, f"{self.directory}: work unit {u}")
         self._held[u] = batch_ref
+        if self._on_rows is not None:
+            self._on_rows(len(sizes))
         for plan in self._cutter.feed(u, sizes):
             self._dispatch(plan)
         self._next += 1
@@ -277,14 +278,8 @@ class RayEngine(Engine):
         max_retries: int = 3,
         max_in_flight: int | None = None,
     ) -> None:
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigError(f"max_retries must be an int >= 0. Got {max_retries!r} instead.")
-        if max_in_flight is not None and (
-            isinstance(max_in_flight, bool)
-            or not isinstance(max_in_flight, int)
-            or max_in_flight < 1
-        ):
-            raise ConfigError(f"max_in_flight must be a positive int. Got {max_in_flight!r}.")
+        check_int("max_retries", max_retries, low=0)
+        check_int("max_in_flight", max_in_flight, none_ok=True)
         self.address = address
         self.num_cpus = num_cpus
         self.max_retries = max_retries
@@ -334,7 +329,7 @@ class RayEngine(Engine):
         chunk: int = 256,
     ) -> Iterator[Any]:
         ray = self._start()
-        task = _remote(ray, _map_chunk).options(max_retries=self.max_retries)
+        task = _remote(ray, map_chunk).options(max_retries=self.max_retries)
         shared_ref = ray.put(shared)
         window = self._window()
         chunks = [items[s : s + chunk] for s in range(0, len(items), chunk)]
@@ -360,6 +355,7 @@ class RayEngine(Engine):
         provenance: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         check_finite: bool = True,
+        on_rows: RowsCallback | None = None,
     ) -> ShardSink:
         return _RaySink(
             self,
@@ -371,4 +367,5 @@ class RayEngine(Engine):
             provenance=provenance,
             metadata=metadata,
             check_finite=check_finite,
+            on_rows=on_rows,
         )

@@ -1,6 +1,8 @@
 """Semi-synthetic data: priors, ToEdit-style token resampling, diversity statistics.
 
-``resample_shards`` is the Python form of ``datafuel resample``.
+The pieces ``datafuel.build.resample`` (``datafuel resample``) composes: priors
+(:class:`NGramPrior`, :class:`TorchPrior`, :func:`load_hf_prior`),
+:func:`resample_documents`, :func:`diversity_stats` and the report.
 """
 
 from __future__ import annotations
@@ -8,8 +10,8 @@ from __future__ import annotations
 from ._diversity import distinct_n, diversity_stats, perplexities, top_bigram_share
 from ._hf import load_hf_prior
 from ._ngram import NGramPrior
-from ._pipeline import REPORT_NAME, format_report, resample_shards
 from ._prior import Prior, Scores, apply_decoding
+from ._report import REPORT_NAME, format_report
 from ._resample import ResampleCounts, doc_rng, resample_document, resample_documents
 from ._torch import TorchPrior
 
@@ -29,6 +31,5 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "perplexities",
     "resample_document",
     "resample_documents",
-    "resample_shards",
     "top_bigram_share",
 ]

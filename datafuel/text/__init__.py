@@ -1,13 +1,13 @@
 """Text: byte-level BPE training and encoding (HF ``tokenizers``) into token shard sets.
 
-``build_text`` is the Python form of ``datafuel build text``; the pieces it composes
-(:class:`Corpus`, :func:`train_bpe` / :class:`BPETokenizer`, :func:`encode_documents`,
-:func:`export_bin`) are usable on their own.
+The pieces ``datafuel.build.text`` (``datafuel build text``) composes:
+:class:`Corpus`, :func:`assign_split`, :func:`train_bpe` / :class:`BPETokenizer`,
+:func:`encode_documents`, :func:`export_bin`.
 """
 
 from __future__ import annotations
 
-from ._build import assign_split, build_text
+from ._assign import assign_split, split_router
 from ._corpus import Corpus, CorpusStats, clean_text
 from ._encode import encode_documents
 from ._export import LLMC_MAGIC, export_bin, read_bin
@@ -20,11 +20,11 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "DEFAULT_EOT",
     "LLMC_MAGIC",
     "assign_split",
-    "build_text",
     "clean_text",
     "encode_documents",
     "export_bin",
     "read_bin",
+    "split_router",
     "token_dtype",
     "train_bpe",
 ]

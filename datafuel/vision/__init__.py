@@ -3,8 +3,8 @@
 One :class:`ImageSpec` describes the pipeline (decode, EXIF orientation, RGB,
 RandomResizedCrop or Resize+CenterCrop, HorizontalFlip, Rotate, Normalize) and is
 checked when built; :func:`loader_transform` turns it into the Loader's per-batch
-transform on either backend; :func:`build_image_shards` writes an ImageFolder tree
-as image shard sets (``datafuel build images``).
+transform on either backend; :func:`list_image_folder`, :func:`check_image` and
+:func:`load_image` are the records ``datafuel.build.images`` writes as image shard sets.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import typing as _typing
 
 from datafuel._lazy import lazy_getattr as _lazy_getattr
 
-from ._build import build_image_shards
 from ._cpu import CPUTransform, augment_image, region_decode_available
 from ._dali import DALITransform, dali_available
 from ._decode import decode_image, image_info
+from ._folder import IMAGE_FIELDS, check_image, list_image_folder, load_image
 from ._loader import loader_transform
 from ._params import SampleParams, sample_params
 from ._spec import (
@@ -38,6 +38,7 @@ __getattr__ = _lazy_getattr(__name__, {"normalize_on_device": "._torch"})
 
 
 __all__ = [
+    "IMAGE_FIELDS",
     "CPUTransform",
     "CenterCrop",
     "DALITransform",
@@ -49,10 +50,12 @@ __all__ = [
     "Rotate",
     "SampleParams",
     "augment_image",
-    "build_image_shards",
+    "check_image",
     "dali_available",
     "decode_image",
     "image_info",
+    "list_image_folder",
+    "load_image",
     "loader_transform",
     "normalize_on_device",
     "region_decode_available",

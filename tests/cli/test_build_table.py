@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import datafuel
+import datafuel.build
 from datafuel.cli import main
 from datafuel.loaders import ShardSet
 
@@ -32,7 +33,7 @@ def test_sample_end_to_end_and_training(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert code == 0, err
     summary = json.loads(text)
-    assert summary["rows"]["train"] > 1500 and summary["rows"]["val"] > 150
+    assert summary["counts"]["train"] > 1500 and summary["counts"]["val"] > 150
     split = json.loads((out / "split.json").read_text())
     assert split["method"] == "random" and split["total"] == 2000
     recipe = json.loads((out / "recipe.json").read_text())
@@ -109,7 +110,7 @@ def test_no_leakage_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
         "1",
     )
     assert code == 0, err
-    table = datafuel.cli._build_table.read_table(SAMPLE).drop_columns(["id", "neighborhood"])
+    table = datafuel.build.read_table(SAMPLE).drop_columns(["id", "neighborhood"])
     train = datafuel.split(table, seed=0).train.drop_columns(["price"])
     means = [np.nanmean(c.to_numpy(zero_copy_only=False).astype(float)) for c in train.columns]
     recipe = json.loads((tmp_path / "recipe.json").read_text())

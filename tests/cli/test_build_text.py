@@ -61,7 +61,7 @@ def test_build_text_end_to_end(
     }
     assert main([*argv, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["resumed"] is True and summary["splits"]["train"]["documents"] == len(train)
+    assert summary["resumed"] is True and summary["counts"]["train"] == len(train)
 
 
 def test_build_text_with_a_given_tokenizer(

@@ -150,10 +150,10 @@ def test_many_cores_get_a_processes_hint(
         label=np.zeros(8, np.int64),
     )
     monkeypatch.setattr(prof.os, "cpu_count", lambda: 16)
-    monkeypatch.setattr(prof, "run_profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.5})
+    monkeypatch.setattr(prof.build, "profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.5})
     rc, out, _ = run_cli(["profile", str(d), "--decode", "cpu"], capsys)
     assert rc == 0 and "try --processes 14" in out
-    monkeypatch.setattr(prof, "run_profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.01})
+    monkeypatch.setattr(prof.build, "profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.01})
     rc, out, _ = run_cli(["profile", str(d), "--decode", "cpu"], capsys)
     assert rc == 0 and "hint" not in out  # the loop was not waiting: nothing to fix
 

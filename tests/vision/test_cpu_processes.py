@@ -14,8 +14,8 @@ from image_samples import colour_image, jpeg
 
 from datafuel.errors import ConfigError, DecodeError
 from datafuel.loaders import BatchInfo, Loader, ShardSet, ShardWriter
+from datafuel.vision import IMAGE_FIELDS as FIELDS
 from datafuel.vision import CPUTransform, ImageSpec, loader_transform
-from datafuel.vision._build import FIELDS
 from datafuel.vision._cpu import _shm_dir
 
 SPEC = ImageSpec.train(48, rotate_degrees=15)

@@ -11,8 +11,8 @@ from image_samples import colour_image
 
 from datafuel.errors import DatafuelError
 from datafuel.loaders import Loader, ShardSet, ShardWriter, fixed
+from datafuel.vision import IMAGE_FIELDS as FIELDS
 from datafuel.vision import dali_available, loader_transform, normalize_on_device
-from datafuel.vision._build import FIELDS
 
 
 def write_colour_shards(

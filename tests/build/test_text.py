@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datafuel import build
 from datafuel.demo import generate_documents
 from datafuel.errors import ConfigError, InputDataError, TokenizerError
 from datafuel.loaders import ShardSet
 from datafuel.text import (
     BPETokenizer,
     assign_split,
-    build_text,
     encode_documents,
     export_bin,
     read_bin,
@@ -35,7 +35,7 @@ def test_rows_are_documents_with_eot_and_splits_partition_the_corpus(
     tmp_path: Path, docs: list[str]
 ) -> None:
     src = write_jsonl(tmp_path / "c.jsonl", docs)
-    s = build_text([src], tmp_path / "out", vocab_size=400, seed=7, shard_bytes=4096)
+    s = build.text([src], tmp_path / "out", vocab_size=400, seed=7, shard_bytes=4096)
     tok = BPETokenizer.load(tmp_path / "out" / "tokenizer.json")
     assert s["tokenizer_sha256"] == tok.fingerprint
     seen: list[str] = []
@@ -53,8 +53,8 @@ def test_rows_are_documents_with_eot_and_splits_partition_the_corpus(
             text = tok.decode(row[:-1])
             assert assign_split(text, (0.8, 0.1, 0.1), seed=7) == name
             seen.append(text)
-        assert s["splits"][name]["documents"] == ts.num_documents
-        assert s["splits"][name]["tokens"] == ts.num_tokens
+        assert s["counts"][name] == ts.num_documents
+        assert s["tokens"][name] == ts.num_tokens
     # every document exactly once, in corpus order within a split, never cut
     assert sorted(seen) == sorted(docs)
     assert ShardSet(tmp_path / "out" / "train").num_shards > 1
@@ -75,7 +75,7 @@ def test_tokenizer_is_fitted_on_train_documents_only(tmp_path: Path, docs: list[
         if assign_split(d, fr, seed=1) == "test":
             leak_docs.append(d)
     src = write_jsonl(tmp_path / "c.jsonl", docs + leak_docs)
-    build_text([src], tmp_path / "out", vocab_size=600, split=fr, seed=1)
+    build.text([src], tmp_path / "out", vocab_size=600, fractions=fr, seed=1)
     tok = BPETokenizer.load(tmp_path / "out" / "tokenizer.json")
     # byte-level fallback only: not one merge learned from the test-only string
     assert len(tok.encode(secret)) == len(secret)
@@ -91,7 +91,9 @@ def test_given_tokenizer_is_used_and_copied(tmp_path: Path, docs: list[str]) -> 
     tok = train_bpe(docs, vocab_size=350)
     tok.save(tmp_path / "mine.json")
     src = write_jsonl(tmp_path / "c.jsonl", docs[:30])
-    s = build_text([src], tmp_path / "out", tokenizer=tmp_path / "mine.json", split=(1.0, 0.0, 0.0))
+    s = build.text(
+        [src], tmp_path / "out", tokenizer=tmp_path / "mine.json", fractions=(1.0, 0.0, 0.0)
+    )
     assert s["tokenizer_trained"] is False and s["tokenizer_sha256"] == tok.fingerprint
     assert (tmp_path / "out" / "tokenizer.json").read_bytes() == (
         tmp_path / "mine.json"
@@ -103,36 +105,36 @@ def test_given_tokenizer_is_used_and_copied(tmp_path: Path, docs: list[str]) -> 
 
 def test_rerun_is_a_no_op_and_same_bytes(tmp_path: Path, docs: list[str]) -> None:
     src = write_jsonl(tmp_path / "c.jsonl", docs[:50])
-    a = build_text([src], tmp_path / "out", vocab_size=300)
+    a = build.text([src], tmp_path / "out", vocab_size=300)
     m1 = (tmp_path / "out" / "train" / "manifest.json").read_bytes()
-    b = build_text([src], tmp_path / "out", vocab_size=300)
+    b = build.text([src], tmp_path / "out", vocab_size=300)
     assert not a["resumed"] and b["resumed"]
     assert (tmp_path / "out" / "train" / "manifest.json").read_bytes() == m1
     # an interrupted build (no manifest) is rebuilt to the same bytes
     (tmp_path / "out" / "val" / "manifest.json").unlink()
-    c = build_text([src], tmp_path / "out", vocab_size=300)
+    c = build.text([src], tmp_path / "out", vocab_size=300)
     assert not c["resumed"] and (tmp_path / "out" / "train" / "manifest.json").read_bytes() == m1
 
 
 def test_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match="not found"):
-        build_text([tmp_path / "missing.jsonl"], tmp_path / "o", vocab_size=300)
+        build.text([tmp_path / "missing.jsonl"], tmp_path / "o", vocab_size=300)
     empty = write_jsonl(tmp_path / "empty.jsonl", ["", "   "])
     with pytest.raises(InputDataError, match="no non-empty documents"):
-        build_text([empty], tmp_path / "o", vocab_size=300)
+        build.text([empty], tmp_path / "o", vocab_size=300)
     (tmp_path / "d").mkdir()
     with pytest.raises(InputDataError, match="no .txt or .jsonl"):
-        build_text([tmp_path / "d"], tmp_path / "o", vocab_size=300)
+        build.text([tmp_path / "d"], tmp_path / "o", vocab_size=300)
     ok = write_jsonl(tmp_path / "ok.jsonl", ["a b c"] * 5)
     with pytest.raises(ConfigError, match="vocab_size"):
-        build_text([ok], tmp_path / "o", vocab_size=10)
+        build.text([ok], tmp_path / "o", vocab_size=10)
     with pytest.raises(ConfigError, match="not both"):
-        build_text([ok], tmp_path / "o", vocab_size=300, tokenizer=tmp_path / "t.json")
+        build.text([ok], tmp_path / "o", vocab_size=300, tokenizer=tmp_path / "t.json")
     with pytest.raises(ConfigError, match="sum to 1"):
-        build_text([ok], tmp_path / "o", vocab_size=300, split=(0.5, 0.1, 0.1))
+        build.text([ok], tmp_path / "o", vocab_size=300, fractions=(0.5, 0.1, 0.1))
     (tmp_path / "bad.json").write_text("nope")
     with pytest.raises(TokenizerError, match="bad.json"):
-        build_text([ok], tmp_path / "o", tokenizer=tmp_path / "bad.json")
+        build.text([ok], tmp_path / "o", tokenizer=tmp_path / "bad.json")
 
 
 def test_encode_documents_streams_and_keeps_order(docs: list[str]) -> None:
@@ -149,7 +151,7 @@ def test_encode_documents_streams_and_keeps_order(docs: list[str]) -> None:
 @pytest.mark.parametrize("style", ["nanogpt", "llmc"])
 def test_export_bin_round_trip(tmp_path: Path, docs: list[str], style: str) -> None:
     src = write_jsonl(tmp_path / "c.jsonl", docs[:40])
-    build_text([src], tmp_path / "out", vocab_size=300, split=(1.0, 0.0, 0.0), shard_bytes=2048)
+    build.text([src], tmp_path / "out", vocab_size=300, fractions=(1.0, 0.0, 0.0), shard_bytes=2048)
     ds = ShardSet(tmp_path / "out" / "train")
     ts = ds.token_stream("tokens")
     n = export_bin(ds, tmp_path / "train.bin", style=style, chunk_tokens=1000)  # type: ignore[arg-type]

@@ -8,9 +8,10 @@ import pytest
 from image_samples import broken, encode, exif_jpeg, jpeg, make_folder, pattern
 from PIL import Image
 
+from datafuel import build
 from datafuel.errors import ConfigError, DecodeError, InputDataError
 from datafuel.loaders import ShardSet
-from datafuel.vision import build_image_shards, image_info
+from datafuel.vision import image_info
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -28,7 +29,7 @@ def test_build_writes_splits_labels_and_class_names(folder: Path, tmp_path: Path
     )
     (folder / "cat" / ".DS_Store").write_bytes(b"\0\0junk")  # hidden: ignored
     out = tmp_path / "out"
-    s = build_image_shards(folder, out, fractions=(0.6, 0.2, 0.2), seed=1, shard_bytes=5_000)
+    s = build.images(folder, out, fractions=(0.6, 0.2, 0.2), seed=1, shard_bytes=5_000)
     assert s["classes"] == ["cat", "dog", "eel"] and s["total"] == 19 and s["skipped"] == 0
     assert sum(s["counts"].values()) == 19
     originals = {
@@ -57,10 +58,10 @@ def test_build_writes_splits_labels_and_class_names(folder: Path, tmp_path: Path
 
 def test_rerun_gives_identical_bytes(folder: Path, tmp_path: Path) -> None:
     for _ in range(2):
-        build_image_shards(folder, tmp_path / "a", seed=3)
-    build_image_shards(folder, tmp_path / "b", seed=3)
+        build.images(folder, tmp_path / "a", seed=3)
+    build.images(folder, tmp_path / "b", seed=3)
     assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
-    build_image_shards(folder, tmp_path / "c", seed=4)
+    build.images(folder, tmp_path / "c", seed=4)
     assert tree_bytes(tmp_path / "a") != tree_bytes(tmp_path / "c")
 
 
@@ -68,7 +69,7 @@ def test_rerun_gives_identical_bytes(folder: Path, tmp_path: Path) -> None:
 def test_fail_names_the_bad_file(folder: Path, tmp_path: Path, bad: str) -> None:
     (folder / "dog" / bad).write_bytes(broken()[bad])
     with pytest.raises(DecodeError, match=f"dog/{bad}") as exc:
-        build_image_shards(folder, tmp_path / "out")
+        build.images(folder, tmp_path / "out")
     assert exc.value.path is not None and exc.value.path.endswith(bad)
     assert not (tmp_path / "out" / "train" / "manifest.json").exists()
 
@@ -77,7 +78,7 @@ def test_skip_lists_every_bad_file_and_builds_the_rest(folder: Path, tmp_path: P
     for name, data in broken().items():
         (folder / "eel" / name).write_bytes(data)
     (folder / "cat" / "notes.txt").write_text("a text file among the images")
-    s = build_image_shards(folder, tmp_path / "out", on_error="skip")
+    s = build.images(folder, tmp_path / "out", on_error="skip")
     assert s["skipped"] == 5 and s["total"] == 18
     report = json.loads((tmp_path / "out" / "skipped.json").read_text())
     assert report["count"] == 5
@@ -94,7 +95,7 @@ def test_max_side_reencodes_large_images_upright(tmp_path: Path) -> None:
     (src / "a" / "big.jpg").write_bytes(jpeg(800, 600, 1))
     (src / "a" / "rot.jpg").write_bytes(exif_jpeg(640, 480, 6, 2))
     (src / "a" / "small.jpg").write_bytes(small := jpeg(100, 80, 3))
-    s = build_image_shards(src, tmp_path / "out", fractions=(1.0, 0.0, 0.0), max_side=200)
+    s = build.images(src, tmp_path / "out", fractions=(1.0, 0.0, 0.0), max_side=200)
     assert s["counts"] == {"train": 3}
     assert not (tmp_path / "out" / "val").exists()
     rows = ShardSet(tmp_path / "out" / "train").gather([0, 1, 2])["jpeg"]
@@ -105,28 +106,28 @@ def test_max_side_reencodes_large_images_upright(tmp_path: Path) -> None:
 
 def test_bad_arguments(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="on_error"):
-        build_image_shards(folder, tmp_path / "o", on_error="ignore")
+        build.images(folder, tmp_path / "o", on_error="ignore")
     with pytest.raises(ConfigError, match="max_side"):
-        build_image_shards(folder, tmp_path / "o", max_side=0)
+        build.images(folder, tmp_path / "o", max_side=0)
     with pytest.raises(ConfigError, match="sum to 1"):
-        build_image_shards(folder, tmp_path / "o", fractions=(0.5, 0.1, 0.1))
+        build.images(folder, tmp_path / "o", fractions=(0.5, 0.1, 0.1))
     with pytest.raises(ConfigError, match="inside the input folder"):
-        build_image_shards(folder, folder / "shards")
+        build.images(folder, folder / "shards")
     with pytest.raises(InputDataError, match="not a directory"):
-        build_image_shards(tmp_path / "missing", tmp_path / "o")
+        build.images(tmp_path / "missing", tmp_path / "o")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputDataError, match="no class sub-folders"):
-        build_image_shards(empty, tmp_path / "o")
+        build.images(empty, tmp_path / "o")
     (empty / "a").mkdir()
     (empty / "a" / "x.jpg").write_bytes(b"")
     with pytest.raises(InputDataError, match="no readable images"):
-        build_image_shards(empty, tmp_path / "o", on_error="skip")
+        build.images(empty, tmp_path / "o", on_error="skip")
 
 
 def test_stratified_split_keeps_class_proportions(tmp_path: Path) -> None:
     src = make_folder(tmp_path / "src", per_class=10)
-    s = build_image_shards(src, tmp_path / "out", fractions=(0.6, 0.2, 0.2), seed=2, stratify=True)
+    s = build.images(src, tmp_path / "out", fractions=(0.6, 0.2, 0.2), seed=2, stratify=True)
     assert s["counts"] == {"train": 18, "val": 6, "test": 6}
     for name in ("train", "val", "test"):
         counts = ShardSet(tmp_path / "out" / name).metadata["class_counts"]

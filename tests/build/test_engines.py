@@ -14,14 +14,13 @@ import pytest
 from engine_helpers import same_tree
 from PIL import Image
 
-import datafuel.engine._units as units
+import datafuel.build._images as build_images
+import datafuel.build._table as build_table
+from datafuel import build
 from datafuel.cli import main
 from datafuel.demo import write_corpus
 from datafuel.errors import DecodeError, NonFiniteError
 from datafuel.loaders import ShardSet
-from datafuel.tabular import build_table_shards
-from datafuel.text import build_text
-from datafuel.vision import build_image_shards
 
 HOUSES = str(files("datafuel") / "data" / "houses.csv")
 
@@ -46,13 +45,13 @@ def manifest_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_table_ray_equals_local(
     ray_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, impute: str
 ) -> None:
-    monkeypatch.setattr(units, "TABLE_UNIT_ROWS", 97)  # many units, cut inside units
+    monkeypatch.setattr(build_table, "TABLE_UNIT_ROWS", 97)  # many units, cut inside units
     kw: dict[str, Any] = {"target": "price", "drop": ["id"], "impute": impute, "shard_bytes": 1000}
-    local = build_table_shards(HOUSES, tmp_path / "local", **kw)
+    local = build.table(HOUSES, tmp_path / "local", **kw)
     writes = manifest_writes(monkeypatch)
-    remote = build_table_shards(HOUSES, tmp_path / "ray", engine="ray", **kw)
+    remote = build.table(HOUSES, tmp_path / "ray", engine="ray", **kw)
     assert same_tree(tmp_path / "local", tmp_path / "ray") == []
-    assert remote["rows"] == local["rows"] and remote["columns"] == local["columns"]
+    assert remote["counts"] == local["counts"] and remote["columns"] == local["columns"]
     assert sorted(writes) == sorted(
         str(tmp_path / "ray" / n / "manifest.json") for n in ("train", "val", "test")
     )
@@ -62,12 +61,12 @@ def test_table_ray_equals_local(
 def test_table_nan_reaching_a_shard_names_the_same_row(
     ray_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(units, "TABLE_UNIT_ROWS", 101)
+    monkeypatch.setattr(build_table, "TABLE_UNIT_ROWS", 101)
     kw: dict[str, Any] = {"target": "price", "drop": ["id"], "impute": "none", "max_missing": 1.0}
     errors = []
     for engine in ("local", "ray"):
         with pytest.raises(NonFiniteError) as err:
-            build_table_shards(HOUSES, tmp_path / engine, engine=engine, **kw)
+            build.table(HOUSES, tmp_path / engine, engine=engine, **kw)
         errors.append(err.value)
         assert not (tmp_path / engine / "train" / "manifest.json").exists()
     assert (errors[0].field, errors[0].row) == (errors[1].field, errors[1].row)
@@ -107,12 +106,14 @@ def image_folder(root: Path, corrupt: bool) -> Path:
 def test_images_ray_equals_local(
     ray_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_side: int | None
 ) -> None:
-    monkeypatch.setattr(units, "IMAGE_UNIT_FILES", 5)
+    monkeypatch.setattr(build_images, "IMAGE_UNIT_FILES", 5)
     src = image_folder(tmp_path / "src", corrupt=True)
     kw: dict[str, Any] = {"on_error": "skip", "max_side": max_side, "shard_bytes": 9000}
-    local = build_image_shards(src, tmp_path / "local", **kw)
-    remote = build_image_shards(src, tmp_path / "ray", engine="ray", **kw)
-    assert remote == {**local, "out": str(tmp_path / "ray")}
+    local = build.images(src, tmp_path / "local", **kw)
+    remote = build.images(src, tmp_path / "ray", engine="ray", **kw)
+    assert remote["engine"] == "ray" and local["engine"] == "local"
+    same = {k: v for k, v in local.items() if k not in ("out", "engine", "seconds")}
+    assert {k: remote[k] for k in same} == same
     assert local["skipped"] == 1
     assert same_tree(tmp_path / "local", tmp_path / "ray") == []
     assert len(ShardSet(tmp_path / "ray" / "train", verify=True).shards) > 2
@@ -123,7 +124,7 @@ def test_corrupt_image_fails_naming_the_file(ray_session: Any, tmp_path: Path) -
     errors = []
     for engine in ("local", "ray"):
         with pytest.raises(DecodeError) as err:
-            build_image_shards(src, tmp_path / engine, engine=engine)
+            build.images(src, tmp_path / engine, engine=engine)
         errors.append(err.value)
     assert str(errors[1]) == str(errors[0])
     assert errors[1].path == errors[0].path == str(src / "dog" / "007.jpg")
@@ -136,15 +137,15 @@ def test_text_ray_equals_local(ray_session: Any, tmp_path: Path) -> None:
     write_corpus(corpus / "a.jsonl", 150, seed=1)
     write_corpus(corpus / "b.jsonl", 90, seed=2)
     kw: dict[str, Any] = {"vocab_size": 400, "shard_bytes": 3000, "batch_chars": 2500}
-    local = build_text([corpus], tmp_path / "local", **kw)
-    remote = build_text([corpus], tmp_path / "ray", engine="ray", **kw)
-    assert remote["splits"] == local["splits"]
+    local = build.text([corpus], tmp_path / "local", **kw)
+    remote = build.text([corpus], tmp_path / "ray", engine="ray", **kw)
+    assert (remote["counts"], remote["tokens"]) == (local["counts"], local["tokens"])
     assert remote["tokenizer_sha256"] == local["tokenizer_sha256"]
     # .build-text.json holds timings; everything else is identical, tokenizer.json included
     diffs = same_tree(tmp_path / "local", tmp_path / "ray")
     assert diffs == [".build-text.json"]
     state = json.loads((tmp_path / "ray" / ".build-text.json").read_text())
-    assert state["done"] and state["summary"]["splits"] == local["splits"]
+    assert state["done"] and state["summary"]["counts"] == local["counts"]
     assert len(ShardSet(tmp_path / "ray" / "train", verify=True).shards) > 3
 
 

@@ -1,0 +1,168 @@
+"""``build.profile``: drive a Loader with a simulated training step; throughput and starvation.
+
+What ``datafuel profile`` runs. Not a build (it writes nothing, so it has no ``out``
+and no engine): it reads a shard set the builds wrote, through the same Loader a
+training loop would use.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from datafuel._checks import check_int
+from datafuel.errors import ConfigError
+from datafuel.loaders import Loader, ShardSet
+
+from ._common import Progress, report
+
+__all__ = ["profile"]
+
+
+def _image_transform(
+    shards: ShardSet, backend: str, size: int, seed: int, processes: int = 0
+) -> Any:
+    from datafuel.vision import loader_transform
+
+    if processes and backend != "cpu":
+        raise ConfigError(
+            f"--processes is for --decode cpu (DALI has its own threads); got --decode {backend}."
+        )
+    return loader_transform(shards, backend, train=True, size=size, seed=seed, processes=processes)
+
+
+def _fixed_fields(shards: ShardSet, shards_dir: str) -> list[str]:
+    """The fields a plain (no transform, no windows) loader can batch: the fixed ones."""
+    fields = [n for n, f in shards.fields.items() if f.kind == "fixed"]
+    encoded = sorted(n for n, f in shards.fields.items() if f.kind == "bytes")
+    if encoded:
+        raise ConfigError(
+            f"{shards_dir}: bytes field(s) {encoded} (encoded images?) need decoding; "
+            "pass --decode cpu|dali.",
+            path=shards_dir,
+        )
+    if not fields:
+        raise ConfigError(
+            f"{shards_dir}: only variable-length fields {sorted(shards.fields)}; "
+            "pass --seq-len T for token windows.",
+            path=shards_dir,
+        )
+    return fields
+
+
+def _drive(loader: Loader, total: int, step_s: float, cuda: bool, tick: Any) -> None:
+    """Take ``total`` batches (across epochs), sleeping ``step_s`` per batch as the step."""
+    done = 0
+    while done < total:
+        progressed = False
+        for batch in loader:
+            progressed = True
+            if cuda:
+                import torch
+
+                torch.cuda.current_stream().synchronize()  # the step needs the data
+            if step_s:
+                time.sleep(step_s)
+            del batch
+            done += 1
+            tick(1)
+            if done >= total:
+                break
+        if not progressed:
+            break
+
+
+def profile(
+    inputs: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    on_progress: Progress | None = None,
+    batch_size: int = 256,
+    seq_len: int | None = None,
+    token_field: str = "tokens",
+    step_ms: float = 0.0,
+    workers: int = 2,
+    prefetch: int = 4,
+    device: str = "cpu",
+    decode: str | None = None,
+    size: int = 224,
+    processes: int = 0,
+    epochs: int = 1,
+    batches: int | None = None,
+) -> dict[str, Any]:
+    """Drive a :class:`~datafuel.loaders.Loader` over ``inputs`` with a simulated training step.
+
+    The step sleeps ``step_ms`` milliseconds per batch (on CUDA it first waits for the
+    batch's copy, as a real step would). Runs ``epochs`` epochs, or stops after
+    ``batches`` batches. Returns the loader's starvation report plus the settings.
+    ``decode`` (``"cpu"``/``"dali"``) decodes image shards; ``processes`` (with
+    ``decode="cpu"``) decodes them in that many worker processes.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from datafuel import build
+    >>> from datafuel.loaders import write_shards
+    >>> d = tempfile.mkdtemp()
+    >>> _ = write_shards(d, x=np.zeros((64, 4), np.float32))
+    >>> r = build.profile(d, batch_size=16, step_ms=1)
+    >>> r["batches"], 0.0 <= r["starvation"] <= 1.0
+    (4, True)
+    """
+    if step_ms < 0:
+        raise ConfigError(f"--step-ms must be >= 0. Got {step_ms} instead.")
+    check_int("--epochs", epochs)
+    check_int("--batches", batches, none_ok=True)
+    shards_dir = str(inputs)
+    shards = ShardSet(shards_dir)
+    transform, fields = None, None
+    if decode is not None:
+        if seq_len is not None:
+            raise ConfigError("--decode (images) and --seq-len (token windows) exclude each other.")
+        transform = _image_transform(shards, decode, size, seed, processes)
+    elif seq_len is None:
+        fields = _fixed_fields(shards, shards_dir)
+    loader = Loader(
+        shards,
+        batch_size,
+        seed=seed,
+        num_workers=workers,
+        prefetch=prefetch,
+        device=None if device == "cpu" else device,
+        transform=transform,
+        seq_len=seq_len,
+        token_field=token_field,
+        fields=fields,
+    )
+    total = len(loader) * epochs if batches is None else batches
+    t0 = time.perf_counter()
+    with loader:
+        _drive(
+            loader,
+            total,
+            step_ms / 1000.0,
+            device.startswith("cuda"),
+            report(on_progress, "profile", total),
+        )
+    elapsed = time.perf_counter() - t0
+    close = getattr(transform, "close", None)
+    if close is not None:
+        close()
+    out = loader.stats().to_dict()
+    out.update(
+        {
+            "path": shards_dir,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "step_ms": step_ms,
+            "workers": workers,
+            "prefetch": prefetch,
+            "device": device,
+            "decode": decode,
+            "processes": processes,
+            "elapsed_s": elapsed,
+            "batches_per_epoch": len(loader),
+        }
+    )
+    return out
