@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from datafuel._checks import check_int
 from datafuel._transformer import DatafuelTransformer, column_name
 from datafuel.errors import ConfigError, InputDataError
 
@@ -106,8 +107,7 @@ class KNNImputer(DatafuelTransformer):
     def _check_params(self) -> None:
         for name in ("n_neighbors", "block_size", "donor_block"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{name} must be an int >= 1. Got {v!r} instead.")
+            check_int(name, int(v) if isinstance(v, np.integer) else v)
         if not (callable(self.weights) or self.weights in ("uniform", "distance")):
             raise ConfigError(
                 f"weights must be 'uniform', 'distance' or a callable. Got {self.weights!r} instead."

@@ -6,8 +6,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datafuel._checks import check_fraction
 from datafuel._transformer import DatafuelTransformer
-from datafuel.errors import ConfigError
 
 __all__ = ["DropSparseRows", "ScrubInfinite"]
 
@@ -67,9 +67,7 @@ class DropSparseRows(DatafuelTransformer):
 
     def fit(self, X: Any, y: Any = None) -> DropSparseRows:
         """Validate ``max_missing_ratio`` and record the number of features."""
-        r = self.max_missing_ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
-            raise ConfigError(f"max_missing_ratio must be a number in [0, 1]. Got {r!r} instead.")
+        check_fraction("max_missing_ratio", self.max_missing_ratio)
         self._validate(X, reset=True, copy=False)
         return self
 

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datafuel._checks import check_fraction
 from datafuel._transformer import DatafuelTransformer, column_name
 from datafuel.errors import ConfigError, InputDataError
 
@@ -60,9 +61,8 @@ class Winsorizer(DatafuelTransformer):
     def fit(self, X: Any, y: Any = None) -> Winsorizer:
         """Learn the caps of each column from the non-missing training values."""
         lo, hi = self.lower, self.upper
-        for name, v in (("lower", lo), ("upper", hi)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ConfigError(f"{name} must be a number in [0, 1]. Got {v!r} instead.")
+        check_fraction("lower", lo)
+        check_fraction("upper", hi)
         if not lo < hi:
             raise ConfigError(f"lower must be < upper. Got lower={lo!r}, upper={hi!r}.")
         X = self._validate(X, reset=True)
