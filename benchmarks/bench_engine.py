@@ -35,10 +35,12 @@ import numpy as np
 from _timing import median_time
 from PIL import Image
 
+from datafuel.build import images as build_images
+from datafuel.build import text as build_text
 from datafuel.demo import write_corpus
-from datafuel.engine import RayEngine, import_ray
-from datafuel.text import build_text, train_bpe
-from datafuel.vision import build_image_shards
+from datafuel.engine import RayEngine
+from datafuel.engine._ray import import_ray
+from datafuel.text import train_bpe
 
 
 # -- data --------------------------------------------------------------------------------
@@ -121,7 +123,7 @@ def main() -> None:
             what = f"{n:,} JPEGs ({nbytes / 1e6:.1f} MB, ~100x75)"
 
             def build(out: Path, engine: Any) -> Any:
-                return build_image_shards(work / "src", out, engine=engine, shard_bytes=16 << 20)
+                return build_images(work / "src", out, engine=engine, shard_bytes=16 << 20)
 
             unit, count, ignore = "files", n, ()
         else:

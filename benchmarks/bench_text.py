@@ -7,7 +7,7 @@
    within 10% of raw ``encode_batch``.
    Also a hand-written peer (read the .jsonl, ``encode_batch`` per chunk, append to a
    flat ``.bin``), the script a user would otherwise write.
-2. Resample: ``resample_shards`` with the n-gram prior (tokens/s of the teacher-forced
+2. Resample: ``datafuel.build.resample`` with the n-gram prior (tokens/s of the teacher-forced
    pass + redraws, prior fit and report excluded), plus the prior's scoring alone.
 
 The corpus is generated deterministically (``datafuel.demo.write_corpus``) and cached
@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 from _timing import median_time
 
+from datafuel import build
 from datafuel.demo import write_corpus
 from datafuel.loaders import ShardSet
-from datafuel.synthetic import NGramPrior, resample_shards
-from datafuel.text import BPETokenizer, build_text, encode_documents, train_bpe
+from datafuel.synthetic import NGramPrior
+from datafuel.text import BPETokenizer, encode_documents, train_bpe
 
 
 def corpus(num_docs: int, cache: Path) -> Path:
@@ -125,8 +126,8 @@ def main() -> None:
     def datafuel_build() -> int:
         out = work / "build"
         shutil.rmtree(out, ignore_errors=True)
-        s = build_text([src], out, tokenizer=tok_path, split=(1.0, 0.0, 0.0))
-        return int(s["splits"]["train"]["tokens"])
+        s = build.text([src], out, tokenizer=tok_path, fractions=(1.0, 0.0, 0.0))
+        return int(s["tokens"]["train"])
 
     try:
         med, res = interleaved(
@@ -204,12 +205,12 @@ def main() -> None:
         times, rates = [], []
         for _ in range(runs):
             shutil.rmtree(work / "rs", ignore_errors=True)
-            r = resample_shards(train, work / "rs", seed=0, report_tokens=2000)
+            r = build.resample(train, work / "rs", seed=0, report_tokens=2000)["report"]
             times.append(r["seconds"]["resample"])
             rates.append(r["counts"]["tokens"] / r["seconds"]["resample"])
         c = r["counts"]
         print(
-            f"\nresample_shards (n-gram prior, threshold 0.99, top-k 8, T 1.5) on {c['tokens']:,} tokens, median of {runs}:"
+            f"\nbuild.resample (n-gram prior, threshold 0.99, top-k 8, T 1.5) on {c['tokens']:,} tokens, median of {runs}:"
         )
         print(
             f"  {statistics.median(rates) / 1e6:.2f} M tokens/s  (resample pass {statistics.median(times):.2f} s; prior fit {r['seconds']['fit_prior']:.2f} s; "

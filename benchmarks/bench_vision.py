@@ -50,8 +50,8 @@ import torch
 from PIL import Image, features
 
 from datafuel.loaders import BatchInfo, Loader, ShardSet, ShardWriter
-from datafuel.vision import dali_available, loader_transform, region_decode_available
 from datafuel.vision import IMAGE_FIELDS as FIELDS
+from datafuel.vision import dali_available, loader_transform, region_decode_available
 
 SIZE = 224
 

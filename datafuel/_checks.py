@@ -34,8 +34,11 @@ def check_int(
     """
     if value is None and none_ok:
         return value
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-        high is not None and value > high
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
     ):
         if high is not None:
             what = f"an int in the range [{low}, {high}]"

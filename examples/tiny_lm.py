@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
+from datafuel import build
 from datafuel.demo import TinyLM, sample_corpus_path  # embedding -> GRU -> logits
 from datafuel.loaders import Loader
-from datafuel.text import build_text
 
 out = Path(tempfile.mkdtemp(prefix="datafuel-example-"))
 # a byte-level BPE is trained on the train split only; 1024 ids fit uint16 shards
-summary = build_text([sample_corpus_path()], out, vocab_size=1024, seed=0)
-print(summary["splits"])  # documents and tokens per split (split by document, never mid-document)
+summary = build.text([sample_corpus_path()], out, vocab_size=1024, seed=0)
+print(summary["counts"], summary["tokens"])  # documents and tokens per split (never mid-document)
 
 seq_len = 64  # each sample is seq_len + 1 tokens: inputs w[:-1], targets w[1:]
 loader = Loader(out / "train", batch_size=32, seq_len=seq_len, seed=0)  # uint16 on disk, int64 here

@@ -8,8 +8,9 @@ import numpy as np
 import PIL
 import torch
 
+from datafuel import build
 from datafuel.loaders import Loader, ShardSet
-from datafuel.vision import build_image_shards, loader_transform, normalize_on_device
+from datafuel.vision import loader_transform, normalize_on_device
 
 from .._context import DemoContext
 from .._images import IMAGE_CLASSES, write_sample_images
@@ -19,7 +20,7 @@ from .._models import TinyCNN
 def run(ctx: DemoContext) -> None:
     src, out = ctx.workdir / "images-src", ctx.workdir / "images"
     n = write_sample_images(src, per_class=30, seed=ctx.seed)
-    summary = build_image_shards(src, out, fractions=(0.8, 0.2, 0.0), seed=ctx.seed)
+    summary = build.images(src, out, fractions=(0.8, 0.2, 0.0), seed=ctx.seed)
     ctx.say(
         f"wrote {n} JPEGs (one grayscale, one CMYK) in {len(IMAGE_CLASSES)} class folders; "
         f"built shards: {summary['counts']} -> {out}"

@@ -8,9 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# `datafuel profile`'s driver still lives in the CLI package (the one import of the CLI
-# from the demo); it moves below the surface with the build layer (datafuel.build.profile).
-from datafuel.cli._profile import run_profile
+from datafuel import build
 from datafuel.errors import DatafuelError
 from datafuel.loaders import Loader, ShardSet, fixed, ragged, write_shards
 
@@ -110,12 +108,12 @@ def _train_tokens(ctx: DemoContext) -> Path:
 def run(ctx: DemoContext) -> None:
     rows = _train_rows(ctx)
     tokens = _train_tokens(ctx)
-    prof = run_profile(str(tokens), batch_size=32, seq_len=64, step_ms=5, batches=40)
+    prof = build.profile(str(tokens), batch_size=32, seq_len=64, step_ms=5, batches=40)
     ctx.say(
         f"datafuel profile {tokens.name} --seq-len 64 --step-ms 5: {prof['samples_per_s']:,.0f} samples/s, "
         f"starvation {prof['starvation']:.3f}"
     )
-    prof = run_profile(str(rows), batch_size=256, step_ms=0, epochs=2)
+    prof = build.profile(str(rows), batch_size=256, step_ms=0, epochs=2)
     ctx.say(
         f"datafuel profile {rows.name} --step-ms 0: {prof['samples_per_s']:,.0f} samples/s, "
         f"{prof['bytes_per_s'] / 1e6:,.0f} MB/s"
@@ -131,7 +129,7 @@ def run(ctx: DemoContext) -> None:
         elif kinds and all(k == "ragged" for k in kinds.values()):
             opts.update(seq_len=128, token_field=next(iter(kinds)))
         try:
-            r = run_profile(str(path), **opts)
+            r = build.profile(str(path), **opts)
         except DatafuelError as exc:
             ctx.say(f"profile {path}: not profiled: {exc}")
             continue

@@ -8,8 +8,8 @@ from importlib.resources import as_file, files
 import numpy as np
 import torch
 
+from datafuel import build
 from datafuel.loaders import ShardSet
-from datafuel.tabular import build_table_shards
 
 from .._context import DemoContext
 from .._models import TabularMLP
@@ -23,8 +23,8 @@ def run(ctx: DemoContext) -> None:
         ctx.say(
             f"input: {'ingested Parquet parts in ' + source if ingest_dir else 'shipped sample houses.csv'}"
         )
-        summary = build_table_shards(source, out, target="price", drop=["id"], seed=ctx.seed)
-    rows = summary["rows"]
+        summary = build.table(source, out, target="price", drop=["id"], seed=ctx.seed)
+    rows = summary["counts"]
     ctx.say(
         f"split {summary['split']['method']} {summary['split']['fractions']}: train {rows['train']}, "
         f"val {rows['val']}, test {rows['test']} rows; {len(summary['columns'])} features"

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from datafuel import build
 from datafuel.loaders import Loader, ShardSet
-from datafuel.synthetic import format_report, resample_shards
-from datafuel.text import build_text
+from datafuel.synthetic import format_report
 
 from .._context import DemoContext
 from .._corpus import sample_corpus_path
@@ -30,18 +30,20 @@ def _windows(directory: str, seed: int) -> Iterator[torch.Tensor]:
 
 def run(ctx: DemoContext) -> None:
     root = ctx.workdir / "text"
-    s = build_text(
+    s = build.text(
         [sample_corpus_path()], root, vocab_size=512, seed=ctx.seed, shard_bytes=64 << 10
     )
-    tr = s["splits"]["train"]
+    docs, tokens = s["counts"], s["tokens"]
     ctx.say(
         f"datafuel build text chronicles.jsonl --vocab-size 512: {s['corpus']['documents']} documents "
-        f"-> train {tr['documents']} docs / {tr['tokens']:,} tokens, val {s['splits']['val']['tokens']:,}, "
-        f"test {s['splits']['test']['tokens']:,} tokens ({s['token_dtype']}, BPE fitted on train only, "
+        f"-> train {docs['train']} docs / {tokens['train']:,} tokens, val {tokens['val']:,}, "
+        f"test {tokens['test']:,} tokens ({s['token_dtype']}, BPE fitted on train only, "
         f"{s['seconds']['total']:.2f} s)"
     )
     resampled = root / "train-resampled"
-    report = resample_shards(root / "train", resampled, seed=ctx.seed, report_tokens=20_000)
+    report = build.resample(root / "train", resampled, seed=ctx.seed, report_tokens=20_000)[
+        "report"
+    ]
     ctx.say("datafuel resample train --prior ngram:")
     for line in format_report(report).splitlines():
         ctx.say(line)
