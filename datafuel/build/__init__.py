@@ -66,9 +66,9 @@ __getattr__ = _lazy_getattr(
     },
 )
 
-__all__ = [
-    "SUMMARY_KEYS",
+__all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "Progress",
+    "SUMMARY_KEYS",
     "images",
     "profile",
     "read_table",

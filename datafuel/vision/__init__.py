@@ -37,12 +37,12 @@ if _typing.TYPE_CHECKING:
 __getattr__ = _lazy_getattr(__name__, {"normalize_on_device": "._torch"})
 
 
-__all__ = [
-    "IMAGE_FIELDS",
+__all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "CPUTransform",
     "CenterCrop",
     "DALITransform",
     "HorizontalFlip",
+    "IMAGE_FIELDS",
     "ImageSpec",
     "Normalize",
     "RandomResizedCrop",

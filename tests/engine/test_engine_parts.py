@@ -11,15 +11,9 @@ from engine_helpers import FIELDS, payloads, same_tree, unit_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datafuel.engine import (
-    LocalEngine,
-    Packed,
-    ShardCutter,
-    concat_rows,
-    get_engine,
-    pack_rows,
-    row_bytes,
-)
+from datafuel.engine import LocalEngine, ShardCutter, get_engine
+from datafuel.engine._base import Packed, concat_rows, pack_rows
+from datafuel.engine._plan import row_bytes
 from datafuel.errors import ConfigError, ManifestError, NonFiniteError, SchemaError
 from datafuel.loaders import (
     ShardSet,
