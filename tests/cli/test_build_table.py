@@ -11,25 +11,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import Cli
 
 import datafuel
 import datafuel.build
-from datafuel.cli import main
 from datafuel.loaders import ShardSet
 
 SAMPLE = str(files("datafuel") / "data" / "houses.csv")
 
 
-def build(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(["build", "table", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_sample_end_to_end_and_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sample_end_to_end_and_training(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code, text, err = build(
-        capsys, SAMPLE, "--out", str(out), "--target", "price", "--drop", "id", "--json"
+    code, text, err = cli(
+        "build", "table", SAMPLE, "--out", str(out), "--target", "price", "--drop", "id", "--json"
     )
     assert code == 0, err
     summary = json.loads(text)
@@ -74,11 +68,11 @@ def test_sample_end_to_end_and_training(tmp_path: Path, capsys: pytest.CaptureFi
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
-def test_same_arguments_same_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_same_arguments_same_bytes(cli: Cli, tmp_path: Path) -> None:
     args = [SAMPLE, "--target", "price", "--drop", "id", "--seed", "3", "--split-key", "id"]
     for d in ("a", "b"):
-        assert build(capsys, *args, "--out", str(tmp_path / d))[0] == 0
-    assert build(capsys, *args, "--out", str(tmp_path / "a"))[0] == 0  # rerun in place
+        assert cli("build", "table", *args, "--out", str(tmp_path / d))[0] == 0
+    assert cli("build", "table", *args, "--out", str(tmp_path / "a"))[0] == 0  # rerun in place
     files_a = sorted(
         p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
     )
@@ -90,9 +84,10 @@ def test_same_arguments_same_bytes(tmp_path: Path, capsys: pytest.CaptureFixture
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
 
-def test_no_leakage_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = build(
-        capsys,
+def test_no_leakage_through_the_cli(cli: Cli, tmp_path: Path) -> None:
+    code, _, err = cli(
+        "build",
+        "table",
         SAMPLE,
         "--out",
         str(tmp_path),
@@ -147,12 +142,13 @@ def write_parts(d: Path) -> None:
     (d / "_drift.jsonl").write_text("")
 
 
-def test_parquet_parts_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_parquet_parts_directory(cli: Cli, tmp_path: Path) -> None:
     parts = tmp_path / "parts"
     write_parts(parts)
     out = tmp_path / "out"
-    code, text, err = build(
-        capsys,
+    code, text, err = cli(
+        "build",
+        "table",
         str(parts),
         "--out",
         str(out),
@@ -176,15 +172,23 @@ def test_parquet_parts_directory(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert total == 240 and "MinMaxScaler" in text
 
 
-def test_group_split_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_group_split_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     csv = tmp_path / "t.csv"
     rng = np.random.default_rng(1)
     lines = ["user,x,y"] + [
         f"{u},{rng.normal():.4f},{rng.normal():.4f}" for u in rng.integers(0, 60, 600)
     ]
     csv.write_text("\n".join(lines) + "\n")
-    code, _, err = build(
-        capsys, str(csv), "--out", str(tmp_path / "o"), "--target", "y", "--split-by", "user"
+    code, _, err = cli(
+        "build",
+        "table",
+        str(csv),
+        "--out",
+        str(tmp_path / "o"),
+        "--target",
+        "y",
+        "--split-by",
+        "user",
     )
     assert code == 0, err
     split = json.loads((tmp_path / "o" / "split.json").read_text())
@@ -207,13 +211,13 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_bad_input_is_one_clear_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
-) -> None:
+def test_bad_input_is_one_clear_line(cli: Cli, tmp_path: Path, name: str) -> None:
     text, extra, expected = BAD[name]
     path = tmp_path / name
     path.write_text(text)
-    code, _, err = build(capsys, str(path), "--out", str(tmp_path / "o"), "--target", "y", *extra)
+    code, _, err = cli(
+        "build", "table", str(path), "--out", str(tmp_path / "o"), "--target", "y", *extra
+    )
     assert code == 1
     assert err.startswith("datafuel: error:") and expected in err, err
     assert err.count("\n") == 1
@@ -221,8 +225,8 @@ def test_bad_input_is_one_clear_line(
         assert name in err or "'" in err
 
 
-def test_missing_input_and_unknown_drop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = build(capsys, str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o"))
+def test_missing_input_and_unknown_drop(cli: Cli, tmp_path: Path) -> None:
+    code, _, err = cli("build", "table", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o"))
     assert code == 1 and "nope.csv" in err
-    code, _, err = build(capsys, SAMPLE, "--out", str(tmp_path / "o"), "--drop", "zip")
+    code, _, err = cli("build", "table", SAMPLE, "--out", str(tmp_path / "o"), "--drop", "zip")
     assert code == 1 and "'zip'" in err

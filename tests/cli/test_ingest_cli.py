@@ -5,21 +5,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Cli
 
-from datafuel.cli import main
 from datafuel.demo import FakeAPI
 from datafuel.ingest import read_ingested
 
 RECORDS = [{"id": i, "price": 1000.0 + i, "loc": {"lat": i / 10}} for i in range(23)]
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_ingest_then_rerun_is_a_no_op(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_then_rerun_is_a_no_op(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "o"
     with FakeAPI(RECORDS, page_size=5, faults={1: ["429:0"]}) as api:
         args = [
@@ -32,18 +26,16 @@ def test_ingest_then_rerun_is_a_no_op(tmp_path: Path, capsys: pytest.CaptureFixt
             "--records-path",
             "data.items",
         ]
-        code, stdout, err = run(args, capsys)
+        code, stdout, err = cli(*args)
         assert code == 0, err
         assert "ingested 5 page(s), 23 record(s)" in stdout and "1 retry" in stdout
-        code, stdout, _ = run(args, capsys)
+        code, stdout, _ = cli(*args)
         assert code == 0 and "already finished" in stdout and "nothing to do" in stdout
         assert len(api.served) == 6
     assert read_ingested(out).column("loc.lat").to_pylist() == [i / 10 for i in range(23)]
 
 
-def test_json_output_and_max_pages_resume(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_json_output_and_max_pages_resume(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "o"
     with FakeAPI(RECORDS, page_size=5, style="page") as api:
         base = [
@@ -56,23 +48,21 @@ def test_json_output_and_max_pages_resume(
             "--page-size",
             "5",
         ]
-        code, stdout, _ = run([*base, "--max-pages", "2", "--json"], capsys)
+        code, stdout, _ = cli(*[*base, "--max-pages", "2", "--json"])
         first = json.loads(stdout)
         assert code == 0 and first["status"] == "stopped" and first["records"] == 10
-        code, stdout, _ = run([*base, "--json"], capsys)
+        code, stdout, _ = cli(*[*base, "--json"])
         second = json.loads(stdout)
     assert second["status"] == "done" and second["records"] == 23 and second["resumed"] is True
     assert read_ingested(out).column("id").to_pylist() == list(range(23))
 
 
-def test_different_arguments_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_different_arguments_are_refused(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "o"
     with FakeAPI(RECORDS, page_size=5) as api:
         assert (
-            run(
-                [
+            cli(
+                *[
                     "ingest",
                     api.url,
                     "--out",
@@ -81,13 +71,12 @@ def test_different_arguments_are_refused(
                     "cursor:next",
                     "--records-path",
                     "data.items",
-                ],
-                capsys,
+                ]
             )[0]
             == 0
         )
-        code, _, err = run(
-            [
+        code, _, err = cli(
+            *[
                 "ingest",
                 api.url,
                 "--out",
@@ -96,16 +85,13 @@ def test_different_arguments_are_refused(
                 "page",
                 "--records-path",
                 "data.items",
-            ],
-            capsys,
+            ]
         )
     assert code == 1
     assert err.startswith("datafuel: error:") and "different source" in err and "paginate" in err
 
 
-def test_retries_exhausted_exit_nonzero_with_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_retries_exhausted_exit_nonzero_with_checkpoint(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "o"
     secret = "tok-9f8e7d6c"
     with FakeAPI(RECORDS, page_size=5, faults={2: ["503"] * 3}) as api:
@@ -126,12 +112,12 @@ def test_retries_exhausted_exit_nonzero_with_checkpoint(
             f"Authorization: Bearer {secret}",
             "-v",
         ]
-        code, stdout, err = run(args, capsys)
+        code, stdout, err = cli(*args)
         assert code == 1
         assert "page 2" in err and "failed 3 time(s)" in err and "rerun the same command" in err
         assert "retry 1/2" in err  # -v logs retries
         assert json.loads((out / "_state.json").read_text())["pages"] == 2
-        code, stdout, err = run(args, capsys)
+        code, stdout, err = cli(*args)
         assert code == 0 and "resumed" in stdout
         assert all(s.headers.get("Authorization") == f"Bearer {secret}" for s in api.served)
     assert secret not in stdout + err
@@ -140,22 +126,19 @@ def test_retries_exhausted_exit_nonzero_with_checkpoint(
 
 
 @pytest.mark.parametrize("bad", ["NoColon", ": empty-name", "Two Words: v"])
-def test_bad_header_is_a_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
-) -> None:
-    code, _, err = run(
-        ["ingest", "http://127.0.0.1:9/x", "--out", str(tmp_path / "o"), "--header", bad], capsys
+def test_bad_header_is_a_one_line_error(cli: Cli, tmp_path: Path, bad: str) -> None:
+    code, _, err = cli(
+        *["ingest", "http://127.0.0.1:9/x", "--out", str(tmp_path / "o"), "--header", bad]
     )
     assert code == 1 and "--header must look like 'Name: value'" in err
 
 
-def test_bad_paginate_and_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(
-        ["ingest", "http://127.0.0.1:9/x", "--out", str(tmp_path / "o"), "--paginate", "cursor"],
-        capsys,
+def test_bad_paginate_and_url(cli: Cli, tmp_path: Path) -> None:
+    code, _, err = cli(
+        *["ingest", "http://127.0.0.1:9/x", "--out", str(tmp_path / "o"), "--paginate", "cursor"]
     )
     assert code == 1 and "--paginate must be one of" in err
-    code, _, err = run(["ingest", "file:///etc/passwd", "--out", str(tmp_path / "p")], capsys)
+    code, _, err = cli(*["ingest", "file:///etc/passwd", "--out", str(tmp_path / "p")])
     assert code == 1 and "http://" in err
 
 

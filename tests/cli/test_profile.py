@@ -8,16 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Cli
 from PIL import Image
 
-from datafuel.cli import main
 from datafuel.loaders import bytes_field, fixed, ragged, write_shards
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    rc = main(args)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture()
@@ -42,9 +36,9 @@ def rows_dir(tmp_path: Path) -> Path:
     return tmp_path / "rows"
 
 
-def test_json_report_for_token_windows(token_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = run_cli(
-        [
+def test_json_report_for_token_windows(cli: Cli, token_dir: Path) -> None:
+    rc, out, err = cli(
+        *[
             "profile",
             str(token_dir),
             "--seq-len",
@@ -56,8 +50,7 @@ def test_json_report_for_token_windows(token_dir: Path, capsys: pytest.CaptureFi
             "--batches",
             "12",
             "--json",
-        ],
-        capsys,
+        ]
     )
     assert rc == 0, err
     report = json.loads(out)
@@ -71,38 +64,32 @@ def test_json_report_for_token_windows(token_dir: Path, capsys: pytest.CaptureFi
     assert report["wait_p50_ms"] <= report["wait_p95_ms"]
 
 
-def test_text_report_for_rows_and_epochs(
-    rows_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rc, out, err = run_cli(
-        ["profile", str(rows_dir), "--batch-size", "64", "--epochs", "2"], capsys
-    )
+def test_text_report_for_rows_and_epochs(cli: Cli, rows_dir: Path) -> None:
+    rc, out, err = cli(*["profile", str(rows_dir), "--batch-size", "64", "--epochs", "2"])
     assert rc == 0, err
     assert "16 batches of 64" in out  # 8 batches per epoch, 2 epochs
     for word in ("samples/s", "MB/s", "starvation", "wait p50"):
         assert word in out
-    rc, out, _ = run_cli(
-        ["profile", str(rows_dir), "--batch-size", "64", "--workers", "0", "--json"], capsys
-    )
+    rc, out, _ = cli(*["profile", str(rows_dir), "--batch-size", "64", "--workers", "0", "--json"])
     assert rc == 0 and json.loads(out)["batches"] == 8
 
 
 def test_bad_input_is_one_line_and_exit_1(
-    token_dir: Path, rows_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: Cli, token_dir: Path, rows_dir: Path, tmp_path: Path
 ) -> None:
-    rc, _, err = run_cli(["profile", str(token_dir)], capsys)
+    rc, _, err = cli(*["profile", str(token_dir)])
     assert rc == 1 and "--seq-len" in err and len(err.strip().splitlines()) == 1
-    rc, _, err = run_cli(["profile", str(rows_dir), "--step-ms", "-1"], capsys)
+    rc, _, err = cli(*["profile", str(rows_dir), "--step-ms", "-1"])
     assert rc == 1 and "--step-ms" in err
-    rc, _, err = run_cli(["profile", str(tmp_path / "missing")], capsys)
+    rc, _, err = cli(*["profile", str(tmp_path / "missing")])
     assert rc == 1 and "missing" in err
-    rc, _, err = run_cli(["profile", str(rows_dir), "--decode", "cpu"], capsys)
+    rc, _, err = cli(*["profile", str(rows_dir), "--decode", "cpu"])
     assert rc == 1 and "jpeg" in err
-    rc, _, err = run_cli(["profile", str(token_dir), "--seq-len", "8", "--decode", "cpu"], capsys)
+    rc, _, err = cli(*["profile", str(token_dir), "--seq-len", "8", "--decode", "cpu"])
     assert rc == 1 and "exclude" in err
 
 
-def test_decode_cpu_on_real_jpegs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_decode_cpu_on_real_jpegs(cli: Cli, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     jpegs = []
     for _ in range(24):
@@ -116,11 +103,10 @@ def test_decode_cpu_on_real_jpegs(tmp_path: Path, capsys: pytest.CaptureFixture[
         jpeg=jpegs,
         label=np.arange(24) % 3,
     )
-    rc, _, err = run_cli(["profile", str(d)], capsys)
+    rc, _, err = cli(*["profile", str(d)])
     assert rc == 1 and "--decode" in err
-    rc, out, err = run_cli(
-        ["profile", str(d), "--decode", "cpu", "--size", "32", "--batch-size", "8", "--json"],
-        capsys,
+    rc, out, err = cli(
+        *["profile", str(d), "--decode", "cpu", "--size", "32", "--batch-size", "8", "--json"]
     )
     assert rc == 0, err
     report = json.loads(out)
@@ -128,15 +114,15 @@ def test_decode_cpu_on_real_jpegs(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert report["bytes"] == 24 * (32 * 32 * 3 + 8)  # uint8 pixels + int64 labels
     # in worker processes: the same batches; the settings are reported
     args = ["profile", str(d), "--decode", "cpu", "--size", "32", "--batch-size", "8"]
-    rc, out, err = run_cli([*args, "--processes", "2", "--json"], capsys)
+    rc, out, err = cli(*[*args, "--processes", "2", "--json"])
     assert rc == 0, err
     assert json.loads(out)["batches"] == 3 and json.loads(out)["processes"] == 2
-    rc, _, err = run_cli(["profile", str(d), "--decode", "dali", "--processes", "2"], capsys)
+    rc, _, err = cli(*["profile", str(d), "--decode", "dali", "--processes", "2"])
     assert rc == 1 and "--processes is for --decode cpu" in err
 
 
 def test_many_cores_get_a_processes_hint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import datafuel.cli._profile as prof
 
@@ -151,10 +137,10 @@ def test_many_cores_get_a_processes_hint(
     )
     monkeypatch.setattr(prof.os, "cpu_count", lambda: 16)
     monkeypatch.setattr(prof.build, "profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.5})
-    rc, out, _ = run_cli(["profile", str(d), "--decode", "cpu"], capsys)
+    rc, out, _ = cli(*["profile", str(d), "--decode", "cpu"])
     assert rc == 0 and "try --processes 14" in out
     monkeypatch.setattr(prof.build, "profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.01})
-    rc, out, _ = run_cli(["profile", str(d), "--decode", "cpu"], capsys)
+    rc, out, _ = cli(*["profile", str(d), "--decode", "cpu"])
     assert rc == 0 and "hint" not in out  # the loop was not waiting: nothing to fix
 
 
