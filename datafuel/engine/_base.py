@@ -150,10 +150,14 @@ class ShardSink(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.close()  # the last units finish here, and may fail here
+        except BaseException:
+            self.abort()
+            raise
 
 
 class Engine(ABC):

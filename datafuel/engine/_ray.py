@@ -30,7 +30,8 @@ from typing import Any
 
 from datafuel._checks import check_int
 from datafuel.errors import ConfigError, DatafuelError, EngineError
-from datafuel.loaders import Field, ShardWriter, start_shard_set, write_manifest, write_shard
+from datafuel.loaders import Field, ShardWriter
+from datafuel.loaders._parts import start_shard_set, write_manifest, write_shard
 
 from ._base import Engine, RowsCallback, ShardSink, UnitFn, concat_rows, map_chunk, pack_rows
 from ._plan import ShardCutter, ShardPlan, row_bytes

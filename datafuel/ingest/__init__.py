@@ -33,8 +33,8 @@ from ._paginate import (
 )
 from ._ratelimit import RateLimiter
 from ._retry import RetryPolicy, parse_retry_after
-from ._schema import DriftEvent, SchemaTracker, merge_types
-from ._sink import ParquetSink, part_name, read_ingested
+from ._schema import DriftEvent, SchemaTracker
+from ._sink import ParquetSink, read_ingested
 from ._source import RestSource
 
 __all__ = [
@@ -58,9 +58,7 @@ __all__ = [
     "flatten_record",
     "ingest",
     "make_paginator",
-    "merge_types",
     "parse_link_header",
     "parse_retry_after",
-    "part_name",
     "read_ingested",
 ]

@@ -6,7 +6,6 @@ import typing as _typing
 
 from datafuel._lazy import lazy_getattr as _lazy_getattr
 
-from ._parts import start_shard_set, write_manifest, write_shard
 from ._reader import ShardSet
 from ._sampler import EpochSampler
 from ._schema import Field, bytes_field, fixed, ragged
@@ -38,8 +37,5 @@ __all__ = [
     "bytes_field",
     "fixed",
     "ragged",
-    "start_shard_set",
-    "write_manifest",
-    "write_shard",
     "write_shards",
 ]

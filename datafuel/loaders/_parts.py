@@ -120,7 +120,7 @@ def write_shard(
     Examples
     --------
     >>> import numpy as np, tempfile
-    >>> from datafuel.loaders import ShardSet, fixed, start_shard_set, write_manifest, write_shard
+    >>> from datafuel.loaders import ShardSet, fixed
     >>> d = start_shard_set(tempfile.mkdtemp())
     >>> f = {"x": fixed("float32", (2,))}
     >>> e1 = write_shard(d, f, {"x": np.ones((3, 2), np.float32)}, shard=1, first_row=4)

@@ -16,8 +16,10 @@ def split_router(fractions: Sequence[float], seed: int) -> Callable[[str], int]:
 
     Where one split takes every document no hash is computed.
 
-    >>> split_router((0.0, 1.0, 0.0), seed=0)("anything")
-    1
+    >>> split_router((1.0, 0.0, 0.0), seed=0)("anything")
+    0
+    >>> sorted({split_router((0.5, 0.5, 0.0), seed=3)(f"doc {i}") for i in range(20)})
+    [0, 1]
     """
     fr = check_fractions(fractions)
     cum = [fr[0], fr[0] + fr[1]]

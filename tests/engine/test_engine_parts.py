@@ -20,10 +20,8 @@ from datafuel.loaders import (
     ShardWriter,
     fixed,
     ragged,
-    start_shard_set,
-    write_manifest,
-    write_shard,
 )
+from datafuel.loaders._parts import start_shard_set, write_manifest, write_shard
 
 PROV = {"source": "test"}
 
@@ -209,3 +207,52 @@ def test_packed_rows_round_trip_and_leave_bad_rows_to_the_writer(tmp_path: Path)
             concat_rows(FIELDS, [pack_rows(FIELDS, batch)], [(0, 11)]),
             shard=1,
         )
+
+
+class FailsOn:
+    """A unit function that raises on one payload (by index), after a short delay."""
+
+    def __init__(self, bad: int) -> None:
+        self.bad = bad
+
+    def __call__(self, shared: object, payload: tuple[int, int]) -> dict:
+        if payload[0] == self.bad:
+            raise SchemaError(f"unit {self.bad} is bad")
+        return unit_rows(shared, payload)
+
+
+@pytest.mark.parametrize("bad", [0, 3, 7])  # first, middle, last (raised while closing)
+@pytest.mark.parametrize("threads", [1, 4])
+def test_local_engine_failure_anywhere_leaves_no_manifest_and_no_open_file(
+    tmp_path: Path, bad: int, threads: int
+) -> None:
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        with (
+            LocalEngine(threads=threads) as engine,
+            pytest.raises(SchemaError, match=f"unit {bad}"),
+        ):
+            engine.write_units(tmp_path, FIELDS, FailsOn(bad), payloads([9] * 8), shard_bytes=300)
+        gc.collect()
+    assert not (tmp_path / "manifest.json").exists()
+    assert [w for w in seen if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_local_engine_threads_write_the_bytes_of_one_thread(tmp_path: Path) -> None:
+    sizes = [13, 0, 40, 7, 25, 3, 31, 18, 2, 60]
+    for threads in (1, 2, 5):
+        with LocalEngine(threads=threads) as engine:
+            m = engine.write_units(
+                tmp_path / str(threads), FIELDS, unit_rows, payloads(sizes), shard_bytes=400
+            )
+        assert m["total_rows"] == sum(sizes)
+    assert same_tree(tmp_path / "1", tmp_path / "2") == []
+    assert same_tree(tmp_path / "1", tmp_path / "5") == []
+    assert list(LocalEngine(threads=3).map(lambda s, x: x * s, list(range(600)), shared=2)) == [
+        2 * x for x in range(600)
+    ]
+    with pytest.raises(ConfigError, match="threads must be a positive int"):
+        LocalEngine(threads=0)

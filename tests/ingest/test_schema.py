@@ -9,7 +9,8 @@ import pytest
 from ingest_server import FakeAPI, listings
 
 from datafuel.errors import SchemaError
-from datafuel.ingest import SchemaTracker, flatten_record, ingest, merge_types, read_ingested
+from datafuel.ingest import SchemaTracker, flatten_record, ingest, read_ingested
+from datafuel.ingest._schema import merge_types
 
 
 def test_flatten_nested_objects_lists_and_empty_objects() -> None:
