@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from cli_runner import Cli
 
 from datafuel.cli import main
-
-Cli = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture

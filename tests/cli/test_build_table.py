@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import Cli
+from cli_runner import Cli
 
 import datafuel
 import datafuel.build

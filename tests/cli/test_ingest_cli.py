@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Cli
+from cli_runner import Cli
 
 from datafuel.demo import FakeAPI
 from datafuel.ingest import read_ingested

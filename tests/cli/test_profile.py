@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Cli
+from cli_runner import Cli
 from PIL import Image
 
 from datafuel.loaders import bytes_field, fixed, ragged, write_shards
