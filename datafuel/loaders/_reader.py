@@ -94,54 +94,60 @@ class ShardSet:
     def _check_sizes(self) -> None:
         for k, shard in enumerate(self.shards):
             for fname, parts in shard["files"].items():
-                spec = self.fields[fname]
                 for part, entry in parts.items():
-                    path = self.directory / entry["name"]
-                    try:
-                        size = path.stat().st_size
-                    except FileNotFoundError as exc:
-                        raise CorruptShardError(
-                            f"{path}: listed in the manifest but missing.", path=path, field=fname
-                        ) from exc
-                    if size != entry["bytes"]:
-                        raise CorruptShardError(
-                            f"{path}: size is {size} bytes but the manifest says {entry['bytes']} "
-                            "(truncated or modified after it was written).",
-                            path=path,
-                            field=fname,
-                        )
-                    if part == "idx" and size != 8 * (shard["rows"] + 1):
-                        raise CorruptShardError(
-                            f"{path}: offsets file must hold rows+1 = {shard['rows'] + 1} uint64.",
-                            path=path,
-                            field=fname,
-                        )
-                    if (
-                        part == "bin"
-                        and spec.kind == "fixed"
-                        and size != spec.row_bytes * shard["rows"]
-                    ):
-                        raise CorruptShardError(
-                            f"{path}: {size} bytes do not hold {shard['rows']} rows of {spec.dtype}{list(spec.shape)}.",
-                            path=path,
-                            field=fname,
-                        )
+                    self._check_file_size(shard, fname, part, entry)
             for fname, spec in self.fields.items():
                 if spec.kind != "fixed" and shard["rows"]:
-                    _, idx = self._mmap(k, fname)
-                    assert idx is not None
-                    end = int(idx[-1]) * spec.itemsize
-                    if (
-                        int(idx[0]) != 0
-                        or end != shard["files"][fname]["bin"]["bytes"]
-                        or np.any(np.diff(idx.astype(np.int64)) < 0)
-                    ):
-                        path = self.directory / shard["files"][fname]["idx"]["name"]
-                        raise CorruptShardError(
-                            f"{path}: offsets are not a non-decreasing 0..len(bin) sequence.",
-                            path=path,
-                            field=fname,
-                        )
+                    self._check_offsets(k, shard, fname, spec)
+
+    def _check_file_size(
+        self, shard: dict[str, Any], fname: str, part: str, entry: dict[str, Any]
+    ) -> None:
+        """One file of a shard has the size the manifest and the field's layout say."""
+        spec = self.fields[fname]
+        path = self.directory / entry["name"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise CorruptShardError(
+                f"{path}: listed in the manifest but missing.", path=path, field=fname
+            ) from exc
+        if size != entry["bytes"]:
+            raise CorruptShardError(
+                f"{path}: size is {size} bytes but the manifest says {entry['bytes']} "
+                "(truncated or modified after it was written).",
+                path=path,
+                field=fname,
+            )
+        if part == "idx" and size != 8 * (shard["rows"] + 1):
+            raise CorruptShardError(
+                f"{path}: offsets file must hold rows+1 = {shard['rows'] + 1} uint64.",
+                path=path,
+                field=fname,
+            )
+        if part == "bin" and spec.kind == "fixed" and size != spec.row_bytes * shard["rows"]:
+            raise CorruptShardError(
+                f"{path}: {size} bytes do not hold {shard['rows']} rows of {spec.dtype}{list(spec.shape)}.",
+                path=path,
+                field=fname,
+            )
+
+    def _check_offsets(self, k: int, shard: dict[str, Any], fname: str, spec: Field) -> None:
+        """A variable-length field's offsets run 0..len(bin) and never go down."""
+        _, idx = self._mmap(k, fname)
+        assert idx is not None
+        end = int(idx[-1]) * spec.itemsize
+        if (
+            int(idx[0]) != 0
+            or end != shard["files"][fname]["bin"]["bytes"]
+            or np.any(np.diff(idx.astype(np.int64)) < 0)
+        ):
+            path = self.directory / shard["files"][fname]["idx"]["name"]
+            raise CorruptShardError(
+                f"{path}: offsets are not a non-decreasing 0..len(bin) sequence.",
+                path=path,
+                field=fname,
+            )
 
     def verify(self) -> None:
         """Check every file's sha256 against the manifest; raise naming the first bad file."""

@@ -369,46 +369,43 @@ class CPUTransform:
                 self._pool = None
 
     def __call__(self, batch: Mapping[str, Any], info: Any) -> dict[str, Any]:
-        try:
-            items = batch[self.image_field]
-        except KeyError:
-            raise SchemaError(
-                f"the batch has no field {self.image_field!r} (fields: {sorted(batch)}); "
-                "pass image_field= to name the encoded-image field.",
-                field=self.image_field,
-            ) from None
+        items = _batch_field(
+            batch, self.image_field, "pass image_field= to name the encoded-image field."
+        )
         indices = np.asarray(info.indices).reshape(-1)
         n = len(items)
         if len(indices) != n:
             raise SchemaError(f"BatchInfo has {len(indices)} indices for a batch of {n} images.")
-        seed, epoch, salt, field = int(info.seed), int(info.epoch), self.seed, self.image_field
+        seed, epoch = int(info.seed), int(info.epoch)
         if self.processes and n > 0:
             out = self._in_processes(items, indices, seed, epoch)
         else:
-            out = np.empty((n, *self.spec.shape), np.uint8)
-            spec = self.spec
-
-            def one(i: int) -> None:
-                _one(items[i], spec, seed, epoch, int(indices[i]), salt, field, out[i])
-
-            if self.threads > 1 and n > 1:
-                for _ in self._executor().map(one, range(n)):
-                    pass
-            else:
-                for i in range(n):
-                    one(i)
+            out = self._in_threads(items, indices, seed, epoch)
         result: dict[str, Any] = {"image": out}
         if self._mean is not None and self._inv_std is not None:
             result["image"] = (out.astype(np.float32) - self._mean) * self._inv_std
         if self.label_field is not None:
-            if self.label_field not in batch:
-                raise SchemaError(
-                    f"the batch has no field {self.label_field!r} (fields: {sorted(batch)}); "
-                    "pass label_field=None for unlabelled images.",
-                    field=self.label_field,
-                )
-            result["label"] = np.asarray(batch[self.label_field], dtype=np.int64).reshape(n)
+            labels = _batch_field(
+                batch, self.label_field, "pass label_field=None for unlabelled images."
+            )
+            result["label"] = np.asarray(labels, dtype=np.int64).reshape(n)
         return result
+
+    def _in_threads(self, items: Any, indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+        n = len(items)
+        out = np.empty((n, *self.spec.shape), np.uint8)
+        spec, salt, field = self.spec, self.seed, self.image_field
+
+        def one(i: int) -> None:
+            _one(items[i], spec, seed, epoch, int(indices[i]), salt, field, out[i])
+
+        if self.threads > 1 and n > 1:
+            for _ in self._executor().map(one, range(n)):
+                pass
+        else:
+            for i in range(n):
+                one(i)
+        return out
 
     def _in_processes(self, items: Any, indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
         n = len(items)
@@ -441,3 +438,13 @@ class CPUTransform:
             return np.fromfile(path, np.uint8).reshape(shape)
         finally:
             os.unlink(path)
+
+
+def _batch_field(batch: Mapping[str, Any], name: str, hint: str) -> Any:
+    """``batch[name]``, or a SchemaError naming the field, the fields there are, and the fix."""
+    try:
+        return batch[name]
+    except KeyError:
+        raise SchemaError(
+            f"the batch has no field {name!r} (fields: {sorted(batch)}); {hint}", field=name
+        ) from None

@@ -47,16 +47,23 @@ def jpeg_header(data: bytes) -> tuple[int, int, int | None, bool] | None:
         if marker == 0xE1:  # EXIF or XMP: either may carry an orientation, so Pillow reads it
             has_exif = True
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if i + 9 > n:
-                return None
-            height = (data[i + 5] << 8) | data[i + 6]
-            width = (data[i + 7] << 8) | data[i + 8]
-            if not width or not height:
-                return None  # height defined later by a DNL marker
-            offset = i + 5 if marker in _SEQUENTIAL_SOF else None
-            return width, height, offset, has_exif
+            return _sof(data, i, marker, has_exif)
         i += 2 + length
     return None
+
+
+def _sof(
+    data: bytes, i: int, marker: int, has_exif: bool
+) -> tuple[int, int, int | None, bool] | None:
+    """The header from the SOF segment at ``i`` (``None`` when it is cut short or sizeless)."""
+    if i + 9 > len(data):
+        return None
+    height = (data[i + 5] << 8) | data[i + 6]
+    width = (data[i + 7] << 8) | data[i + 8]
+    if not width or not height:
+        return None  # height defined later by a DNL marker
+    offset = i + 5 if marker in _SEQUENTIAL_SOF else None
+    return width, height, offset, has_exif
 
 
 def sof_height_offset(data: bytes, height: int) -> int | None:
