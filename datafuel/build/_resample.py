@@ -317,6 +317,42 @@ def _provenance(src: ShardSet, config: dict[str, Any], desc: dict, cfg_hash: str
     return provenance
 
 
+def _write_report(
+    src: ShardSet,
+    outdir: Path,
+    desc: dict[str, Any],
+    job: _Job,
+    counts: ResampleCounts,
+    resumed: int,
+    stats: dict[str, Any],
+    sample: dict[str, Any],
+    laps: dict[str, float],
+) -> dict[str, Any]:
+    """The report (``resample_report.json`` and its human summary), written before the shards."""
+    report_: dict[str, Any] = {
+        "source": str(src.directory),
+        "out": str(outdir),
+        "method": "token resampling (ToEdit, Zhu et al. arXiv 2412.14689)",
+        "prior": desc,
+        "threshold": job.threshold,
+        "top_k": job.top_k,
+        "temperature": job.temperature,
+        "seed": job.seed,
+        "counts": counts.to_json(),
+        "diversity": stats,
+        "diversity_sample": sample,
+        "shards_resumed": resumed,
+        "seconds": dict(laps),
+        "tokens_per_second": round(counts.tokens / laps["resample"], 1)
+        if laps["resample"] > 0
+        else None,
+        "resumed": False,
+    }
+    atomic_write_json(outdir / REPORT_NAME, report_)
+    (outdir / SUMMARY_NAME).write_text(format_report(report_) + "\n")
+    return report_
+
+
 def _summary(
     report_: dict[str, Any], outdir: Path, runner: Engine, src: ShardSet, timer: Timer
 ) -> dict[str, Any]:
@@ -429,25 +465,7 @@ def resample(
         timer.lap("resample")
         stats, sample = _diversity(src, job, report_tokens)
         timer.lap("report")
-        report_: dict[str, Any] = {
-            "source": str(src.directory),
-            "out": str(outdir),
-            "method": "token resampling (ToEdit, Zhu et al. arXiv 2412.14689)",
-            "prior": desc,
-            **knobs,
-            "seed": int(seed),
-            "counts": counts.to_json(),
-            "diversity": stats,
-            "diversity_sample": sample,
-            "shards_resumed": resumed,
-            "seconds": dict(timer.laps),
-            "tokens_per_second": round(counts.tokens / timer.laps["resample"], 1)
-            if timer.laps["resample"] > 0
-            else None,
-            "resumed": False,
-        }
-        atomic_write_json(outdir / REPORT_NAME, report_)
-        (outdir / SUMMARY_NAME).write_text(format_report(report_) + "\n")
+        report_ = _write_report(src, outdir, desc, job, counts, resumed, stats, sample, timer.laps)
         common = {
             "shard_bytes": shard_bytes,
             "provenance": _provenance(src, config, desc, cfg_hash),

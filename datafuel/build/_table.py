@@ -127,6 +127,33 @@ def _recipe(
     return Recipe(steps, target_steps=target_steps)
 
 
+def _rows(y: np.ndarray | None, parts: Split, name: str) -> np.ndarray | None:
+    return None if y is None else y[parts.indices[name]]
+
+
+def _save_recipe(
+    recipe: Recipe,
+    out: Path,
+    path: str,
+    target: str | None,
+    drop: Sequence[str],
+    cols: _Columns,
+    categories: Mapping[str, list[str]],
+) -> str:
+    """``out/recipe.json`` with what the columns were; returns its fingerprint."""
+    return recipe.save(
+        out / "recipe.json",
+        extra={
+            "input": path,
+            "target": target,
+            "numeric_columns": cols.numeric,
+            "categorical_columns": dict(categories),
+            "dropped_columns": list(drop),
+            "split_column": cols.split_col,
+        },
+    )
+
+
 def _check_train_rows(parts: Split, need: int, path: str, total: int) -> None:
     if parts.train.num_rows < need:
         raise InputDataError(
@@ -160,7 +187,7 @@ def _write_splits(
         if part.num_rows == 0:
             counts[name] = 0
             continue
-        y_part = None if cols.y is None else cols.y[parts.indices[name]]
+        y_part = _rows(cols.y, parts, name)
         manifest = runner.write_units(
             out / name,
             fields,
@@ -237,24 +264,11 @@ def table(
             scale=scale,
             clip_target=clip_target and cols.y is not None and not labels,
         )
-        recipe.fit(
-            parts.train.select(cols.numeric),
-            None if cols.y is None else cols.y[parts.indices["train"]],
-        )
+        recipe.fit(parts.train.select(cols.numeric), _rows(cols.y, parts, "train"))
         categories = categories_of(parts.train, cols.categorical)
         timer.lap("fit")
         out.mkdir(parents=True, exist_ok=True)
-        fingerprint = recipe.save(
-            out / "recipe.json",
-            extra={
-                "input": path,
-                "target": target,
-                "numeric_columns": cols.numeric,
-                "categorical_columns": categories,
-                "dropped_columns": list(drop),
-                "split_column": cols.split_col,
-            },
-        )
+        fingerprint = _save_recipe(recipe, out, path, target, drop, cols, categories)
         write_split_record(out, parts.record)
         columns = cols.numeric + [f"{c}={v}" for c, vs in categories.items() for v in vs]
         fields: dict[str, Field] = {"x": fixed("float32", (len(columns),))}

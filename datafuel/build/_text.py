@@ -299,6 +299,45 @@ def _split_record(plan: _Plan, counts: Mapping[str, Mapping[str, int]]) -> dict[
     }
 
 
+def _summary(
+    plan: _Plan,
+    counts: Mapping[str, Mapping[str, int]],
+    tok: BPETokenizer,
+    trained: bool,
+    runner: Engine,
+    timer: Timer,
+) -> dict[str, Any]:
+    """The build's summary, also kept in the state file (a rerun returns it as is)."""
+    summary = make_summary(
+        "text",
+        plan.outdir,
+        counts={n: c["documents"] for n, c in counts.items()},
+        fitted={TOKENIZER_NAME: tok.fingerprint},
+        skipped=plan.corpus.stats.empty,
+        engine=runner,
+        seconds=timer.seconds(),
+        tokens={n: c["tokens"] for n, c in counts.items()},
+        vocab_size=tok.vocab_size,
+        eot_id=tok.eot_id,
+        token_dtype=str(tok.dtype),
+        tokenizer_sha256=tok.fingerprint,
+        tokenizer_trained=trained,
+        corpus=plan.corpus.stats.to_json(),
+        resumed=False,
+    )
+    atomic_write_json(
+        plan.state_path,
+        {
+            "config_sha256": plan.config_sha256,
+            "tokenizer_sha256": tok.fingerprint,
+            "done": True,
+            "summary": summary,
+            "config": plan.config,
+        },
+    )
+    return summary
+
+
 def text(
     inputs: Iterable[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -398,31 +437,5 @@ def text(
         )
         timer.lap("encode")
     write_split_record(plan.outdir, _split_record(plan, counts))
-    summary = make_summary(
-        "text",
-        plan.outdir,
-        counts={n: c["documents"] for n, c in counts.items()},
-        fitted={TOKENIZER_NAME: tok.fingerprint},
-        skipped=plan.corpus.stats.empty,
-        engine=runner,
-        seconds=timer.seconds(),
-        tokens={n: c["tokens"] for n, c in counts.items()},
-        vocab_size=tok.vocab_size,
-        eot_id=tok.eot_id,
-        token_dtype=str(tok.dtype),
-        tokenizer_sha256=tok.fingerprint,
-        tokenizer_trained=trained,
-        corpus=plan.corpus.stats.to_json(),
-        resumed=False,
-    )
-    atomic_write_json(
-        plan.state_path,
-        {
-            "config_sha256": plan.config_sha256,
-            "tokenizer_sha256": tok.fingerprint,
-            "done": True,
-            "summary": summary,
-            "config": plan.config,
-        },
-    )
+    summary = _summary(plan, counts, tok, trained, runner, timer)
     return summary
