@@ -63,8 +63,8 @@ def tree_hashes(root: Path) -> dict[str, str]:
     return out
 
 
-def image_folder(root: Path) -> Path:
-    """Three classes of small JPEG and PNG files, one of them truncated."""
+def image_folder(root: Path, corrupt: bool = True) -> Path:
+    """Three classes of small JPEG and PNG files, one of them truncated (unless not ``corrupt``)."""
     rng = np.random.default_rng(3)
     for c, name in enumerate(("cat", "dog", "eel")):
         (root / name).mkdir(parents=True)
@@ -74,7 +74,8 @@ def image_folder(root: Path) -> Path:
             buf = io.BytesIO()
             Image.fromarray(arr).save(buf, "JPEG" if i % 4 else "PNG", quality=80)
             (root / name / f"{i:03d}.{'jpg' if i % 4 else 'png'}").write_bytes(buf.getvalue())
-    (root / "dog" / "007.jpg").write_bytes((root / "dog" / "007.jpg").read_bytes()[:150])
+    if corrupt:
+        (root / "dog" / "007.jpg").write_bytes((root / "dog" / "007.jpg").read_bytes()[:150])
     return root
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from engine_helpers import same_tree
-from PIL import Image
+from golden_builds import image_folder
 
 import datafuel.build._images as build_images
 import datafuel.build._table as build_table
@@ -87,21 +85,6 @@ def test_cli_engine_ray_and_bad_options(
 
 
 # -- images -------------------------------------------------------------------------------
-def image_folder(root: Path, corrupt: bool) -> Path:
-    rng = np.random.default_rng(3)
-    for c, name in enumerate(("cat", "dog", "eel")):
-        (root / name).mkdir(parents=True)
-        for i in range(13 + c):
-            w, h = (int(v) for v in rng.integers(20, 90, size=2))
-            arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-            buf = io.BytesIO()
-            Image.fromarray(arr).save(buf, "JPEG" if i % 4 else "PNG", quality=80)
-            (root / name / f"{i:03d}.{'jpg' if i % 4 else 'png'}").write_bytes(buf.getvalue())
-    if corrupt:
-        (root / "dog" / "007.jpg").write_bytes((root / "dog" / "007.jpg").read_bytes()[:150])
-    return root
-
-
 @pytest.mark.parametrize("max_side", [None, 40])
 def test_images_ray_equals_local(
     ray_session: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_side: int | None
