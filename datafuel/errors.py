@@ -29,6 +29,7 @@ __all__ = [
     "IngestError",
     "InputDataError",
     "LeakageError",
+    "LockedError",
     "ManifestError",
     "NonFiniteError",
     "NotFittedError",
@@ -107,6 +108,10 @@ class ShardError(DatafuelError, OSError):
 
     def __init__(self, message: str, **kwargs: Any) -> None:
         DatafuelError.__init__(self, message, **kwargs)
+
+
+class LockedError(DatafuelError, BlockingIOError):
+    """Another live process holds the output directory (its pid is named)."""
 
 
 class ManifestError(ShardError, ValueError):

@@ -19,7 +19,7 @@ import datafuel
 
 ROOT = Path(datafuel.__file__).parent
 
-BASE = {"errors", "_fs", "_version", "_checks", "_hash", "_lazy", "_transformer"}
+BASE = {"errors", "_fs", "_version", "_checks", "_hash", "_lazy", "_lock", "_transformer"}
 STAGES = {"split", "clean", "scale", "recipe", "ingest", "vision", "text", "synthetic", "dedup"}
 LAYER = {
     **dict.fromkeys(BASE, 0),
