@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,18 +15,19 @@ import numpy as np
 from datafuel._checks import check_int
 from datafuel.errors import CorruptShardError, SchemaError
 
-from ._manifest import load_manifest, sha256_file
+from ._manifest import load_manifest, sha256_fd
 from ._schema import Field
 from ._tokens import TokenStream
 
 __all__ = ["ShardSet"]
 
 
-def _map(path: Path, dtype: np.dtype[Any], nbytes: int) -> np.ndarray:
+def _map(fd: int, dtype: np.dtype[Any], nbytes: int) -> np.ndarray:
+    """The first ``nbytes`` of the file open at ``fd`` as a read-only array of ``dtype``."""
     if nbytes == 0:
         return np.zeros(0, dtype)
-    # a plain ndarray view of the map (kept alive by .base): no np.memmap subclass overhead per gather
-    return np.memmap(path, dtype=dtype, mode="r").view(np.ndarray)
+    # a plain ndarray over the map (kept alive by .base): no np.memmap subclass overhead per gather
+    return np.frombuffer(mmap.mmap(fd, nbytes, access=mmap.ACCESS_READ), dtype=dtype)
 
 
 class ShardSet:
@@ -48,6 +52,7 @@ class ShardSet:
     def __init__(self, directory: str | os.PathLike[str], *, verify: bool = False) -> None:
         self.directory = Path(directory)
         self.manifest, self.fields = load_manifest(self.directory)
+        self._root = os.path.realpath(self.directory)
         self.shards: list[dict[str, Any]] = self.manifest["shards"]
         rows = np.array([s["rows"] for s in self.shards], dtype=np.int64)
         #: global index of each shard's first row, plus the total at the end
@@ -85,52 +90,67 @@ class ShardSet:
         return f"ShardSet({str(self.directory)!r}, rows={len(self)}, shards={self.num_shards}, fields=({fields}))"
 
     # -- integrity ---------------------------------------------------------------
-    def _files(self) -> Iterator[tuple[Path, dict[str, Any], str]]:
-        for shard in self.shards:
-            for fname, parts in shard["files"].items():
-                for entry in parts.values():
-                    yield self.directory / entry["name"], entry, fname
+    def _open(self, entry: dict[str, Any], field: str) -> int:
+        """A descriptor of the regular file ``entry`` names, inside the directory, of its size.
+
+        Opened without following a symbolic link (``O_NOFOLLOW``; ``O_NONBLOCK`` so a FIFO
+        cannot hang the open), then checked with ``fstat``: what is read is what was
+        checked. Anything else raises CorruptShardError naming the file.
+        """
+        path = self.directory / entry["name"]
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise CorruptShardError(
+                f"{path}: listed in the manifest but missing.", path=path, field=field
+            ) from exc
+        except OSError as exc:
+            why = (
+                "is a symbolic link; shard files must be regular files inside the shard set"
+                if exc.errno == errno.ELOOP
+                else f"cannot be opened ({(exc.strerror or str(exc)).lower()})"
+            )
+            raise CorruptShardError(f"{path}: {why}.", path=path, field=field) from exc
+        try:
+            self._check_open_file(fd, path, entry, field)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _check_open_file(self, fd: int, path: Path, entry: dict[str, Any], field: str) -> None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptShardError(
+                f"{path}: not a regular file; refusing to read it.", path=path, field=field
+            )
+        if os.path.realpath(path) != os.path.join(self._root, entry["name"]):
+            raise CorruptShardError(
+                f"{path}: resolves outside the shard set {self._root}; refusing to read it.",
+                path=path,
+                field=field,
+            )
+        if st.st_size != entry["bytes"]:
+            raise CorruptShardError(
+                f"{path}: size is {st.st_size} bytes but the manifest says {entry['bytes']} "
+                "(truncated or modified after it was written).",
+                path=path,
+                field=field,
+            )
 
     def _check_sizes(self) -> None:
+        """Every listed file is a regular file inside the directory, of its listed size.
+
+        (That the sizes fit the rows and the field layouts, exactly, is checked with
+        the manifest.)
+        """
         for k, shard in enumerate(self.shards):
             for fname, parts in shard["files"].items():
-                for part, entry in parts.items():
-                    self._check_file_size(shard, fname, part, entry)
+                for entry in parts.values():
+                    os.close(self._open(entry, fname))
             for fname, spec in self.fields.items():
                 if spec.kind != "fixed" and shard["rows"]:
                     self._check_offsets(k, shard, fname, spec)
-
-    def _check_file_size(
-        self, shard: dict[str, Any], fname: str, part: str, entry: dict[str, Any]
-    ) -> None:
-        """One file of a shard has the size the manifest and the field's layout say."""
-        spec = self.fields[fname]
-        path = self.directory / entry["name"]
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError as exc:
-            raise CorruptShardError(
-                f"{path}: listed in the manifest but missing.", path=path, field=fname
-            ) from exc
-        if size != entry["bytes"]:
-            raise CorruptShardError(
-                f"{path}: size is {size} bytes but the manifest says {entry['bytes']} "
-                "(truncated or modified after it was written).",
-                path=path,
-                field=fname,
-            )
-        if part == "idx" and size != 8 * (shard["rows"] + 1):
-            raise CorruptShardError(
-                f"{path}: offsets file must hold rows+1 = {shard['rows'] + 1} uint64.",
-                path=path,
-                field=fname,
-            )
-        if part == "bin" and spec.kind == "fixed" and size != spec.row_bytes * shard["rows"]:
-            raise CorruptShardError(
-                f"{path}: {size} bytes do not hold {shard['rows']} rows of {spec.dtype}{list(spec.shape)}.",
-                path=path,
-                field=fname,
-            )
 
     def _check_offsets(self, k: int, shard: dict[str, Any], fname: str, spec: Field) -> None:
         """A variable-length field's offsets run 0..len(bin) and never go down."""
@@ -151,14 +171,22 @@ class ShardSet:
 
     def verify(self) -> None:
         """Check every file's sha256 against the manifest; raise naming the first bad file."""
-        for path, entry, fname in self._files():
-            digest = sha256_file(path)
-            if digest != entry["sha256"]:
-                raise CorruptShardError(
-                    f"{path}: checksum mismatch (sha256 {digest[:16]}..., manifest says {entry['sha256'][:16]}...).",
-                    path=path,
-                    field=fname,
-                )
+        for shard in self.shards:
+            for fname, parts in shard["files"].items():
+                for entry in parts.values():
+                    fd = self._open(entry, fname)
+                    try:
+                        digest = sha256_fd(fd)
+                    finally:
+                        os.close(fd)
+                    if digest != entry["sha256"]:
+                        path = self.directory / entry["name"]
+                        raise CorruptShardError(
+                            f"{path}: checksum mismatch (sha256 {digest[:16]}..., manifest says "
+                            f"{entry['sha256'][:16]}...).",
+                            path=path,
+                            field=fname,
+                        )
 
     # -- access ------------------------------------------------------------------
     def _mmap(self, shard: int, field: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -168,16 +196,22 @@ class ShardSet:
             return hit
         spec = self.fields[field]
         files = self.shards[shard]["files"][field]
-        data = _map(self.directory / files["bin"]["name"], spec.np_dtype, files["bin"]["bytes"])
+        data = self._map_file(files["bin"], field, spec.np_dtype)
         idx = None
         if spec.kind == "fixed":
             data = data.reshape((self.shards[shard]["rows"], *spec.shape))
         else:
-            idx = _map(
-                self.directory / files["idx"]["name"], np.dtype("<u8"), files["idx"]["bytes"]
-            )
+            idx = self._map_file(files["idx"], field, np.dtype("<u8"))
         self._maps[key] = (data, idx)
         return data, idx
+
+    def _map_file(self, entry: dict[str, Any], field: str, dtype: np.dtype[Any]) -> np.ndarray:
+        """The file ``entry`` names, checked again as it is opened, mapped read-only."""
+        fd = self._open(entry, field)
+        try:
+            return _map(fd, dtype, entry["bytes"])
+        finally:
+            os.close(fd)
 
     def field_array(self, field: str, shard: int = 0) -> np.ndarray:
         """The memory-mapped data array of one field in one shard (read-only)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,7 +31,13 @@ ALLOWED_DTYPES = (
     "float32",
     "float64",
 )
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+#: what a field name must match (FORMAT.md): it is part of every file name of the field
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+#: the largest count or byte size a shard set may hold: numpy and mmap offsets are int64
+MAX_INT = 2**63 - 1
+#: at most this many dimensions per row, so a batch (one more) stays within numpy's 32
+MAX_DIMS = 31
 
 
 @dataclass(frozen=True)
@@ -62,9 +70,18 @@ class Field:
             raise SchemaError(
                 f"only 'fixed' fields have a shape. Got shape {self.shape} for a {self.kind!r} field."
             )
-        if any((not isinstance(d, int)) or d < 0 for d in self.shape):
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in self.shape):
             raise SchemaError(
                 f"a field shape is a tuple of non-negative ints. Got {self.shape!r} instead."
+            )
+        if len(self.shape) > MAX_DIMS:
+            raise SchemaError(
+                f"a field shape has at most {MAX_DIMS} dimensions. Got {len(self.shape)} instead."
+            )
+        if self.row_extent > MAX_INT:
+            raise SchemaError(
+                f"a row of shape {list(self.shape)} of {self.dtype} spans "
+                f"{self.row_extent} bytes (zero dimensions counted as 1), more than 2**63 - 1."
             )
 
     @property
@@ -84,7 +101,12 @@ class Field:
         """Bytes per row of a fixed field (0 for variable-length fields)."""
         if self.kind != "fixed":
             return 0
-        return self.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        return self.itemsize * math.prod(self.shape)  # exact: no int64 wrap-around
+
+    @property
+    def row_extent(self) -> int:
+        """Bytes per row with zero dimensions counted as 1: what numpy bounds an array by."""
+        return self.itemsize * math.prod(max(d, 1) for d in self.shape)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "dtype": self.dtype}
@@ -94,16 +116,35 @@ class Field:
 
     @classmethod
     def from_json(cls, name: str, obj: Any, *, path: str) -> Field:
+        """The field ``fields.<name>`` of the manifest at ``path``; ManifestError naming the key."""
+        where = f"{path}: fields.{name}"
         if not isinstance(obj, dict) or "kind" not in obj or "dtype" not in obj:
             raise ManifestError(
-                f"{path}: field {name!r} must be an object with 'kind' and 'dtype'. Got {obj!r}.",
+                f"{where} must be an object with 'kind' and 'dtype'. Got {reprlib.repr(obj)}.",
+                path=path,
+                field=name,
+            )
+        for key in ("kind", "dtype"):
+            if not isinstance(obj[key], str):
+                raise ManifestError(
+                    f"{where}.{key} must be a string. Got {reprlib.repr(obj[key])}.",
+                    path=path,
+                    field=name,
+                )
+        shape = obj.get("shape", [])
+        if not isinstance(shape, list) or any(
+            isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= MAX_INT for d in shape
+        ):
+            raise ManifestError(
+                f"{where}.shape must be a list of integers in [0, 2**63 - 1]. "
+                f"Got {reprlib.repr(shape)}.",
                 path=path,
                 field=name,
             )
         try:
-            return cls(obj["kind"], obj["dtype"], tuple(obj.get("shape", ())))
+            return cls(obj["kind"], obj["dtype"], tuple(shape))  # type: ignore[arg-type]
         except SchemaError as exc:
-            raise ManifestError(f"{path}: field {name!r}: {exc}", path=path, field=name) from exc
+            raise ManifestError(f"{where}: {exc}", path=path, field=name) from exc
 
 
 def fixed(dtype: str | np.dtype[Any] | type, shape: tuple[int, ...] | int = ()) -> Field:
@@ -124,7 +165,7 @@ def bytes_field() -> Field:
 
 
 def check_field_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise SchemaError(
             f"field names are 1-64 characters of letters, digits, '_' and '-'. Got {name!r} instead.",
             field=str(name),

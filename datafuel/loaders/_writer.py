@@ -42,7 +42,8 @@ class _HashedFile:
 
     def write(self, data: bytes | memoryview | np.ndarray) -> None:
         if isinstance(data, np.ndarray):
-            mv = np.ascontiguousarray(data).data.cast("B")
+            # a zero-size array (a field of shape (0, ...)) cannot be cast: it writes nothing
+            mv = np.ascontiguousarray(data).data.cast("B") if data.size else memoryview(b"")
         else:
             mv = memoryview(data).cast("B")
         self.hash.update(mv)
