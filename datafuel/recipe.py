@@ -10,9 +10,11 @@ SHA-256 recorded in the JSON. Nothing is pickled.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from datafuel._fs import atomic_write_bytes, dump_json
-from datafuel._transformer import DatafuelTransformer, arrow_to_frame
+from datafuel._transformer import (
+    DatafuelTransformer,
+    arrow_to_frame,
+    check_keys,
+    found,
+    is_int,
+)
 from datafuel.clean import DropSparseRows, KNNImputer, ScrubInfinite, SimpleImputer, Winsorizer
 from datafuel.errors import (
     ConfigError,
@@ -401,75 +409,309 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Recipe:
-        """Read a recipe written by :meth:`save` (arrays checked against their SHA-256)."""
+        """Read a recipe written by :meth:`save`, checked as strictly as ``fit`` checks its input.
+
+        Every step's parameters go through the checks its ``fit`` runs; every fitted
+        array must have its declared dtype and shape and values ``fit`` could have
+        produced; array files must be plain names beside the recipe, match their
+        SHA-256, dtype and shape. Errors name the file, the step (index and class),
+        the key, what was expected and what was found.
+
+        Raises
+        ------
+        InputDataError
+            The file cannot be read or parsed (or is nested absurdly deep), is not a
+            recipe of this version, or an array file is missing, not a regular file
+            beside it, or fails its SHA-256, dtype or shape.
+        SchemaError
+            An unknown, missing or mistyped key, or an array of the wrong shape.
+        ConfigError
+            A step parameter its ``fit`` would refuse.
+        NonFiniteError
+            NaN or an infinity where ``fit`` only gives finite values (caps, means,
+            scales).
+        """
         path = Path(path)
+        state = _read_state(path)
         try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputDataError(f"cannot read recipe {str(path)!r}: {exc}", path=path) from exc
-        if not isinstance(state, dict) or state.get("format") != RECIPE_FORMAT:
-            raise InputDataError(f"{str(path)!r} is not a datafuel recipe.", path=path)
-        if state.get("version") != _VERSION:
+            return cls._from_state(path, state)
+        except RecursionError as exc:  # pragma: no cover - the depth bound comes first
             raise InputDataError(
-                f"{str(path)!r} has recipe version {state.get('version')!r}; this datafuel "
-                f"reads version {_VERSION}.",
+                f"recipe {str(path)!r} is nested too deeply to check.", path=path
+            ) from exc
+
+    @classmethod
+    def _from_state(cls, path: Path, state: dict[str, Any]) -> Recipe:
+        where = f"recipe {str(path)!r}: "
+        try:
+            check_keys(state, "recipe", _TOP_KEYS, {"extra"})
+        except SchemaError as exc:
+            raise SchemaError(where + exc.message, path=path, field=exc.field) from exc
+        n = state["n_features_in"]
+        if not is_int(n) or not 0 <= n <= 2**31:
+            raise SchemaError(
+                f"{where}n_features_in must be a non-negative int. Found {found(n)}.",
                 path=path,
+                field="n_features_in",
             )
-
-        def build(entries: list[dict[str, Any]]) -> list[DatafuelTransformer]:
-            steps = []
-            for st in entries:
-                klass = _STEP_CLASSES.get(st.get("class", ""))
-                if klass is None:
-                    raise InputDataError(
-                        f"{str(path)!r} names an unknown step {st.get('class')!r}.", path=path
-                    )
-                fitted = dict(st["fitted"])
-                for attr, value in fitted.items():
-                    if isinstance(value, dict) and "npy" in value:
-                        fitted[attr] = cls._load_array(path, value)
-                steps.append(klass.from_state({"params": st["params"], "fitted": fitted}))
-            return steps
-
-        recipe = cls(build(state["steps"]), target_steps=build(state.get("target_steps", [])))
-        recipe.feature_names_ = state["feature_names"]
-        recipe.n_features_in_ = int(state["n_features_in"])
-        recipe.n_train_rows_ = int(state["n_train_rows"])
-        recipe.fit_report_ = list(state["fit_report"])
+        names = state["feature_names"]
+        if names is not None and (
+            not isinstance(names, list)
+            or len(names) != n
+            or not all(isinstance(v, str) for v in names)
+        ):
+            raise SchemaError(
+                f"{where}feature_names must be null or a list of {n} strings (n_features_in). "
+                f"Found {found(names)}.",
+                path=path,
+                field="feature_names",
+            )
+        rows = state["n_train_rows"]
+        if not is_int(rows) or rows < 1:
+            raise SchemaError(
+                f"{where}n_train_rows must be a positive int. Found {found(rows)}.",
+                path=path,
+                field="n_train_rows",
+            )
+        steps = cls._build_steps(path, state["steps"], "steps", n)
+        target_steps = cls._build_steps(path, state["target_steps"], "target_steps", 1)
+        report = _check_report(path, state["fit_report"], [*steps, *target_steps])
+        recipe = cls(steps, target_steps=target_steps)
+        recipe.feature_names_ = None if names is None else list(names)
+        recipe.n_features_in_ = n
+        recipe.n_train_rows_ = rows
+        recipe.fit_report_ = report
         return recipe
 
-    @staticmethod
-    def _load_array(path: Path, ref: dict[str, Any]) -> np.ndarray:
-        name = str(ref["npy"])
-        if not _PLAIN_NAME.match(name) or ".." in name:
-            raise InputDataError(
-                f"{str(path)!r} points to array file {name!r}, which is not a plain name "
-                "beside the recipe; refusing it.",
+    @classmethod
+    def _build_steps(
+        cls, path: Path, entries: Any, group: str, n_features: int
+    ) -> list[DatafuelTransformer]:
+        """The steps of ``group``, each rebuilt and checked by its own class."""
+        if not isinstance(entries, list):
+            raise SchemaError(
+                f"recipe {str(path)!r}: {group} must be a list of steps. Found {found(entries)}.",
                 path=path,
+                field=group,
             )
-        file = path.parent / name
+        steps = []
+        for i, st in enumerate(entries):
+            where = f"recipe {str(path)!r}, {group}[{i}]"
+            name = st.get("class") if isinstance(st, dict) else None
+            klass = _STEP_CLASSES.get(name) if isinstance(name, str) else None
+            if klass is None:
+                raise SchemaError(
+                    f"{where}: class must be one of {sorted(_STEP_CLASSES)}. "
+                    f"Found {found(name if isinstance(st, dict) else st)}.",
+                    path=path,
+                    field=f"{group}[{i}].class",
+                )
+            where = f"{where} ({name}): "
+            try:
+                check_keys(st, "step", {"class", "params", "fitted"})
+            except SchemaError as exc:
+                raise SchemaError(where + exc.message, path=path, field=exc.field) from exc
+            fitted = st["fitted"]
+            if isinstance(fitted, dict):
+                fitted = dict(fitted)
+                for attr in klass._array_attrs:
+                    if attr in fitted:
+                        fitted[attr] = _load_array(path, fitted[attr], f"{where}fitted.{attr}")
+            step = klass.from_state(
+                {"params": st["params"], "fitted": fitted}, where=where, path=path
+            )
+            if step.n_features_in_ != n_features:
+                raise SchemaError(
+                    f"{where}fitted.n_features_in_ must be {n_features} "
+                    f"({'the recipe' + chr(39) + 's n_features_in' if group == 'steps' else 'one target column'}). "
+                    f"Found {step.n_features_in_}.",
+                    path=path,
+                    field="n_features_in_",
+                )
+            steps.append(step)
+        return steps
+
+
+_TOP_KEYS = frozenset(
+    {
+        "format",
+        "version",
+        "feature_names",
+        "n_features_in",
+        "n_train_rows",
+        "steps",
+        "target_steps",
+        "fit_report",
+    }
+)
+_NPY_KEYS = frozenset({"npy", "dtype", "shape", "sha256"})
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: how deep a recipe's JSON may nest (save writes 6 levels, plus what ``extra`` holds)
+MAX_DEPTH = 64
+
+
+def _depth_exceeds(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests lists/objects more than ``limit`` deep (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth > limit:
+                return True
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items if isinstance(v, (list, dict)))
+    return False
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The recipe's JSON object, its format and version checked."""
+    try:
+        state = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"cannot read recipe {str(path)!r}: {exc}", path=path) from exc
+    except RecursionError as exc:
+        raise InputDataError(
+            f"cannot read recipe {str(path)!r}: JSON nested too deeply (at most "
+            f"{MAX_DEPTH} levels).",
+            path=path,
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != RECIPE_FORMAT:
+        raise InputDataError(f"{str(path)!r} is not a datafuel recipe.", path=path)
+    if state.get("version") != _VERSION or isinstance(state.get("version"), bool):
+        raise InputDataError(
+            f"{str(path)!r} has recipe version {found(state.get('version'))}; this datafuel "
+            f"reads version {_VERSION}.",
+            path=path,
+        )
+    if _depth_exceeds(state, MAX_DEPTH):
+        raise InputDataError(
+            f"recipe {str(path)!r} nests JSON more than {MAX_DEPTH} levels deep; a recipe "
+            "never does.",
+            path=path,
+        )
+    return state
+
+
+_REPORT_VALUE = (str, int, float, bool, type(None))
+
+
+def _check_report(
+    path: Path, report: Any, steps: list[DatafuelTransformer]
+) -> list[dict[str, Any]]:
+    """``fit_report``: one object of plain values per step, naming that step's class."""
+    where = f"recipe {str(path)!r}: fit_report"
+    if not isinstance(report, list) or len(report) != len(steps):
+        raise SchemaError(
+            f"{where} must be a list of {len(steps)} objects, one per step and target step. "
+            f"Found {found(report)}.",
+            path=path,
+            field="fit_report",
+        )
+    for i, (entry, step) in enumerate(zip(report, steps, strict=True)):
+        if (
+            not isinstance(entry, dict)
+            or not all(isinstance(v, _REPORT_VALUE) for v in entry.values())
+            or entry.get("step") != type(step).__name__
+        ):
+            raise SchemaError(
+                f"{where}[{i}] must be an object of plain values with step "
+                f"{type(step).__name__!r}. Found {found(entry)}.",
+                path=path,
+                field=f"fit_report[{i}]",
+            )
+    return [dict(e) for e in report]
+
+
+def _load_array(path: Path, ref: Any, where: str) -> np.ndarray:
+    """The array a step references: a regular file beside the recipe, matching its SHA-256."""
+    try:
+        check_keys(ref, "", _NPY_KEYS)
+    except SchemaError as exc:
+        raise SchemaError(
+            f"{where} must be a reference to a .npy file beside the recipe "
+            f"({exc.message.lstrip()})",
+            path=path,
+            field=where,
+        ) from exc
+    name, sha, dtype, shape = ref["npy"], ref["sha256"], ref["dtype"], ref["shape"]
+    if (
+        not isinstance(name, str)
+        or not _PLAIN_NAME.match(name)
+        or ".." in name
+        or not name.endswith(".npy")
+    ):
+        raise InputDataError(
+            f"{where}.npy points to array file {found(name)}, which is not a plain name "
+            "beside the recipe ending in .npy; refusing it.",
+            path=path,
+        )
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        raise SchemaError(
+            f"{where}.sha256 must be 64 lowercase hex digits. Found {found(sha)}.",
+            path=path,
+            field=where,
+        )
+    if not isinstance(dtype, str) or not isinstance(shape, list):
+        raise SchemaError(
+            f"{where}: dtype must be a string and shape a list. Found {found(dtype)} and "
+            f"{found(shape)}.",
+            path=path,
+            field=where,
+        )
+    file = path.parent / name
+    raw = _read_beside(file, where)
+    if hashlib.sha256(raw).hexdigest() != sha:
+        raise InputDataError(
+            f"{where}: array file {str(file)!r} does not match the SHA-256 in the recipe "
+            "(changed or corrupt).",
+            path=file,
+        )
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputDataError(
+            f"{where}: cannot load array file {str(file)!r}: {exc}", path=file
+        ) from exc
+    if not isinstance(arr, np.ndarray) or list(arr.shape) != shape or arr.dtype.str != dtype:
+        got = (
+            f"shape {arr.shape} / dtype {arr.dtype.str}"
+            if isinstance(arr, np.ndarray)
+            else "an archive, not one array"
+        )
+        raise InputDataError(
+            f"{where}: array file {str(file)!r} has {got}; the recipe says shape {shape} / "
+            f"dtype {dtype}.",
+            path=file,
+        )
+    return arr
+
+
+def _read_beside(file: Path, where: str) -> bytes:
+    """The bytes of ``file``: a regular file in the recipe's directory (no link out of it)."""
+    try:
+        real = file.resolve(strict=True)
+        if real.parent != file.parent.resolve():
+            raise InputDataError(
+                f"{where}: array file {str(file)!r} is a link to {str(real)!r}, outside the "
+                "recipe's directory; refusing it.",
+                path=file,
+            )
+        fd = os.open(
+            real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+    except OSError as exc:
+        raise InputDataError(
+            f"{where}: array file {str(file)!r} is missing: {exc}", path=file
+        ) from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise InputDataError(
+                f"{where}: array file {str(file)!r} is not a regular file; refusing it.",
+                path=file,
+            )
         try:
-            raw = file.read_bytes()
+            return fh.read()
         except OSError as exc:
             raise InputDataError(
-                f"recipe array file {str(file)!r} is missing: {exc}", path=file
+                f"{where}: cannot read array file {str(file)!r}: {exc}", path=file
             ) from exc
-        if hashlib.sha256(raw).hexdigest() != ref.get("sha256"):
-            raise InputDataError(
-                f"recipe array file {str(file)!r} does not match the SHA-256 in the recipe "
-                "(changed or corrupt).",
-                path=file,
-            )
-        try:
-            arr = np.load(file, allow_pickle=False)
-        except ValueError as exc:
-            raise InputDataError(
-                f"cannot load recipe array {str(file)!r}: {exc}", path=file
-            ) from exc
-        if list(arr.shape) != list(ref["shape"]) or arr.dtype.str != ref["dtype"]:
-            raise InputDataError(
-                f"recipe array {str(file)!r} has shape {arr.shape} / dtype {arr.dtype}, the "
-                f"recipe says {ref['shape']} / {ref['dtype']}.",
-                path=file,
-            )
-        return arr

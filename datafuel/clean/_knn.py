@@ -21,12 +21,15 @@ import numpy as np
 import torch
 
 from datafuel._checks import check_int
-from datafuel._transformer import DatafuelTransformer, column_name
-from datafuel.errors import ConfigError, InputDataError
+from datafuel._transformer import DatafuelTransformer, column_name, require_finite
+from datafuel.errors import ConfigError, InputDataError, NonFiniteError, SchemaError
 
 __all__ = ["KNNImputer"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
+#: the largest value each int parameter accepts (fit and a loaded recipe alike)
+_MAX = {"n_neighbors": 65_536, "block_size": 65_536, "donor_block": 1_048_576}
+_MAX_PRODUCT = 2**26
 
 
 def _exact_dist(r: np.ndarray, donors: np.ndarray) -> np.ndarray:
@@ -53,14 +56,18 @@ class KNNImputer(DatafuelTransformer):
     Parameters
     ----------
     n_neighbors : int, default 5
-        Number of donors averaged per missing value.
+        Number of donors averaged per missing value, in [1, 65536]. More than there
+        are donors is allowed (all comparable donors are averaged, as in sklearn).
     weights : {"uniform", "distance"} or callable, default "uniform"
         As in sklearn: equal weights, inverse distance (a zero-distance donor takes all
         the weight), or a function of the distance array returning weights.
     block_size : int, default 256
-        Receivers per matrix product (memory ~ ``block_size x donor_block`` floats).
+        Receivers per matrix product (memory ~ ``block_size x donor_block`` floats),
+        in [1, 65536].
     donor_block : int, default 4096
-        Donors per matrix product.
+        Donors per matrix product, in [1, 1048576]; ``block_size x donor_block`` is
+        at most 2**26 (256 MiB of float32 distances), so that no parameter set, a
+        loaded recipe's included, can ask for unbounded memory.
     device : str, default "auto"
         ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when ``torch.cuda.is_available()``).
 
@@ -104,22 +111,50 @@ class KNNImputer(DatafuelTransformer):
         self.donor_block = donor_block
         self.device = device
 
-    def _check_params(self) -> None:
+    def _validate_params(self) -> None:
         for name in ("n_neighbors", "block_size", "donor_block"):
             v = getattr(self, name)
-            check_int(name, int(v) if isinstance(v, np.integer) else v)
-        if not (callable(self.weights) or self.weights in ("uniform", "distance")):
+            check_int(name, int(v) if isinstance(v, np.integer) else v, high=_MAX[name])
+        if int(self.block_size) * int(self.donor_block) > _MAX_PRODUCT:
+            raise ConfigError(
+                f"block_size x donor_block must be at most {_MAX_PRODUCT} (the distances of one "
+                f"block, in float32, stay under 256 MiB). Got {self.block_size} x "
+                f"{self.donor_block} instead."
+            )
+        if not (
+            callable(self.weights)
+            or (isinstance(self.weights, str) and self.weights in ("uniform", "distance"))
+        ):
             raise ConfigError(
                 f"weights must be 'uniform', 'distance' or a callable. Got {self.weights!r} instead."
             )
-        if self.device not in ("auto", "cpu", "cuda"):
+        if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(
                 f"device must be 'auto', 'cpu' or 'cuda'. Got {self.device!r} instead."
             )
 
+    def _check_fitted_state(self) -> None:
+        donors = self.fit_X_
+        if np.isinf(donors).any():
+            i, j = (int(v) for v in np.argwhere(np.isinf(donors))[0])
+            raise NonFiniteError(
+                f"fitted.fit_X_[{i}, {j}] must be a finite value or NaN (missing); fit turns "
+                f"infinities into NaN. Found {donors[i, j].item()!r}.",
+                field="fit_X_",
+            )
+        empty = np.isnan(donors).all(axis=0)
+        if empty.any():
+            j = int(np.flatnonzero(empty)[0])
+            raise SchemaError(
+                f"fitted.fit_X_ column {j} must hold at least one value (fit refuses an "
+                "empty column). Found only NaN.",
+                field="fit_X_",
+            )
+        require_finite(self, "col_means_", " (the training mean of each column)")
+
     def fit(self, X: Any, y: Any = None) -> KNNImputer:
         """Keep the training rows as donors."""
-        self._check_params()
+        self._validate_params()
         X = self._validate(X, reset=True)
         empty = np.isnan(X).all(axis=0)
         if X.shape[0] and empty.any():
@@ -139,6 +174,10 @@ class KNNImputer(DatafuelTransformer):
 
     # -- donor-side precomputation ---------------------------------------------
     def _device(self) -> torch.device:
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                "device is 'cuda', but torch finds no CUDA device here (use 'auto' or 'cpu')."
+            )
         if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()):
             return torch.device("cuda")
         return torch.device("cpu")

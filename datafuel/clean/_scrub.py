@@ -65,9 +65,12 @@ class DropSparseRows(DatafuelTransformer):
     def __init__(self, max_missing_ratio: float = 0.5) -> None:
         self.max_missing_ratio = max_missing_ratio
 
+    def _validate_params(self) -> None:
+        check_fraction("max_missing_ratio", self.max_missing_ratio)
+
     def fit(self, X: Any, y: Any = None) -> DropSparseRows:
         """Validate ``max_missing_ratio`` and record the number of features."""
-        check_fraction("max_missing_ratio", self.max_missing_ratio)
+        self._validate_params()
         self._validate(X, reset=True, copy=False)
         return self
 

@@ -7,7 +7,13 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils.metaestimators import available_if
 
-from datafuel._transformer import DatafuelTransformer, column_name
+from datafuel._transformer import (
+    DatafuelTransformer,
+    column_name,
+    require,
+    require_close,
+    require_finite,
+)
 from datafuel.errors import ConfigError, InputDataError
 
 __all__ = ["SimpleImputer"]
@@ -41,6 +47,7 @@ class SimpleImputer(DatafuelTransformer):
     """
 
     _fitted_attrs: ClassVar[tuple[str, ...]] = ("statistics_", "n_samples_seen_", "sum_")
+    _count_attrs: ClassVar[tuple[str, ...]] = ("n_samples_seen_",)
 
     sum_: np.ndarray
     n_samples_seen_: np.ndarray
@@ -48,11 +55,30 @@ class SimpleImputer(DatafuelTransformer):
     def __init__(self, strategy: str = "mean") -> None:
         self.strategy = strategy
 
-    def _check_strategy(self) -> None:
-        if self.strategy not in ("mean", "median"):
+    def _validate_params(self) -> None:
+        if not isinstance(self.strategy, str) or self.strategy not in ("mean", "median"):
             raise ConfigError(
                 f"strategy must be 'mean' or 'median'. Got {self.strategy!r} instead."
             )
+
+    def _state_attrs(self) -> tuple[str, ...]:
+        if self.strategy == "mean":
+            return self._fitted_attrs
+        return ("statistics_", "n_samples_seen_")  # the median does not stream: no sum_
+
+    def _check_fitted_state(self) -> None:
+        require(
+            self.n_samples_seen_ >= 1,
+            self,
+            "n_samples_seen_",
+            "at least 1 (fit refuses an empty column)",
+        )
+        require_finite(self, "statistics_", " (the fill value of each column)")
+        if self.strategy == "mean":
+            require_finite(self, "sum_")
+            with np.errstate(all="ignore"):
+                expected = self.sum_ / self.n_samples_seen_
+            require_close(self, "statistics_", expected, "sum_ / n_samples_seen_")
 
     def _check_empty(self, counts: np.ndarray) -> None:
         if (counts == 0).any():
@@ -65,7 +91,7 @@ class SimpleImputer(DatafuelTransformer):
 
     def fit(self, X: Any, y: Any = None) -> SimpleImputer:
         """Learn each column's mean or median, ignoring missing values."""
-        self._check_strategy()
+        self._validate_params()
         for name in ("statistics_", "n_samples_seen_", "sum_"):
             self.__dict__.pop(name, None)
         if self.strategy == "mean":
@@ -80,7 +106,7 @@ class SimpleImputer(DatafuelTransformer):
     @available_if(lambda self: self.strategy == "mean")
     def partial_fit(self, X: Any, y: Any = None) -> SimpleImputer:
         """Update the running column means with one more chunk (``strategy="mean"`` only)."""
-        self._check_strategy()
+        self._validate_params()
         first = not hasattr(self, "sum_")
         X = self._validate(X, reset=first)
         present = ~np.isnan(X)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from datafuel._checks import check_fraction
-from datafuel._transformer import DatafuelTransformer, column_name
+from datafuel._transformer import DatafuelTransformer, column_name, require, require_finite
 from datafuel.errors import ConfigError, InputDataError
 
 __all__ = ["Winsorizer"]
@@ -58,13 +58,27 @@ class Winsorizer(DatafuelTransformer):
         self.lower = lower
         self.upper = upper
 
-    def fit(self, X: Any, y: Any = None) -> Winsorizer:
-        """Learn the caps of each column from the non-missing training values."""
+    def _validate_params(self) -> None:
         lo, hi = self.lower, self.upper
         check_fraction("lower", lo)
         check_fraction("upper", hi)
         if not lo < hi:
             raise ConfigError(f"lower must be < upper. Got lower={lo!r}, upper={hi!r}.")
+
+    def _check_fitted_state(self) -> None:
+        require_finite(self, "lower_caps_")
+        require_finite(self, "upper_caps_")
+        require(
+            self.lower_caps_ <= self.upper_caps_,
+            self,
+            "lower_caps_",
+            "<= upper_caps_ at the same index (fit orders the caps)",
+        )
+
+    def fit(self, X: Any, y: Any = None) -> Winsorizer:
+        """Learn the caps of each column from the non-missing training values."""
+        self._validate_params()
+        lo, hi = self.lower, self.upper
         X = self._validate(X, reset=True)
         d = X.shape[1]
         self.lower_caps_ = np.empty(d)

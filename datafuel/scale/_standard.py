@@ -6,7 +6,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datafuel._transformer import DatafuelTransformer, column_name
+from datafuel._transformer import (
+    DatafuelTransformer,
+    column_name,
+    require,
+    require_close,
+    require_finite,
+)
 from datafuel.errors import ConfigError, InputDataError
 
 __all__ = ["StandardScaler"]
@@ -16,6 +22,13 @@ def _constant(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Columns whose variance is within rounding of zero (sklearn's rule)."""
     eps = np.finfo(np.float64).eps
     return var <= n * eps * var + (n * mean * eps) ** 2
+
+
+def _scale(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The standard deviation, 1.0 for a constant column (no division by zero)."""
+    scale = np.sqrt(var)
+    scale[_constant(var, mean, n)] = 1.0
+    return scale
 
 
 class StandardScaler(DatafuelTransformer):
@@ -51,10 +64,12 @@ class StandardScaler(DatafuelTransformer):
     """
 
     _fitted_attrs: ClassVar[tuple[str, ...]] = ("mean_", "var_", "scale_", "n_samples_seen_", "m2_")
+    _count_attrs: ClassVar[tuple[str, ...]] = ("n_samples_seen_",)
     _inf_is_missing: ClassVar[bool] = False
     n_samples_seen_: np.ndarray
     mean_: np.ndarray
     m2_: np.ndarray
+    var_: np.ndarray
 
     def __init__(self, *, with_mean: bool = True, with_std: bool = True) -> None:
         self.with_mean = with_mean
@@ -66,11 +81,28 @@ class StandardScaler(DatafuelTransformer):
             self.__dict__.pop(name, None)
         return self.partial_fit(X)
 
-    def partial_fit(self, X: Any, y: Any = None) -> StandardScaler:
-        """Merge one more chunk into the running count, mean and M2 of each column."""
+    def _validate_params(self) -> None:
         for name in ("with_mean", "with_std"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name} must be a bool. Got {getattr(self, name)!r} instead.")
+
+    def _check_fitted_state(self) -> None:
+        n = self.n_samples_seen_
+        require(n >= 1, self, "n_samples_seen_", "at least 1 (fit refuses an empty column)")
+        for name in ("mean_", "m2_", "var_", "scale_"):
+            require_finite(self, name)
+        require(self.m2_ >= 0, self, "m2_", ">= 0 (a sum of squares)")
+        require_close(self, "var_", self.m2_ / n, "m2_ / n_samples_seen_")
+        require_close(
+            self,
+            "scale_",
+            _scale(self.var_, self.mean_, n),
+            "sqrt(var_), or 1.0 for a constant column",
+        )
+
+    def partial_fit(self, X: Any, y: Any = None) -> StandardScaler:
+        """Merge one more chunk into the running count, mean and M2 of each column."""
+        self._validate_params()
         first = not hasattr(self, "m2_")
         X = self._validate(X, reset=first, copy=False, fitting=True)
         if not np.isnan(X).any():  # fast path: no missing value in this chunk
@@ -106,9 +138,7 @@ class StandardScaler(DatafuelTransformer):
         self.mean_ = mean
         self.m2_ = m2
         self.var_ = m2 / n
-        scale = np.sqrt(self.var_)
-        scale[_constant(self.var_, self.mean_, n)] = 1.0
-        self.scale_ = scale
+        self.scale_ = _scale(self.var_, self.mean_, n)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
