@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +28,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafuel._checks import check_int
+from datafuel._lock import locked
 from datafuel.errors import (
     ConfigError,
+    DatafuelError,
     IngestError,
     RetryExhaustedError,
     SchemaError,
 )
 
-from ._checkpoint import Checkpoint, DriftLog
+from ._checkpoint import STATE_VERSION, Checkpoint, DriftLog
 from ._flatten import flatten_record
+from ._limits import DEFAULT_DEADLINE, DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, ResponseLimits
 from ._paginate import PageRequest, Paginator, make_paginator
 from ._prefetch import FetchedPage, Inline, Prefetcher, fetch_pages
 from ._ratelimit import RateLimiter
 from ._retry import RetryPolicy
 from ._schema import DriftEvent, SchemaTracker
-from ._sink import ParquetSink
+from ._secrets import SecretPolicy, check_headers, origin, redact_url
+from ._sink import ParquetSink, part_index
 from ._source import RestSource
 
 __all__ = ["IngestProgress", "IngestResult", "ingest"]
@@ -101,16 +105,14 @@ def _check_args(
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
-        raise ConfigError(f"url is not a valid URL: {url!r} ({exc})") from exc
+        raise ConfigError(f"url is not a valid URL: {redact_url(url)!r} ({exc})") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError(f"url must be an absolute http:// or https:// URL. Got {url!r} instead.")
+        raise ConfigError(
+            f"url must be an absolute http:// or https:// URL. Got {redact_url(url)!r} instead."
+        )
     check_int("max_pages", max_pages, none_ok=True)
     check_int("page_size", page_size, none_ok=True)
-    for hname, hvalue in headers.items():
-        if not isinstance(hname, str) or not hname or not isinstance(hvalue, str):
-            raise ConfigError(
-                f"headers must map non-empty names to string values; header {hname!r} does not"
-            )
+    check_headers(headers)
     check_int("max_group_pages", max_group_pages)
 
 
@@ -135,6 +137,7 @@ class IngestState:
     sink: ParquetSink
     drift: DriftLog
     tracker: SchemaTracker
+    secrets: SecretPolicy
     state: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
     primary_key: str | None = None
@@ -146,6 +149,8 @@ class IngestState:
     base_requests: int = 0
     new_pages: int = 0
     new_records: int = 0
+    url: str = ""
+    secret_params: tuple[str, ...] = ()
 
     def finished(self, max_pages: int | None) -> bool:
         """The listing ended, or a ``max_pages`` stop that this run's limit does not lift."""
@@ -187,11 +192,13 @@ class IngestState:
         rows, events = self._flatten_and_observe(pages)
         first, last = pages[0], pages[-1]
         if rows:
-            self.sink.write_part(
+            part = self.sink.write_part(
                 first.request.index,
                 self.tracker.to_table(rows),
                 {"datafuel.ingest.pages": f"{first.request.index}-{last.request.index}"},
             )
+            self.state["parts"] += 1
+            self.state["last_part"] = part.name
         self.state["drift_bytes"] = self.drift.append(e.to_json() for e in events)
         for e in events:
             log.info("page %d: drift %s", e.page, e.to_json())
@@ -228,7 +235,7 @@ class IngestState:
         if last.next is None:
             state["status"], state["stop_reason"], state["next"] = "done", last.stop_reason, None
         else:
-            state["next"] = last.next.to_json()
+            state["next"] = last.next.to_json()  # secret values as ***
         state["schema"] = self.tracker.state_dict()
         state["paginator"] = last.paginator_state
         state["last_page_hash"] = last.last_hash
@@ -289,14 +296,17 @@ def _open_or_resume(
     root: Path,
     paginator: Paginator,
     config: dict[str, Any],
-    headers: Mapping[str, str],
+    secrets: SecretPolicy,
     *,
+    url: str,
+    secret_params: tuple[str, ...],
     fsync: bool,
 ) -> IngestState:
-    """The run's state: a new checkpoint in an empty ``root``, or the one already there."""
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"out must be a directory; {root} is a file", path=root)
-    root.mkdir(parents=True, exist_ok=True)
+    """The run's state: a new checkpoint in an empty ``root``, or the one already there.
+
+    A checkpoint already there is validated (:func:`validate_state`, then against the
+    files: :func:`_check_files`) before anything is acted on.
+    """
     run = IngestState(
         root=root,
         paginator=paginator,
@@ -304,16 +314,19 @@ def _open_or_resume(
         sink=ParquetSink(root, fsync=fsync),
         drift=DriftLog(root, fsync=fsync),
         tracker=SchemaTracker(),
+        secrets=secrets,
+        url=url,
+        secret_params=secret_params,
     )
     saved = run.checkpoint.load()
     if saved is None:
-        _start(run, config, headers)
+        _start(run, config)
     else:
         _resume(run, saved, config)
     return run
 
 
-def _start(run: IngestState, config: dict[str, Any], headers: Mapping[str, str]) -> None:
+def _start(run: IngestState, config: dict[str, Any]) -> None:
     """Write the first checkpoint of a new ingest (refusing a directory that holds parts)."""
     if run.sink.parts():
         raise ConfigError(
@@ -322,12 +335,15 @@ def _start(run: IngestState, config: dict[str, Any], headers: Mapping[str, str])
             path=run.root,
         )
     run.drift.truncate(0)
+    first = replace(
+        run.paginator.first(run.url, config["page_size"]), secret_params=run.secret_params
+    )
     run.state = {
         "config": config,
-        "header_names": sorted(headers),  # names only: values may be secrets
+        "header_names": sorted(run.secrets.headers),  # names only: values may be secrets
         "status": "running",
         "stop_reason": None,
-        "next": run.paginator.first(config["url"], config["page_size"]).to_json(),
+        "next": first.to_json(),  # secret values as ***
         "pages": 0,
         "records": 0,
         "duplicates": 0,
@@ -338,14 +354,17 @@ def _start(run: IngestState, config: dict[str, Any], headers: Mapping[str, str])
         "last_page_hash": None,
         "schema": run.tracker.state_dict(),
         "paginator": run.paginator.state_dict(),
+        "parts": 0,
+        "last_part": None,
     }
     run.checkpoint.save(run.state)
 
 
 def _resume(run: IngestState, saved: dict[str, Any], config: dict[str, Any]) -> None:
     """Take up ``saved`` if it is an ingest of the same source; restore schema and paginator."""
-    old = saved.get("config", {})
-    differs = [k for k in _IDENTITY if old.get(k) != config[k]]
+    old = saved["config"]
+    same_url = old["url"] in (config["url"], run.url)  # redacted, or as checkpoints before 2
+    differs = [k for k in _IDENTITY if (not same_url if k == "url" else old.get(k) != config[k])]
     if differs:
         raise ConfigError(
             f"{run.root} holds an ingest of a different source ({_describe_config(old)}); this run asks "
@@ -353,14 +372,67 @@ def _resume(run: IngestState, saved: dict[str, Any], config: dict[str, Any]) -> 
             "directory, or delete this one to start over.",
             path=run.root,
         )
+    path = run.checkpoint.path
     try:
         run.tracker.load_state_dict(saved["schema"])
         run.paginator.load_state_dict(saved["paginator"])
     except (KeyError, TypeError, ValueError) as exc:
-        path = run.checkpoint.path
         raise IngestError(f"the checkpoint {path} is incomplete: {exc!r}", path=path) from exc
+    saved["config"] = config  # a checkpoint before version 2 held the URL unredacted
+    saved.setdefault("version", 1)
     run.state = saved
     run.resumed = True
+    _check_files(run)
+
+
+def _check_files(run: IngestState) -> None:
+    """Compare the checkpoint with the files: every committed part there, rows and drift agree.
+
+    Raises :class:`IngestError` naming ``_state.json`` and the key at odds with the files;
+    nothing is deleted before this passes.
+    """
+    state, path = run.state, run.checkpoint.path
+    pages = state["pages"]
+    committed = [p for p in run.sink.parts() if part_index(p) < pages]
+    if state["version"] >= 2:
+        last = state["last_part"]
+        names = [p.name for p in committed]
+        if last is not None and last not in names:
+            raise _mismatch(path, "last_part", f"names {last}, which is not in {run.root}")
+        if last is not None and names[-1] != last:
+            raise _mismatch(
+                path, "last_part", f"names {last}, but {names[-1]} is a later committed part"
+            )
+        if len(committed) != state["parts"]:
+            raise _mismatch(
+                path, "parts", f"says {state['parts']}, but {run.root} holds {len(committed)}"
+            )
+    elif run.sink.parts()[len(committed) :]:
+        raise _mismatch(
+            path,
+            "pages",
+            f"says {pages}, and parts numbered from {pages} on are there; this checkpoint "
+            "(version 1) cannot tell whether they were committed, so none is deleted",
+        )
+    rows = run.sink.row_count(committed)
+    if rows != state["records"]:
+        raise _mismatch(
+            path, "records", f"says {state['records']}, but the committed parts hold {rows} rows"
+        )
+    run.drift.check(state["drift_bytes"], state["drift_events"], state_path=path)
+    if state["version"] < 2:  # what version 1 did not record, now known to be safe
+        state["parts"] = len(committed)
+        state["last_part"] = committed[-1].name if committed else None
+    state["version"] = STATE_VERSION
+
+
+def _mismatch(path: Path, key: str, what: str) -> IngestError:
+    return IngestError(
+        f"{path}: key {key!r} {what}. The checkpoint does not match the files (edited, or "
+        "files were moved); nothing was changed (no part deleted).",
+        path=path,
+        field=key,
+    )
 
 
 def _discard_uncommitted(run: IngestState) -> None:
@@ -369,6 +441,25 @@ def _discard_uncommitted(run: IngestState) -> None:
     if removed:
         log.info("discarded %s written after the last checkpoint", ", ".join(removed))
     run.drift.truncate(run.state["drift_bytes"])
+
+
+def _next_request(run: IngestState) -> PageRequest:
+    """The checkpoint's next request with the secret values put back (from the start URL).
+
+    A next URL on an origin that may not see the headers is refused when there are headers.
+    """
+    where = f"{run.checkpoint.path} key 'next.url'"
+    saved = PageRequest.from_json(run.state["next"])
+    url, params = run.secrets.unredact(saved.url, saved.params, where=where)
+    if run.secrets.headers and not run.secrets.allowed(url):
+        raise IngestError(
+            f"{where} points to {origin(url)}, which is not the origin of the start URL or one "
+            "given with --allow-origin; refusing to resume there rather than send the headers "
+            "to it (or to go on without them)",
+            path=run.checkpoint.path,
+            field="next.url",
+        )
+    return replace(saved, url=url, params=tuple(params), secret_params=run.secret_params)
 
 
 def _committed_keys(sink: ParquetSink, primary_key: str | None) -> set[str]:
@@ -443,6 +534,11 @@ def ingest(
     fsync: bool = True,
     transport: httpx.BaseTransport | None = None,
     on_progress: Callable[[IngestProgress], None] | None = None,
+    allow_origins: Iterable[str] = (),
+    secret_params: Iterable[str] = (),
+    max_response_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    request_deadline: float = DEFAULT_DEADLINE,
 ) -> IngestResult:
     """Pull every page of a JSON REST API into a Parquet dataset directory, resumably.
 
@@ -471,7 +567,10 @@ def ingest(
     rate
         Client-side limit in requests per second (every attempt counts).
     headers
-        Sent with every request, never written to disk or logs (auth tokens).
+        Sent with every request to the start URL's origin (scheme, host, port) and to
+        ``allow_origins``, and to no other (not after a redirect, nor to a next-page
+        URL elsewhere); never written to disk or logs (auth tokens). A value with CR,
+        LF or non-ASCII characters is a :class:`ConfigError` naming the header.
     max_attempts, retry_base, timeout
         Attempts per page, first backoff ceiling (s), per-request timeout (s).
     retry, rate_limiter
@@ -486,6 +585,22 @@ def ingest(
         An ``httpx`` transport, e.g. ``httpx.MockTransport`` in tests.
     on_progress
         Called after each committed page with an :class:`IngestProgress`.
+    allow_origins
+        More origins (``https://host[:port]``) that may receive ``headers``.
+    secret_params
+        Query parameters to redact (``***``) in everything written or printed, besides
+        ``key``, ``api_key``, ``apikey``, ``token``, ``access_token``, ``secret``,
+        ``password``, ``signature``, ``sig`` and names ending in ``_``/``-`` plus one of
+        them (``x_api_key``). The real values are sent; a rerun takes them again from
+        ``url`` (a checkpoint never holds them).
+    max_response_bytes
+        Largest response body after decompression (default 256 MiB); a larger one
+        (a gzip bomb) is cut off while streaming: :class:`IngestError`.
+    max_depth
+        Deepest JSON nesting of a body (default 200, at most 500): :class:`IngestError`.
+    request_deadline
+        Seconds of wall clock for one request, redirects and a slow trickle included
+        (default 300); past it the request is retried like a timeout.
 
     Returns
     -------
@@ -496,8 +611,13 @@ def ingest(
     RetryExhaustedError
         A page kept failing; every committed page stays and a rerun continues.
     HTTPError, PaginationError, SchemaError, ConfigError
-        A 4xx other than 429, a looping listing or malformed page, an unflattenable
-        record, bad arguments.
+        A 4xx other than 429, a redirect loop, a looping listing or malformed page, an
+        unflattenable record, bad arguments.
+    IngestError
+        A response over a limit; a checkpoint (``_state.json``) that does not validate
+        or does not match the files (nothing is deleted then).
+    LockedError
+        Another ingest is writing into ``out`` (its pid is named).
 
     Examples
     --------
@@ -509,45 +629,123 @@ def ingest(
     """
     headers = dict(headers or {})
     _check_args(url, max_pages, page_size, max_group_pages, headers)
+    secret_params = tuple(secret_params)
+    policy = SecretPolicy(url, allow_origins, secret_params, headers)
+    limits = ResponseLimits(max_response_bytes, max_depth, request_deadline)
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"out must be a directory; {root} is a file", path=root)
+    try:
+        with locked(root, "ingest"):
+            return _ingest_locked(
+                url,
+                root,
+                policy,
+                paginate=paginate,
+                records_path=records_path,
+                primary_key=primary_key,
+                max_pages=max_pages,
+                page_size=page_size,
+                rate=rate,
+                max_attempts=max_attempts,
+                retry_base=retry_base,
+                timeout=timeout,
+                retry=retry,
+                rate_limiter=rate_limiter,
+                prefetch=prefetch,
+                max_group_pages=max_group_pages,
+                fsync=fsync,
+                transport=transport,
+                on_progress=on_progress,
+                limits=limits,
+            )
+    except DatafuelError as exc:
+        _scrub(exc, policy)
+        raise
+
+
+def _scrub(exc: DatafuelError, policy: SecretPolicy) -> None:
+    """Take every secret value out of ``exc``'s message (a last line of defence)."""
+    clean = policy.scrub(exc.message)
+    if clean != exc.message:
+        exc.message = clean
+        exc.args = (clean, *exc.args[1:])
+
+
+def _ingest_locked(
+    url: str,
+    root: Path,
+    policy: SecretPolicy,
+    *,
+    paginate: str | Paginator,
+    records_path: str | None,
+    primary_key: str | None,
+    max_pages: int | None,
+    page_size: int | None,
+    rate: float | None,
+    max_attempts: int,
+    retry_base: float,
+    timeout: float,
+    retry: RetryPolicy | None,
+    rate_limiter: RateLimiter | None,
+    prefetch: bool,
+    max_group_pages: int,
+    fsync: bool,
+    transport: httpx.BaseTransport | None,
+    on_progress: Callable[[IngestProgress], None] | None,
+    limits: ResponseLimits,
+) -> IngestResult:
+    """:func:`ingest` once the lock of ``root`` is held."""
     paginator = make_paginator(paginate) if isinstance(paginate, str) else paginate
     if retry is None:
         retry = RetryPolicy(max_attempts=max_attempts, base=retry_base)
     if rate_limiter is None and rate is not None:
         rate_limiter = RateLimiter(rate)
+    shown_url = policy.redact(url)
     config = {
-        "url": url,
+        "url": shown_url,  # secret values as ***
         "paginate": paginator.spec,
         "records_path": records_path,
         "primary_key": primary_key,
         "page_size": page_size,
     }
-    run = _open_or_resume(Path(out), paginator, config, headers, fsync=fsync)
+    run = _open_or_resume(
+        root,
+        paginator,
+        config,
+        policy,
+        url=url,
+        secret_params=tuple(policy.secret_params),
+        fsync=fsync,
+    )
     if run.finished(max_pages):
         return run.result(already_done=True)
+    first = _next_request(run)
     _discard_uncommitted(run)
     run.primary_key, run.on_progress = primary_key, on_progress
     run.seen_keys = _committed_keys(run.sink, primary_key)
     run.base_retries, run.base_requests = run.state["retries"], run.state["requests"]
     run.source = source = RestSource(
         records_path=records_path,
-        headers=headers,
         retry=retry,
         rate_limiter=rate_limiter,
         timeout=timeout,
         transport=transport,
         on_retry=run.on_retry,
+        secrets=policy,
+        limits=limits,
     )
     walk = fetch_pages(
         source.fetch,
         paginator,
-        PageRequest.from_json(run.state["next"]),
+        first,
         max_pages=max_pages,
         last_hash=run.state["last_page_hash"],
     )
     fetcher: Prefetcher | Inline = Prefetcher(walk) if prefetch else Inline(walk)
     run.state["status"] = "running"
     try:
-        _run(run, fetcher, max_pages, max_group_pages, url)
+        _run(run, fetcher, max_pages, max_group_pages, shown_url)
     finally:
         fetcher.close(timeout=None if run.state["status"] == "done" else 5.0)
         source.close()

@@ -21,6 +21,8 @@ from urllib.parse import urlencode, urljoin
 
 from datafuel.errors import ConfigError, PaginationError
 
+from ._secrets import REDACTED, is_secret_param, redact_url
+
 __all__ = [
     "CursorPaginator",
     "LinkPaginator",
@@ -41,21 +43,40 @@ SEEN_WINDOW = 256
 
 @dataclass(frozen=True)
 class PageRequest:
-    """One GET request: ``url`` plus query ``params``; ``index`` is the 0-based page number."""
+    """One GET request: ``url`` plus query ``params``; ``index`` is the 0-based page number.
+
+    ``secret_params`` names query parameters to redact besides the usual secret names
+    (see :mod:`datafuel.ingest._secrets`): :meth:`describe` and :meth:`to_json` (what
+    messages and the checkpoint show) hold ``***`` in place of their values;
+    :meth:`full_url` is what is sent.
+    """
 
     url: str
     params: tuple[tuple[str, str], ...] = ()
     index: int = 0
+    secret_params: tuple[str, ...] = dc_field(default=(), compare=False, repr=False)
 
-    def describe(self) -> str:
-        """The URL with its query string (never headers)."""
+    def full_url(self) -> str:
+        """The URL with its query string, secrets included: what is requested."""
         if not self.params:
             return self.url
         sep = "&" if "?" in self.url else "?"
         return f"{self.url}{sep}{urlencode(self.params)}"
 
+    def describe(self) -> str:
+        """The URL with its query string, secret values as ``***`` (never headers)."""
+        return redact_url(self.full_url(), self.secret_params)
+
     def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "params": [list(p) for p in self.params], "index": self.index}
+        """What the checkpoint stores: secret values as ``***``."""
+        params = [
+            [k, REDACTED if is_secret_param(k, self.secret_params) else v] for k, v in self.params
+        ]
+        return {
+            "url": redact_url(self.url, self.secret_params),
+            "params": params,
+            "index": self.index,
+        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> PageRequest:
@@ -139,12 +160,14 @@ class Paginator:
         return "empty page"
 
     # loop detection ------------------------------------------------------------------
-    def _remember(self, value: str, request: PageRequest, what: str) -> None:
+    def _remember(
+        self, value: str, request: PageRequest, what: str, *, shown: str | None = None
+    ) -> None:
         fp = _fingerprint(value)
         if fp in self._seen_set():
             raise PaginationError(
                 f"page {request.index} ({request.describe()}) points to the same {what} "
-                f"{value!r} as an earlier page: the listing loops; stopping instead of "
+                f"{shown if shown is not None else value!r} as an earlier page: the listing loops; stopping instead of "
                 "fetching forever",
                 page=request.index,
             )
@@ -266,7 +289,7 @@ class CursorPaginator(Paginator):
                 field=self.field,
             )
         cursor = str(value)
-        self._remember(cursor, request, "cursor")
+        self._remember(cursor, request, "cursor", shown=redact_url(cursor, request.secret_params))
         if cursor.startswith(("http://", "https://")):
             return PageRequest(cursor, (), request.index + 1)
         return PageRequest(
@@ -303,7 +326,9 @@ class LinkPaginator(Paginator):
             self._last_reason = "no rel=next link"
             return None
         absolute = urljoin(response.url, target)
-        self._remember(absolute, request, "next link")
+        self._remember(
+            absolute, request, "next link", shown=redact_url(absolute, request.secret_params)
+        )
         return PageRequest(absolute, (), request.index + 1)
 
 

@@ -16,7 +16,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from datafuel.errors import PaginationError
@@ -66,6 +66,8 @@ def fetch_pages(
     while True:
         response: PageResponse = fetch(request)
         nxt = paginator.next(request, response)
+        if nxt is not None and nxt.secret_params != request.secret_params:
+            nxt = replace(nxt, secret_params=request.secret_params)  # custom paginators too
         if response.records:
             digest = page_hash(response.records)
             if digest == last_hash:

@@ -24,7 +24,7 @@ from datafuel.errors import IngestError, SchemaError
 from ._checkpoint import STATE_FILE, fsync_dir
 from ._schema import ARROW_TYPES, cast_column
 
-__all__ = ["ParquetSink", "part_name", "read_ingested"]
+__all__ = ["ParquetSink", "part_index", "part_name", "read_ingested"]
 
 _PART_RE = re.compile(r"^part-(\d{8,})\.parquet$")
 
@@ -32,6 +32,14 @@ _PART_RE = re.compile(r"^part-(\d{8,})\.parquet$")
 def part_name(page: int) -> str:
     """File name of the part holding page ``page`` (0-based)."""
     return f"part-{page:08d}.parquet"
+
+
+def part_index(path: Path) -> int:
+    """The page number in a part's name (``part-00000007.parquet`` -> 7)."""
+    m = _PART_RE.match(path.name)
+    if m is None:
+        raise ValueError(f"{path.name} is not a part name")
+    return int(m.group(1))
 
 
 class ParquetSink:
@@ -65,6 +73,16 @@ class ParquetSink:
         if self.fsync:
             fsync_dir(self.directory)
         return final
+
+    def row_count(self, parts: Sequence[Path]) -> int:
+        """Rows in ``parts``, from their footers (the data is not read)."""
+        total = 0
+        for part in parts:
+            try:
+                total += pq.read_metadata(part).num_rows
+            except (pa.ArrowException, OSError) as exc:
+                raise IngestError(f"cannot read committed part {part}: {exc}", path=part) from exc
+        return total
 
     def discard_uncommitted(self, pages: int) -> list[str]:
         """Remove temp files and parts of pages >= ``pages`` (written after the last state).

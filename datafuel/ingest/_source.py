@@ -3,13 +3,16 @@
 Retried (with :class:`~datafuel.ingest.RetryPolicy`): HTTP 429, 500, 502, 503, 504,
 timeouts, connection errors (dropped connections, truncated bodies) and bodies that
 are not valid JSON. Not retried: every other 4xx — the request itself is wrong.
-Header values (auth tokens) are sent but never appear in messages or logs.
+Header values (auth tokens) are sent but never appear in messages or logs, and go only
+to the origins the :class:`~datafuel.ingest._secrets.SecretPolicy` allows; redirects
+are followed here hop by hop so that this holds for them too. Each response is
+bounded by :class:`~datafuel.ingest._limits.ResponseLimits` (size, depth, deadline).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,15 +20,20 @@ import httpx
 
 from datafuel.errors import HTTPError, PaginationError, RetryExhaustedError
 
+from ._limits import DeadlineExceeded, ResponseLimits
 from ._paginate import PageRequest, PageResponse, get_path
 from ._ratelimit import RateLimiter
 from ._retry import RetryPolicy, TransientError
+from ._secrets import SecretPolicy, check_headers, redact_url
 
-__all__ = ["RETRY_STATUSES", "RestSource"]
+__all__ = ["MAX_REDIRECTS", "RETRY_STATUSES", "RestSource"]
 
 log = logging.getLogger("datafuel.ingest")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: redirects followed per request (as httpx's default)
+MAX_REDIRECTS = 20
 
 
 class RestSource:
@@ -37,15 +45,26 @@ class RestSource:
         Dotted path to the list of records in the body (``"data.items"``); ``None``
         when the body itself is the list.
     headers
-        Sent with every request; never logged or stored.
+        Sent with every request to the origin of the first page fetched; never logged
+        or stored. Ignored when ``secrets`` is given (it holds the headers then).
     retry, rate_limiter
         Backoff policy and optional client-side rate limit.
     timeout
-        Seconds per request (connect, read, write, pool).
+        Seconds per network operation (connect, each read, write, pool).
     transport
         An ``httpx`` transport (tests); default is a real connection pool.
     on_retry
         Called as ``on_retry(request, attempt, reason, delay)`` before each backoff sleep.
+    secrets
+        Which origins see the headers, and what is redacted (:class:`SecretPolicy`).
+    limits
+        Bounds on each response: decompressed size, JSON depth, deadline.
+    max_redirects
+        Redirects followed per request; more, or a redirect loop, is an
+        :class:`~datafuel.errors.IngestError`.
+
+    Redirects are followed here, not by ``httpx``: each hop gets the user's headers
+    only if its origin may see them (``httpx`` itself would strip only ``Authorization``).
 
     Examples
     --------
@@ -64,18 +83,23 @@ class RestSource:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         on_retry: Callable[[PageRequest, int, str, float], None] | None = None,
+        secrets: SecretPolicy | None = None,
+        limits: ResponseLimits | None = None,
+        max_redirects: int = MAX_REDIRECTS,
     ) -> None:
         self.records_path = records_path
         self.retry = retry if retry is not None else RetryPolicy()
         self.rate_limiter = rate_limiter
         self.on_retry = on_retry
         self.requests = 0
-        self._client = httpx.Client(
-            headers=dict(headers or {}),
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=True,
-        )
+        self.secrets = secrets
+        self._headers = dict(headers or {})
+        if secrets is None:
+            check_headers(self._headers)
+        self.limits = limits if limits is not None else ResponseLimits()
+        self.timeout = timeout
+        self.max_redirects = max_redirects
+        self._client = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
 
     def close(self) -> None:
         self._client.close()
@@ -86,34 +110,131 @@ class RestSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _policy(self, request: PageRequest) -> SecretPolicy:
+        if self.secrets is None:  # headers go to the origin of the first page, and only there
+            self.secrets = SecretPolicy(request.full_url(), headers=self._headers)
+        return self.secrets
+
     def _attempt(self, request: PageRequest) -> PageResponse:
-        if self.rate_limiter is not None:
-            self.rate_limiter.acquire()
-        self.requests += 1
-        try:
-            resp = self._client.get(request.describe())
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise TransientError(f"connection failed ({type(exc).__name__}: {exc})") from exc
-        status = resp.status_code
+        policy = self._policy(request)
+        where = f"page {request.index} ({request.describe()})"
+        until = time.monotonic() + self.limits.deadline
+        url = request.full_url()
+        visited = [url]
+        while True:
+            resp, body = self._get(url, request, until, where, policy)
+            status = resp.status_code
+            if status not in _REDIRECTS:
+                break
+            url = self._redirect_target(resp, request, visited, where, policy)
         if status in RETRY_STATUSES:
             raise TransientError(
                 f"HTTP {status} {resp.reason_phrase}", retry_after=resp.headers.get("retry-after")
             )
         if status >= 400:
             raise HTTPError(
-                f"page {request.index} ({request.describe()}): HTTP {status} {resp.reason_phrase}; "
+                f"{where}: HTTP {status} {resp.reason_phrase}; "
                 "client errors other than 429 are not retried",
                 page=request.index,
                 status=status,
             )
         try:
-            body = json.loads(resp.content)
+            parsed = self.limits.parse(body, where=where, page=request.index)
         except ValueError as exc:
             raise TransientError(f"the body is not valid JSON ({exc})") from exc
-        records = self._records(body, request)
-        return PageResponse(body=body, headers=resp.headers, url=str(resp.url), records=records)
+        records = self._records(parsed, request)
+        return PageResponse(body=parsed, headers=resp.headers, url=str(resp.url), records=records)
+
+    def _get(
+        self, url: str, request: PageRequest, until: float, where: str, policy: SecretPolicy
+    ) -> tuple[httpx.Response, bytes]:
+        """One GET (one hop): the response and its body (empty for errors and redirects)."""
+        if self.rate_limiter is not None:
+            self.rate_limiter.acquire()
+        self.requests += 1
+        left = until - time.monotonic()
+        if left <= 0:
+            raise TransientError(
+                f"no time left of the --request-deadline of {self.limits.deadline:g} s"
+            )
+        try:
+            with self._client.stream(
+                "GET", url, headers=policy.headers_for(url), timeout=min(self.timeout, left)
+            ) as resp:
+                if resp.status_code in _REDIRECTS or resp.status_code >= 400:
+                    return resp, b""
+                self.limits.check_length(
+                    resp.headers.get("content-length"),
+                    "content-encoding" in resp.headers,
+                    where=where,
+                    page=request.index,
+                )
+                body = self.limits.read(
+                    resp.iter_bytes(), until=until, where=where, page=request.index
+                )
+                return resp, body
+        except DeadlineExceeded as exc:
+            raise TransientError(str(exc)) from exc
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            reason = policy.scrub(redact_url(str(exc), policy.secret_params))  # type: ignore[arg-type]
+            raise TransientError(f"connection failed ({type(exc).__name__}: {reason})") from exc
+        except httpx.HTTPError as exc:  # e.g. a malformed header or URL in the response
+            reason = policy.scrub(str(exc))
+            raise TransientError(f"bad response ({type(exc).__name__}: {reason})") from exc
+
+    def _redirect_target(
+        self,
+        resp: httpx.Response,
+        request: PageRequest,
+        visited: list[str],
+        where: str,
+        policy: SecretPolicy,
+    ) -> str:
+        """Where a redirect points, refusing loops, too many hops and non-http targets."""
+        location = resp.headers.get("location")
+        if not location:
+            raise HTTPError(
+                f"{where}: HTTP {resp.status_code} redirect without a Location header",
+                page=request.index,
+                status=resp.status_code,
+            )
+        try:
+            target = resp.url.join(location)
+        except httpx.InvalidURL as exc:
+            raise HTTPError(
+                f"{where}: HTTP {resp.status_code} redirect to an invalid URL ({exc})",
+                page=request.index,
+                status=resp.status_code,
+            ) from exc
+        shown = policy.redact(str(target))
+        if target.scheme not in ("http", "https"):
+            raise HTTPError(
+                f"{where}: redirected to {shown}, which is not an http(s) URL",
+                page=request.index,
+                status=resp.status_code,
+            )
+        url = str(target)
+        if url in visited:
+            raise HTTPError(
+                f"{where}: redirect loop ({shown} was already visited after "
+                f"{len(visited) - 1} redirect(s))",
+                page=request.index,
+                status=resp.status_code,
+            )
+        if len(visited) > self.max_redirects:
+            raise HTTPError(
+                f"{where}: more than {self.max_redirects} redirects (the last to {shown})",
+                page=request.index,
+                status=resp.status_code,
+            )
+        if policy.headers and not policy.allowed(url):
+            log.info(
+                "%s: redirected to %s, another origin; the headers are not sent there", where, shown
+            )
+        visited.append(url)
+        return url
 
     def _records(self, body: Any, request: PageRequest) -> list[Any]:
         where = f"page {request.index} ({request.describe()})"
