@@ -33,7 +33,7 @@ from datafuel.errors import ConfigError, ManifestError
 
 from ._manifest import MANIFEST_NAME, fsync_dir
 from ._schema import Field
-from ._writer import ShardWriter
+from ._writer import ShardWriter, _on_disk
 
 __all__ = ["start_shard_set", "write_manifest", "write_shard"]
 
@@ -137,7 +137,8 @@ def write_shard(
             path=target,
         )
     tmp = target / f"{_TMP_PREFIX}{shard:05d}-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    with _on_disk(tmp):
+        tmp.mkdir()
     try:
         entry = _write_one_shard(tmp, fields, batch, shard, first_row, check_finite)
         _move_into_place(entry, tmp, target)
@@ -171,7 +172,8 @@ def _move_into_place(entry: Mapping[str, Any], tmp: Path, target: Path) -> None:
     """Rename the entry's files from ``tmp`` into ``target``, then make the renames durable."""
     for parts in entry["files"].values():
         for f in parts.values():
-            os.replace(tmp / f["name"], target / f["name"])
+            with _on_disk(target / f["name"]):
+                os.replace(tmp / f["name"], target / f["name"])
     fsync_dir(target)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -14,7 +15,7 @@ import numpy as np
 
 from datafuel._checks import check_int
 from datafuel._version import __version__
-from datafuel.errors import ConfigError, NonFiniteError, SchemaError
+from datafuel.errors import ConfigError, DatafuelError, NonFiniteError, SchemaError, ShardError
 
 from ._manifest import (
     FORMAT_NAME,
@@ -31,12 +32,40 @@ __all__ = ["ShardWriter", "write_shards"]
 _SHARD_FILE = re.compile(r"^shard-\d{5,}\.[A-Za-z0-9_-]+\.(bin|idx)$")
 
 
+def _disk_error(exc: OSError, path: str | os.PathLike[str]) -> ShardError:
+    """``exc`` (ENOSPC, EROFS, EACCES...) as a one-line ShardError naming ``path``.
+
+    ``no space left on device: /data/out/shard-00003.jpeg.bin``; still an OSError
+    with the original ``errno``, ``strerror`` and ``filename``.
+    """
+    reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    return ShardError(
+        f"{reason}: {path}",
+        path=path,
+        errno=exc.errno,
+        strerror=exc.strerror,
+        filename=os.fspath(path),
+    )
+
+
+@contextmanager
+def _on_disk(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Translate an OSError of the body into a ShardError naming ``path``."""
+    try:
+        yield
+    except DatafuelError:
+        raise
+    except OSError as exc:
+        raise _disk_error(exc, getattr(exc, "filename", None) or path) from exc
+
+
 class _HashedFile:
     """A file opened for writing that hashes and counts what goes through it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in finish()/abort()
+        with _on_disk(path):
+            self.fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in finish()/abort()
         self.hash = hashlib.sha256()
         self.nbytes = 0
 
@@ -47,18 +76,25 @@ class _HashedFile:
         else:
             mv = memoryview(data).cast("B")
         self.hash.update(mv)
-        self.fh.write(mv)
+        with _on_disk(self.path):
+            self.fh.write(mv)
         self.nbytes += mv.nbytes
 
     def finish(self) -> dict[str, Any]:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
+        with _on_disk(self.path):
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
         return {"name": self.path.name, "bytes": self.nbytes, "sha256": self.hash.hexdigest()}
 
     def abort(self) -> None:
-        if not self.fh.closed:
-            self.fh.close()
+        """Close and remove the partial file; never raises (it runs while an error propagates)."""
+        # the data is being thrown away: a failed flush of it changes nothing, and in a
+        # read-only directory there is no file to remove
+        with suppress(OSError):
+            self.fh.close()  # closes the descriptor even when flushing the buffer fails
+        with suppress(OSError):
+            self.path.unlink(missing_ok=True)
 
 
 class ShardWriter:
@@ -153,11 +189,13 @@ class ShardWriter:
         if self._started:
             return
         self._started = True
-        self.directory.mkdir(parents=True, exist_ok=True)
         manifest = self.directory / MANIFEST_NAME
-        if manifest.exists():
-            manifest.unlink()
-            fsync_dir(self.directory)
+        with _on_disk(self.directory):
+            self.directory.mkdir(parents=True, exist_ok=True)
+        with _on_disk(manifest):
+            if manifest.exists():
+                manifest.unlink()
+                fsync_dir(self.directory)
 
     def write(self, batch: Mapping[str, Any]) -> None:
         """Append a batch: ``{field: values}`` with the same number of rows in each field."""
@@ -271,12 +309,13 @@ class ShardWriter:
         k = len(self._shards)
         self._files = {}
         for name, spec in self.fields.items():
-            parts = {"bin": _HashedFile(self.directory / f"shard-{k:05d}.{name}.bin")}
+            # registered as each opens, so that abort() removes every one already created
+            parts = self._files[name] = {}
+            parts["bin"] = _HashedFile(self.directory / f"shard-{k:05d}.{name}.bin")
             if spec.kind != "fixed":
                 parts["idx"] = _HashedFile(self.directory / f"shard-{k:05d}.{name}.idx")
                 parts["idx"].write(np.zeros(1, "<u8"))
                 self._offsets[name] = 0
-            self._files[name] = parts
         self._rows = 0
         self._size = 0
 
@@ -341,17 +380,24 @@ class ShardWriter:
         keep = {
             f["name"] for s in self._shards for parts in s["files"].values() for f in parts.values()
         }
-        for stale in self.directory.iterdir():  # files of an earlier, larger build
-            if _SHARD_FILE.match(stale.name) and stale.name not in keep:
-                stale.unlink()
-        fsync_dir(self.directory)
-        atomic_write_bytes(self.directory / MANIFEST_NAME, dump_json(manifest))
+        with _on_disk(self.directory):
+            for stale in self.directory.iterdir():  # files of an earlier, larger build
+                if _SHARD_FILE.match(stale.name) and stale.name not in keep:
+                    stale.unlink()
+            fsync_dir(self.directory)
+        with _on_disk(self.directory / MANIFEST_NAME):  # its temp file is removed on failure
+            atomic_write_bytes(self.directory / MANIFEST_NAME, dump_json(manifest))
         self._closed = True
         self.manifest = manifest
         return manifest
 
     def abort(self) -> None:
-        """Stop without a manifest: the directory is not a readable shard set."""
+        """Stop without a manifest: the directory is not a readable shard set.
+
+        The files of the open (partial) shard are closed and removed; shards already
+        finished stay until a rerun overwrites them. Never raises, so it is safe while
+        another error (a full disk) propagates.
+        """
         for parts in self._files.values():
             for f in parts.values():
                 f.abort()
