@@ -10,9 +10,13 @@ ahead of the training loop; the loop's waits are recorded by a
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
+import tempfile
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -175,6 +179,15 @@ class Loader:
         before a NaN or inf in a float field reaches the loop.
     meter
         Record the starvation meter (on by default; it costs well under 2%).
+    stall_timeout
+        Seconds the loop may wait in ``next()`` for one batch (default 600; ``None``:
+        no limit). Past it, every thread's stack is dumped once (``faulthandler``, to
+        stderr, or to a file named in a warning when stderr is not a real file) and
+        :class:`~datafuel.errors.WorkerError` is raised naming the batch's sample
+        indices, how long the loop waited and where the busy workers are stuck. A
+        hung rank then fails (and can be restarted from its last checkpoint) instead
+        of holding every other rank of a DDP job forever. Needs ``num_workers >= 1``
+        (with 0 the batch is made in the loop's own thread).
 
     Notes
     -----
@@ -218,9 +231,11 @@ class Loader:
         fields: Sequence[str] | None = None,
         check_finite: bool = True,
         meter: bool = True,
+        stall_timeout: float | None = 600.0,
     ) -> None:
         check_int("num_workers", num_workers, low=0)
         check_int("prefetch", prefetch)
+        self.stall_timeout = _check_stall_timeout(stall_timeout)
         self.shards = source if isinstance(source, ShardSet) else ShardSet(source)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -566,6 +581,38 @@ class Loader:
             )
 
 
+def _check_stall_timeout(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(
+            f"stall_timeout must be a positive number of seconds or None. Got {value!r} instead."
+        )
+    return float(value)
+
+
+def _dump_stacks() -> str:
+    """Every thread's stack via ``faulthandler``: to stderr, else to a file; where it went."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an in-memory stream
+        fd = -1
+    if fd >= 0:
+        sys.stderr.flush()
+        faulthandler.dump_traceback(fd, all_threads=True)
+        return "stderr"
+    with tempfile.NamedTemporaryFile(
+        "w", prefix=f"datafuel-stall-{os.getpid()}-", suffix=".txt", delete=False
+    ) as f:
+        faulthandler.dump_traceback(f, all_threads=True)
+    warnings.warn(
+        f"datafuel loader stalled: every thread's stack is in {f.name}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return f.name
+
+
 def _nbytes(a: np.ndarray | torch.Tensor) -> int:
     return int(a.numel() * a.element_size()) if isinstance(a, torch.Tensor) else int(a.nbytes)
 
@@ -626,7 +673,10 @@ class _LoaderIter:
             self.close()
             raise StopIteration
         j = self._j
-        ok, value = self._prefetcher.get(j)
+        try:
+            ok, value = self._prefetcher.get(j, self._loader.stall_timeout)
+        except TimeoutError:
+            raise self._stalled(j, time.perf_counter() - t0) from None
         if not ok:
             self.close()
             if isinstance(value, NonFiniteError):
@@ -652,12 +702,38 @@ class _LoaderIter:
             self.close()  # the epoch is done: free the threads before the loop asks again
         return batch.tensors
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._prefetcher is not None:
-            self._prefetcher.close()
+        if self._prefetcher is not None and self._prefetcher.close(timeout):
+            # a worker still runs a job and may yet write into its pinned ring slot:
+            # the next iteration gets a fresh ring
+            self._loader._ring = None
+            self._loader._ring_events = []
+
+    def _stalled(self, j: int, waited: float) -> WorkerError:
+        """Dump every stack, stop the workers (without waiting on the stuck one), name it all."""
+        assert self._prefetcher is not None
+        busy = self._prefetcher.busy()
+        dumped = _dump_stacks()
+        off, b = self._plan[j]
+        idx = self._order[off : off + b]
+        ids = [int(i) for i in (idx if self._starts is None else self._starts[idx])]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the error says it all
+            self.close(timeout=0.0)
+        where = "; ".join(f"{name} in {place}" for name, place in busy.items()) or "none busy"
+        return WorkerError(
+            f"loader stalled: batch {self._first_batch + j} of epoch {self._epoch} "
+            f"(sample indices {ids[:20]}{' ...' if len(ids) > 20 else ''}) was not ready after "
+            f"{waited:.1f} s (stall_timeout={self._loader.stall_timeout:g}); workers: {where}; "
+            f"every thread's stack was dumped to {dumped}.",
+            indices=ids,
+            waited=waited,
+            batch_index=self._first_batch + j,
+            stuck=busy,
+        )
 
     def __del__(self) -> None:
         try:

@@ -6,11 +6,24 @@ started. Results are handed out strictly in job order. An exception in ``produce
 stored and handed to the consumer at that job, never lost. Threads hold no reference
 to the object that owns the prefetcher, so dropping the owner (a ``break`` out of a
 ``for`` loop) lets it :meth:`close` the threads at once.
+
+Every wait is bounded: :meth:`get` takes a ``timeout`` (and notices workers that
+died), :meth:`close` waits at most ``timeout`` seconds for all workers together and
+warns naming the ones still running and where, and workers re-check for a stop at
+least every :data:`_POLL_S`. Prefetchers still running at interpreter exit are closed
+by an ``atexit`` hook, before the runtime (and libraries' C++ threads) tear down.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 import threading
+import time
+import traceback
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -18,8 +31,12 @@ __all__ = ["Prefetcher"]
 
 T = TypeVar("T")
 
-#: how long ``close`` waits for a worker in the middle of a job
+#: how long ``close`` waits, in all, for workers in the middle of a job
 _JOIN_TIMEOUT_S = 30.0
+#: the longest any thread sleeps without re-checking for a stop or a dead worker
+_POLL_S = 1.0
+
+_live: weakref.WeakSet[Prefetcher[Any]] = weakref.WeakSet()
 
 
 class Prefetcher(Generic[T]):
@@ -71,6 +88,8 @@ class Prefetcher(Generic[T]):
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(min(num_workers, n))
         ]
+        if self._threads:
+            _live.add(self)
         for t in self._threads:
             t.start()
 
@@ -83,49 +102,124 @@ class Prefetcher(Generic[T]):
                     and self._next_job < self._n
                     and self._next_job >= self._consumed + self._depth
                 ):
-                    cv.wait()
+                    cv.wait(_POLL_S)
                 if self._stop or self._next_job >= self._n:
                     return
                 j = self._next_job
                 self._next_job += 1
             try:
                 result: tuple[bool, Any] = (True, self._produce(j))
-            except Exception as exc:  # handed to the consumer at job j
-                result = (False, exc)
+            except BaseException as exc:  # handed to the consumer at job j, even SystemExit:
+                result = (False, exc)  # a worker that died silently would leave it waiting
             with cv:
                 self._results[j] = result
                 self._done.notify()
 
-    def get(self, j: int) -> tuple[bool, Any]:
-        """``(True, result)`` or ``(False, exception)`` of job ``j`` (taken in order)."""
+    def get(self, j: int, timeout: float | None = None) -> tuple[bool, Any]:
+        """``(True, result)`` or ``(False, exception)`` of job ``j`` (taken in order).
+
+        Raises ``TimeoutError`` when job ``j`` is not done ``timeout`` seconds after the
+        call (``None``: wait as long as it takes), and ``RuntimeError`` when the
+        prefetcher is closed or every worker has exited without producing it.
+        """
         if not self._threads:
             try:
                 return True, self._produce(j)
             except Exception as exc:
                 return False, exc
         with self._done:
-            while j not in self._results:
-                if self._stop:
-                    raise RuntimeError("the prefetcher was closed")
-                self._done.wait()
+            if j not in self._results:  # the hot path (a result ready) skips all of this
+                self._wait_for(j, timeout)
             result = self._results.pop(j)
             self._consumed = j + 1
             self._cv.notify()  # one more job may start: wake one worker
         return result
 
-    def close(self) -> None:
-        """Stop the workers and wait for them (a job in progress is finished first)."""
+    def _wait_for(self, j: int, timeout: float | None) -> None:
+        """Sleep (holding nothing) until job ``j`` is done; called with the lock held."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while j not in self._results:
+            if self._stop:
+                raise RuntimeError("the prefetcher was closed")
+            if not any(t.is_alive() for t in self._threads):
+                raise RuntimeError(f"every worker thread exited before job {j} was produced")
+            if deadline is None:
+                self._done.wait(_POLL_S)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"job {j} not done after {timeout} s")
+            self._done.wait(min(left, _POLL_S))
+
+    def close(self, timeout: float | None = None) -> list[str]:
+        """Stop the workers and wait for them (a job in progress is finished first).
+
+        Waits at most ``timeout`` seconds in all (default :data:`_JOIN_TIMEOUT_S`); a
+        worker still running then is named in a ``RuntimeWarning`` with the function
+        it is in. Returns the names of those workers.
+        """
+        me = threading.current_thread()
+        if me in self._threads:
+            # called from one of our own workers (a finaliser run by the garbage
+            # collector there, perhaps while that worker holds the lock): only flag the
+            # stop; every worker sees it within _POLL_S
+            self._stop = True
+            return []
         with self._cv:
             self._stop = True
             self._results.clear()
             self._cv.notify_all()
             self._done.notify_all()
-        me = threading.current_thread()
+        _live.discard(self)
+        limit = _JOIN_TIMEOUT_S if timeout is None else timeout
+        deadline = time.monotonic() + limit
         for t in self._threads:
-            if t is not me:
-                t.join(_JOIN_TIMEOUT_S)
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t for t in self._threads if t.is_alive()]
+        if stuck:
+            where = "; ".join(f"{t.name} in {_where(t)}" for t in stuck)
+            warnings.warn(
+                f"datafuel loader: {len(stuck)} worker thread(s) did not stop within "
+                f"{limit:g} s of close, stuck in a job ({where}). They are daemon threads "
+                "and end when that job returns.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return [t.name for t in stuck]
+
+    def busy(self) -> dict[str, str]:
+        """``{thread name: where it is}`` for each worker inside a job (not idle, not done)."""
+        out = {}
+        for t in self._threads:
+            place = _where(t)
+            if t.is_alive() and place and not place.startswith("Prefetcher._work "):
+                out[t.name] = place
+        return out
 
     @property
     def alive(self) -> int:
         """Number of worker threads still running."""
         return sum(t.is_alive() for t in self._threads)
+
+
+_HERE = os.path.abspath(__file__)
+_THREADING = os.path.abspath(threading.__file__)
+
+
+def _where(thread: threading.Thread) -> str:
+    """The innermost frame of ``thread`` outside ``threading.py``: ``func (file:line)``."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    if frame is None:
+        return ""
+    for fs in reversed(traceback.extract_stack(frame)):
+        if os.path.abspath(fs.filename) != _THREADING:
+            qual = "Prefetcher._work" if (fs.filename == _HERE and fs.name == "_work") else fs.name
+            return f"{qual} ({fs.filename}:{fs.lineno})"
+    return ""
+
+
+@atexit.register
+def _close_all() -> None:
+    """Stop prefetchers left running (an iterator kept alive to the end of the program)."""
+    for p in list(_live):
+        p.close(timeout=_POLL_S)
