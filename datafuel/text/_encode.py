@@ -11,6 +11,7 @@ import numpy as np
 
 from datafuel.errors import ConfigError
 
+from ._pieces import MAX_PIECE_CHARS, check_piece_chars
 from ._tokenizer import BPETokenizer
 
 __all__ = ["encode_documents"]
@@ -42,6 +43,7 @@ def encode_documents(
     batch_chars: int = 1 << 22,
     prefetch: int = 4,
     workers: int = 2,
+    max_piece_chars: int = MAX_PIECE_CHARS,
 ) -> Iterator[tuple[list[T], list[np.ndarray]]]:
     """Encode ``(tag, text)`` pairs in order, each document followed by the EOT id.
 
@@ -54,6 +56,13 @@ def encode_documents(
     memory stays bounded by about ``(prefetch + 1) * batch_chars`` characters of text
     plus their tokens, however large the corpus. Threads, not processes: tokenizers'
     pool must not be forked.
+
+    A document longer than ``max_piece_chars`` characters (default 1 MiB), or with a
+    run of more than 64 KiB without whitespace, is cut into pieces before the
+    tokenizer (at whitespace where it can be, which leaves the ids unchanged) and
+    their ids are concatenated: still one array per document, one EOT at its end,
+    and ``tokenizer.decode`` of it gives the document back. See
+    :meth:`BPETokenizer.encode_batch`.
 
     Yields ``(tags, token_arrays)`` per batch, in input order; every array ends with
     ``tokenizer.eot_id`` and has ``tokenizer.dtype``.
@@ -71,11 +80,22 @@ def encode_documents(
         raise ConfigError(f"prefetch must be >= 1. Got {prefetch} instead.")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1. Got {workers} instead.")
+    check_piece_chars(max_piece_chars)
     pending: deque[tuple[list[Any], Future[list[np.ndarray]]]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datafuel-encode") as pool:
         try:
             for tags, texts in _batches(items, batch_chars):
-                pending.append((tags, pool.submit(tokenizer.encode_batch, texts, append_eot=True)))
+                pending.append(
+                    (
+                        tags,
+                        pool.submit(
+                            tokenizer.encode_batch,
+                            texts,
+                            append_eot=True,
+                            max_piece_chars=max_piece_chars,
+                        ),
+                    )
+                )
                 while len(pending) > prefetch:
                     t, fut = pending.popleft()
                     yield t, fut.result()

@@ -14,6 +14,15 @@ import numpy as np
 from datafuel._fs import atomic_write_bytes
 from datafuel.errors import ConfigError, TokenizerError
 
+from ._pieces import (
+    MAX_PIECE_CHARS,
+    MAX_TRAIN_WORD_CHARS,
+    MAX_WORD_CHARS,
+    check_piece_chars,
+    cut_document,
+    needs_cut,
+)
+
 __all__ = ["DEFAULT_EOT", "BPETokenizer", "token_dtype", "train_bpe"]
 
 #: The end-of-document special token appended after every document.
@@ -23,6 +32,8 @@ DEFAULT_EOT = "<|endoftext|>"
 _MIN_VOCAB = 257
 
 _UINT16_LIMIT = 65535  # FORMAT.md: uint16 when the vocabulary has fewer than 65,535 ids
+
+_GROUP_CHARS = 1 << 22  # pieces of one long text go to encode_batch about 4 MiB at a time
 
 
 def token_dtype(vocab_size: int) -> np.dtype[Any]:
@@ -130,12 +141,65 @@ class BPETokenizer:
         return hashlib.sha256(data).hexdigest()
 
     # -- encoding ------------------------------------------------------------------
-    def encode(self, text: str, *, append_eot: bool = False) -> np.ndarray:
+    def encode(
+        self, text: str, *, append_eot: bool = False, max_piece_chars: int = MAX_PIECE_CHARS
+    ) -> np.ndarray:
         """Token ids of one text (``self.dtype``), optionally followed by the EOT id."""
-        return self.encode_batch([text], append_eot=append_eot)[0]
+        return self.encode_batch([text], append_eot=append_eot, max_piece_chars=max_piece_chars)[0]
 
-    def encode_batch(self, texts: Sequence[str], *, append_eot: bool = False) -> list[np.ndarray]:
-        """Token ids of many texts, encoded in parallel by the tokenizers thread pool."""
+    def encode_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        append_eot: bool = False,
+        max_piece_chars: int = MAX_PIECE_CHARS,
+    ) -> list[np.ndarray]:
+        """Token ids of many texts, encoded in parallel by the tokenizers thread pool.
+
+        A text longer than ``max_piece_chars`` characters (default 1 MiB), or with a
+        run of more than 64 KiB (``MAX_WORD_CHARS``) without whitespace, is cut into
+        pieces first (:mod:`datafuel.text._pieces`: at whitespace, where the ids do
+        not change, else at a character boundary) and the ids of its pieces are
+        concatenated, so memory and time stay bounded; ``decode`` of the result is
+        still the text. Shorter texts are encoded whole, as one batch.
+        """
+        check_piece_chars(max_piece_chars)
+        word = min(MAX_WORD_CHARS, max_piece_chars)
+        long = [i for i, t in enumerate(texts) if needs_cut(t, max_piece_chars, word)]
+        if not long:
+            return self._encode_whole(texts, append_eot)
+        out: list[np.ndarray | None] = [None] * len(texts)
+        cut = set(long)
+        short = [i for i in range(len(texts)) if i not in cut]
+        if short:
+            whole = self._encode_whole([texts[i] for i in short], append_eot)
+            for i, arr in zip(short, whole, strict=True):
+                out[i] = arr
+        for i in long:
+            out[i] = self._encode_long(texts[i], append_eot, max_piece_chars, word)
+        return out  # type: ignore[return-value]  # every slot is filled above
+
+    def _encode_long(
+        self, text: str, append_eot: bool, max_piece_chars: int, max_word_chars: int
+    ) -> np.ndarray:
+        """Ids of one long text: its pieces encoded a few MiB at a time, concatenated."""
+        group_chars = max(max_piece_chars, _GROUP_CHARS)
+        parts: list[np.ndarray] = []
+        group: list[str] = []
+        size = 0
+        for piece in cut_document(text, max_piece_chars, max_word_chars):
+            group.append(piece)
+            size += len(piece)
+            if size >= group_chars:
+                parts.extend(self._encode_whole(group, False))
+                group, size = [], 0
+        if group:
+            parts.extend(self._encode_whole(group, False))
+        if append_eot:
+            parts.append(np.array([self.eot_id], dtype=self.dtype))
+        return np.concatenate(parts)
+
+    def _encode_whole(self, texts: Sequence[str], append_eot: bool) -> list[np.ndarray]:
         try:
             # encode_batch, not encode_batch_fast: measured cheaper in CPU time here (tokenizers 0.23)
             encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
@@ -238,7 +302,9 @@ def _train(tok: Any, trainer: Any, texts: Iterable[str], length: int | None) -> 
         try:
             for t in texts:
                 seen += 1
-                yield t
+                # pieces, never one enormous string (see datafuel.text._pieces); cuts at
+                # whitespace leave the trainer's word counts as they were
+                yield from cut_document(t, MAX_PIECE_CHARS, MAX_TRAIN_WORD_CHARS)
         except Exception as exc:  # re-raised below, unwrapped from the Rust trainer
             failure.append(exc)
 
