@@ -32,6 +32,14 @@ __all__ = ["Corpus", "CorpusStats", "clean_text"]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SUFFIXES = (".txt", ".jsonl")
 TxtMode = Literal["file", "paragraph"]
+_JSON_TYPES: dict[type, str] = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    list: "array",
+    dict: "object",
+}
 
 
 def clean_text(text: str) -> tuple[str, int]:
@@ -62,6 +70,20 @@ def _decode(raw: bytes) -> tuple[str, int]:
         text = raw.decode("utf-8", errors="replace")
     # replacements made here = U+FFFD in the text minus those that were real U+FFFD bytes
     return text, text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
+
+
+def _parse_line(line: str, f: Path, lineno: int) -> Any:
+    """One ``.jsonl`` line as JSON; any way it can fail is an :class:`InputDataError`."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        why = f"{exc.msg} at column {exc.colno}"
+        cause: BaseException = exc
+    except RecursionError as exc:  # arrays or objects nested thousands deep
+        why, cause = "nested too deeply to read", exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        why, cause = str(exc).split(";")[0][:200], exc
+    raise InputDataError(f"{f}:{lineno}: not valid JSON ({why}).", path=f, row=lineno) from cause
 
 
 @dataclass
@@ -225,14 +247,7 @@ class Corpus:
                     continue
                 line, n = _decode(raw)
                 self.stats.replaced += n
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputDataError(
-                        f"{f}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}).",
-                        path=f,
-                        row=lineno,
-                    ) from exc
+                obj = _parse_line(line, f, lineno)
                 if not isinstance(obj, dict):
                     raise InputDataError(
                         f"{f}:{lineno}: expected a JSON object with a {field!r} field, "
@@ -252,7 +267,8 @@ class Corpus:
                 text = obj[field]
                 if not isinstance(text, str):
                     raise InputDataError(
-                        f"{f}:{lineno}: field {field!r} must be a string, got {type(text).__name__}.",
+                        f"{f}:{lineno}: field {field!r} must be a string, "
+                        f"got a JSON {_JSON_TYPES.get(type(text), type(text).__name__)}.",
                         path=f,
                         row=lineno,
                         field=field,
