@@ -18,6 +18,7 @@ import numpy as np
 
 from datafuel._checks import check_int
 from datafuel._fs import atomic_write_json
+from datafuel._lock import locked
 from datafuel.engine import Engine, unit_ranges
 from datafuel.errors import ConfigError, DecodeError, InputDataError
 from datafuel.split import SPLIT_NAMES, split_indices
@@ -209,7 +210,8 @@ def images(
     root, out_dir = Path(os.path.abspath(inputs)), Path(out)
     classes, files = list_image_folder(root)
     _check_paths(root, out_dir)
-    with engine_for(engine) as runner:
+    # one build at a time into out: a second gets LockedError naming this process
+    with locked(out_dir, "build"), engine_for(engine) as runner:
         valid, skipped = _validate(runner, root, files, on_error, on_progress)
         timer.lap("validate")
         labels = np.array([lab for _, lab in valid], np.int64)
@@ -227,12 +229,12 @@ def images(
                 runner, out_dir, name, items, classes, max_side, shard_bytes, on_progress
             )
         timer.lap("write")
-    files_of = {
-        name: [valid[i][0].relative_to(root).as_posix() for i in parts[name].tolist()]
-        for name in counts
-    }
-    write_split_record(out_dir, {**record, "unit": "image files", "files": files_of})
-    atomic_write_json(out_dir / "skipped.json", {"count": len(skipped), "files": skipped})
+        files_of = {
+            name: [valid[i][0].relative_to(root).as_posix() for i in parts[name].tolist()]
+            for name in counts
+        }
+        write_split_record(out_dir, {**record, "unit": "image files", "files": files_of})
+        atomic_write_json(out_dir / "skipped.json", {"count": len(skipped), "files": skipped})
     return make_summary(
         "images",
         out_dir,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from datafuel._fs import atomic_write_json
+from datafuel._lock import locked
 from datafuel._version import __version__
 from datafuel.engine import Engine
 from datafuel.errors import ConfigError, CorruptShardError, SchemaError
@@ -442,7 +443,8 @@ def resample(
     if outdir.resolve() == src.directory.resolve():
         raise ConfigError(f"--out must differ from the input shard set {src.directory}.")
     knobs = {"threshold": float(threshold), "top_k": int(top_k), "temperature": float(temperature)}
-    with engine_for(engine) as runner:
+    # one build at a time into out: a second gets LockedError naming this process
+    with locked(outdir, "build"), engine_for(engine) as runner:
         pr, desc = _prior(prior, src, field, ngram_order, device)
         timer.lap("fit_prior")
         config = _config(
@@ -472,6 +474,6 @@ def resample(
         }
         _write_output(runner, src, job, spec, outdir, common)
         timer.lap("write")
-    shutil.rmtree(work, ignore_errors=True)
-    report_["seconds"]["total"] = timer.seconds()["total"]
-    return _summary(report_, outdir, runner, src, timer)
+        shutil.rmtree(work, ignore_errors=True)
+        report_["seconds"]["total"] = timer.seconds()["total"]
+        return _summary(report_, outdir, runner, src, timer)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from datafuel._lock import locked
 from datafuel.engine import Engine, unit_ranges
 from datafuel.errors import ConfigError, InputDataError
 from datafuel.loaders import Field, fixed
@@ -244,14 +245,15 @@ def table(
     >>> out = pathlib.Path(tempfile.mkdtemp())
     >>> summary = build.table(str(csv), out, target="price", drop=["id"])
     >>> sorted(p.name for p in out.iterdir())
-    ['recipe.json', 'recipe.step1.fit_X.npy', 'split.json', 'test', 'train', 'val']
+    ['.datafuel.lock', 'recipe.json', 'recipe.step1.fit_X.npy', 'split.json', 'test', 'train', 'val']
     >>> summary["counts"]["train"] > summary["counts"]["val"] > 0
     True
     """
     timer = Timer()
     path, out = str(inputs), Path(out)
     _check_options(impute, scale, max_missing)
-    with engine_for(engine) as runner:
+    # one build at a time into out: a second gets LockedError naming this process
+    with locked(out, "build"), engine_for(engine) as runner:
         cols = _read_columns(path, target, drop, split_by or split_key or time_col, max_categories)
         parts = split(cols.table, fractions, seed=seed, by=split_by, key=split_key, time=time_col)
         _check_train_rows(parts, max(2, knn_k if impute == "knn" else 1), path, cols.table.num_rows)

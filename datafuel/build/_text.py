@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from datafuel._fs import atomic_write_json
+from datafuel._lock import locked
 from datafuel._version import __version__
 from datafuel.engine import Engine, ShardSink
 from datafuel.errors import ConfigError, DatafuelError, InputDataError, TokenizerError
@@ -411,7 +412,8 @@ def text(
     True
     """
     timer = Timer()
-    with engine_for(engine) as runner:
+    # one build at a time into out: a second gets LockedError naming this process
+    with locked(out, "build"), engine_for(engine) as runner:
         plan = _plan(
             list(inputs),
             out,
@@ -436,6 +438,6 @@ def text(
             on_progress=on_progress,
         )
         timer.lap("encode")
-    write_split_record(plan.outdir, _split_record(plan, counts))
-    summary = _summary(plan, counts, tok, trained, runner, timer)
+        write_split_record(plan.outdir, _split_record(plan, counts))
+        summary = _summary(plan, counts, tok, trained, runner, timer)
     return summary

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from datafuel._lock import LOCK_NAME
+
 HOUSES = files("datafuel") / "data" / "houses.csv"
 TIMED_JSON = {".build-text.json", "resample_report.json"}
 #: library versions that decide output bytes (a different version may encode differently)
@@ -54,7 +56,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (relative POSIX path -> hex digest)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if not p.is_file():
+        if not p.is_file() or p.name == LOCK_NAME:  # the build lock holds a pid
             continue
         data = p.read_bytes()
         if p.name in TIMED_JSON:
