@@ -690,28 +690,34 @@ def _read_beside(file: Path, where: str) -> bytes:
     """The bytes of ``file``: a regular file in the recipe's directory (no link out of it)."""
     try:
         real = file.resolve(strict=True)
-        if real.parent != file.parent.resolve():
-            raise InputDataError(
-                f"{where}: array file {str(file)!r} is a link to {str(real)!r}, outside the "
-                "recipe's directory; refusing it.",
-                path=file,
-            )
-        fd = os.open(
-            real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        )
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before 3.13
         raise InputDataError(
             f"{where}: array file {str(file)!r} is missing: {exc}", path=file
         ) from exc
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+    if real.parent != file.parent.resolve():
+        raise InputDataError(
+            f"{where}: array file {str(file)!r} is a link to {str(real)!r}, outside the "
+            "recipe's directory; refusing it.",
+            path=file,
+        )
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError as exc:
+        raise InputDataError(
+            f"{where}: array file {str(file)!r} cannot be opened: {exc}", path=file
+        ) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise InputDataError(
                 f"{where}: array file {str(file)!r} is not a regular file; refusing it.",
                 path=file,
             )
-        try:
+        with os.fdopen(os.dup(fd), "rb") as fh:
             return fh.read()
-        except OSError as exc:
-            raise InputDataError(
-                f"{where}: cannot read array file {str(file)!r}: {exc}", path=file
-            ) from exc
+    except OSError as exc:
+        raise InputDataError(
+            f"{where}: cannot read array file {str(file)!r}: {exc}", path=file
+        ) from exc
+    finally:
+        os.close(fd)
