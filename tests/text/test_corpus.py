@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -56,13 +57,26 @@ def test_empty_documents_are_skipped_and_counted(tmp_path: Path) -> None:
     [
         ('{"body": "x"}', "no 'text' field"),
         ("[1, 2]", "expected a JSON object"),
-        ('{"text": 5}', "must be a string"),
+        ('{"text": 5}', "must be a string, got a JSON number"),
+        ('{"text": null}', "must be a string, got a JSON null"),
+        ('{"text": ["a", "b"]}', "must be a string, got a JSON array"),
+        ('{"text": {"en": "a"}}', "must be a string, got a JSON object"),
+        ('{"text": true}', "must be a string, got a JSON boolean"),
         ('{"text": "unterminated', "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"text": "x", "meta": ' + '{"a": ' * 100_000 + "1" + "}" * 100_001, "nested too deeply"),
+        ('{"text": "x", "n": ' + "9" * 5000 + "}", "not valid JSON .*digits"),
+        ('{"text": "x", "n": NaN, "m": 1e999999}', None),  # Python's json reads these: no error
     ],
 )
-def test_bad_jsonl_lines_name_the_file_and_line(tmp_path: Path, line: str, match: str) -> None:
+def test_bad_jsonl_lines_name_the_file_and_line(
+    tmp_path: Path, line: str, match: str | None
+) -> None:
     f = tmp_path / "c.jsonl"
     f.write_text(json.dumps({"text": "fine"}) + "\n" + line + "\n")
+    if match is None:
+        assert list(Corpus([f])) == ["fine", "x"]
+        return
     with pytest.raises(InputDataError, match=match) as e:
         list(Corpus([f]))
     assert f"{f}:2" in str(e.value) and e.value.row == 2 and e.value.path == str(f)
@@ -84,3 +98,18 @@ def test_missing_and_unsupported_inputs(tmp_path: Path) -> None:
         Corpus([])
     with pytest.raises(ConfigError, match="txt_mode"):
         Corpus([tmp_path], txt_mode="lines")  # type: ignore[arg-type]
+
+
+def test_a_binary_txt_file_is_one_document_with_replacements_never_a_crash(
+    tmp_path: Path,
+) -> None:
+    from datafuel.text import train_bpe
+
+    raw = bytes(random.Random(0).randrange(256) for _ in range(20_000))
+    (tmp_path / "garbage.txt").write_bytes(raw)
+    c = Corpus([tmp_path / "garbage.txt"])
+    (doc,) = list(c)
+    assert doc == raw.decode("utf-8", errors="replace")
+    assert c.stats.replaced > 0 and c.stats.bytes == len(raw)
+    tok = train_bpe([doc], vocab_size=300)
+    assert tok.decode(tok.encode(doc)) == doc
