@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.impute import KNNImputer as SkKNNImputer
 
 from datafuel.clean import KNNImputer
-from datafuel.errors import InputDataError, NotFittedError, SchemaError
+from datafuel.errors import ConfigError, InputDataError, NotFittedError, SchemaError
 
 
 def data(n: int, d: int, missing: float, seed: int) -> np.ndarray:
@@ -143,3 +144,16 @@ def test_bad_inputs() -> None:
     imp = KNNImputer().fit(data(50, 3, 0.1, 0))
     with pytest.raises(SchemaError, match="expecting 3 features"):
         imp.transform(np.zeros((2, 4)))
+
+
+def test_parameter_bounds_are_the_same_for_fit_and_load() -> None:
+    X = data(50, 3, 0.1, 0)
+    for kwargs in ({"n_neighbors": 10**12}, {"n_neighbors": -3}, {"block_size": 2**20}):
+        with pytest.raises(ConfigError):
+            KNNImputer(**kwargs).fit(X)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="block_size x donor_block"):
+        KNNImputer(block_size=65_536, donor_block=1_048_576).fit(X)
+    KNNImputer(n_neighbors=65_536).fit(X)  # more than the donors: allowed, as in sklearn
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            KNNImputer(device="cuda").fit(X)

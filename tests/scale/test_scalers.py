@@ -7,7 +7,13 @@ import pytest
 from sklearn import preprocessing
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from datafuel.errors import ConfigError, InputDataError, NonFiniteError, NotFittedError
+from datafuel.errors import (
+    ConfigError,
+    InputDataError,
+    NonFiniteError,
+    NotFittedError,
+    SchemaError,
+)
 from datafuel.scale import MinMaxScaler, StandardScaler
 
 
@@ -88,3 +94,19 @@ def test_bad_inputs() -> None:
     s = StandardScaler().fit(X)
     with pytest.raises(ValueError, match="expecting 2 features"):
         s.transform(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize("cls", [StandardScaler, MinMaxScaler])
+def test_state_round_trip_and_strict_from_state(cls: type) -> None:
+    X = data(50, 3, 5, 0.1)
+    s = cls().fit(X)
+    back = cls.from_state(s.get_state())
+    np.testing.assert_array_equal(back.transform(X), s.transform(X))
+    state = s.get_state()
+    state["fitted"]["scale_"]["data"][0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"here: fitted\.scale_\[0\] must be finite"):
+        cls.from_state(state, where="here: ")
+    state = s.get_state()
+    state["params"]["surplus"] = 1
+    with pytest.raises(SchemaError, match="unknown key 'surplus'"):
+        cls.from_state(state)
