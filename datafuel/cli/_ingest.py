@@ -3,7 +3,9 @@
 The command is one call to :func:`datafuel.ingest.ingest`::
 
     ingest(URL, DIR, paginate=..., records_path=..., primary_key=..., max_pages=...,
-           rate=..., headers={...}, page_size=..., max_attempts=...)
+           rate=..., headers={...}, page_size=..., max_attempts=...,
+           allow_origins=(...), secret_params=(...), max_response_bytes=...,
+           max_depth=..., request_deadline=...)
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import click
 from datafuel.errors import ConfigError
 from datafuel.ingest import IngestProgress, IngestResult
 from datafuel.ingest import ingest as ingest_api
+from datafuel.ingest._limits import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DEPTH,
+    MAX_DEPTH_LIMIT,
+)
 
 from ._common import echo_json, progress
 
@@ -119,6 +127,46 @@ def _summary(r: IngestResult) -> str:
     help="Seconds per request.",
 )
 @click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Another origin (https://host[:port]) that may receive the --header values (repeatable); "
+    "by default they go only to the URL's own origin, never after a redirect or to a next-page "
+    "URL elsewhere.",
+)
+@click.option(
+    "--secret-param",
+    "secret_params",
+    multiple=True,
+    metavar="NAME",
+    help="A query parameter to write and print as *** (repeatable), besides key, api_key, "
+    "apikey, token, access_token, secret, password, signature, sig and names ending in _KEY, "
+    "_TOKEN... The value is still sent.",
+)
+@click.option(
+    "--max-response-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BYTES,
+    show_default=True,
+    help="Largest response body after decompression; a larger one (a gzip bomb) is cut off.",
+)
+@click.option(
+    "--max-depth",
+    type=click.IntRange(min=1, max=MAX_DEPTH_LIMIT),
+    default=DEFAULT_MAX_DEPTH,
+    show_default=True,
+    help="Deepest JSON nesting accepted in a response.",
+)
+@click.option(
+    "--request-deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_DEADLINE,
+    show_default=True,
+    help="Seconds of wall clock per request, redirects and a slow trickle included (retried "
+    "like a timeout).",
+)
+@click.option(
     "--no-fsync",
     is_flag=True,
     help="Skip fsync per page: faster; still exactly-once across process kills, not across power loss.",
@@ -138,6 +186,11 @@ def ingest(
     max_attempts: int,
     retry_base: float,
     timeout: float,
+    allow_origins: tuple[str, ...],
+    secret_params: tuple[str, ...],
+    max_response_bytes: int,
+    max_depth: int,
+    request_deadline: float,
     no_fsync: bool,
     as_json: bool,
     verbose: bool,
@@ -156,6 +209,10 @@ def ingest(
       datafuel ingest https://api.example.com/listings --out data/listings \\
         --paginate cursor:next --records-path data.items --primary-key id \\
         --rate 5 --header "Authorization: Bearer $TOKEN"
+
+    Headers go only to the URL's origin (and --allow-origin ones); secret query
+    values (api_key=..., token=..., --secret-param NAME) are written and printed as
+    ***; one ingest at a time per OUT (a second gets an error naming the pid).
     """
     header_map = dict(parse_header(h) for h in headers)
     with _verbose_log(verbose), _progress_bar(max_pages) as on_progress:
@@ -172,6 +229,11 @@ def ingest(
             max_attempts=max_attempts,
             retry_base=retry_base,
             timeout=timeout,
+            allow_origins=allow_origins,
+            secret_params=secret_params,
+            max_response_bytes=max_response_bytes,
+            max_depth=max_depth,
+            request_deadline=request_deadline,
             fsync=not no_fsync,
             on_progress=on_progress,
         )

@@ -118,7 +118,7 @@ def check_headers(headers: Mapping[str, str]) -> None:
             )
 
 
-@dataclass
+@dataclass(eq=False)
 class SecretPolicy:
     """The origins that may see the user's headers, and the redaction of URLs and text.
 
@@ -143,10 +143,10 @@ class SecretPolicy:
     False
     """
 
-    start_url: str
+    start_url: str = field(repr=False)  # its query may hold secrets; so may the headers
     allow_origins: Iterable[str] = ()
     secret_params: Iterable[str] = ()
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.secret_params = tuple(self.secret_params)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,34 @@ from ._secrets import SecretPolicy, check_headers, redact_url
 __all__ = ["MAX_REDIRECTS", "RETRY_STATUSES", "RestSource"]
 
 log = logging.getLogger("datafuel.ingest")
+
+
+class _RedactHttpxLog(logging.Filter):
+    """Takes the secrets of every live source out of ``httpx``'s own log lines.
+
+    ``httpx`` logs each request's full URL at INFO; with logging configured that far,
+    an ``api_key=...`` would reach the log. The filter stays on the ``httpx`` logger
+    (installed once) and rewrites only records holding a secret value.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("datafuel.ingest")
+        self.policies: weakref.WeakSet[SecretPolicy] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.policies:
+            return True
+        text = record.getMessage()
+        clean = text
+        for policy in list(self.policies):
+            clean = policy.scrub(redact_url(clean, policy.secret_params))  # type: ignore[arg-type]
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_HTTPX_FILTER = _RedactHttpxLog()
+logging.getLogger("httpx").addFilter(_HTTPX_FILTER)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -113,6 +142,7 @@ class RestSource:
     def _policy(self, request: PageRequest) -> SecretPolicy:
         if self.secrets is None:  # headers go to the origin of the first page, and only there
             self.secrets = SecretPolicy(request.full_url(), headers=self._headers)
+        _HTTPX_FILTER.policies.add(self.secrets)
         return self.secrets
 
     def _attempt(self, request: PageRequest) -> PageResponse:

@@ -165,3 +165,55 @@ def test_module_entry_point_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "23 record(s)" in proc.stdout
     assert "\r" not in proc.stderr and "page/s" not in proc.stderr  # quiet in pipes: no bar
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("datafuel: error:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "expect"),
+    [
+        ("none", ["--header", "Authorization: Bearer s3cr3t\rX: 1"], "header 'Authorization'"),
+        ("none", ["--header", "Authorization: Bearer s3cr3t\u00e9"], "header 'Authorization'"),
+        ("none", ["--allow-origin", "ftp://x"], "--allow-origin"),
+        ("deep", [], "nested deeper than --max-depth 200"),
+        ("loop", [], "redirect loop"),
+        ("state", [], "_state.json: key 'pages'"),
+        ("locked", [], "is in use by process"),
+    ],
+)
+def test_hostile_cases_are_one_line_errors(
+    cli: Cli, tmp_path: Path, setup: str, extra: list[str], expect: str
+) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1] / "ingest"))
+    from hostile_server import HostileServer, Reply
+
+    from datafuel._lock import locked
+
+    out = tmp_path / "o"
+    deep = b"[" * 10_000 + b"]" * 10_000
+
+    def route(s: object, r: object) -> Reply:
+        if setup == "deep":
+            return Reply(200, {}, deep)
+        return Reply(302, {"Location": "/items"})
+
+    with HostileServer(route) as srv, FakeAPI(RECORDS, page_size=5) as api:
+        url = srv.url() if setup in ("deep", "loop") else api.url + "?api_key=s3cr3t"
+        args = ["ingest", url, "--out", str(out), "--paginate", "cursor:next"]
+        args += ["--records-path", "data.items", *extra]
+        if setup == "state":
+            assert cli(*args, "--max-pages", "2")[0] == 0
+            state = json.loads((out / "_state.json").read_text())
+            (out / "_state.json").write_text(json.dumps({**state, "pages": -1}))
+        if setup == "locked":
+            with locked(out, "ingest"):
+                line = _one_line_error(*cli(*args)[::2])
+        else:
+            line = _one_line_error(*cli(*args)[::2])
+    assert expect in line and "s3cr3t" not in line
