@@ -182,7 +182,7 @@ class Loader:
     stall_timeout
         Seconds the loop may wait in ``next()`` for one batch (default 600; ``None``:
         no limit). Past it, every thread's stack is dumped once (``faulthandler``, to
-        stderr, or to a file named in a warning when stderr is not a real file) and
+        stderr, or to a temporary file when stderr is not a real file) and
         :class:`~datafuel.errors.WorkerError` is raised naming the batch's sample
         indices, how long the loop waited and where the busy workers are stuck. A
         hung rank then fails (and can be restarted from its last checkpoint) instead
@@ -592,7 +592,7 @@ def _check_stall_timeout(value: float | None) -> float | None:
 
 
 def _dump_stacks() -> str:
-    """Every thread's stack via ``faulthandler``: to stderr, else to a file; where it went."""
+    """Every thread's stack via ``faulthandler``: to stderr, else to a temporary file; where."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # stderr replaced by an in-memory stream
@@ -605,12 +605,7 @@ def _dump_stacks() -> str:
         "w", prefix=f"datafuel-stall-{os.getpid()}-", suffix=".txt", delete=False
     ) as f:
         faulthandler.dump_traceback(f, all_threads=True)
-    warnings.warn(
-        f"datafuel loader stalled: every thread's stack is in {f.name}",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-    return f.name
+    return f.name  # named in the WorkerError (a warning might be turned into an error)
 
 
 def _nbytes(a: np.ndarray | torch.Tensor) -> int:

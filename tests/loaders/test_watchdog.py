@@ -166,3 +166,14 @@ def test_an_iterator_alive_at_exit_is_stopped_cleanly(rows: Path) -> None:
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
+
+
+def test_without_a_real_stderr_the_stacks_go_to_a_file_the_error_names(
+    rows: Path, stuck: StuckOnBatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loader = Loader(rows, 4, shuffle=False, transform=stuck, stall_timeout=STALL_S)
+    with pytest.raises(WorkerError, match=r"dumped to .*datafuel-stall-") as info:
+        list(loader)
+    path = Path(str(info.value).rsplit("dumped to ", 1)[1].rstrip("."))
+    assert "in wait_forever_on_batch" in path.read_text()
+    path.unlink()
