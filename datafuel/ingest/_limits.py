@@ -45,6 +45,7 @@ _BLOCK = 1 << 20
 _OPEN = np.zeros(256, dtype=np.int8)
 _OPEN[[ord("["), ord("{")]] = 1
 _OPEN[[ord("]"), ord("}")]] = -1
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class DeadlineExceeded(Exception):
@@ -153,20 +154,18 @@ class ResponseLimits:
 def _depth_bound(body: bytes, enough: int) -> int:
     """An upper bound of ``body``'s nesting (brackets inside strings count too).
 
-    Exact enough to be cheap: the number of opening brackets when that is at most
-    ``enough``; else the bracket nesting, computed in blocks with numpy.
+    Cheap: the brackets are picked out at C speed (``bytes.translate``); their count
+    is the bound when it is at most ``enough``, else their running nesting (numpy).
     """
-    openers = body.count(b"[") + body.count(b"{")
-    if openers <= enough:
-        return openers
-    a = np.frombuffer(body, dtype=np.uint8)
+    brackets = body.translate(None, _NOT_BRACKETS)
+    if len(brackets) <= enough:
+        return len(brackets)
+    a = np.frombuffer(brackets, dtype=np.uint8)
     level, best = 0, 0
     for start in range(0, len(a), _BLOCK):
-        steps = _OPEN[a[start : start + _BLOCK]].astype(np.int32)
-        run = np.cumsum(steps)
-        if len(run):
-            best = max(best, level + int(run.max()))
-            level += int(run[-1])
+        run = np.cumsum(_OPEN[a[start : start + _BLOCK]], dtype=np.int64)
+        best = max(best, level + int(run.max()))
+        level += int(run[-1])
     return best
 
 

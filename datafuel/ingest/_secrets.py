@@ -16,6 +16,7 @@ redacted values are taken again from the user's start URL (:meth:`SecretPolicy.u
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ def is_secret_param(name: str, extra: Iterable[str] = ()) -> bool:
     return bool(_SECRET_RE.search(lowered)) or lowered in {e.lower() for e in extra}
 
 
+@functools.lru_cache(maxsize=256)
 def origin(url: str) -> str:
     """``scheme://host:port`` of ``url`` (default ports made explicit, host lower-cased).
 
