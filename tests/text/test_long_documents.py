@@ -117,9 +117,10 @@ def test_runs_without_whitespace_are_cut_at_characters_and_decode_losslessly(
         assert longest_run <= max_word_chars
         ids = tok.encode(text, max_piece_chars=max_piece_chars)
         assert tok.decode(ids) == text
-    # the default word cap: a 200 KiB run is cut into 64 KiB runs
-    big = "q" * (200 << 10)
-    assert [len(p) for p in cut_document(big)] == [MAX_WORD_CHARS] * 3 + [8 << 10]
+    # a run longer than the default word cap (64 KiB) is cut into runs of 8 KiB
+    big = "q" * (MAX_WORD_CHARS + 1000)
+    assert [len(p) for p in cut_document(big)] == [8 << 10] * 8 + [1000]
+    assert list(cut_document("q" * MAX_WORD_CHARS)) == ["q" * MAX_WORD_CHARS]  # not too long
     assert tok.decode(tok.encode(big)) == big
 
 
