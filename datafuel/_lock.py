@@ -14,11 +14,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from datafuel.errors import LockedError
+from datafuel.errors import LockedError, OutputError
 
-__all__ = ["LOCK_NAME", "locked"]
+__all__ = ["LOCK_NAME", "locked", "make_output_dir"]
 
 LOCK_NAME = ".datafuel.lock"
+
+
+def make_output_dir(directory: str | os.PathLike[str]) -> Path:
+    """Create ``directory`` (and its parents); an OS refusal is one :class:`OutputError`.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "file"
+    >>> _ = f.write_text("x")
+    >>> make_output_dir(f / "out")
+    Traceback (most recent call last):
+    ...
+    datafuel.errors.OutputError: cannot create the output directory .../file/out: not a directory
+    """
+    root = Path(directory)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+        raise OutputError(
+            f"cannot create the output directory {root}: {reason}{where}",
+            path=root,
+            errno=exc.errno,
+        ) from exc
+    return root
 
 
 @contextmanager
@@ -38,10 +63,16 @@ def locked(directory: str | os.PathLike[str], what: str = "write") -> Iterator[P
     ...         print("refused:", "is in use by process" in str(e))
     refused: True
     """
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_output_dir(directory)
     path = root / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write in the output directory {root}: {(exc.strerror or str(exc)).lower()}",
+            path=root,
+            errno=exc.errno,
+        ) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

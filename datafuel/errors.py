@@ -33,6 +33,7 @@ __all__ = [
     "ManifestError",
     "NonFiniteError",
     "NotFittedError",
+    "OutputError",
     "PaginationError",
     "RetryExhaustedError",
     "SchemaError",
@@ -108,6 +109,10 @@ class ShardError(DatafuelError, OSError):
 
     def __init__(self, message: str, **kwargs: Any) -> None:
         DatafuelError.__init__(self, message, **kwargs)
+
+
+class OutputError(DatafuelError, OSError):
+    """The output directory cannot be created or written (the path and the OS reason are named)."""
 
 
 class LockedError(DatafuelError, BlockingIOError):

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from datafuel._lock import make_output_dir
 from datafuel.errors import ConfigError
 
 from ._context import STEPS, DemoContext
@@ -67,7 +68,7 @@ def run_demo(
     chosen = _check_steps(steps)
     emit = say if say is not None else (lambda message: None)
     root = Path(workdir)
-    root.mkdir(parents=True, exist_ok=True)
+    make_output_dir(root)
     ctx = DemoContext(workdir=root, seed=seed, say=lambda message: emit(f"  {message}"))
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()

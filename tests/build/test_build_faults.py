@@ -103,3 +103,19 @@ def test_the_golden_record_does_not_hash_the_lock(tmp_path: Path) -> None:
     with locked(tmp_path, "build"):
         assert (tmp_path / LOCK_NAME).exists()
         assert tree_hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["table", "text"])
+def test_an_out_that_cannot_be_created_is_one_output_error(tmp_path: Path, kind: str) -> None:
+    from datafuel import build
+    from datafuel.errors import OutputError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    inputs = {
+        "table": str(files("datafuel") / "data" / "houses.csv"),
+        "text": [str(files("datafuel") / "data" / "text" / "chronicles.jsonl")],
+    }[kind]
+    with pytest.raises(OutputError, match="cannot create the output directory .*: not a directory"):
+        getattr(build, kind)(inputs, blocker / "out")
+    assert blocker.read_text() == "not a directory"
