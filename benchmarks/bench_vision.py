@@ -51,7 +51,12 @@ from PIL import Image, features
 
 from datafuel.loaders import BatchInfo, Loader, ShardSet, ShardWriter
 from datafuel.vision import IMAGE_FIELDS as FIELDS
-from datafuel.vision import dali_available, loader_transform, region_decode_available
+from datafuel.vision import (
+    dali_available,
+    dali_unavailable_reason,
+    loader_transform,
+    region_decode_available,
+)
 
 SIZE = 224
 
@@ -322,7 +327,7 @@ def bench_set(
     procs.close()
     tv.clear()  # stop its worker processes before DALI starts threads
     gc.collect()
-    if dali_available() is None:
+    if dali_available():
         dali_t = loader_transform(ds, "dali", train=True, size=SIZE, batch_size=batch, device="cpu")
         dl = Loader(ds, batch, seed=0, num_workers=1, prefetch=2, transform=dali_t)
         rates.update(measure(rounds, {"(d) datafuel DALI on CPU": lambda: epoch_rate(dl, n)}))
@@ -339,7 +344,7 @@ def bench_set(
                 )
             )
     else:
-        print(f"  (d) skipped: {dali_available()}")
+        print(f"  (d) skipped: {dali_unavailable_reason()}")
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(
         f"\n{label}: {n} JPEGs, {sum(map(len, data)) / n / 1024:.0f} KiB mean, {rounds} rounds, {workers} workers"

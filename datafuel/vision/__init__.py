@@ -14,7 +14,7 @@ import typing as _typing
 from datafuel._lazy import lazy_getattr as _lazy_getattr
 
 from ._cpu import CPUTransform, augment_image, region_decode_available
-from ._dali import DALITransform, dali_available
+from ._dali import DALITransform, dali_available, dali_unavailable_reason
 from ._decode import decode_image, image_info
 from ._folder import IMAGE_FIELDS, check_image, list_image_folder, load_image
 from ._loader import loader_transform
@@ -52,6 +52,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "augment_image",
     "check_image",
     "dali_available",
+    "dali_unavailable_reason",
     "decode_image",
     "image_info",
     "list_image_folder",

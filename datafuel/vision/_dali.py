@@ -31,7 +31,7 @@ from ._decode import PIL_ERRORS, decode_image, image_info, open_image, orientati
 from ._params import sample_params
 from ._spec import ImageSpec
 
-__all__ = ["DALITransform", "dali_available"]
+__all__ = ["DALITransform", "dali_available", "dali_unavailable_reason"]
 
 #: formats DALI's decoder reads (Pillow's names); anything else is transcoded to PNG first.
 DALI_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "JPEG2000", "WEBP", "PPM"})
@@ -39,13 +39,27 @@ DALI_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "JPEG2000", "WEBP", "PPM
 _DALI_MODES = frozenset({"RGB", "L", "RGBA", "LA"})
 
 
-def dali_available() -> str | None:
-    """``None`` when ``nvidia.dali`` imports, else the reason it does not."""
+def dali_unavailable_reason() -> str | None:
+    """Why the DALI backend cannot run here, or ``None`` when it can.
+
+    >>> from datafuel.vision import dali_available, dali_unavailable_reason
+    >>> dali_available() == (dali_unavailable_reason() is None)
+    True
+    """
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as exc:
         return f"nvidia-dali is not installed ({exc}); pip install nvidia-dali-cuda120"
     return None
+
+
+def dali_available() -> bool:
+    """Whether the DALI backend can run here (``nvidia.dali`` imports).
+
+    ``if dali_available():`` reads as it should; :func:`dali_unavailable_reason` says
+    why not.
+    """
+    return dali_unavailable_reason() is None
 
 
 def _transcode(data: bytes, what: str) -> tuple[bytes, int, int]:
@@ -91,7 +105,7 @@ class DALITransform:
         label_field: str | None = "label",
         seed: int = 0,
     ) -> None:
-        reason = dali_available()
+        reason = dali_unavailable_reason()
         if reason is not None:
             raise ConfigError(f"the DALI backend needs NVIDIA DALI: {reason}.")
         if not isinstance(spec, ImageSpec):

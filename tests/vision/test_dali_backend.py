@@ -11,9 +11,15 @@ from image_samples import jpeg
 
 from datafuel.errors import ConfigError, DecodeError
 from datafuel.loaders import BatchInfo
-from datafuel.vision import CPUTransform, DALITransform, ImageSpec, dali_available, loader_transform
+from datafuel.vision import (
+    CPUTransform,
+    DALITransform,
+    ImageSpec,
+    dali_unavailable_reason,
+    loader_transform,
+)
 
-_REASON = dali_available()
+_REASON = dali_unavailable_reason()
 pytestmark = [
     pytest.mark.dali,
     pytest.mark.skipif(_REASON is not None, reason=f"DALI backend not testable: {_REASON}"),

@@ -12,7 +12,12 @@ from image_samples import colour_image
 from datafuel.errors import DatafuelError
 from datafuel.loaders import Loader, ShardSet, ShardWriter, fixed
 from datafuel.vision import IMAGE_FIELDS as FIELDS
-from datafuel.vision import dali_available, loader_transform, normalize_on_device
+from datafuel.vision import (
+    dali_available,
+    dali_unavailable_reason,
+    loader_transform,
+    normalize_on_device,
+)
 
 
 def write_colour_shards(
@@ -150,7 +155,7 @@ def test_loader_transform_checks_the_shard_set(tmp_path: Path) -> None:
 
 @pytest.mark.dali
 @pytest.mark.skipif(
-    dali_available() is not None, reason=f"DALI backend not testable: {dali_available()}"
+    not dali_available(), reason=f"DALI backend not testable: {dali_unavailable_reason()}"
 )
 def test_dali_transform_feeds_the_loader(tmp_path: Path) -> None:
     ds = write_colour_shards(tmp_path / "d", 16, seed=5)
@@ -167,7 +172,7 @@ def test_dali_transform_feeds_the_loader(tmp_path: Path) -> None:
 
 @pytest.mark.dali
 @pytest.mark.skipif(
-    dali_available() is not None or not torch.cuda.is_available(),
+    not dali_available() or not torch.cuda.is_available(),
     reason="needs NVIDIA DALI and a CUDA device (nvJPEG decode, device='mixed')",
 )
 def test_dali_on_the_gpu_feeds_a_cuda_training_loop(tmp_path: Path) -> None:
