@@ -100,7 +100,7 @@ def make_set(n: int, sizes: list[tuple[int, int]], seed: int) -> list[bytes]:
 def write_set(directory: Path, data: list[bytes]) -> ShardSet:
     labels = np.arange(len(data), dtype=np.int64) % 10
     with ShardWriter(directory, FIELDS) as w:
-        w.write({"jpeg": data, "label": labels})
+        w.write({"image": data, "label": labels})
     return ShardSet(directory)
 
 

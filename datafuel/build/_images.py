@@ -23,6 +23,7 @@ from datafuel.engine import Engine, unit_ranges
 from datafuel.errors import ConfigError, DecodeError, InputDataError
 from datafuel.split import SPLIT_NAMES, split_indices
 from datafuel.vision import IMAGE_FIELDS, check_image, list_image_folder, load_image
+from datafuel.vision._folder import IMAGE_FIELD
 
 from ._common import Progress, Timer, engine_for, make_summary, report, write_split_record
 
@@ -40,9 +41,9 @@ def image_check(shared: None, item: Item) -> DecodeError | None:
 
 
 def image_unit(max_side: int | None, items: Sequence[Item]) -> dict[str, Any]:
-    """Load (and re-encode with ``max_side``) a run of files: ``{"jpeg", "label"}``."""
+    """Load (and re-encode with ``max_side``) a run of files: ``{"image", "label"}``."""
     return {
-        "jpeg": [load_image(path, max_side) for path, _ in items],
+        IMAGE_FIELD: [load_image(path, max_side) for path, _ in items],
         "label": np.array([label for _, label in items], np.int64),
     }
 

@@ -65,8 +65,9 @@ def build_images(
     """Read an ImageFolder tree (one sub-folder per class), split, and write image shards.
 
     Every file is decoded once to validate it; the shards keep the original encoded
-    bytes (field `jpeg`) and an int64 `label`; class names go in the manifest
-    metadata. Writes OUT/train, OUT/val, OUT/test, OUT/split.json, OUT/skipped.json.
+    bytes (field `image`; older builds called it `jpeg`, still read) and an int64
+    `label`; class names go in the manifest metadata. Writes OUT/train, OUT/val,
+    OUT/test, OUT/split.json, OUT/skipped.json.
 
     Python: datafuel.build.images(INPUT_DIR, OUT, fractions=(0.8, 0.1, 0.1), seed=0,
     on_error="fail", max_side=None, stratify=False, engine="local").

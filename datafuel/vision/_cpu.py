@@ -34,6 +34,7 @@ from datafuel._checks import check_int
 from datafuel.errors import ConfigError, DecodeError, SchemaError
 
 from ._decode import ORIENTATION_TRANSPOSE, PIL_ERRORS, open_image, orientation, raw_box, to_rgb
+from ._folder import IMAGE_FIELD, LEGACY_IMAGE_FIELD, image_field_of
 from ._jpeg import jpeg_header, truncate_rows
 from ._params import draft_scale, sample_params
 from ._spec import ImageSpec
@@ -283,7 +284,8 @@ class CPUTransform:
         What to do to each image (:class:`ImageSpec`).
     image_field, label_field
         Batch fields holding the encoded bytes and the labels (``label_field=None``:
-        no label output).
+        no label output). ``image_field=None`` (the default) takes ``image``, or
+        ``jpeg`` in a batch of a set built before the field was renamed.
     seed
         Salt mixed with the loader's ``(seed, epoch, index)`` per sample.
     threads
@@ -308,7 +310,7 @@ class CPUTransform:
         self,
         spec: ImageSpec,
         *,
-        image_field: str = "jpeg",
+        image_field: str | None = None,
         label_field: str | None = "label",
         seed: int = 0,
         threads: int = 1,
@@ -369,8 +371,16 @@ class CPUTransform:
                 self._pool = None
 
     def __call__(self, batch: Mapping[str, Any], info: Any) -> dict[str, Any]:
+        field = self.image_field if self.image_field is not None else image_field_of(batch)
         items = _batch_field(
-            batch, self.image_field, "pass image_field= to name the encoded-image field."
+            batch,
+            field,
+            "pass image_field= to name the encoded-image field"
+            + (
+                f" (sets built before it was {IMAGE_FIELD!r} call it {LEGACY_IMAGE_FIELD!r})."
+                if self.image_field is None
+                else "."
+            ),
         )
         indices = np.asarray(info.indices).reshape(-1)
         n = len(items)
@@ -378,9 +388,9 @@ class CPUTransform:
             raise SchemaError(f"BatchInfo has {len(indices)} indices for a batch of {n} images.")
         seed, epoch = int(info.seed), int(info.epoch)
         if self.processes and n > 0:
-            out = self._in_processes(items, indices, seed, epoch)
+            out = self._in_processes(items, indices, seed, epoch, field)
         else:
-            out = self._in_threads(items, indices, seed, epoch)
+            out = self._in_threads(items, indices, seed, epoch, field)
         result: dict[str, Any] = {"image": out}
         if self._mean is not None and self._inv_std is not None:
             result["image"] = (out.astype(np.float32) - self._mean) * self._inv_std
@@ -391,10 +401,12 @@ class CPUTransform:
             result["label"] = np.asarray(labels, dtype=np.int64).reshape(n)
         return result
 
-    def _in_threads(self, items: Any, indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    def _in_threads(
+        self, items: Any, indices: np.ndarray, seed: int, epoch: int, field: str
+    ) -> np.ndarray:
         n = len(items)
         out = np.empty((n, *self.spec.shape), np.uint8)
-        spec, salt, field = self.spec, self.seed, self.image_field
+        spec, salt = self.spec, self.seed
 
         def one(i: int) -> None:
             _one(items[i], spec, seed, epoch, int(indices[i]), salt, field, out[i])
@@ -407,7 +419,9 @@ class CPUTransform:
                 one(i)
         return out
 
-    def _in_processes(self, items: Any, indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    def _in_processes(
+        self, items: Any, indices: np.ndarray, seed: int, epoch: int, field: str
+    ) -> np.ndarray:
         n = len(items)
         shape = (n, *self.spec.shape)
         pool = self._executor()
@@ -428,7 +442,7 @@ class CPUTransform:
                     seed,
                     epoch,
                     self.seed,
-                    self.image_field,
+                    field,
                 )
                 for a, b in itertools.pairwise(cuts.tolist())
             ]

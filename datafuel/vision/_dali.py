@@ -28,6 +28,7 @@ from datafuel._checks import check_int
 from datafuel.errors import ConfigError, DecodeError, SchemaError
 
 from ._decode import PIL_ERRORS, decode_image, image_info, open_image, orientation, oriented_size
+from ._folder import image_field_of
 from ._params import sample_params
 from ._spec import ImageSpec
 
@@ -101,7 +102,7 @@ class DALITransform:
         batch_size: int = 256,
         num_threads: int | None = None,
         device_id: int | None = None,
-        image_field: str = "jpeg",
+        image_field: str | None = None,
         label_field: str | None = "label",
         seed: int = 0,
     ) -> None:
@@ -215,12 +216,12 @@ class DALITransform:
         return np.frombuffer(data, np.uint8), (p, w, h)
 
     def __call__(self, batch: Mapping[str, Any], info: Any) -> dict[str, Any]:
+        field = self.image_field if self.image_field is not None else image_field_of(batch)
         try:
-            items = batch[self.image_field]
+            items = batch[field]
         except KeyError:
             raise SchemaError(
-                f"the batch has no field {self.image_field!r} (fields: {sorted(batch)}).",
-                field=self.image_field,
+                f"the batch has no field {field!r} (fields: {sorted(batch)}).", field=field
             ) from None
         indices = np.asarray(info.indices).reshape(-1)
         n = len(items)
@@ -230,7 +231,9 @@ class DALITransform:
         for start in range(0, n, self.batch_size):
             stop = min(n, start + self.batch_size)
             parts.append(
-                self._run(items[start:stop], indices[start:stop], int(info.seed), int(info.epoch))
+                self._run(
+                    items[start:stop], indices[start:stop], int(info.seed), int(info.epoch), field
+                )
             )
         if self.device == "mixed":
             import torch
@@ -255,8 +258,7 @@ class DALITransform:
             result["label"] = np.asarray(batch[self.label_field], dtype=np.int64).reshape(n)
         return result
 
-    def _run(self, items: Any, indices: np.ndarray, seed: int, epoch: int) -> Any:
-        field = self.image_field
+    def _run(self, items: Any, indices: np.ndarray, seed: int, epoch: int, field: str) -> Any:
         encoded, anchors, shapes, starts, ends, flips, angles = [], [], [], [], [], [], []
         for data, idx in zip(items, indices.tolist(), strict=True):
             what = f"sample {idx} (field {field!r})"
@@ -294,7 +296,7 @@ class DALITransform:
                 (out,) = pipe.run()
             except RuntimeError as exc:
                 self._pipe = self._build()  # a failed run can leave the pipeline unusable
-                self._raise_decode_error(items, indices, exc)
+                self._raise_decode_error(items, indices, exc, field)
             if self.device == "mixed":
                 import torch
                 from nvidia.dali.plugin.pytorch import feed_ndarray
@@ -307,18 +309,20 @@ class DALITransform:
                 return dst
             return np.array(out.as_array(), copy=True)
 
-    def _raise_decode_error(self, items: Any, indices: np.ndarray, exc: BaseException) -> None:
+    def _raise_decode_error(
+        self, items: Any, indices: np.ndarray, exc: BaseException, field: str
+    ) -> None:
         for data, idx in zip(items, indices.tolist(), strict=True):
-            what = f"sample {idx} (field {self.image_field!r})"
+            what = f"sample {idx} (field {field!r})"
             try:
                 info = image_info(data, what=what)
             except DecodeError as bad:
-                bad.row, bad.field, bad.indices = idx, self.image_field, [idx]
+                bad.row, bad.field, bad.indices = idx, field, [idx]
                 raise bad from exc
             del info
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DecodeError(
             f"DALI failed on the batch with samples {indices[:10].tolist()}: {first}",
-            field=self.image_field,
+            field=field,
             indices=indices.tolist(),
         ) from exc

@@ -4,14 +4,17 @@
 sorted sub-folder names (label = position), files are taken in sorted path order,
 hidden files and folders (names starting with ``.``) are ignored. Every file is
 fully decoded once to validate it (:func:`check_image`). Image shard sets hold the
-encoded bytes (:data:`IMAGE_FIELDS`: ``jpeg``, whatever the format, and an int64
+encoded bytes (:data:`IMAGE_FIELDS`: ``image``, whatever the format, and an int64
 ``label``), the original file or a re-encode with ``max_side`` (:func:`load_image`).
+Sets built before the rename call the bytes field ``jpeg``; :func:`image_field_of`
+finds either.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
@@ -21,10 +24,33 @@ from datafuel.loaders import bytes_field, fixed
 
 from ._decode import ORIENTATION_TRANSPOSE, PIL_ERRORS, image_info, open_image, orientation, to_rgb
 
-__all__ = ["IMAGE_FIELDS", "check_image", "list_image_folder", "load_image"]
+__all__ = [
+    "IMAGE_FIELD",
+    "IMAGE_FIELDS",
+    "LEGACY_IMAGE_FIELD",
+    "check_image",
+    "image_field_of",
+    "list_image_folder",
+    "load_image",
+]
 
+#: The encoded-image field of the image shard sets ``build images`` writes.
+IMAGE_FIELD = "image"
+#: Its name in sets built before the rename (the bytes were never only JPEG).
+LEGACY_IMAGE_FIELD = "jpeg"
 #: The fields of an image shard set.
-IMAGE_FIELDS = {"jpeg": bytes_field(), "label": fixed("int64")}
+IMAGE_FIELDS = {IMAGE_FIELD: bytes_field(), "label": fixed("int64")}
+
+
+def image_field_of(names: Iterable[str]) -> str:
+    """The encoded-image field among ``names``: ``image``, else the older ``jpeg``.
+
+    With neither, ``image`` (what a caller's error should then name).
+    """
+    present = set(names)
+    if IMAGE_FIELD not in present and LEGACY_IMAGE_FIELD in present:
+        return LEGACY_IMAGE_FIELD
+    return IMAGE_FIELD
 
 
 def list_image_folder(

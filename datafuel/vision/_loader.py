@@ -8,6 +8,7 @@ from datafuel.errors import ConfigError, SchemaError
 
 from ._cpu import CPUTransform
 from ._dali import DALITransform
+from ._folder import image_field_of
 from ._spec import ImageSpec
 
 __all__ = ["loader_transform"]
@@ -28,7 +29,7 @@ def loader_transform(
     processes: int = 0,
     batch_size: int = 256,
     device: str | None = None,
-    image_field: str = "jpeg",
+    image_field: str | None = None,
     label_field: str | None = "label",
 ) -> CPUTransform | DALITransform:
     """A per-batch transform for :class:`datafuel.loaders.Loader` over an image shard set.
@@ -38,6 +39,10 @@ def loader_transform(
     shards
         The :class:`~datafuel.loaders.ShardSet` it will read (checked: a bytes field
         ``image_field`` and an int64 ``label_field``), or ``None`` to skip the check.
+    image_field, label_field
+        The encoded-image and label fields. ``image_field=None`` takes ``image``, or
+        ``jpeg`` in a set built before the field was renamed (format note in
+        ``datafuel/loaders/FORMAT.md``).
     backend
         ``"cpu"`` (Pillow/pillow-simd, :class:`CPUTransform`) or ``"dali"``
         (:class:`DALITransform`; nvJPEG when CUDA is available, else DALI on the CPU).
@@ -69,7 +74,7 @@ def loader_transform(
     if spec is None:
         spec = _default_spec(train, size, flip_p, rotate_degrees, normalize)
     if shards is not None:
-        _check_shards(shards, image_field, label_field)
+        image_field = _check_shards(shards, image_field, label_field)
     return _make_transform(
         backend,
         spec,
@@ -94,13 +99,15 @@ def _default_spec(
     return ImageSpec.eval(size, normalize=normalize)
 
 
-def _check_shards(shards: Any, image_field: str, label_field: str | None) -> None:
-    """Refuse a shard set without a bytes ``image_field`` or an integer scalar ``label_field``."""
+def _check_shards(shards: Any, image_field: str | None, label_field: str | None) -> str:
+    """The image field; refuse a set without a bytes ``image_field`` or an int ``label_field``."""
     fields = getattr(shards, "fields", None)
     if not isinstance(fields, dict):
         raise ConfigError(
             f"shards must be a datafuel.loaders.ShardSet or None. Got {type(shards).__name__}."
         )
+    if image_field is None:
+        image_field = image_field_of(fields)
     where = getattr(shards, "directory", "the shard set")
     f = fields.get(image_field)
     if f is None or f.kind != "bytes":
@@ -117,6 +124,7 @@ def _check_shards(shards: Any, image_field: str, label_field: str | None) -> Non
             path=str(where),
             field=label_field,
         )
+    return image_field
 
 
 def _is_int_scalar(field: Any) -> bool:
@@ -133,7 +141,7 @@ def _make_transform(
     backend: str,
     spec: ImageSpec,
     *,
-    image_field: str,
+    image_field: str | None,
     label_field: str | None,
     seed: int,
     threads: int,

@@ -42,7 +42,7 @@ def test_build_writes_splits_labels_and_class_names(folder: Path, tmp_path: Path
         assert ds.metadata["class_names"] == ["cat", "dog", "eel"]
         assert sum(ds.metadata["class_counts"]) == len(ds)
         rows = ds.gather(np.arange(len(ds)))
-        for data, label in zip(rows["jpeg"], rows["label"].tolist(), strict=True):
+        for data, label in zip(rows["image"], rows["label"].tolist(), strict=True):
             src = originals[data]  # original bytes kept unchanged
             assert src.relative_to(folder).parts[0] == s["classes"][label]
             seen.append(src)
@@ -98,7 +98,7 @@ def test_max_side_reencodes_large_images_upright(tmp_path: Path) -> None:
     s = build.images(src, tmp_path / "out", fractions=(1.0, 0.0, 0.0), max_side=200)
     assert s["counts"] == {"train": 3}
     assert not (tmp_path / "out" / "val").exists()
-    rows = ShardSet(tmp_path / "out" / "train").gather([0, 1, 2])["jpeg"]
+    rows = ShardSet(tmp_path / "out" / "train").gather([0, 1, 2])["image"]
     sizes = {(i["width"], i["height"]) for i in map(image_info, rows)}
     assert sizes == {(200, 150), (150, 200), (100, 80)}
     assert small in rows  # small enough: original bytes kept
@@ -134,3 +134,37 @@ def test_stratified_split_keeps_class_proportions(tmp_path: Path) -> None:
         assert counts == [s["counts"][name] // 3] * 3
     split = json.loads((tmp_path / "out" / "split.json").read_text())
     assert split["method"] == "stratified" and split["counts"] == s["counts"]
+
+
+def _as_pre_rename_build(src: Path, dst: Path) -> None:
+    """``src`` (a new image shard set) as a build from before the rename wrote it."""
+    dst.mkdir()
+    for p in src.iterdir():
+        if p.name == "manifest.json":
+            text = p.read_text().replace('"image":', '"jpeg":').replace(".image.", ".jpeg.")
+            (dst / p.name).write_text(text)
+        else:
+            (dst / p.name.replace(".image.", ".jpeg.")).write_bytes(p.read_bytes())
+
+
+def test_image_field_is_image_and_sets_with_the_old_jpeg_field_still_load(
+    folder: Path, tmp_path: Path
+) -> None:
+    from datafuel.loaders import Loader
+    from datafuel.vision import loader_transform
+
+    build.images(folder, tmp_path / "out", fractions=(1.0, 0.0, 0.0), shard_bytes=5_000)
+    new = ShardSet(tmp_path / "out" / "train", verify=True)
+    assert list(new.fields) == ["image", "label"]
+    assert all(".jpeg." not in p.name for p in new.directory.iterdir())
+    _as_pre_rename_build(new.directory, tmp_path / "old")
+    old = ShardSet(tmp_path / "old", verify=True)
+    assert list(old.fields) == ["jpeg", "label"]
+
+    def pixels(ds: ShardSet) -> list[np.ndarray]:
+        t = loader_transform(ds, "cpu", size=16)  # default image_field: image, else jpeg
+        return [b["image"] for b in Loader(ds, 4, seed=2, transform=t)]
+
+    got_old, got_new = pixels(old), pixels(new)
+    assert len(got_new) == len(got_old) > 1
+    assert all(np.array_equal(a, b) for a, b in zip(got_old, got_new, strict=True))

@@ -165,7 +165,7 @@ def test_a_broken_image_names_its_sample(bad_images: dict[str, bytes]) -> None:
 
 
 def test_schema_problems_are_reported() -> None:
-    t = CPUTransform(ImageSpec.train(32))
+    t = CPUTransform(ImageSpec.train(32), image_field="jpeg")
     info = BatchInfo(indices=np.array([0]), epoch=0, seed=0, batch_index=0)
     with pytest.raises(SchemaError, match="'jpeg'"):
         t({"image": [b""], "label": np.zeros(1)}, info)

@@ -74,7 +74,7 @@ def test_a_loader_with_worker_threads_and_processes_matches_the_plain_loader(
     d = tmp_path / "imgs"
     with ShardWriter(d, FIELDS) as w:
         for i in range(40):
-            w.write({"jpeg": [colour_image(i % 3, i)], "label": np.array([i % 3])})
+            w.write({"image": [colour_image(i % 3, i)], "label": np.array([i % 3])})
     ds = ShardSet(d)
     t = loader_transform(ds, "cpu", size=32, processes=2)
     try:

@@ -30,7 +30,7 @@ def write_colour_shards(
     with ShardWriter(
         directory, FIELDS, shard_bytes=40_000, metadata={"class_names": ["r", "g", "b"]}
     ) as w:
-        w.write({"jpeg": data, "label": labels.astype(np.int64)})
+        w.write({"image": data, "label": labels.astype(np.int64)})
     return ShardSet(directory)
 
 
@@ -141,10 +141,10 @@ def test_loader_transform_checks_the_shard_set(tmp_path: Path) -> None:
     other = tmp_path / "x"
     with ShardWriter(other, {"x": FIELDS["label"]}) as w:
         w.write({"x": np.arange(3)})
-    with pytest.raises(DatafuelError, match="bytes field 'jpeg'"):
+    with pytest.raises(DatafuelError, match="bytes field 'image'"):
         loader_transform(ShardSet(other), "cpu")
     floats = tmp_path / "f"
-    with ShardWriter(floats, {"jpeg": FIELDS["jpeg"], "label": fixed("float32")}) as w:
+    with ShardWriter(floats, {"jpeg": FIELDS["image"], "label": fixed("float32")}) as w:
         w.write({"jpeg": [colour_image(0, 0)], "label": np.zeros(1, np.float32)})
     with pytest.raises(DatafuelError, match="integer scalar field 'label'"):
         loader_transform(ShardSet(floats), "cpu")
