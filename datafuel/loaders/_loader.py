@@ -11,6 +11,7 @@ ahead of the training loop; the loop's waits are recorded by a
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
 import sys
 import tempfile
@@ -18,8 +19,8 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,12 +30,15 @@ from datafuel.errors import ConfigError, NonFiniteError, SchemaError, WorkerErro
 
 from ._prefetch import Prefetcher
 from ._reader import ShardSet
-from ._sampler import EpochSampler
+from ._sampler import EpochBatchSampler, EpochSampler
 from ._stats import StarvationMeter, StarvationReport
 from ._transform import BatchInfo, Transform
 from ._windows import TokenWindows
 
-__all__ = ["Loader"]
+if TYPE_CHECKING:
+    from ._dataset import ShardDataset
+
+__all__ = ["Batch", "Loader"]
 
 _STATE_FORMAT = "datafuel-loader"
 _STATE_VERSION = 1
@@ -107,14 +111,88 @@ def _spec_from_transform(transform: Any) -> dict[str, tuple[np.dtype[Any], tuple
     return out
 
 
+class Batch(dict):  # type: ignore[type-arg]
+    """One batch: a ``dict`` of tensors by field name that unpacks as its tensors.
+
+    Everything a dict does works unchanged (``batch["x"]``, ``.items()``, ``.keys()``,
+    ``**batch``, ``"x" in batch``, ``len``, assignment, ``torch``'s and Lightning's
+    collection helpers, ``torch.utils._pytree``), except bare iteration: it yields the
+    *values* in field order (the ``fields=`` order, else the transform's
+    ``output_spec`` order, else the shard set's), so ``for x, y in loader`` unpacks
+    tensors as it does with a ``DataLoader`` over a ``TensorDataset``, and never the
+    keys. Use ``batch.keys()`` for the names; a tensor used as a key (a ``for k in
+    batch`` written for a plain dict) raises a ``KeyError`` that says so.
+
+    Examples
+    --------
+    >>> b = Batch(x=1, y=2)
+    >>> x, y = b
+    >>> (x, y), b["x"], list(b.keys()), dict(**b)
+    ((1, 2), 1, ['x', 'y'], {'x': 1, 'y': 2})
+    """
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.values())
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(self.values())
+
+    def __missing__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            raise KeyError(key)
+        raise KeyError(
+            f"a batch's keys are its field names {list(self.keys())}, got a {type(key).__name__}: "
+            "iterating a batch yields its tensors in field order (for x, y in loader); "
+            "use batch.keys() or batch.items() for the names."
+        )
+
+
+def _register_pytree() -> None:
+    """Let ``torch.utils._pytree`` (``tree_map``, ``torch.compile``) see into a Batch."""
+    try:
+        from torch.utils import _pytree as pytree
+
+        pytree.register_pytree_node(
+            Batch,
+            lambda b: (list(b.values()), list(b.keys())),
+            lambda values, keys: Batch(zip(keys, values, strict=True)),
+            serialized_type_name="datafuel.loaders.Batch",
+        )
+    except (ImportError, AttributeError, TypeError, ValueError):  # an older torch: no pytree API
+        return
+
+
+_register_pytree()
+
+
+class _Progress:
+    """Where one pass is: its epoch and the samples (all ranks) the loop has taken."""
+
+    __slots__ = ("epoch", "position")
+
+    def __init__(self, epoch: int, position: int) -> None:
+        self.epoch = epoch
+        self.position = position
+
+
+class _Ring:
+    """Pinned host buffers, one set per batch in flight, and each slot's last copy event."""
+
+    __slots__ = ("events", "slots")
+
+    def __init__(self, slots: list[dict[str, torch.Tensor]]) -> None:
+        self.slots = slots
+        self.events: list[Any] = [None] * len(slots)
+
+
 class _Batch:
     """What a worker hands to the consumer."""
 
     __slots__ = ("event", "indices", "nbytes", "size", "tensors")
 
-    def __init__(
-        self, tensors: dict[str, torch.Tensor], nbytes: int, size: int, event: Any = None
-    ) -> None:
+    def __init__(self, tensors: Batch, nbytes: int, size: int, event: Any = None) -> None:
         self.tensors = tensors
         self.nbytes = nbytes
         self.size = size
@@ -188,15 +266,40 @@ class Loader:
         hung rank then fails (and can be restarted from its last checkpoint) instead
         of holding every other rank of a DDP job forever. Needs ``num_workers >= 1``
         (with 0 the batch is made in the loop's own thread).
+    collate_fn
+        Only ``None``: the loader collates (per-batch work goes in ``transform=``).
+        Accepted so that ``DataLoader(...)`` arguments carry over; the attribute is
+        ``None``.
+    persistent_workers
+        Accepted for ``DataLoader`` compatibility and recorded; worker threads start in
+        microseconds, so each pass starts its own and stops them at its end.
 
     Notes
     -----
-    Iterating yields one epoch. After its last batch the loader moves to the next
-    epoch by itself; :meth:`set_epoch` picks one (``DistributedSampler`` style).
-    Iterating again after a ``break`` continues the epoch where the loop left it.
-    :meth:`state_dict` records the batches handed to the loop (not the prefetched
-    ones), so restoring it repeats exactly the batches an uninterrupted run would
-    have produced next.
+    Iteration follows ``torchdata.stateful_dataloader.StatefulDataLoader``:
+
+    - each ``iter(loader)`` is a pass from the start of the current epoch, so
+      ``next(iter(loader))`` (a peek) takes nothing from the next ``for`` loop;
+    - passes are independent: two live iterators each see the whole epoch
+      (``zip(loader, loader)`` yields pairs), and a new one leaves the old running;
+    - :meth:`state_dict` is the place of the latest pass (the batches handed to the
+      loop, not the prefetched ones), also after a ``break``; after
+      :meth:`load_state_dict` the *next* pass resumes from it, exactly (a state saved
+      at the last batch, before the loop saw the epoch end, resumes as an empty
+      pass, as in StatefulDataLoader); later passes start from the epoch's start;
+    - to continue after a ``break`` instead of starting over, call :meth:`resume`.
+
+    Epochs: a pass that hands out an epoch's last batch moves the loader to the next
+    epoch (with ``shuffle`` a new order; a ``DataLoader`` draws one per pass too);
+    :meth:`set_epoch` (or ``loader.sampler.set_epoch``, which Lightning calls) picks
+    one, ``DistributedSampler`` style.
+
+    ``DataLoader`` attributes that training code and Lightning read: ``dataset`` (a
+    :class:`ShardDataset` over the same samples), ``batch_size``, ``drop_last``,
+    ``sampler`` (this rank's indices; ``set_epoch``), ``batch_sampler``,
+    ``collate_fn``, ``num_workers``, ``pin_memory``, ``persistent_workers`` and
+    ``len(loader)``. Batches are :class:`Batch` dicts: ``batch["x"]`` and
+    ``for x, y in loader`` (values in field order) both work.
 
     Examples
     --------
@@ -232,7 +335,14 @@ class Loader:
         check_finite: bool = True,
         meter: bool = True,
         stall_timeout: float | None = 600.0,
+        collate_fn: Callable[..., Any] | None = None,
+        persistent_workers: bool = False,
     ) -> None:
+        if collate_fn is not None:
+            raise ConfigError(
+                "collate_fn must be None: the Loader collates each batch itself into tensors; "
+                f"put per-batch work in transform= (see datafuel.loaders.Transform). Got {collate_fn!r}."
+            )
         check_int("num_workers", num_workers, low=0)
         check_int("prefetch", prefetch)
         self.stall_timeout = _check_stall_timeout(stall_timeout)
@@ -264,10 +374,15 @@ class Loader:
             world_size=self.world_size,
             kind=kind,
         )
+        self.batch_sampler = EpochBatchSampler(self.sampler)
+        self.collate_fn: Callable[..., Any] | None = None
+        self.persistent_workers = bool(persistent_workers)
+        self._seq_len = seq_len
         self._meter = StarvationMeter() if meter else None
-        self._active: weakref.ref[_LoaderIter] | None = None
-        self._ring: list[dict[str, torch.Tensor]] | None = None
-        self._ring_events: list[Any] = []
+        self._live: weakref.WeakSet[_LoaderIter] = weakref.WeakSet()
+        #: the latest pass's place: what state_dict saves (None: no pass since a load)
+        self._progress: _Progress | None = None
+        self._ring: _Ring | None = None  # a spare pinned ring, handed to the next pass
         self._copy_stream: Any = None
         self._lock = threading.Lock()
 
@@ -320,27 +435,44 @@ class Loader:
 
     @property
     def epoch(self) -> int:
+        """The epoch the next pass starts (or, after :meth:`load_state_dict`, resumes)."""
         return self.sampler.epoch
 
+    @property
+    def drop_last(self) -> bool:
+        return self.sampler.drop_last
+
+    @functools.cached_property
+    def dataset(self) -> ShardDataset:
+        """The same samples as a map-style ``torch`` dataset (``len(loader.dataset)``)."""
+        from ._dataset import ShardDataset
+
+        if self.windows is not None:
+            return ShardDataset(self.shards, seq_len=self._seq_len, token_field=self.token_field)
+        return ShardDataset(self.shards, fields=self.fields)
+
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch``'s order from now on; the epoch already in progress keeps its place."""
-        if epoch != self.sampler.epoch:
-            self.close()
+        """Start the next pass at ``epoch``; a position restored for that same epoch is kept.
+
+        Passes already running keep their epoch.
+        """
         self.sampler.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        self.close()
-        it = _LoaderIter(self)
-        self._active = weakref.ref(it)
-        return it
+    def __iter__(self) -> Iterator[Batch]:
+        return _LoaderIter(self)
+
+    def resume(self) -> None:
+        """Make the next pass continue where the latest one stopped (e.g. after a ``break``).
+
+        The same as ``loader.load_state_dict(loader.state_dict())``.
+        """
+        self.load_state_dict(self.state_dict())
 
     def close(self) -> None:
-        """Stop the worker threads of an iteration in progress (also on ``break``/``del``)."""
-        ref = getattr(self, "_active", None)  # None also when __init__ raised early
-        active = ref() if ref is not None else None
-        if active is not None:
-            active.close()
-        self._active = None
+        """Stop the worker threads of every pass in progress (also on ``break``/``del``)."""
+        live = getattr(self, "_live", None)  # None when __init__ raised early
+        for it in list(live or ()):
+            it.close()
 
     def __enter__(self) -> Loader:
         return self
@@ -355,8 +487,12 @@ class Loader:
             return
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable position: the epoch and how much of it the loop consumed."""
-        return {"format": _STATE_FORMAT, "version": _STATE_VERSION, **self.sampler.state_dict()}
+        """JSON-serialisable position of the latest pass: its epoch and how much of it the
+        loop consumed (before any pass: the start, or the state just loaded)."""
+        state = self.sampler.state_dict()
+        if self._progress is not None:
+            state["epoch"], state["position"] = self._progress.epoch, self._progress.position
+        return {"format": _STATE_FORMAT, "version": _STATE_VERSION, **state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state``; refuses a state of another order, seed or data size."""
@@ -365,8 +501,8 @@ class Loader:
                 f"not a datafuel loader state (format {_STATE_FORMAT!r} version {_STATE_VERSION}); "
                 f"got format={state.get('format')!r} version={state.get('version')!r}."
             )
-        self.close()
         self.sampler.load_state_dict(state)
+        self._progress = None
 
     def stats(self) -> StarvationReport:
         """Starvation report over every batch handed out since construction or :meth:`reset_stats`."""
@@ -390,23 +526,32 @@ class Loader:
         )
 
     # -- worker side --------------------------------------------------------------
-    def _ensure_ring(self) -> None:
-        """Pinned host buffers, one set per batch in flight, reused across batches."""
-        if not self.pin_memory or self._ring is not None:
-            return
+    def _take_ring(self) -> _Ring | None:
+        """A pass's pinned ring: the spare one (reused across passes), else a new one."""
+        if not self.pin_memory:
+            return None
+        with self._lock:
+            ring, self._ring = self._ring, None
+        if ring is not None:
+            return ring
         slots = self.prefetch + self.num_workers + 1
-        self._ring = [
-            {
-                name: torch.empty(
-                    (self.batch_size, *shape),
-                    dtype=torch.from_numpy(np.empty(0, dt)).dtype,
-                    pin_memory=True,
-                )
-                for name, (dt, shape) in self.spec.items()
-            }
-            for _ in range(slots)
-        ]
-        self._ring_events = [None] * slots
+        return _Ring(
+            [
+                {
+                    name: torch.empty(
+                        (self.batch_size, *shape),
+                        dtype=torch.from_numpy(np.empty(0, dt)).dtype,
+                        pin_memory=True,
+                    )
+                    for name, (dt, shape) in self.spec.items()
+                }
+                for _ in range(slots)
+            ]
+        )
+
+    def _give_back_ring(self, ring: _Ring) -> None:
+        with self._lock:
+            self._ring = ring
 
     def _copy_stream_for(self) -> Any:
         if self._copy_stream is None:
@@ -416,11 +561,17 @@ class Loader:
         return self._copy_stream
 
     def _make_batch(
-        self, job: int, indices: np.ndarray, epoch: int, batch_index: int, starts: np.ndarray | None
+        self,
+        job: int,
+        indices: np.ndarray,
+        epoch: int,
+        batch_index: int,
+        starts: np.ndarray | None,
+        ring: _Ring | None,
     ) -> _Batch:
         b = len(indices)
         sample_ids = indices if starts is None else starts
-        slot = self._ring_slot(job, b)
+        slot = _ring_slot(ring, job, b)
         arrays: dict[str, np.ndarray | torch.Tensor]
         if self.transform is None:
             arrays, nbytes = self._read_batch(indices, starts, slot)
@@ -434,19 +585,9 @@ class Loader:
         if nbytes < 0:
             nbytes = sum(_nbytes(a) for a in arrays.values())
         if not self._cuda:
-            tensors = {k: self._host_tensor(k, a) for k, a in arrays.items()}
+            tensors = Batch([(k, self._host_tensor(k, a)) for k, a in arrays.items()])
             return _Batch(tensors, nbytes, b)
-        return self._to_device(arrays, job, b, nbytes)
-
-    def _ring_slot(self, job: int, b: int) -> dict[str, np.ndarray] | None:
-        """Job ``job``'s pinned ring slot as arrays of ``b`` rows, once its last copy is done."""
-        if self._ring is None:
-            return None
-        s = job % len(self._ring)
-        ev = self._ring_events[s]
-        if ev is not None:
-            ev.synchronize()  # the previous copy out of this slot has finished
-        return {k: t[:b].numpy() for k, t in self._ring[s].items()}
+        return self._to_device(arrays, job, b, nbytes, ring)
 
     def _read_batch(
         self, indices: np.ndarray, starts: np.ndarray | None, slot: dict[str, np.ndarray] | None
@@ -499,28 +640,33 @@ class Loader:
         return torch.from_numpy(a)
 
     def _to_device(
-        self, arrays: Mapping[str, np.ndarray | torch.Tensor], job: int, b: int, nbytes: int
+        self,
+        arrays: Mapping[str, np.ndarray | torch.Tensor],
+        job: int,
+        b: int,
+        nbytes: int,
+        ring: _Ring | None,
     ) -> _Batch:
         stream = self._copy_stream_for()
         with torch.cuda.stream(stream):
-            out = {}
+            out = Batch()
             for k, a in arrays.items():
                 if isinstance(a, torch.Tensor):  # already on a GPU (a transform put it there)
                     out[k] = a.to(self.device, non_blocking=True)
                     continue
                 host = (
-                    self._ring[job % len(self._ring)][k][:b]
-                    if self._ring is not None
+                    ring.slots[job % len(ring.slots)][k][:b]
+                    if ring is not None
                     else torch.from_numpy(np.ascontiguousarray(a))
                 )
-                dev = host.to(self.device, non_blocking=self._ring is not None)
+                dev = host.to(self.device, non_blocking=ring is not None)
                 if self.windows is not None and k == self.token_field:
                     dev = _widen(dev)  # uint16/uint32 crossed the bus; int64 made on the GPU
                 out[k] = dev
             event = torch.cuda.Event()
             event.record(stream)
-        if self._ring is not None:
-            self._ring_events[job % len(self._ring)] = event
+        if ring is not None:
+            ring.events[job % len(ring.slots)] = event
         return _Batch(out, nbytes, b, event)
 
     def _check_output(
@@ -581,6 +727,17 @@ class Loader:
             )
 
 
+def _ring_slot(ring: _Ring | None, job: int, b: int) -> dict[str, np.ndarray] | None:
+    """Job ``job``'s pinned ring slot as arrays of ``b`` rows, once its last copy is done."""
+    if ring is None:
+        return None
+    s = job % len(ring.slots)
+    ev = ring.events[s]
+    if ev is not None:
+        ev.synchronize()  # the previous copy out of this slot has finished
+    return {k: t[:b].numpy() for k, t in ring.slots[s].items()}
+
+
 def _check_stall_timeout(value: float | None) -> float | None:
     if value is None:
         return None
@@ -622,16 +779,19 @@ def _widen(t: torch.Tensor) -> torch.Tensor:
 
 
 class _LoaderIter:
-    """One pass over the rest of the current epoch; owns the worker threads."""
+    """One pass over the current epoch (from a restored position, once); owns its threads."""
 
     def __init__(self, loader: Loader) -> None:
         self._loader = loader
         sampler = loader.sampler
         self._epoch = sampler.epoch
-        self._plan = sampler.plan()
+        start = sampler.position
+        sampler.position = 0  # a restored position is used by this pass only
+        self._progress = loader._progress = _Progress(self._epoch, start)
+        self._plan = sampler.plan(start)
         self._order = sampler.order()
-        step = sampler.world_size * sampler.batch_size
-        self._first_batch = sampler.position // step
+        self._step = sampler.world_size
+        self._first_batch = start // (sampler.world_size * sampler.batch_size)
         self._starts = (
             loader.windows.starts(sampler.seed, self._epoch, sampler.shuffle)
             if loader.windows is not None
@@ -639,22 +799,30 @@ class _LoaderIter:
         )
         self._j = 0
         self._closed = False
+        self._ended = False
         self._meter = loader._meter
-        if not self._plan:
-            # nothing left in this epoch (fewer samples than ranks): move on
-            sampler.finish_epoch()
-            self._prefetcher: Prefetcher[_Batch] | None = None
+        self._ring: _Ring | None = None
+        self._prefetcher: Prefetcher[_Batch] | None = None
+        self._last = time.perf_counter()
+        if not self._plan:  # restored at the epoch's end, or fewer samples than ranks
+            self._handed_out_epoch()
             return
-        loader._ensure_ring()
+        self._ring = loader._take_ring()
         # the closure holds the loader and the plan, never this iterator, so dropping the
         # iterator (break) runs __del__ and stops the threads at once
         produce = _producer(
-            loader, self._plan, self._order, self._starts, self._epoch, self._first_batch
+            loader,
+            self._plan,
+            self._order,
+            self._starts,
+            self._epoch,
+            self._first_batch,
+            self._ring,
         )
         self._prefetcher = Prefetcher(
             produce, len(self._plan), num_workers=loader.num_workers, depth=loader.prefetch
         )
-        self._last = time.perf_counter()
+        loader._live.add(self)
 
     def __iter__(self) -> _LoaderIter:
         return self
@@ -662,12 +830,27 @@ class _LoaderIter:
     def __len__(self) -> int:
         return len(self._plan) - self._j
 
-    def __next__(self) -> dict[str, torch.Tensor]:
+    def _handed_out_epoch(self) -> None:
+        """The epoch's last batch is out: a fresh pass starts the next epoch (unless one was set)."""
+        sampler = self._loader.sampler
+        if sampler.epoch == self._epoch and sampler.position == 0:
+            sampler.epoch = self._epoch + 1
+
+    def _stop(self) -> None:
+        """The loop saw the end of the pass: its saved place becomes the next epoch's start."""
+        if not self._ended:
+            self._ended = True
+            self._progress.epoch, self._progress.position = self._epoch + 1, 0
+        self.close()
+
+    def __next__(self) -> Batch:
         t0 = time.perf_counter()
-        if self._closed or self._prefetcher is None or self._j >= len(self._plan):
-            self.close()
-            raise StopIteration
         j = self._j
+        if j >= len(self._plan):
+            self._stop()
+            raise StopIteration
+        if self._closed or self._prefetcher is None:
+            raise StopIteration
         try:
             ok, value = self._prefetcher.get(j, self._loader.stall_timeout)
         except TimeoutError:
@@ -687,13 +870,14 @@ class _LoaderIter:
                 t.record_stream(current)
         t1 = time.perf_counter()
         self._j = j + 1
-        self._loader.sampler.advance(self._plan[j][1])
+        self._progress.position += self._step * self._plan[j][1]
         if self._meter is not None:
             self._meter.record(
                 wait=t1 - t0, wall=t1 - self._last, samples=batch.size, nbytes=batch.nbytes
             )
         self._last = t1
         if self._j >= len(self._plan):
+            self._handed_out_epoch()
             self.close()  # the epoch is done: free the threads before the loop asks again
         return batch.tensors
 
@@ -701,11 +885,13 @@ class _LoaderIter:
         if self._closed:
             return
         self._closed = True
-        if self._prefetcher is not None and self._prefetcher.close(timeout):
-            # a worker still runs a job and may yet write into its pinned ring slot:
-            # the next iteration gets a fresh ring
-            self._loader._ring = None
-            self._loader._ring_events = []
+        self._loader._live.discard(self)
+        stuck = self._prefetcher is not None and self._prefetcher.close(timeout)
+        if self._ring is not None and not stuck:
+            # a worker still in a job may yet write into its pinned ring slot: then the
+            # ring is dropped, and the next pass gets a fresh one
+            self._loader._give_back_ring(self._ring)
+        self._ring = None
 
     def _stalled(self, j: int, waited: float) -> WorkerError:
         """Dump every stack, stop the workers (without waiting on the stuck one), name it all."""
@@ -744,13 +930,14 @@ def _producer(
     starts: np.ndarray | None,
     epoch: int,
     first_batch: int,
+    ring: _Ring | None,
 ) -> Any:
     def produce(j: int) -> _Batch:
         off, b = plan[j]
         idx = order[off : off + b]
         st = None if starts is None else starts[idx]
         try:
-            return loader._make_batch(j, idx, epoch, first_batch + j, st)
+            return loader._make_batch(j, idx, epoch, first_batch + j, st, ring)
         except NonFiniteError:
             raise
         except Exception as exc:

@@ -19,7 +19,7 @@ import numpy as np
 from datafuel._checks import check_int
 from datafuel.errors import ConfigError
 
-__all__ = ["EpochSampler", "epoch_order"]
+__all__ = ["EpochBatchSampler", "EpochSampler", "epoch_order"]
 
 _STATE_KEYS = ("epoch", "position", "seed", "shuffle", "num_samples", "kind")
 
@@ -137,6 +137,16 @@ class EpochSampler:
             self.num_samples, self.seed, self.epoch if epoch is None else epoch, self.shuffle
         )
 
+    def __iter__(self) -> Iterator[int]:
+        """This rank's sample indices of the current epoch, from its start (a torch ``Sampler``)."""
+        order = self.order()
+        for off, b in self.plan(0):
+            yield from order[off : off + b].tolist()
+
+    def __len__(self) -> int:
+        """Samples this rank gets per epoch (``DistributedSampler``'s ``len``)."""
+        return self._usable(0) // self.world_size
+
     def batches(self) -> Iterator[np.ndarray]:
         """The remaining batches of the current epoch for this rank (does not advance)."""
         order = self.order()
@@ -193,3 +203,37 @@ class EpochSampler:
         check_int("loader state position", position, low=0, high=self.num_samples)
         self.epoch = epoch
         self.position = position
+
+
+class EpochBatchSampler:
+    """A ``torch.utils.data.BatchSampler`` view of an :class:`EpochSampler`.
+
+    ``loader.batch_sampler`` for code that reads a ``DataLoader``'s (Lightning reads
+    ``batch_sampler.sampler`` to call ``set_epoch``): iterating yields this rank's
+    batches of the current epoch as lists of sample indices; ``len`` is the batch count.
+
+    Examples
+    --------
+    >>> b = EpochBatchSampler(EpochSampler(5, 2, shuffle=False))
+    >>> list(b), len(b), b.batch_size, b.drop_last
+    ([[0, 1], [2, 3], [4]], 3, 2, False)
+    """
+
+    def __init__(self, sampler: EpochSampler) -> None:
+        self.sampler = sampler
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    @property
+    def drop_last(self) -> bool:
+        return self.sampler.drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.sampler.order()
+        for off, b in self.sampler.plan(0):
+            yield order[off : off + b].tolist()
+
+    def __len__(self) -> int:
+        return self.sampler.num_batches()
