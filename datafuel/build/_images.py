@@ -25,7 +25,15 @@ from datafuel.split import SPLIT_NAMES, split_indices
 from datafuel.vision import IMAGE_FIELDS, check_image, list_image_folder, load_image
 from datafuel.vision._folder import IMAGE_FIELD
 
-from ._common import Progress, Timer, engine_for, make_summary, report, write_split_record
+from ._common import (
+    Progress,
+    Timer,
+    engine_for,
+    make_summary,
+    prepare_out,
+    report,
+    write_split_record,
+)
 
 __all__ = ["IMAGE_UNIT_FILES", "image_check", "image_unit", "images"]
 
@@ -155,6 +163,7 @@ def images(
     max_side: int | None = None,
     shard_bytes: int = 256 << 20,
     stratify: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write ``out/{train,val,test}`` image shard sets from an ImageFolder tree.
 
@@ -183,6 +192,10 @@ def images(
     stratify
         Split each class separately (same fractions, seed + class index), so every
         split keeps the class proportions.
+    overwrite
+        ``out`` holding another kind of build (a table's ``recipe.json`` and shard
+        sets, say) is refused; ``True`` removes that build first (only files datafuel
+        wrote). A rerun of an images build into the same ``out`` needs no flag.
 
     Returns
     -------
@@ -213,6 +226,7 @@ def images(
     _check_paths(root, out_dir)
     # one build at a time into out: a second gets LockedError naming this process
     with locked(out_dir, "build"), engine_for(engine) as runner:
+        prepare_out(out_dir, "images", overwrite=overwrite)
         valid, skipped = _validate(runner, root, files, on_error, on_progress)
         timer.lap("validate")
         labels = np.array([lab for _, lab in valid], np.int64)

@@ -38,7 +38,7 @@ from datafuel.synthetic import (
 )
 from datafuel.synthetic._resample import check_resample_args
 
-from ._common import Progress, Timer, engine_for, make_summary, report
+from ._common import Progress, Timer, engine_for, make_summary, prepare_out, report
 
 __all__ = ["resample", "resample_unit"]
 
@@ -387,6 +387,7 @@ def resample(
     report_tokens: int = 50_000,
     shard_bytes: int = 64 << 20,
     device: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write a semi-synthetic copy of a token shard set, with the same document boundaries.
 
@@ -416,6 +417,9 @@ def resample(
         Size of the sample (whole documents, about this many tokens) on which the
         report compares original, resampled and a purely synthetic sample drawn from
         the same prior with the same top-k and temperature.
+    overwrite
+        ``out`` holding another kind of build is refused; ``True`` removes that build
+        (only files datafuel wrote) first. A resample rerun resumes without it.
 
     Returns
     -------
@@ -445,6 +449,7 @@ def resample(
     knobs = {"threshold": float(threshold), "top_k": int(top_k), "temperature": float(temperature)}
     # one build at a time into out: a second gets LockedError naming this process
     with locked(outdir, "build"), engine_for(engine) as runner:
+        prepare_out(outdir, "resample", overwrite=overwrite)
         pr, desc = _prior(prior, src, field, ngram_order, device)
         timer.lap("fit_prior")
         config = _config(

@@ -23,7 +23,15 @@ from datafuel.errors import ConfigError, InputDataError
 from datafuel.loaders import Field, fixed
 from datafuel.split import SPLIT_NAMES, Split, split
 
-from ._common import Progress, Timer, engine_for, make_summary, report, write_split_record
+from ._common import (
+    Progress,
+    Timer,
+    engine_for,
+    make_summary,
+    prepare_out,
+    report,
+    write_split_record,
+)
 from ._tablecols import (
     categories_of,
     is_label,
@@ -225,6 +233,7 @@ def table(
     scale: str = "standard",
     max_categories: int = 20,
     shard_bytes: int = 64 << 20,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Split a table, fit the recipe on train only, and write ``out/{train,val,test}``.
 
@@ -254,6 +263,7 @@ def table(
     _check_options(impute, scale, max_missing)
     # one build at a time into out: a second gets LockedError naming this process
     with locked(out, "build"), engine_for(engine) as runner:
+        prepare_out(out, "table", overwrite=overwrite)  # another kind of build: refused
         cols = _read_columns(path, target, drop, split_by or split_key or time_col, max_categories)
         parts = split(cols.table, fractions, seed=seed, by=split_by, key=split_key, time=time_col)
         _check_train_rows(parts, max(2, knn_k if impute == "knn" else 1), path, cols.table.num_rows)

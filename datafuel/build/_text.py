@@ -29,7 +29,15 @@ from datafuel.split import SPLIT_NAMES, check_fractions
 from datafuel.text import BPETokenizer, Corpus, split_router, train_bpe
 from datafuel.text._corpus import TxtMode
 
-from ._common import Progress, Timer, engine_for, make_summary, report, write_split_record
+from ._common import (
+    Progress,
+    Timer,
+    engine_for,
+    make_summary,
+    prepare_out,
+    report,
+    write_split_record,
+)
 
 __all__ = ["SharedTokenizer", "text", "text_unit"]
 
@@ -354,6 +362,7 @@ def text(
     shard_bytes: int = 64 << 20,
     min_frequency: int = 2,
     batch_chars: int = 1 << 22,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Split documents, fit a byte-level BPE on the train split, write token shard sets.
 
@@ -391,6 +400,9 @@ def text(
         Which ``.jsonl`` field holds the text; how ``.txt`` files are cut into documents.
     shard_bytes, batch_chars
         Target size of each shard; characters of one split per encode unit.
+    overwrite
+        ``out`` holding another kind of build is refused; ``True`` removes that build
+        (only files datafuel wrote) first. A text rerun resumes without it.
 
     Returns
     -------
@@ -414,6 +426,7 @@ def text(
     timer = Timer()
     # one build at a time into out: a second gets LockedError naming this process
     with locked(out, "build"), engine_for(engine) as runner:
+        prepare_out(out, "text", overwrite=overwrite)
         plan = _plan(
             list(inputs),
             out,

@@ -8,7 +8,7 @@ import click
 
 from datafuel import build
 
-from ._common import StageBars, echo_json, parse_fractions
+from ._common import StageBars, echo_json, overwrite_option, parse_fractions
 from ._engine_opts import engine_options, open_engine
 
 
@@ -47,6 +47,7 @@ from ._engine_opts import engine_options, open_engine
 @click.option(
     "--stratify", is_flag=True, help="Split each class separately (keeps class proportions)."
 )
+@overwrite_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
 def build_images(
@@ -59,6 +60,7 @@ def build_images(
     shard_bytes: int,
     stratify: bool,
     as_json: bool,
+    overwrite: bool,
     engine: str,
     ray_address: str | None,
 ) -> None:
@@ -84,6 +86,7 @@ def build_images(
             stratify=stratify,
             engine=runner,
             on_progress=bars,
+            overwrite=overwrite,
         )
     if as_json:
         echo_json(summary)

@@ -7,7 +7,7 @@ import click
 from datafuel import build
 from datafuel.errors import ConfigError
 
-from ._common import StageBars, echo_json, parse_fractions
+from ._common import StageBars, echo_json, overwrite_option, parse_fractions
 from ._engine_opts import engine_options, open_engine
 
 __all__ = ["build_table"]
@@ -98,6 +98,7 @@ def _pair(text: str) -> tuple[float, float] | None:
     type=click.IntRange(min=1),
     help="Close a shard once its data reaches this many bytes.",
 )
+@overwrite_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
 def build_table(
@@ -119,6 +120,7 @@ def build_table(
     max_categories: int,
     shard_bytes: int,
     as_json: bool,
+    overwrite: bool,
     engine: str,
     ray_address: str | None,
 ) -> None:
@@ -169,6 +171,7 @@ def build_table(
             shard_bytes=shard_bytes,
             engine=runner,
             on_progress=bars,
+            overwrite=overwrite,
         )
     if as_json:
         echo_json(summary)

@@ -6,7 +6,7 @@ import click
 
 from datafuel import build
 
-from ._common import StageBars, echo_json, parse_fractions
+from ._common import StageBars, echo_json, overwrite_option, parse_fractions
 from ._engine_opts import engine_options, open_engine
 
 
@@ -68,6 +68,7 @@ def _size(text: str) -> int:
     help="A .txt file is one document, or one per blank-line-separated block.",
 )
 @click.option("--shard-bytes", default="64MB", show_default=True, help="Target shard size.")
+@overwrite_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
 def build_text(
@@ -81,6 +82,7 @@ def build_text(
     txt_mode: str,
     shard_bytes: str,
     as_json: bool,
+    overwrite: bool,
     engine: str,
     ray_address: str | None,
 ) -> None:
@@ -112,6 +114,7 @@ def build_text(
             shard_bytes=_size(shard_bytes),
             engine=runner,
             on_progress=bars,
+            overwrite=overwrite,
         )
     if as_json:
         echo_json(summary)

@@ -60,6 +60,15 @@ class StageBars:
         self._bars.clear()
 
 
+#: ``--overwrite`` of every build verb (see :func:`datafuel.build._common.prepare_out`).
+overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="OUT holds another kind of build: remove it first (only files datafuel wrote; "
+    "refused if OUT holds other files). A rerun of the same build needs no flag.",
+)
+
+
 def parse_fractions(text: str, *, option: str = "--split") -> tuple[float, ...]:
     """Parse '0.8,0.1,0.1' into floats; the split module checks that they sum to 1."""
     try:

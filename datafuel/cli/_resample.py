@@ -7,7 +7,7 @@ import click
 from datafuel import build
 from datafuel.synthetic import format_report
 
-from ._common import StageBars, echo_json
+from ._common import StageBars, echo_json, overwrite_option
 
 
 @click.command("resample")
@@ -60,6 +60,7 @@ from ._common import StageBars, echo_json
     show_default=True,
     help="Size of the diversity comparison sample.",
 )
+@overwrite_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def resample(
     tokens_dir: str,
@@ -73,6 +74,7 @@ def resample(
     device: str | None,
     report_tokens: int,
     as_json: bool,
+    overwrite: bool,
 ) -> None:
     """Semi-synthetic token resampling: redraw tokens a frozen prior finds near-certain.
 
@@ -99,6 +101,7 @@ def resample(
             device=device,
             report_tokens=report_tokens,
             on_progress=bars,
+            overwrite=overwrite,
         )
     if as_json:
         echo_json(summary)

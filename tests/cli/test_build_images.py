@@ -87,8 +87,41 @@ def test_max_side_and_bad_options(
     args = ["build", "images", str(src), "--out", str(out), "--max-side", "64", "--split", "1,0,0"]
     assert main(args) == 0
     ds = ShardSet(out / "train")
-    sides = [max(Image.open(io.BytesIO(b)).size) for b in ds.gather(np.arange(len(ds)))["jpeg"]]
+    sides = [max(Image.open(io.BytesIO(b)).size) for b in ds.gather(np.arange(len(ds)))["image"]]
     assert max(sides) == 64
     assert main(["build", "images", str(src), "--out", str(out), "--split", "0.5,0.5"]) == 1
     assert "three numbers" in capsys.readouterr().err
     assert main(["build", "images", str(src), "--out", str(out), "--on-error", "maybe"]) == 2
+
+
+def test_build_images_into_a_table_build_is_one_line_error_and_overwrite_replaces_it(
+    src: Path, tmp_path: Path
+) -> None:
+    from importlib.resources import files
+
+    out = tmp_path / "mixed"
+    houses = str(files("datafuel") / "data" / "houses.csv")
+    table = [
+        sys.executable,
+        "-m",
+        "datafuel",
+        "build",
+        "table",
+        houses,
+        "--target",
+        "price",
+        "--drop",
+        "id",
+    ]
+    assert (
+        subprocess.run([*table, "--out", str(out)], capture_output=True, timeout=120).returncode
+        == 0
+    )
+    cmd = [sys.executable, "-m", "datafuel", "build", "images", str(src), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("datafuel: error: ") and "a table build" in proc.stderr
+    assert "recipe.json" in proc.stderr and "--overwrite" in proc.stderr
+    proc = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "recipe.json").exists() and (out / "skipped.json").exists()
