@@ -2,22 +2,73 @@
 
 What ``datafuel profile`` runs. Not a build (it writes nothing, so it has no ``out``
 and no engine): it reads a shard set the builds wrote, through the same Loader a
-training loop would use.
+training loop would use. Starvation (the share of wall time the loop waits for data)
+means something only against a step time: with ``step_ms=0`` the loop does nothing
+but wait, so the report gives throughput and ``starvation: None``.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datafuel._checks import check_int
-from datafuel.errors import ConfigError
-from datafuel.loaders import Loader, ShardSet
+from datafuel.errors import ConfigError, ManifestError
+from datafuel.loaders import ShardSet
+from datafuel.loaders._manifest import MANIFEST_NAME
 
 from ._common import Progress, report
 
+if TYPE_CHECKING:
+    from datafuel.loaders import Loader
+
 __all__ = ["profile"]
+
+#: what the report's ``starvation_note`` says when ``step_ms`` is 0
+STARVATION_NOT_MEASURED = (
+    "not measured: pass --step-ms MS (your training step) to measure how long the loop "
+    "waits for data; with no step the loop only waits, so only throughput is measured"
+)
+
+
+def build_root_error(path: str) -> ManifestError | None:
+    """For a build's output root (no manifest, shard sets inside): an error naming them.
+
+    A build writes ``OUT/train``, ``OUT/val``, ... each a shard set; ``OUT`` itself has
+    no manifest. Reading ``OUT`` then fails with "did you mean OUT/train" (the sets
+    found listed) rather than "no manifest". ``None`` for any other directory.
+    """
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, MANIFEST_NAME)):
+        return None
+    try:
+        names = sorted(
+            e.name
+            for e in os.scandir(path)
+            if e.is_dir() and os.path.isfile(os.path.join(e.path, MANIFEST_NAME))
+        )
+    except OSError:
+        return None
+    if not names:
+        return None
+    first = next((n for n in ("train", "val", "test") if n in names), names[0])
+    sets = ", ".join(os.path.join(path, n) for n in names)
+    return ManifestError(
+        f"{path}: not a shard set but a build's output root, holding the shard set(s) "
+        f"{sets}; did you mean {os.path.join(path, first)}?",
+        path=path,
+    )
+
+
+def open_shard_set(path: str, *, verify: bool = False) -> ShardSet:
+    """``ShardSet(path)``, or, on a build's output root, :func:`build_root_error`."""
+    try:
+        return ShardSet(path, verify=verify)
+    except ManifestError as exc:
+        hint = build_root_error(path)
+        if hint is None:
+            raise
+        raise hint from exc
 
 
 def _image_transform(
@@ -99,6 +150,14 @@ def profile(
     ``decode`` (``"cpu"``/``"dali"``) decodes image shards; ``processes`` (with
     ``decode="cpu"``) decodes them in that many worker processes.
 
+    With ``step_ms=0`` (the default) there is no step to hide the loading behind, so
+    starvation is not measured: the report's ``starvation`` is ``None`` and
+    ``starvation_note`` says to pass a step time; throughput (``samples_per_s``,
+    ``bytes_per_s``) is what the run measures. With ``decode="cpu"`` the report's
+    ``pil`` is :func:`datafuel.vision.pil_build` (pillow-simd or stock Pillow, which
+    is about 3x slower at resizing). ``inputs`` that is a build's output root (it holds
+    ``train``/``val``/... shard sets) is refused with "did you mean inputs/train".
+
     Examples
     --------
     >>> import numpy as np, tempfile
@@ -109,13 +168,20 @@ def profile(
     >>> r = build.profile(d, batch_size=16, step_ms=1)
     >>> r["batches"], 0.0 <= r["starvation"] <= 1.0
     (4, True)
+    >>> r = build.profile(d, batch_size=16)  # no step: throughput only
+    >>> r["starvation"] is None, r["samples_per_s"] > 0
+    (True, True)
     """
+    from datafuel.loaders import (
+        Loader,
+    )  # torch: not for `datafuel inspect`, which shares this module
+
     if step_ms < 0:
         raise ConfigError(f"--step-ms must be >= 0. Got {step_ms} instead.")
     check_int("--epochs", epochs)
     check_int("--batches", batches, none_ok=True)
     shards_dir = str(inputs)
-    shards = ShardSet(shards_dir)
+    shards = open_shard_set(shards_dir)
     transform, fields = None, None
     if decode is not None:
         if seq_len is not None:
@@ -150,6 +216,13 @@ def profile(
     if close is not None:
         close()
     out = loader.stats().to_dict()
+    if not step_ms:  # the loop did nothing but wait: a "starvation" of ~1 would say nothing
+        out["starvation"] = None
+        out["starvation_note"] = STARVATION_NOT_MEASURED
+    if decode == "cpu":
+        from datafuel.vision import pil_build
+
+        out["pil"] = pil_build()
     out.update(
         {
             "path": shards_dir,

@@ -1,9 +1,12 @@
-"""``datafuel inspect``: schema, shard count, rows and bytes of a shard set."""
+"""``datafuel inspect``: schema, shard count, rows and bytes of a shard set (and, for an
+image set, which PIL would decode it)."""
 
 from __future__ import annotations
 
 import click
 
+from datafuel.build._profile import build_root_error
+from datafuel.errors import ManifestError
 from datafuel.loaders import ShardSet
 
 from ._common import echo_json
@@ -22,8 +25,19 @@ def _human(n: float) -> str:
 @click.option("--verify", is_flag=True, help="Check every file's sha256 against the manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object.")
 def inspect_cmd(shards_dir: str, verify: bool, as_json: bool) -> None:
-    """Print the schema, shard count, rows and bytes of SHARDS_DIR (with --verify, check checksums)."""
-    ds = ShardSet(shards_dir, verify=verify)
+    """Print the schema, shard count, rows and bytes of SHARDS_DIR (with --verify, check checksums).
+
+    For a set of encoded images it also names the active PIL (pillow-simd, or stock
+    Pillow with how to restore pillow-simd).
+    """
+    try:
+        ds = ShardSet(shards_dir, verify=verify)
+    except ManifestError as exc:
+        hint = build_root_error(shards_dir)
+        if hint is None:
+            raise
+        raise hint from exc
+    images = any(f.kind == "bytes" for f in ds.fields.values())
     info = {
         "path": shards_dir,
         "format_version": ds.manifest["version"],
@@ -35,6 +49,10 @@ def inspect_cmd(shards_dir: str, verify: bool, as_json: bool) -> None:
         "metadata": ds.metadata,
         "verified": verify,
     }
+    if images:
+        from datafuel.vision import pil_build
+
+        info["pil"] = pil_build()
     if as_json:
         echo_json(info)
         return
@@ -48,5 +66,9 @@ def inspect_cmd(shards_dir: str, verify: bool, as_json: bool) -> None:
     for key, value in sorted(ds.metadata.items()):
         text = str(value)
         click.echo(f"metadata.{key}: {text if len(text) < 200 else text[:197] + '...'}")
+    if images:
+        from datafuel.vision._cpu import pil_build_line
+
+        click.echo(pil_build_line())
     if verify:
         click.echo("verify: every checksum matches")

@@ -25,7 +25,8 @@ __all__ = ["profile"]
     type=float,
     default=0.0,
     show_default=True,
-    help="Simulated training step per batch in ms (0: as fast as the loader goes).",
+    help="Simulated training step per batch in ms (0: as fast as the loader goes; "
+    "throughput only, starvation needs a step time).",
 )
 @click.option("--workers", type=int, default=2, show_default=True, help="Loader worker threads.")
 @click.option("--prefetch", type=int, default=4, show_default=True, help="Batches prepared ahead.")
@@ -74,7 +75,10 @@ def profile(
     """Run the loader over SHARDS_DIR against a simulated training step; report throughput and GPU starvation.
 
     Starvation is the fraction of wall time the training loop spent waiting inside
-    next() for data (0: never waited, 1: only waited). In Python:
+    next() for data (0: never waited, 1: only waited); it is measured against
+    --step-ms (your training step's time): with the default 0 the report gives
+    throughput only. SHARDS_DIR is one shard set (a build's OUT/train, not OUT).
+    With --decode cpu it names the active PIL (pillow-simd or stock Pillow). In Python:
     datafuel.build.profile(SHARDS_DIR, batch_size=B, seq_len=T, step_ms=MS); by hand:
 
         loader = datafuel.loaders.Loader(SHARDS_DIR, B, seq_len=T, num_workers=N)
@@ -110,12 +114,26 @@ def profile(
     )
     click.echo(f"  samples/s   {r['samples_per_s']:,.0f}")
     click.echo(f"  MB/s        {r['bytes_per_s'] / 1e6:,.1f}")
-    click.echo(
-        f"  starvation  {r['starvation']:.3f}  ({100 * r['starvation']:.1f}% of wall time waiting for data)"
-    )
-    click.echo(f"  wait p50    {r['wait_p50_ms']:.3f} ms   p95 {r['wait_p95_ms']:.3f} ms")
+    starvation = r["starvation"]
+    if starvation is None:
+        click.echo(f"  starvation  {r.get('starvation_note', 'not measured: pass --step-ms MS')}")
+        click.echo(f"  per batch   p50 {r['wait_p50_ms']:.3f} ms   p95 {r['wait_p95_ms']:.3f} ms")
+    else:
+        click.echo(
+            f"  starvation  {starvation:.3f}  ({100 * starvation:.1f}% of wall time waiting for data)"
+        )
+        click.echo(f"  wait p50    {r['wait_p50_ms']:.3f} ms   p95 {r['wait_p95_ms']:.3f} ms")
+    if decode == "cpu":
+        from datafuel.vision._cpu import pil_build_line
+
+        click.echo(f"  {pil_build_line()}")
     cores = os.cpu_count() or 1
-    if decode == "cpu" and not processes and cores > 4 and r["starvation"] > 0.05:
+    if (
+        decode == "cpu"
+        and not processes
+        and cores > 4
+        and (starvation is None or starvation > 0.05)
+    ):
         click.echo(
             f"  hint: on {cores} cores the CPU image path stalls on the GIL with threads; "
             f"try --processes {cores - 2}"

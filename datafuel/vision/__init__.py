@@ -13,7 +13,7 @@ import typing as _typing
 
 from datafuel._lazy import lazy_getattr as _lazy_getattr
 
-from ._cpu import CPUTransform, augment_image, region_decode_available
+from ._cpu import CPUTransform, augment_image, pil_build, region_decode_available
 from ._dali import DALITransform, dali_available, dali_unavailable_reason
 from ._decode import decode_image, image_info
 from ._folder import IMAGE_FIELDS, check_image, list_image_folder, load_image
@@ -59,6 +59,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "load_image",
     "loader_transform",
     "normalize_on_device",
+    "pil_build",
     "region_decode_available",
     "sample_params",
 ]

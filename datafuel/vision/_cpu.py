@@ -54,7 +54,7 @@ except ImportError:  # built without a C compiler: Pillow's tobytes and numpy pa
 else:
     _pack_rgb = _pack.pack_rgb
 
-__all__ = ["CPUTransform", "augment_image", "region_decode_available"]
+__all__ = ["CPUTransform", "augment_image", "pil_build", "region_decode_available"]
 
 _RESIZE_MODES = ("RGB", "L", "CMYK")
 #: pixels beyond the resize filter's reach decoded on every side of the box, so that
@@ -65,6 +65,73 @@ _REGION_MARGIN = 4
 def region_decode_available() -> bool:
     """Whether JPEGs are decoded region by region (the ``_jpegregion`` extension was built)."""
     return _decode_region is not None
+
+
+#: what ``pil_build()["advice"]`` says when the active PIL is stock Pillow
+STOCK_PILLOW_ADVICE = (
+    "stock Pillow resizes about 3x slower than pillow-simd (a package that depends on "
+    "'pillow', e.g. scikit-image or matplotlib, replaced it); restore pillow-simd with: "
+    "bash scripts/setup.sh (in the datafuel checkout; PYTHON={python} for this interpreter)"
+)
+
+
+def pil_build() -> dict[str, Any]:
+    """Which PIL is imported: pillow-simd (what datafuel's CPU image path is tuned for) or stock.
+
+    Installing anything that depends on ``pillow`` replaces pillow-simd with stock
+    Pillow (same ``PIL`` package, about 3x slower at resizing) without a word; the
+    ``profile --decode cpu`` and ``inspect`` verbs report this.
+
+    Returns ``{"version": PIL.__version__, "distribution": "pillow-simd" | "pillow" |
+    None, "simd": bool, "libjpeg_turbo": version | None, "path": PIL's directory,
+    "advice": None | how to restore pillow-simd}``. The distribution is the installed
+    one whose files hold the imported ``PIL``; ``simd`` falls back to pillow-simd's
+    ``.postN`` version suffix when no metadata matches.
+
+    >>> from datafuel.vision import pil_build
+    >>> info = pil_build()
+    >>> info["simd"] == (info["advice"] is None)
+    True
+    """
+    import importlib.metadata
+    import sys
+    from pathlib import Path
+
+    import PIL
+    from PIL import features
+
+    here = Path(PIL.__file__).resolve()
+    dist_name: str | None = None
+    for name in ("pillow-simd", "pillow"):
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if Path(str(dist.locate_file("PIL/__init__.py"))).resolve() == here:
+            dist_name = name
+            break
+    simd = dist_name == "pillow-simd" if dist_name else ".post" in PIL.__version__
+    try:
+        turbo = features.version("libjpeg_turbo")
+    except ValueError:  # a Pillow too old to know the feature
+        turbo = None
+    return {
+        "version": PIL.__version__,
+        "distribution": dist_name,
+        "simd": simd,
+        "libjpeg_turbo": turbo,
+        "path": str(here.parent),
+        "advice": None if simd else STOCK_PILLOW_ADVICE.format(python=sys.executable),
+    }
+
+
+def pil_build_line() -> str:
+    """One line naming the active PIL, and, for stock Pillow, how to restore pillow-simd."""
+    info = pil_build()
+    name = "pillow-simd" if info["simd"] else "stock Pillow"
+    turbo = f", libjpeg-turbo {info['libjpeg_turbo']}" if info["libjpeg_turbo"] else ""
+    line = f"PIL: {name} {info['version']}{turbo} ({info['path']})"
+    return line if info["advice"] is None else f"{line}. Warning: {info['advice']}"
 
 
 def _region_resize(

@@ -12,6 +12,7 @@ from cli_runner import Cli
 from PIL import Image
 
 from datafuel.loaders import bytes_field, fixed, ragged, write_shards
+from datafuel.vision import pil_build
 
 
 @pytest.fixture()
@@ -68,10 +69,55 @@ def test_text_report_for_rows_and_epochs(cli: Cli, rows_dir: Path) -> None:
     rc, out, err = cli(*["profile", str(rows_dir), "--batch-size", "64", "--epochs", "2"])
     assert rc == 0, err
     assert "16 batches of 64" in out  # 8 batches per epoch, 2 epochs
-    for word in ("samples/s", "MB/s", "starvation", "wait p50"):
+    for word in ("samples/s", "MB/s", "starvation", "p50"):
         assert word in out
     rc, out, _ = cli(*["profile", str(rows_dir), "--batch-size", "64", "--workers", "0", "--json"])
     assert rc == 0 and json.loads(out)["batches"] == 8
+
+
+def test_without_a_step_it_reports_throughput_and_says_starvation_needs_one(
+    cli: Cli, rows_dir: Path
+) -> None:
+    rc, out, err = cli(*["profile", str(rows_dir), "--batch-size", "64"])
+    assert rc == 0, err
+    assert "samples/s" in out and "MB/s" in out
+    assert "starvation  not measured: pass --step-ms MS (your training step)" in out
+    assert "% of wall time" not in out  # never "100% of wall time waiting" for a loop with no step
+    rc, out, err = cli(*["profile", str(rows_dir), "--batch-size", "64", "--json"])
+    report = json.loads(out)
+    assert report["starvation"] is None and "--step-ms" in report["starvation_note"]
+    assert report["samples_per_s"] > 0
+    # with a step, starvation is measured and printed as before
+    rc, out, err = cli(*["profile", str(rows_dir), "--batch-size", "64", "--step-ms", "1"])
+    assert rc == 0, err
+    assert "% of wall time waiting for data" in out and "not measured" not in out
+
+
+def test_python_profile_without_a_step_has_no_starvation(rows_dir: Path) -> None:
+    from datafuel import build
+
+    r = build.profile(rows_dir, batch_size=100)
+    assert r["starvation"] is None and r["batches"] == 5 and r["samples_per_s"] > 0
+    assert "--step-ms" in r["starvation_note"]
+    r = build.profile(rows_dir, batch_size=100, step_ms=0.5)
+    assert 0.0 <= r["starvation"] <= 1.0 and "starvation_note" not in r
+
+
+def test_a_build_root_gets_did_you_mean_train(cli: Cli, tmp_path: Path) -> None:
+    root = tmp_path / "tab" / "out"
+    for split in ("train", "val", "test"):
+        write_shards(root / split, x=np.zeros((8, 2), np.float32))
+    (root / "recipe.json").write_text("{}")
+    rc, _, err = cli(*["profile", str(root)])
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert f"did you mean {root / 'train'}?" in err
+    for split in ("test", "train", "val"):
+        assert str(root / split) in err
+    assert "no manifest" not in err
+    # a directory with no shard sets at all keeps the plain "no manifest" message
+    (tmp_path / "empty").mkdir()
+    rc, _, err = cli(*["profile", str(tmp_path / "empty")])
+    assert rc == 1 and "no manifest" in err and "did you mean" not in err
 
 
 def test_bad_input_is_one_line_and_exit_1(
@@ -84,7 +130,7 @@ def test_bad_input_is_one_line_and_exit_1(
     rc, _, err = cli(*["profile", str(tmp_path / "missing")])
     assert rc == 1 and "missing" in err
     rc, _, err = cli(*["profile", str(rows_dir), "--decode", "cpu"])
-    assert rc == 1 and "jpeg" in err
+    assert rc == 1 and "bytes field" in err  # names the encoded-image field it looked for
     rc, _, err = cli(*["profile", str(token_dir), "--seq-len", "8", "--decode", "cpu"])
     assert rc == 1 and "exclude" in err
 
@@ -112,6 +158,11 @@ def test_decode_cpu_on_real_jpegs(cli: Cli, tmp_path: Path) -> None:
     report = json.loads(out)
     assert report["batches"] == 3
     assert report["bytes"] == 24 * (32 * 32 * 3 + 8)  # uint8 pixels + int64 labels
+    assert report["pil"] == pil_build()  # which PIL decoded: pillow-simd or stock Pillow
+    rc, out, err = cli(*["profile", str(d), "--decode", "cpu", "--size", "32", "--batch-size", "8"])
+    assert rc == 0, err
+    name = "pillow-simd" if pil_build()["simd"] else "stock Pillow"
+    assert f"PIL: {name} {pil_build()['version']}" in out
     # in worker processes: the same batches; the settings are reported
     args = ["profile", str(d), "--decode", "cpu", "--size", "32", "--batch-size", "8"]
     rc, out, err = cli(*[*args, "--processes", "2", "--json"])
@@ -142,6 +193,30 @@ def test_many_cores_get_a_processes_hint(
     monkeypatch.setattr(prof.build, "profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": 0.01})
     rc, out, _ = cli(*["profile", str(d), "--decode", "cpu"])
     assert rc == 0 and "hint" not in out  # the loop was not waiting: nothing to fix
+
+
+def test_decode_cpu_under_stock_pillow_says_how_to_restore_simd(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datafuel.cli._profile as prof
+    import datafuel.vision._cpu as cpu
+
+    stock = {
+        "version": "13.0.0",
+        "distribution": "pillow",
+        "simd": False,
+        "libjpeg_turbo": "3.2.0",
+        "path": "/venv/site-packages/PIL",
+        "advice": cpu.STOCK_PILLOW_ADVICE.format(python="/venv/bin/python"),
+    }
+    monkeypatch.setattr(cpu, "pil_build", lambda: stock)
+    monkeypatch.setattr(prof.build, "profile", lambda *a, **k: {**_FAKE_REPORT, "starvation": None})
+    rc, out, _ = cli(*["profile", str(tmp_path), "--decode", "cpu"])
+    assert rc == 0
+    assert "PIL: stock Pillow 13.0.0, libjpeg-turbo 3.2.0" in out
+    assert "about 3x slower" in out and "bash scripts/setup.sh" in out
+    rc, out, _ = cli(*["profile", str(tmp_path)])  # no decoding: no PIL line
+    assert rc == 0 and "PIL" not in out
 
 
 _FAKE_REPORT = {
