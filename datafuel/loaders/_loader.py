@@ -382,6 +382,8 @@ class Loader:
         self._live: weakref.WeakSet[_LoaderIter] = weakref.WeakSet()
         #: the latest pass's place: what state_dict saves (None: no pass since a load)
         self._progress: _Progress | None = None
+        #: the position load_state_dict restored, for the next pass only (set_epoch keeps it)
+        self._pending: int | None = None
         self._ring: _Ring | None = None  # a spare pinned ring, handed to the next pass
         self._copy_stream: Any = None
         self._lock = threading.Lock()
@@ -452,9 +454,10 @@ class Loader:
         return ShardDataset(self.shards, fields=self.fields)
 
     def set_epoch(self, epoch: int) -> None:
-        """Start the next pass at ``epoch``; a position restored for that same epoch is kept.
+        """Run the next pass over ``epoch``'s order (``DistributedSampler.set_epoch``).
 
-        Passes already running keep their epoch.
+        A position just restored by :meth:`load_state_dict` still applies to that pass
+        (as in StatefulDataLoader); passes already running keep their epoch.
         """
         self.sampler.set_epoch(epoch)
 
@@ -492,6 +495,8 @@ class Loader:
         state = self.sampler.state_dict()
         if self._progress is not None:
             state["epoch"], state["position"] = self._progress.epoch, self._progress.position
+        elif self._pending is not None:
+            state["position"] = self._pending
         return {"format": _STATE_FORMAT, "version": _STATE_VERSION, **state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -502,6 +507,7 @@ class Loader:
                 f"got format={state.get('format')!r} version={state.get('version')!r}."
             )
         self.sampler.load_state_dict(state)
+        self._pending, self.sampler.position = self.sampler.position, 0
         self._progress = None
 
     def stats(self) -> StarvationReport:
@@ -785,8 +791,8 @@ class _LoaderIter:
         self._loader = loader
         sampler = loader.sampler
         self._epoch = sampler.epoch
-        start = sampler.position
-        sampler.position = 0  # a restored position is used by this pass only
+        start = loader._pending or 0
+        loader._pending = None  # a restored position is used by this pass only
         self._progress = loader._progress = _Progress(self._epoch, start)
         self._plan = sampler.plan(start)
         self._order = sampler.order()
@@ -833,7 +839,7 @@ class _LoaderIter:
     def _handed_out_epoch(self) -> None:
         """The epoch's last batch is out: a fresh pass starts the next epoch (unless one was set)."""
         sampler = self._loader.sampler
-        if sampler.epoch == self._epoch and sampler.position == 0:
+        if sampler.epoch == self._epoch and self._loader._pending is None:
             sampler.epoch = self._epoch + 1
 
     def _stop(self) -> None:
