@@ -45,6 +45,13 @@ def script(make: Callable[[], Any], set_epoch: Callable[[Any, int], None], round
         log.append((step, [ids(b) for b in batches]))
 
     loader = make()
+    passes(loader, set_epoch, rec, log)
+    states(loader, make, set_epoch, roundtrip, rec, log)
+    return log
+
+
+def passes(loader: Any, set_epoch: Any, rec: Any, log: list) -> None:
+    """Peek, partial pass, break, new iter, set_epoch."""
     log.append(("len", len(loader)))
     rec("peek", [next(iter(loader))])
     rec("for after a peek", loader)
@@ -58,6 +65,9 @@ def script(make: Callable[[], Any], set_epoch: Callable[[Any, int], None], round
     set_epoch(loader, 1)
     rec("after set_epoch(1)", loader)
 
+
+def states(loader: Any, make: Any, set_epoch: Any, roundtrip: Any, rec: Any, log: list) -> None:
+    """state_dict / load_state_dict mid-epoch, at its end, with two live iterators."""
     it = iter(loader)
     rec("three of a pass", [next(it) for _ in range(3)])
     mid = roundtrip(loader.state_dict())
@@ -77,7 +87,7 @@ def script(make: Callable[[], Any], set_epoch: Callable[[Any, int], None], round
     fresh = make()
     fresh.load_state_dict(latest)
     rec("restored from two live iterators", fresh)
-    log.append(("zip", [(ids(p), ids(q)) for p, q in zip(loader, loader)]))
+    log.append(("zip", [(ids(p), ids(q)) for p, q in zip(loader, loader, strict=True)]))
 
     at_last = None
     for i, _ in enumerate(loader):
@@ -102,7 +112,6 @@ def script(make: Callable[[], Any], set_epoch: Callable[[Any, int], None], round
     fresh.load_state_dict(mid)
     assert roundtrip(fresh.state_dict()) == mid  # a loaded state reads back unchanged
     rec("restored, state_dict read, then iterated", fresh)
-    return log
 
 
 def sdl_set_epoch(loader: Any, epoch: int) -> None:
