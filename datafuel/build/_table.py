@@ -40,6 +40,7 @@ from ._tablecols import (
     read_table,
     target_values,
 )
+from ._tablesteps import STATE_KEY, ColumnSteps
 
 if TYPE_CHECKING:
     from datafuel.recipe import Recipe
@@ -63,11 +64,17 @@ class _Columns:
 
 def table_unit(shared: tuple[Any, ...], payload: tuple[Any, Any]) -> dict[str, np.ndarray]:
     """Recipe transform + one-hot of a run of rows: ``{"x": float32, "y": ...}``."""
-    recipe, numeric, categories, labels = shared
+    recipe, numeric, categories, labels = shared[:4]
+    steps: ColumnSteps | None = shared[4] if len(shared) > 4 else None  # --categorical codes...
     part, y_part = payload
-    x_num, y_out, keep = recipe.transform_rows(part.select(numeric), y_part)
+    x_in = part.select(numeric) if steps is None else steps.numeric_input(part, numeric)
+    x_num, y_out, keep = recipe.transform_rows(x_in, y_part)
     x_cat, _ = one_hot(part.filter(pa.array(keep)), categories)
     batch = {"x": np.concatenate([x_num.astype(np.float32), x_cat], axis=1)}
+    if steps is not None:
+        mask = pa.array(keep)
+        x_more, more = steps.unit_parts(x_in.filter(mask), part.filter(mask))
+        batch = {"x": np.concatenate([batch["x"], x_more], axis=1), **more}
     if y_out is not None:
         batch["y"] = y_out.astype(np.int64 if labels else np.float32)
     return batch
@@ -88,6 +95,7 @@ def _read_columns(
     drop: Sequence[str],
     split_col: str | None,
     max_categories: int,
+    steps: ColumnSteps | None = None,
 ) -> _Columns:
     table = read_table(path)
     for col in drop:
@@ -99,8 +107,11 @@ def _read_columns(
     table = table.drop_columns([c for c in drop if c != split_col])
     y = target_values(table, target, path) if target is not None else None
     exclude = [c for c in (target, split_col) if c is not None]
-    numeric, categorical = prepare_columns(table, exclude, max_categories)
-    if not numeric and not categorical:
+    steps = steps or ColumnSteps()
+    exclude += steps.date_columns(table, exclude)  # --expand-dates
+    numeric, categorical = prepare_columns(table, exclude, steps.category_limit(max_categories))
+    categorical = steps.sort_text(table, categorical, max_categories)  # onehot; codes kept there
+    if not numeric and not categorical and not steps.codes and not steps.dates:
         raise InputDataError(f"{path!r} has no feature column left to build from.")
     return _Columns(table, y, numeric, categorical, split_col)
 
@@ -148,6 +159,7 @@ def _save_recipe(
     drop: Sequence[str],
     cols: _Columns,
     categories: Mapping[str, list[str]],
+    steps: ColumnSteps | None = None,
 ) -> str:
     """``out/recipe.json`` with what the columns were; returns its fingerprint."""
     return recipe.save(
@@ -159,6 +171,7 @@ def _save_recipe(
             "categorical_columns": dict(categories),
             "dropped_columns": list(drop),
             "split_column": cols.split_col,
+            **({STATE_KEY: steps.state()} if steps is not None and steps.active else {}),
         },
     )
 
@@ -232,6 +245,9 @@ def table(
     clip_target: bool = True,
     scale: str = "standard",
     max_categories: int = 20,
+    categorical: str | Mapping[str, str] = "onehot",
+    missing_indicators: bool = False,
+    expand_dates: bool = False,
     shard_bytes: int = 64 << 20,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -243,6 +259,12 @@ def table(
     ``max_categories`` distinct values are one-hot encoded (categories from train
     only, unseen values all zeros) and appended after them; any other column is
     refused. The ``split_by``/``split_key``/``time_col`` column is not a feature.
+    Off by default (see :mod:`datafuel.build._tablesteps`): ``categorical="codes"``
+    (or ``{column: "codes"}``) writes int64 category codes in field ``cat`` instead of
+    one-hot (train vocabularies, 0 for unknown or missing, cardinalities in the
+    manifest metadata, no ``max_categories`` limit); ``missing_indicators`` appends a
+    0/1 column per feature missing somewhere in train; ``expand_dates`` turns
+    timestamp/date columns into year, month, day, day of week and elapsed days.
     Returns the common build summary plus ``split``, ``fit_report`` and ``columns``.
 
     Examples
@@ -261,10 +283,13 @@ def table(
     timer = Timer()
     path, out = str(inputs), Path(out)
     _check_options(impute, scale, max_missing)
+    steps = ColumnSteps(categorical, missing_indicators, expand_dates)
     # one build at a time into out: a second gets LockedError naming this process
     with locked(out, "build"), engine_for(engine) as runner:
         prepare_out(out, "table", overwrite=overwrite)  # another kind of build: refused
-        cols = _read_columns(path, target, drop, split_by or split_key or time_col, max_categories)
+        cols = _read_columns(
+            path, target, drop, split_by or split_key or time_col, max_categories, steps
+        )
         parts = split(cols.table, fractions, seed=seed, by=split_by, key=split_key, time=time_col)
         _check_train_rows(parts, max(2, knn_k if impute == "knn" else 1), path, cols.table.num_rows)
         labels = target is not None and is_label(cols.table.column(target), max_categories)
@@ -276,14 +301,17 @@ def table(
             scale=scale,
             clip_target=clip_target and cols.y is not None and not labels,
         )
-        recipe.fit(parts.train.select(cols.numeric), _rows(cols.y, parts, "train"))
+        steps.fit(parts.train, cols.numeric)
+        recipe.fit(steps.numeric_input(parts.train, cols.numeric), _rows(cols.y, parts, "train"))
         categories = categories_of(parts.train, cols.categorical)
         timer.lap("fit")
         out.mkdir(parents=True, exist_ok=True)
-        fingerprint = _save_recipe(recipe, out, path, target, drop, cols, categories)
+        fingerprint = _save_recipe(recipe, out, path, target, drop, cols, categories, steps)
         write_split_record(out, parts.record)
-        columns = cols.numeric + [f"{c}={v}" for c, vs in categories.items() for v in vs]
-        fields: dict[str, Field] = {"x": fixed("float32", (len(columns),))}
+        columns = steps.columns(
+            cols.numeric, [f"{c}={v}" for c, vs in categories.items() for v in vs]
+        )
+        fields: dict[str, Field] = {"x": fixed("float32", (len(columns),)), **steps.fields()}
         if cols.y is not None:
             fields["y"] = fixed("int64" if labels else "float32")
         counts = _write_splits(
@@ -291,12 +319,12 @@ def table(
             out,
             parts,
             cols,
-            (recipe, list(cols.numeric), categories, labels),
+            (recipe, list(cols.numeric), categories, labels, *([steps] if steps.active else [])),
             fields,
             {
                 "shard_bytes": shard_bytes,
                 "provenance": {"source": path, "recipe_fingerprint": fingerprint},
-                "metadata": {"columns": columns, "target": target},
+                "metadata": {"columns": columns, "target": target, **steps.metadata()},
             },
             on_progress,
         )
@@ -313,4 +341,5 @@ def table(
         recipe_fingerprint=fingerprint,
         fit_report=recipe.fit_report_,
         columns=columns,
+        **({"column_steps": steps.summary()} if steps.active else {}),
     )
