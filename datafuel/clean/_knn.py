@@ -228,35 +228,66 @@ class KNNImputer(DatafuelTransformer):
             raise InputDataError("KNNImputer was fitted on zero rows: there are no donors.")
         out = X.copy()
         n_donors, n_features = fit_X.shape
-        n_cand = 2 * int(self.n_neighbors) + 16
-        while rows.size:
-            # rows per block: the exact re-rank holds block x candidates x features floats
-            width = min(n_cand, n_donors) + len(self._special)
-            step = max(1, min(int(self.block_size), _EXACT_BUDGET // (width * n_features)))
-            blocks = [rows[s : s + step] for s in range(0, rows.size, step)]
-            unsafe = self._run_blocks(X, blocks, mask, out, n_cand)
-            # receivers whose candidates might miss a neighbour (ties at the edge, too
-            # few donors with the column): again, with more candidates; once every
-            # donor is a candidate the answer is exact, so this ends
-            rows = np.concatenate(unsafe) if unsafe else rows[:0]
-            if n_cand >= n_donors:  # pragma: no cover - every donor was a candidate
-                break
-            n_cand = min(n_cand * _GROWTH, n_donors)
+        # work: (receivers, entries to impute, candidates per receiver, thresholds)
+        work: list[tuple[np.ndarray, np.ndarray, int, np.ndarray | None]] = [
+            (rows, mask, 2 * int(self.n_neighbors) + 16, None)
+        ]
+        while work:
+            rows, todo, n_cand, thr = work.pop()
+            if thr is None:
+                # rows per block: the exact re-rank holds block x candidates x features
+                width = min(n_cand, n_donors) + len(self._special)
+                step = max(1, min(int(self.block_size), _EXACT_BUDGET // (width * n_features)))
+            else:  # a retry within a threshold: any number of candidates per row
+                step = max(1, min(int(self.block_size), _EXACT_BUDGET // n_donors))
+            sel = [np.arange(s, min(s + step, rows.size)) for s in range(0, rows.size, step)]
+            unsafe, retry = self._run_blocks(X, rows, sel, todo, out, n_cand, thr)
+            # entries whose candidates might miss a neighbour (a tie at the edge, too few
+            # donors with the column) are searched again: every donor within the exact
+            # k-th distance found plus the error bound when there is one, else with 4x
+            # the candidates; once every donor is a candidate the answer is exact
+            bad = unsafe.any(axis=1)
+            if not bad.any() or n_cand >= n_donors:
+                continue
+            again = np.zeros_like(mask)
+            again[rows[bad]] = unsafe[bad]
+            grow = bad & ~(np.isfinite(retry) if thr is None else np.zeros_like(bad))
+            if grow.any():
+                todo_g = np.zeros_like(mask)
+                todo_g[rows[grow]] = again[rows[grow]]
+                work.append((rows[grow], todo_g, min(n_cand * _GROWTH, n_donors), None))
+            near = bad & ~grow
+            if near.any():
+                todo_n = np.zeros_like(mask)
+                todo_n[rows[near]] = again[rows[near]]
+                work.append((rows[near], todo_n, n_cand, retry[near]))
         return out
 
     def _run_blocks(
         self,
         X: np.ndarray,
-        blocks: list[np.ndarray],
-        mask: np.ndarray,
+        rows: np.ndarray,
+        sel: list[np.ndarray],
+        todo: np.ndarray,
         out: np.ndarray,
         n_cand: int,
-    ) -> list[np.ndarray]:
-        """Impute every block; returns, per block, the receivers to search again."""
-        workers = min(len(blocks), os.cpu_count() or 1)
+        thr: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Impute ``rows`` in blocks (positions ``sel``); returns unsafe entries, retries."""
+        unsafe = np.zeros((rows.size, X.shape[1]), dtype=bool)
+        retry = np.zeros(rows.size)
+
+        def one(pos: np.ndarray) -> None:
+            u, r = self._impute_block(
+                X, rows[pos], todo, out, n_cand, None if thr is None else thr[pos]
+            )
+            unsafe[pos], retry[pos] = u, r
+
+        workers = min(len(sel), os.cpu_count() or 1)
         if self._dev.type == "cuda" or workers <= 1:
-            res = [self._impute_block(X, blk, mask, out, n_cand) for blk in blocks]
-            return [r for r in res if r.size]
+            for pos in sel:
+                one(pos)
+            return unsafe, retry
         # One single-threaded pipeline per core, on separate blocks: torch and BLAS
         # release the GIL, and unlike one multi-threaded matmul per block there is no
         # barrier to spin on, which collapses on a machine shared with other jobs.
@@ -264,22 +295,51 @@ class KNNImputer(DatafuelTransformer):
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                res = list(
-                    pool.map(lambda blk: self._impute_block(X, blk, mask, out, n_cand), blocks)
-                )
+                for _ in pool.map(one, sel):
+                    pass
         finally:
             torch.set_num_threads(threads)
-        return [r for r in res if r.size]
+        return unsafe, retry
+
+    def _receiver_side(self, R: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The receivers' factors of the numerator and count products."""
+        Pr = ~np.isnan(R)
+        R0 = np.where(Pr, R - self.col_means_, 0.0)
+        a_num = np.concatenate([R0 * R0, -2.0 * R0, Pr.astype(np.float64)], axis=1)
+        a_cnt = Pr.astype(np.float64)
+        return torch.from_numpy(a_num).to(self._dev), torch.from_numpy(a_cnt).to(self._dev)
+
+    def _within(self, R: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every donor whose approximate distance is at most ``thr`` (per receiver).
+
+        Returns (indices padded with -1, ``thr``): every donor left out is approximately
+        farther than ``thr``. Used on a retry, where ``thr`` is the exact k-th distance
+        found plus twice the error bound, so that a tie of any size is taken whole.
+        """
+        a_num, a_cnt = self._receiver_side(R)
+        n = self._donor_num.shape[0]
+        t = torch.from_numpy(thr).to(self._dev)[:, None]
+        rows, cols = [], []
+        for d0 in range(0, n, self.donor_block):
+            d1 = min(n, d0 + self.donor_block)
+            num = a_num @ self._donor_num[d0:d1].T
+            num.div_(a_cnt @ self._donor_cnt[d0:d1].T)  # NaN (nothing in common) never <= t
+            r, c = (num <= t).nonzero(as_tuple=True)
+            rows.append(r.cpu().numpy())
+            cols.append(c.cpu().numpy() + d0)
+        r_all, c_all = np.concatenate(rows), np.concatenate(cols)
+        counts = np.bincount(r_all, minlength=len(R))
+        out = np.full((len(R), max(1, int(counts.max(initial=0)))), -1, dtype=np.int64)
+        order = np.argsort(r_all, kind="stable")
+        r_all, c_all = r_all[order], c_all[order]
+        pos = np.arange(r_all.size) - (np.cumsum(counts) - counts)[r_all]
+        out[r_all, pos] = c_all
+        return out, thr
 
     def _candidates(self, R: np.ndarray, n_cand: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``n_cand`` donors of each receiver; returns (indices, kth value)."""
         dev = self._dev
-        Pr = ~np.isnan(R)
-        R0 = np.where(Pr, R - self.col_means_, 0.0)
-        a_num = torch.from_numpy(
-            np.concatenate([R0 * R0, -2.0 * R0, Pr.astype(np.float64)], axis=1)
-        ).to(dev)
-        a_cnt = torch.from_numpy(Pr.astype(np.float64)).to(dev)
+        a_num, a_cnt = self._receiver_side(R)
         n = self._donor_num.shape[0]
         best_v: torch.Tensor | None = None
         best_i: torch.Tensor | None = None
@@ -324,22 +384,38 @@ class KNNImputer(DatafuelTransformer):
         return best_i.cpu().numpy(), kth
 
     def _impute_block(
-        self, X: np.ndarray, blk: np.ndarray, mask: np.ndarray, out: np.ndarray, n_cand: int
-    ) -> np.ndarray:
-        """Impute the receivers ``blk`` from ``n_cand`` candidates; returns the unsafe ones."""
+        self,
+        X: np.ndarray,
+        blk: np.ndarray,
+        todo: np.ndarray,
+        out: np.ndarray,
+        n_cand: int,
+        thr: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Impute the entries ``todo`` of the receivers ``blk``.
+
+        Candidates are the approximate top ``n_cand`` donors, or, when ``thr`` is
+        given, every donor approximately within ``thr``. Returns the entries whose
+        candidates might miss a neighbour (a boolean block of ``todo``'s shape) and, per
+        receiver, the threshold to retry them with (inf: unknown, grow ``n_cand``).
+        """
         fit_X = self.fit_X_
         k = int(self.n_neighbors)
         n_features = X.shape[1]
         R = X[blk]
-        cand, kth = self._candidates(R, n_cand)
+        cand, kth = self._candidates(R, n_cand) if thr is None else self._within(R, thr)
         cand = np.concatenate(
             [cand, np.broadcast_to(self._special, (len(blk), len(self._special)))], axis=1
         )
         cand.sort(axis=1)
-        # drop duplicates (a special donor also found by top-k): mark as -1 and push last
-        dup = np.zeros_like(cand, dtype=bool)
-        dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
-        exact = _exact_dist(R[:, None, :], fit_X[np.where(dup, 0, cand)])
+        # drop duplicates (a special donor also found by top-k) and the -1 padding
+        dup = cand < 0
+        dup[:, 1:] |= cand[:, 1:] == cand[:, :-1]
+        cand[dup] = 0
+        exact = np.empty(cand.shape)
+        step = max(1, _EXACT_BUDGET // (len(blk) * n_features))
+        for j in range(0, cand.shape[1], step):
+            exact[:, j : j + step] = _exact_dist(R[:, None, :], fit_X[cand[:, j : j + step]])
         exact[dup] = np.inf
         order = np.lexsort((cand, exact), axis=1)  # by distance, ties by donor index
         cand = np.take_along_axis(cand, order, axis=1)
@@ -351,10 +427,11 @@ class KNNImputer(DatafuelTransformer):
         s_r = (Rc * Rc).sum(axis=1)
         tol = 8.0 * (n_features + 4) * _EPS64 * (s_r + self._s_max) + 1e-300
         bound = kth - tol  # every donor outside the candidates is at least this far
-        unsafe = np.zeros(len(blk), dtype=bool)
-        for c in map(int, np.flatnonzero(mask[blk].any(axis=0))):
-            recv = np.flatnonzero(mask[blk, c])
-            ok = self._present_fit[cand[recv], c] & np.isfinite(exact[recv]) & ~dup[recv]
+        unsafe = np.zeros((len(blk), n_features), dtype=bool)
+        retry = np.full(len(blk), -np.inf)
+        for c in map(int, np.flatnonzero(todo[blk].any(axis=0))):
+            recv = np.flatnonzero(todo[blk, c])
+            ok = self._present_fit[cand[recv], c] & ~dup[recv] & np.isfinite(exact[recv])
             taken = ok & (np.cumsum(ok, axis=1) <= k)
             n_taken = taken.sum(axis=1)
             last = np.where(
@@ -365,8 +442,12 @@ class KNNImputer(DatafuelTransformer):
             safe = np.where(n_taken >= k, last < bound[recv], np.isinf(kth[recv]))
             values = np.where(taken, fit_X[cand[recv], c], 0.0)
             out[blk[recv], c] = self._average_rows(exact[recv], values, taken, n_features, c)
-            unsafe[recv[~safe]] = True
-        return blk[unsafe]
+            unsafe[recv[~safe], c] = True
+            # the k taken are real donors, so the true k-th distance is at most `last`:
+            # every true neighbour is approximately within last + tol
+            want = np.where(n_taken >= k, last + 2.0 * tol[recv], np.inf)
+            retry[recv[~safe]] = np.maximum(retry[recv[~safe]], want[~safe])
+        return unsafe, retry
 
     def _average_rows(
         self, dist: np.ndarray, values: np.ndarray, taken: np.ndarray, n_features: int, c: int
