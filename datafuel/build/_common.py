@@ -80,7 +80,8 @@ def _kind_of_manifest(path: Path) -> str | None:
 
 def _shard_dir_files(d: Path) -> tuple[list[Path], list[Path]]:
     """A split folder's files a shard writer writes, and any others."""
-    own, other = [], []
+    own: list[Path] = []
+    other: list[Path] = []
     for p in sorted(d.iterdir()):
         fits = _SHARD_FILE.match(p.name) or _TEMP_FILE.match(p.name)
         (own if fits and p.is_file() and not p.is_symlink() else other).append(p)

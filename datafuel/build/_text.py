@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,17 +176,28 @@ def _finished(plan: _Plan) -> dict[str, Any] | None:
     return {**st["summary"], "resumed": True}
 
 
-def _train(plan: _Plan, vocab_size: int, min_frequency: int) -> BPETokenizer:
-    train_docs = (t for t in plan.corpus if plan.split_of(t) == 0)
+def _train(
+    plan: _Plan, vocab_size: int, min_frequency: int, on_progress: Progress | None
+) -> BPETokenizer:
+    tick = report(on_progress, "train tokenizer", None)  # documents fed to the trainer
+
+    def train_docs() -> Iterator[str]:
+        for t in plan.corpus:
+            if plan.split_of(t) == 0:
+                tick(1)
+                yield t
+
     try:
-        return train_bpe(train_docs, vocab_size, min_frequency=min_frequency)
+        return train_bpe(train_docs(), vocab_size, min_frequency=min_frequency)
     except TokenizerError as exc:
         if plan.corpus.stats.documents == 0:
             raise plan.no_documents() from exc
         raise
 
 
-def _tokenizer(plan: _Plan, min_frequency: int) -> tuple[BPETokenizer, bool]:
+def _tokenizer(
+    plan: _Plan, min_frequency: int, on_progress: Progress | None = None
+) -> tuple[BPETokenizer, bool]:
     """The tokenizer (given, trained earlier by an interrupted run, or trained now)."""
     path = plan.outdir / TOKENIZER_NAME
     if plan.given is not None:
@@ -205,7 +216,7 @@ def _tokenizer(plan: _Plan, min_frequency: int) -> tuple[BPETokenizer, bool]:
             tok = None
     trained = tok is None
     if tok is None:
-        tok = _train(plan, vocab_size, min_frequency)
+        tok = _train(plan, vocab_size, min_frequency, on_progress)
     fingerprint = tok.save(path)
     atomic_write_json(
         plan.state_path,
@@ -440,7 +451,7 @@ def text(
         earlier = _finished(plan)
         if earlier is not None:
             return earlier
-        tok, trained = _tokenizer(plan, min_frequency)
+        tok, trained = _tokenizer(plan, min_frequency, on_progress)
         timer.lap("train_tokenizer")
         counts = _encode(
             runner,

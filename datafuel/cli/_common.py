@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -37,27 +38,48 @@ def progress(
 class StageBars:
     """A build's ``on_progress(stage, n, total)`` as one tqdm bar per stage (see :func:`progress`).
 
-    Use as a context manager; the bars close on exit.
+    Use as a context manager; the bars close on exit. On a terminal a ticker thread
+    redraws the open bars every ``tick`` seconds, so a phase that reports rarely (or
+    never, like the tokenizer trainer's merges) still shows its clock moving.
     """
 
-    def __init__(self, unit: str = "it") -> None:
+    def __init__(self, unit: str = "it", tick: float = 0.5) -> None:
         self.unit = unit
+        self.tick = tick
         self._bars: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __call__(self, stage: str, n: int, total: int | None) -> None:
-        bar = self._bars.get(stage)
-        if bar is None:
-            bar = self._bars[stage] = progress(total=total, desc=stage, unit=self.unit)
-        if n:
-            bar.update(n)
+        with self._lock:
+            bar = self._bars.get(stage)
+            if bar is None:
+                bar = self._bars[stage] = progress(total=total, desc=stage, unit=self.unit)
+            if n:
+                bar.update(n)
+
+    def _redraw(self) -> None:
+        while not self._stop.wait(self.tick):
+            with self._lock:
+                for bar in self._bars.values():
+                    if not bar.disable:
+                        bar.refresh()
 
     def __enter__(self) -> StageBars:
+        if sys.stderr.isatty():
+            self._ticker = threading.Thread(target=self._redraw, name="datafuel-bars", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for bar in self._bars.values():
-            bar.close()
-        self._bars.clear()
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            for bar in self._bars.values():
+                bar.close()
+            self._bars.clear()
 
 
 #: ``--overwrite`` of every build verb (see :func:`datafuel.build._common.prepare_out`).
