@@ -121,7 +121,10 @@ class Batch(dict):  # type: ignore[type-arg]
     ``output_spec`` order, else the shard set's), so ``for x, y in loader`` unpacks
     tensors as it does with a ``DataLoader`` over a ``TensorDataset``, and never the
     keys. Use ``batch.keys()`` for the names; a tensor used as a key (a ``for k in
-    batch`` written for a plain dict) raises a ``KeyError`` that says so.
+    batch`` written for a plain dict) raises a ``KeyError`` that says so. Helpers that
+    loop ``for key in data`` (torch's ``default_collate`` and ``default_convert``) need
+    ``dict(batch)``; those that use ``.items()`` (``pin_memory``, Lightning's
+    ``apply_to_collection``) take a Batch as it is.
 
     Examples
     --------

@@ -17,6 +17,7 @@ from loader_helpers import check_resume, take, write_rows, write_tokens
 
 from datafuel.errors import ConfigError, NonFiniteError, SchemaError, WorkerError
 from datafuel.loaders import (
+    Batch,
     BatchInfo,
     EpochSampler,
     Loader,
@@ -662,3 +663,52 @@ def test_cuda_tensors_from_a_transform_stay_on_the_gpu(rows_dir: Path) -> None:
     with pytest.raises(NonFiniteError) as info:  # checked on the GPU, rows named
         next(iter(Loader(rows_dir, 4, seed=3, device="cuda", transform=Bad())))
     assert info.value.field == "x" and len(info.value.indices) == 1
+
+
+# -- the DataLoader surface (issue 20) --------------------------------------------------
+def test_batches_unpack_in_field_order_and_stay_dicts(rows_dir: Path) -> None:
+    from torch.utils import _pytree as pytree
+
+    loader = Loader(rows_dir, 4, shuffle=False, fields=("x", "idx"))
+    for x, idx in loader:  # the DataLoader-over-TensorDataset idiom: tensors, never keys
+        assert isinstance(x, torch.Tensor) and x.shape == (4, 3)
+        assert idx.tolist() == [0, 1, 2, 3]
+        break
+    batch = next(iter(loader))
+    assert isinstance(batch, dict) and batch["x"] is next(iter(batch))
+    assert list(batch.keys()) == ["x", "idx"] and [k for k, _ in batch.items()] == ["x", "idx"]
+    assert dict(**batch).keys() == {"x", "idx"} and {**batch}.keys() == batch.keys()
+    assert "x" in batch and len(batch) == 2 and dict(batch)["idx"] is batch["idx"]
+    flipped = next(iter(Loader(rows_dir, 4, shuffle=False, fields=("idx", "x"))))
+    first, _ = flipped
+    assert first.dtype == torch.int64  # fields= sets the unpacking order
+    with pytest.raises(KeyError, match=r"batch.keys\(\)"):
+        for k in batch:  # a plain-dict loop: the tensor key says what happened
+            batch[k]
+    # torch's and Lightning-style collection helpers keep the type and the keys
+    moved = pytree.tree_map(lambda t: t + 0, batch)
+    assert type(moved) is Batch and list(moved.keys()) == ["x", "idx"]
+    # torch's default_convert/default_collate loop `for key in data`: hand them a plain dict
+    conv = torch.utils.data.default_convert(dict(batch))
+    assert torch.equal(conv["x"], batch["x"])
+    assert torch.equal(torch.utils.data.default_collate([dict(batch)])["idx"][0], batch["idx"])
+    rebuilt = type(batch)({k: v for k, v in batch.items()})
+    a, b = rebuilt
+    assert torch.equal(a, batch["x"]) and torch.equal(b, batch["idx"])
+
+
+def test_dataloader_attributes(rows_dir: Path) -> None:
+    loader = Loader(rows_dir, 10, seed=2, drop_last=True, num_workers=1, persistent_workers=True)
+    assert (loader.batch_size, loader.drop_last, loader.num_workers) == (10, True, 1)
+    assert loader.collate_fn is None and loader.persistent_workers and loader.pin_memory is False
+    assert len(loader.dataset) == 103 and int(loader.dataset[5]["idx"]) == 5
+    assert loader.batch_sampler.sampler is loader.sampler
+    assert (loader.batch_sampler.batch_size, loader.batch_sampler.drop_last) == (10, True)
+    planned = list(loader.batch_sampler)
+    assert len(planned) == len(loader.batch_sampler) == len(loader) == 10
+    assert len(loader.sampler) == 100 and list(loader.sampler) == [i for b in planned for i in b]
+    assert planned == ids(list(loader))  # the batch sampler names the batches a pass yields
+    loader.sampler.set_epoch(3)  # what Lightning calls
+    assert loader.epoch == 3 and list(loader.batch_sampler) == ids(list(loader))
+    with pytest.raises(ConfigError, match="collate_fn"):
+        Loader(rows_dir, 4, collate_fn=lambda b: b)
