@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 from datafuel._lock import locked
 from datafuel.engine import Engine, unit_ranges
 from datafuel.errors import ConfigError, InputDataError
-from datafuel.loaders import Field, fixed
+from datafuel.loaders import Field, bytes_field, fixed
 from datafuel.split import SPLIT_NAMES, Split, split
 
 from ._common import (
@@ -35,9 +35,13 @@ from ._common import (
 from ._tablecols import (
     categories_of,
     is_label,
+    keep_field_name,
     one_hot,
     prepare_columns,
-    read_table,
+    raw_target,
+    read_source,
+    refuse_id_like,
+    row_runs,
     target_values,
 )
 from ._tablesteps import STATE_KEY, ColumnSteps
@@ -60,22 +64,58 @@ class _Columns:
     numeric: list[str]
     categorical: list[str]
     split_col: str | None
+    #: the target as read (int64 or its float dtype): what val and test get, unchanged
+    y_raw: np.ndarray | None = None
+    #: --keep columns -> their shard field
+    keep: dict[str, str] = field(default_factory=dict)
+    #: drift-widened text columns read back as numbers -> their type
+    coerced: dict[str, str] = field(default_factory=dict)
 
 
-def table_unit(shared: tuple[Any, ...], payload: tuple[Any, Any]) -> dict[str, np.ndarray]:
-    """Recipe transform + one-hot of a run of rows: ``{"x": float32, "y": ...}``."""
+@dataclass(frozen=True)
+class _Unit:
+    """What a unit needs beyond the shared recipe: whether its targets are clipped
+    (train only, and only when the recipe has target steps) and the --keep fields."""
+
+    clip_target: bool
+    keep: tuple[tuple[str, str], ...] = ()
+
+
+def _kept_fields(kept: pa.Table, keep: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The --keep columns of the kept rows, unchanged: numbers as themselves, text as UTF-8."""
+    out: dict[str, Any] = {}
+    for col, name in keep:
+        values = kept.column(col)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            out[name] = [v.encode("utf-8") for v in values.to_pylist()]
+        else:
+            out[name] = np.ascontiguousarray(values.to_numpy(zero_copy_only=False))
+    return out
+
+
+def table_unit(shared: tuple[Any, ...], payload: tuple[Any, ...]) -> dict[str, Any]:
+    """Recipe transform + one-hot of a run of rows: ``{"x": float32, "y": ...}``.
+
+    ``payload`` is ``(rows, targets)`` or ``(rows, targets, _Unit)``; without a
+    ``_Unit`` no target is clipped and no column is kept.
+    """
     recipe, numeric, categories, labels = shared[:4]
     steps: ColumnSteps | None = shared[4] if len(shared) > 4 else None  # --categorical codes...
-    part, y_part = payload
+    part, y_part = payload[:2]
+    unit: _Unit = payload[2] if len(payload) > 2 else _Unit(clip_target=False)
     x_in = part.select(numeric) if steps is None else steps.numeric_input(part, numeric)
-    x_num, y_out, keep = recipe.transform_rows(x_in, y_part)
+    # only train targets go through the target steps; val and test ones are written as read
+    x_num, y_out, keep = recipe.transform_rows(x_in, y_part if unit.clip_target else None)
     x_cat, _ = one_hot(part.filter(pa.array(keep)), categories)
     batch = {"x": np.concatenate([x_num.astype(np.float32), x_cat], axis=1)}
     if steps is not None:
         mask = pa.array(keep)
         x_more, more = steps.unit_parts(x_in.filter(mask), part.filter(mask))
         batch = {"x": np.concatenate([batch["x"], x_more], axis=1), **more}
-    if y_out is not None:
+    if unit.keep:
+        batch.update(_kept_fields(part.filter(pa.array(keep)), unit.keep))
+    if y_part is not None:
+        y_out = y_out if unit.clip_target else y_part[keep]
         batch["y"] = y_out.astype(np.int64 if labels else np.float32)
     return batch
 
@@ -96,24 +136,77 @@ def _read_columns(
     split_col: str | None,
     max_categories: int,
     steps: ColumnSteps | None = None,
+    *,
+    keep: Sequence[str] = (),
+    allow_id: Sequence[str] = (),
+    drop_missing_target: bool = False,
 ) -> _Columns:
-    table = read_table(path)
-    for col in drop:
-        if col not in table.column_names:
-            raise InputDataError(
-                f"--drop {col!r}: no such column (columns: {table.column_names}).", field=col
-            )
-    # a dropped column can still be what the split is keyed on (it is never a feature)
-    table = table.drop_columns([c for c in drop if c != split_col])
-    y = target_values(table, target, path) if target is not None else None
-    exclude = [c for c in (target, split_col) if c is not None]
+    # dropped from every part before they are merged, so --drop gets past a column
+    # whose types the parts disagree on; a dropped column can still be what the split
+    # is keyed on (it is never a feature)
+    source = read_source(path, drop=[c for c in drop if c != split_col])
+    table = source.table
+    y = (
+        target_values(table, target, path, allow_missing=drop_missing_target)
+        if target is not None
+        else None
+    )
+    kept = _keep_columns(table, keep, target, drop)
+    exclude = [c for c in (target, split_col, *kept) if c is not None]
+    refuse_id_like(table, exclude, allow_id)
     steps = steps or ColumnSteps()
     exclude += steps.date_columns(table, exclude)  # --expand-dates
     numeric, categorical = prepare_columns(table, exclude, steps.category_limit(max_categories))
     categorical = steps.sort_text(table, categorical, max_categories)  # onehot; codes kept there
     if not numeric and not categorical and not steps.codes and not steps.dates:
         raise InputDataError(f"{path!r} has no feature column left to build from.")
-    return _Columns(table, y, numeric, categorical, split_col)
+    y_raw = raw_target(table, target) if target is not None else None
+    return _Columns(table, y, numeric, categorical, split_col, y_raw, kept, dict(source.coerced))
+
+
+def _keep_columns(
+    table: pa.Table, keep: Sequence[str], target: str | None, drop: Sequence[str]
+) -> dict[str, str]:
+    """The --keep columns and their shard fields, refusing what cannot be kept unchanged."""
+    fields: dict[str, str] = {}
+    for col in keep:
+        if col not in table.column_names:
+            raise InputDataError(
+                f"--keep {col!r}: no such column (columns: {table.column_names}).", field=col
+            )
+        if col == target or col in drop:
+            why = "the target" if col == target else "also given to --drop"
+            raise ConfigError(f"--keep {col!r}: the column is {why}; keep it or not, not both.")
+        name = keep_field_name(col)
+        if name in ("x", "y", "cat") or name in fields.values():
+            raise ConfigError(
+                f"--keep {col!r}: its shard field would be {name!r}, which another field "
+                "already has; rename the column."
+            )
+        values = table.column(col)
+        t = values.type
+        if not (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+        ):
+            raise InputDataError(
+                f"--keep {col!r}: the column has type {t}; only numbers, booleans and text "
+                "can be kept.",
+                field=col,
+            )
+        if values.null_count:
+            row = values.is_null().to_pylist().index(True)
+            raise InputDataError(
+                f"--keep {col!r}: the column is missing at row {row}; a kept column is "
+                "stored unchanged, so it must have a value in every row.",
+                field=col,
+                row=row,
+            )
+        fields[col] = name
+    return fields
 
 
 def _recipe(
@@ -185,12 +278,104 @@ def _check_train_rows(parts: Split, need: int, path: str, total: int) -> None:
         )
 
 
+def _drop_missing_target(parts: Split, y: np.ndarray | None) -> tuple[Split, dict[str, int]]:
+    """Each split without its rows whose target is missing or not finite, and how many.
+
+    The split is made first, on every row, so dropping never moves a row to another
+    split. Without ``--drop-missing-target`` such a row was already refused on reading.
+    """
+    counts = {name: 0 for name in SPLIT_NAMES}
+    if y is None or np.isfinite(y).all():
+        return parts, counts
+    tables, indices = {}, {}
+    for name in SPLIT_NAMES:
+        ok = np.isfinite(y[parts.indices[name]])
+        counts[name] = int((~ok).sum())
+        tables[name] = parts[name].filter(pa.array(ok))
+        indices[name] = parts.indices[name][ok]
+    return (
+        Split(tables["train"], tables["val"], tables["test"], dict(parts.record), indices),
+        counts,
+    )
+
+
+def _written_rows(recipe: Recipe, x_in: pa.Table) -> np.ndarray:
+    """Mask of the rows of a split that reach the shards: those DropSparseRows keeps.
+
+    Decided as :meth:`Recipe.transform_rows` does (infinities count as missing), without
+    running the other steps.
+    """
+    from datafuel.clean import DropSparseRows
+
+    keep = np.ones(x_in.num_rows, dtype=bool)
+    if x_in.num_rows == 0 or x_in.num_columns == 0:
+        return keep
+    arr = np.column_stack(
+        [
+            np.asarray(c.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            for c in x_in.columns
+        ]
+    )
+    arr[np.isinf(arr)] = np.nan
+    for step in recipe.steps:
+        if isinstance(step, DropSparseRows):
+            keep[keep] = step.keep_mask(arr[keep])
+    return keep
+
+
+def _split_record(
+    parts: Split,
+    written: Mapping[str, np.ndarray],
+    cols: _Columns,
+    missing: Mapping[str, int] | None,
+) -> dict[str, Any]:
+    """``split.json``: how the split was made, plus which source rows each split holds.
+
+    ``rows[split]`` lists the 0-based source row numbers written to that split, in
+    shard order, as runs: an int is one row, ``[start, stop]`` the rows
+    ``start..stop-1`` (see :func:`~datafuel.build._tablecols.row_runs`). ``kept``
+    names the shard field of each ``--keep`` column, which holds the key per row.
+    """
+    record = dict(parts.record)
+    record["rows"] = {name: row_runs(parts.indices[name][written[name]]) for name in SPLIT_NAMES}
+    if cols.keep:
+        record["kept"] = dict(cols.keep)
+    if missing is not None:
+        record["dropped_missing_target"] = dict(missing)
+    return record
+
+
+def _clipped_train_targets(
+    recipe: Recipe, y: np.ndarray | None, parts: Split, written: np.ndarray
+) -> int:
+    """How many written train targets the target steps (``--clip-target``) change."""
+    if y is None or not recipe.target_steps:
+        return 0
+    before = y[parts.indices["train"][written]]
+    after = before
+    for step in recipe.target_steps:
+        after = step.transform(after[:, None])[:, 0]
+    return int((after != before).sum())
+
+
+def _keep_field_specs(cols: _Columns) -> dict[str, Field]:
+    """The shard field of each --keep column: text as bytes (UTF-8), numbers as their dtype."""
+    out: dict[str, Field] = {}
+    for col, name in cols.keep.items():
+        t = cols.table.column(col).type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            out[name] = bytes_field()
+        else:
+            out[name] = fixed(str(np.dtype(t.to_pandas_dtype())))
+    return out
+
+
 def _unit_payloads(
-    part: pa.Table, y_part: np.ndarray | None, unit_rows: int
-) -> Iterator[tuple[pa.Table, np.ndarray | None]]:
+    part: pa.Table, y_part: np.ndarray | None, unit_rows: int, unit: _Unit
+) -> Iterator[tuple[pa.Table, np.ndarray | None, _Unit]]:
     for s, e in unit_ranges(part.num_rows, unit_rows):
         rows = part.take(np.arange(s, e))  # a copy: a slice would ship the whole table to Ray
-        yield rows, None if y_part is None else np.ascontiguousarray(y_part[s:e])
+        yield rows, None if y_part is None else np.ascontiguousarray(y_part[s:e]), unit
 
 
 def _write_splits(
@@ -202,6 +387,8 @@ def _write_splits(
     fields: Mapping[str, Field],
     common: Mapping[str, Any],
     on_progress: Progress | None,
+    *,
+    clip_train: bool = False,
 ) -> dict[str, int]:
     counts: dict[str, int] = {}
     for name in SPLIT_NAMES:
@@ -209,12 +396,13 @@ def _write_splits(
         if part.num_rows == 0:
             counts[name] = 0
             continue
-        y_part = _rows(cols.y, parts, name)
+        y_part = _rows(cols.y_raw, parts, name)
+        unit = _Unit(clip_train and name == "train", tuple(cols.keep.items()))
         manifest = runner.write_units(
             out / name,
             fields,
             table_unit,
-            _unit_payloads(part, y_part, TABLE_UNIT_ROWS),
+            _unit_payloads(part, y_part, TABLE_UNIT_ROWS, unit),
             shared=shared,
             shard_bytes=common["shard_bytes"],
             provenance={**common["provenance"], "split": name},
@@ -250,6 +438,9 @@ def table(
     expand_dates: bool = False,
     shard_bytes: int = 64 << 20,
     overwrite: bool = False,
+    keep: Sequence[str] = (),
+    allow_id: Sequence[str] = (),
+    drop_missing_target: bool = False,
 ) -> dict[str, Any]:
     """Split a table, fit the recipe on train only, and write ``out/{train,val,test}``.
 
@@ -288,9 +479,18 @@ def table(
     with locked(out, "build"), engine_for(engine) as runner:
         prepare_out(out, "table", overwrite=overwrite)  # another kind of build: refused
         cols = _read_columns(
-            path, target, drop, split_by or split_key or time_col, max_categories, steps
+            path,
+            target,
+            drop,
+            split_by or split_key or time_col,
+            max_categories,
+            steps,
+            keep=keep,
+            allow_id=allow_id,
+            drop_missing_target=drop_missing_target,
         )
         parts = split(cols.table, fractions, seed=seed, by=split_by, key=split_key, time=time_col)
+        parts, missing = _drop_missing_target(parts, cols.y)
         _check_train_rows(parts, max(2, knn_k if impute == "knn" else 1), path, cols.table.num_rows)
         labels = target is not None and is_label(cols.table.column(target), max_categories)
         recipe = _recipe(
@@ -307,11 +507,18 @@ def table(
         timer.lap("fit")
         out.mkdir(parents=True, exist_ok=True)
         fingerprint = _save_recipe(recipe, out, path, target, drop, cols, categories, steps)
-        write_split_record(out, parts.record)
+        written = {
+            name: _written_rows(recipe, steps.numeric_input(parts[name], cols.numeric))
+            for name in SPLIT_NAMES
+        }
+        record = _split_record(parts, written, cols, missing if drop_missing_target else None)
+        write_split_record(out, record)
+        clipped = _clipped_train_targets(recipe, cols.y, parts, written["train"])
         columns = steps.columns(
             cols.numeric, [f"{c}={v}" for c, vs in categories.items() for v in vs]
         )
         fields: dict[str, Field] = {"x": fixed("float32", (len(columns),)), **steps.fields()}
+        fields.update(_keep_field_specs(cols))
         if cols.y is not None:
             fields["y"] = fixed("int64" if labels else "float32")
         counts = _write_splits(
@@ -327,6 +534,7 @@ def table(
                 "metadata": {"columns": columns, "target": target, **steps.metadata()},
             },
             on_progress,
+            clip_train=bool(recipe.target_steps),
         )
         timer.lap("write")
     return make_summary(
@@ -337,7 +545,10 @@ def table(
         skipped=cols.table.num_rows - sum(counts.values()),
         engine=runner,
         seconds=timer.seconds(),
-        split=parts.record,
+        split=record,
+        coerced_columns=dict(cols.coerced),
+        clipped_train_targets=clipped,
+        dropped_missing_target=missing,
         recipe_fingerprint=fingerprint,
         fit_report=recipe.fit_report_,
         columns=columns,

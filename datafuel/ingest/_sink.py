@@ -102,14 +102,19 @@ class ParquetSink:
 
 
 def read_ingested(
-    directory: str | os.PathLike[str], *, columns: Sequence[str] | None = None
+    directory: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] | None = None,
+    drop: Sequence[str] = (),
 ) -> pa.Table:
     """Read an ingest output directory as one table with the final unified schema.
 
     Parts written before a schema change are cast to the final types (``int`` ->
     ``float``, anything -> ``string`` as JSON text) and get nulls for columns that did
     not exist yet. Works on any directory of ``*.parquet`` files too: without
-    ``_state.json`` the schemas are unified by Arrow's permissive promotion.
+    ``_state.json`` the schemas are unified by Arrow's permissive promotion. The
+    ``drop`` columns are removed from every part *before* the parts are unified, so a
+    column whose types cannot be unified can be left out.
 
     Examples
     --------
@@ -124,7 +129,9 @@ def read_ingested(
         p for p in root.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_"))
     )
     types = _state_types(root / STATE_FILE)
-    tables = [_read_part(path) for path in files]
+    if types is not None:
+        types = {k: v for k, v in types.items() if k not in drop}
+    tables = [_without(_read_part(path), drop) for path in files]
     final = _final_schema(root, types, tables)
     out = [_conform(path, table, final, types) for path, table in zip(files, tables, strict=True)]
     result = pa.concat_tables(out) if out else final.empty_table()
@@ -147,6 +154,11 @@ def _state_types(state_path: Path) -> dict[str, str] | None:
         return {str(k): str(v) for k, v in state["schema"]["columns"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise IngestError(f"{state_path} has no readable schema: {exc}", path=state_path) from exc
+
+
+def _without(table: pa.Table, drop: Sequence[str]) -> pa.Table:
+    """``table`` without those of the ``drop`` columns it has."""
+    return table.drop_columns([c for c in drop if c in table.column_names])
 
 
 def _read_part(path: Path) -> pa.Table:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -18,6 +19,7 @@ import datafuel.build
 from datafuel.loaders import ShardSet
 
 SAMPLE = str(files("datafuel") / "data" / "houses.csv")
+PRICES = pacsv.read_csv(SAMPLE).column("price").to_numpy()
 
 
 def test_sample_end_to_end_and_training(cli: Cli, tmp_path: Path) -> None:
@@ -45,7 +47,14 @@ def test_sample_end_to_end_and_training(cli: Cli, tmp_path: Path) -> None:
         x = np.concatenate([b["x"] for b in ds.iter_batches(512)])
         y = np.concatenate([b["y"] for b in ds.iter_batches(512)])
         assert x.dtype == np.float32 and y.dtype == np.float32
-        assert np.isfinite(x).all() and y.max() <= cap
+        assert np.isfinite(x).all()
+        if name == "train":
+            assert y.max() <= cap and summary["clipped_train_targets"] > 0
+        else:  # val and test targets are the source prices, not clipped
+            rows = [
+                r for v in split["rows"][name] for r in ([v] if isinstance(v, int) else range(*v))
+            ]
+            assert np.array_equal(y, PRICES[rows].astype(np.float32))
         assert ds.provenance["recipe_fingerprint"] == summary["recipe_fingerprint"]
         columns = ds.metadata["columns"]
     assert columns is not None and "neighborhood=hills" in columns and "id" not in columns
@@ -206,7 +215,11 @@ BAD = {
     "group.csv": ("a,y\n1,1\n2,2\n3,3\n", ["--split-by", "team"], "'team'"),
     "small.csv": ("a,y\n1,1\n2,2\n3,3\n", [], "train split has 1 row"),
     "strings.csv": ("sqft,y\n1200,1\n1300,2\nn/a?,3\n1400,4\n", [], "'sqft'"),
-    "wide_text.csv": ("name,a,y\n" + "".join(f"n{i},{i},{i}\n" for i in range(30)), [], "'name'"),
+    "wide_text.csv": (
+        "name,a,y\n" + "".join(f"n{i},{i * 7 % 30},{i}\n" for i in range(30)),
+        [],
+        "'name'",
+    ),
 }
 
 
