@@ -7,7 +7,6 @@ import click
 from datafuel import build
 from datafuel.errors import ConfigError
 
-from ._column_opts import column_options, parse_categorical
 from ._common import StageBars, echo_json, overwrite_option, parse_fractions
 from ._engine_opts import engine_options, open_engine
 
@@ -123,7 +122,6 @@ def _pair(text: str) -> tuple[float, float] | None:
     help="Close a shard once its data reaches this many bytes.",
 )
 @overwrite_option
-@column_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
 def build_table(
@@ -146,9 +144,6 @@ def build_table(
     clip_target: bool,
     scale: str,
     max_categories: int,
-    categorical: tuple[str, ...],
-    missing_indicators: bool,
-    expand_dates: bool,
     shard_bytes: int,
     as_json: bool,
     overwrite: bool,
@@ -213,9 +208,6 @@ def build_table(
             clip_target=clip_target,
             scale=scale,
             max_categories=max_categories,
-            categorical=parse_categorical(categorical),
-            missing_indicators=missing_indicators,
-            expand_dates=expand_dates,
             shard_bytes=shard_bytes,
             engine=runner,
             on_progress=bars,
