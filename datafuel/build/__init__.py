@@ -20,6 +20,7 @@ call                      command                      writes
 :func:`text`              ``datafuel build text``      ``train/val/test``, ``tokenizer.json``
 :func:`resample`          ``datafuel resample``        one shard set and its report
 :func:`profile`           ``datafuel profile``         nothing: a loader starvation report
+:func:`apply`             ``datafuel apply``           one shard set, with a saved recipe
 ========================  ===========================  ==================================
 
 ``resample`` takes one split and splits nothing, so it has no ``fractions``;
@@ -45,6 +46,7 @@ from datafuel._lazy import lazy_getattr as _lazy_getattr
 from ._common import SUMMARY_KEYS, Progress
 
 if _typing.TYPE_CHECKING:
+    from ._apply import apply
     from ._images import images
     from ._profile import profile
     from ._resample import resample
@@ -57,6 +59,7 @@ if _typing.TYPE_CHECKING:
 __getattr__ = _lazy_getattr(
     __name__,
     {
+        "apply": "._apply",
         "images": "._images",
         "profile": "._profile",
         "read_table": "._tablecols",
@@ -69,6 +72,7 @@ __getattr__ = _lazy_getattr(
 __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "Progress",
     "SUMMARY_KEYS",
+    "apply",
     "images",
     "profile",
     "read_table",

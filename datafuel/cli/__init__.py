@@ -33,6 +33,10 @@ __all__ = ["cli", "main"]
 
 
 _COMMANDS = {
+    "apply": (
+        "datafuel.cli._apply:apply_cmd",
+        "Turn new rows into shards with a saved table recipe (OUT/recipe.json).",
+    ),
     "build": (
         "datafuel.cli._build:build",
         "Split, fit on train only, and write train/val/test shard sets.",
