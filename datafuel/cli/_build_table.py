@@ -45,7 +45,27 @@ def _pair(text: str) -> tuple[float, float] | None:
 )
 @click.option("--time-col", default=None, help="Time column: train before val before test.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed.")
-@click.option("--drop", multiple=True, help="Column to leave out (repeatable), e.g. an id.")
+@click.option(
+    "--drop",
+    multiple=True,
+    help="Column to leave out (repeatable); dropped from every part before they are merged.",
+)
+@click.option(
+    "--keep",
+    multiple=True,
+    help="Column to store unchanged in its own shard field, not as a feature (repeatable), "
+    "e.g. an id: numbers keep their dtype, text is UTF-8 bytes.",
+)
+@click.option(
+    "--allow-id",
+    multiple=True,
+    help="Use this id-like column as a feature anyway (repeatable).",
+)
+@click.option(
+    "--drop-missing-target",
+    is_flag=True,
+    help="Drop rows whose target is missing (counted per split) instead of refusing them.",
+)
 @click.option(
     "--max-missing",
     default=0.5,
@@ -77,7 +97,10 @@ def _pair(text: str) -> tuple[float, float] | None:
     "--clip-target/--no-clip-target",
     default=True,
     show_default=True,
-    help="Also cap a numeric (non-label) target with the --winsorize quantiles, fitted on train targets.",
+    help="Cap the TRAIN targets (numeric, not labels) to the --winsorize quantiles of the "
+    "train targets; val and test targets are never changed, so metrics stay against the "
+    "true values. On by default because one absurd train target (a $999,000,000 typo) "
+    "dominates a squared loss; the summary says how many were capped.",
 )
 @click.option(
     "--scale",
@@ -113,6 +136,9 @@ def build_table(
     time_col: str | None,
     seed: int,
     drop: tuple[str, ...],
+    keep: tuple[str, ...],
+    allow_id: tuple[str, ...],
+    drop_missing_target: bool,
     max_missing: float,
     impute: str,
     knn_k: int,
@@ -147,7 +173,21 @@ def build_table(
     --max-categories distinct values are one-hot encoded (categories from train;
     unseen values encode as all zeros) after the numeric ones; a text column that is
     mostly numbers, any other text or a date/list column is refused, naming it.
-    The target and the split column are not features.
+    The target and the split column are not features. A column named `id`/`*_id`,
+    or holding unique increasing integers, is refused as a feature: --drop it,
+    --keep it (stored unchanged in its own field) or --allow-id it.
+
+    \b
+    Targets: val and test targets are written exactly as read (int64, or float32
+    of the source value); only train targets are ever clipped (--clip-target).
+    DIR/split.json lists which source rows (0-based, in shard order) each split
+    holds, as runs: N is one row, [A, B] rows A..B-1.
+
+    \b
+    Ingest output (a directory with _state.json) is read with its unified schema;
+    a column that drift widened to text but whose every value is a number is read
+    back as numbers (the summary says so); a truly mixed one is refused, naming the
+    value and its page (--drop it to build without it).
 
     \b
     Python equivalent:
@@ -180,6 +220,9 @@ def build_table(
             engine=runner,
             on_progress=bars,
             overwrite=overwrite,
+            keep=keep,
+            allow_id=allow_id,
+            drop_missing_target=drop_missing_target,
         )
     if as_json:
         echo_json(summary)
@@ -189,6 +232,16 @@ def build_table(
         f"wrote {out}: train {rows['train']}, val {rows['val']}, test {rows['test']} rows, "
         f"{len(summary['columns'])} features"
     )
+    for col, kind in summary["coerced_columns"].items():
+        click.echo(
+            f"  {col}: widened to text by ingest drift, every value a number: read as {kind}"
+        )
+    if summary["clipped_train_targets"]:
+        click.echo(f"  target: {summary['clipped_train_targets']} train target(s) clipped")
+    missing = summary["dropped_missing_target"]
+    if any(missing.values()):
+        per = ", ".join(f"{k} {v}" for k, v in missing.items())
+        click.echo(f"  target: rows with a missing target dropped: {per}")
     for entry in summary["fit_report"]:
         facts = ", ".join(f"{k} {v}" for k, v in entry.items() if k not in ("step", "target"))
         click.echo(f"  {entry['step']}{' (target)' if entry.get('target') else ''}: {facts}")
