@@ -284,7 +284,8 @@ class KNNImputer(DatafuelTransformer):
             unsafe[pos], retry[pos] = u, r
 
         workers = min(len(sel), os.cpu_count() or 1)
-        if self._dev.type == "cuda" or workers <= 1:
+        small = rows.size * self.fit_X_.shape[0] < 2**21  # a pool costs more than it saves
+        if self._dev.type == "cuda" or workers <= 1 or small:
             for pos in sel:
                 one(pos)
             return unsafe, retry
