@@ -501,9 +501,13 @@ def table(
             scale=scale,
             clip_target=clip_target and cols.y is not None and not labels,
         )
+        # one stage for the whole fit (KNN donors, quantiles, statistics): the CLI's bar
+        # shows its clock moving while it runs, and the train rows when it is done
+        fitted = report(on_progress, "fit on train", parts.train.num_rows)
         steps.fit(parts.train, cols.numeric)
         recipe.fit(steps.numeric_input(parts.train, cols.numeric), _rows(cols.y, parts, "train"))
         categories = categories_of(parts.train, cols.categorical)
+        fitted(parts.train.num_rows)
         timer.lap("fit")
         out.mkdir(parents=True, exist_ok=True)
         fingerprint = _save_recipe(recipe, out, path, target, drop, cols, categories, steps)
