@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from json_paths import json_paths
 
 import datafuel
 from datafuel.clean import DropSparseRows, KNNImputer, ScrubInfinite, SimpleImputer, Winsorizer
@@ -404,15 +405,6 @@ def test_deep_nesting_that_json_accepts_is_refused_before_checking(
 
 
 # -- property: mutations raise DatafuelError or load and transform to finite values -----
-def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += _paths(v, (*prefix, i))
-    return out
 
 
 def _valid_state() -> dict[str, Any]:
@@ -424,7 +416,7 @@ def _valid_state() -> dict[str, Any]:
         shutil.rmtree(d)
 
 
-PATHS = [p for p in _paths(_valid_state()) if p]
+PATHS = [p for p in json_paths(_valid_state()) if p]
 ODD = st.sampled_from(
     [
         float("nan"),

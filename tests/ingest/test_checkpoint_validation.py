@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ingest_server import FakeAPI, listings
+from json_paths import json_paths, json_values
 
 from datafuel.errors import DatafuelError, IngestError
 from datafuel.ingest import ingest, read_ingested
@@ -116,37 +117,14 @@ def test_uncommitted_parts_are_still_discarded_when_the_state_is_valid(tmp_path:
 
 
 # property: random mutations of a valid _state.json -------------------------------------
-
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=8)
-    | st.sampled_from(["part-00000001.parquet", "http://127.0.0.1:9/x", "done", "***"]),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
-
-
-def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix] if prefix else []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += _paths(v, (*prefix, i))
-    return out
+JSON_VALUES = json_values("part-00000001.parquet", "http://127.0.0.1:9/x", "done", "***", nan=False)
 
 
 @st.composite
 def mutations(draw: st.DrawFn, state: dict[str, Any]) -> dict[str, Any]:
     state = copy.deepcopy(state)
     for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(state)
+        paths = json_paths(state)[1:]  # not the root
         if not paths:
             break
         path = draw(st.sampled_from(paths))

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_paths import json_paths, json_values
 
 from datafuel.errors import CorruptShardError, DatafuelError, ManifestError, SchemaError
 from datafuel.loaders import ShardSet, ShardWriter, bytes_field, fixed, ragged
@@ -305,37 +306,17 @@ def test_the_longest_allowed_field_name_round_trips(tmp_path: Path) -> None:
 
 
 # -- 4. property: random mutations of a valid manifest ----------------------------------------
-def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.sampled_from([0, 1, 2**31, 2**62, 2**63 - 1, 2**63, 2**64, -1])
-    | st.floats(allow_nan=True)
-    | st.text(max_size=8)
-    | st.sampled_from(["shard-00000.x.bin", "shard-00001.jpeg.idx", "manifest.json", "../x"]),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
+JSON_VALUES = json_values(
+    0, 1, 2**31, 2**62, 2**63 - 1, 2**63, 2**64, -1,
+    "shard-00000.x.bin", "shard-00001.jpeg.idx", "manifest.json", "../x",
+)  # fmt: skip
 
 
 @st.composite
 def mutations(draw: st.DrawFn, base: dict[str, Any]) -> bytes:
     m = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(m)
+        paths = json_paths(m)
         where = draw(st.sampled_from(paths[1:])) if len(paths) > 1 else ()
         parent: Any = m
         for key in where[:-1]:
