@@ -413,6 +413,38 @@ def _write_splits(
     return counts
 
 
+def _fit(
+    parts: Split,
+    cols: _Columns,
+    steps: ColumnSteps,
+    recipe: Recipe,
+    on_progress: Progress | None,
+) -> tuple[Recipe, dict[str, list[str]]]:
+    """Fit the column steps, the recipe and the one-hot categories on the train split only.
+
+    One progress stage for the whole fit (KNN donors, quantiles, statistics): the CLI's
+    bar shows its clock moving while it runs, and the train rows when it is done.
+    """
+    fitted = report(on_progress, "fit on train", parts.train.num_rows)
+    steps.fit(parts.train, cols.numeric)
+    recipe.fit(steps.numeric_input(parts.train, cols.numeric), _rows(cols.y, parts, "train"))
+    categories = categories_of(parts.train, cols.categorical)
+    fitted(parts.train.num_rows)
+    return recipe, categories
+
+
+def _columns_and_fields(
+    cols: _Columns, steps: ColumnSteps, categories: Mapping[str, list[str]], labels: bool
+) -> tuple[list[str], dict[str, Field]]:
+    """The feature column names (metadata) and the shard fields of a table build."""
+    columns = steps.columns(cols.numeric, [f"{c}={v}" for c, vs in categories.items() for v in vs])
+    fields: dict[str, Field] = {"x": fixed("float32", (len(columns),)), **steps.fields()}
+    fields.update(_keep_field_specs(cols))
+    if cols.y is not None:
+        fields["y"] = fixed("int64" if labels else "float32")
+    return columns, fields
+
+
 def table(
     inputs: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -493,21 +525,20 @@ def table(
         parts, missing = _drop_missing_target(parts, cols.y)
         _check_train_rows(parts, max(2, knn_k if impute == "knn" else 1), path, cols.table.num_rows)
         labels = target is not None and is_label(cols.table.column(target), max_categories)
-        recipe = _recipe(
-            impute=impute,
-            knn_k=knn_k,
-            max_missing=max_missing,
-            winsorize=winsorize,
-            scale=scale,
-            clip_target=clip_target and cols.y is not None and not labels,
+        recipe, categories = _fit(
+            parts,
+            cols,
+            steps,
+            _recipe(
+                impute=impute,
+                knn_k=knn_k,
+                max_missing=max_missing,
+                winsorize=winsorize,
+                scale=scale,
+                clip_target=clip_target and cols.y is not None and not labels,
+            ),
+            on_progress,
         )
-        # one stage for the whole fit (KNN donors, quantiles, statistics): the CLI's bar
-        # shows its clock moving while it runs, and the train rows when it is done
-        fitted = report(on_progress, "fit on train", parts.train.num_rows)
-        steps.fit(parts.train, cols.numeric)
-        recipe.fit(steps.numeric_input(parts.train, cols.numeric), _rows(cols.y, parts, "train"))
-        categories = categories_of(parts.train, cols.categorical)
-        fitted(parts.train.num_rows)
         timer.lap("fit")
         out.mkdir(parents=True, exist_ok=True)
         fingerprint = _save_recipe(recipe, out, path, target, drop, cols, categories, steps)
@@ -518,13 +549,7 @@ def table(
         record = _split_record(parts, written, cols, missing if drop_missing_target else None)
         write_split_record(out, record)
         clipped = _clipped_train_targets(recipe, cols.y, parts, written["train"])
-        columns = steps.columns(
-            cols.numeric, [f"{c}={v}" for c, vs in categories.items() for v in vs]
-        )
-        fields: dict[str, Field] = {"x": fixed("float32", (len(columns),)), **steps.fields()}
-        fields.update(_keep_field_specs(cols))
-        if cols.y is not None:
-            fields["y"] = fixed("int64" if labels else "float32")
+        columns, fields = _columns_and_fields(cols, steps, categories, labels)
         counts = _write_splits(
             runner,
             out,
