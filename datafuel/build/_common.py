@@ -21,6 +21,7 @@ __all__ = [
     "SUMMARY_KEYS",
     "Progress",
     "Timer",
+    "clear_split",
     "engine_for",
     "make_summary",
     "prepare_out",
@@ -185,6 +186,24 @@ def prepare_out(out: str | os.PathLike[str], kind: str, *, overwrite: bool = Fal
                 p.rmdir()
         else:
             p.unlink()
+
+
+def clear_split(out: str | os.PathLike[str], name: str) -> None:
+    """Remove an earlier build's shard set ``out/name`` that this build leaves empty.
+
+    A rerun with that split's fraction at 0 (or with no rows for it) must not leave the
+    old rows readable beside the new split: they were split and fitted another way.
+    The manifest goes first (the set stops being readable at once), then the shard
+    writer's files; anything else in the folder is left, and so is the folder then.
+    """
+    d = Path(out) / name
+    if not d.is_dir() or d.is_symlink():
+        return
+    own, other = _shard_dir_files(d)
+    for p in sorted(own, key=lambda q: q.name != "manifest.json"):
+        p.unlink()
+    if not other:
+        d.rmdir()
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from datafuel.vision._folder import IMAGE_FIELD
 from ._common import (
     Progress,
     Timer,
+    clear_split,
     engine_for,
     make_summary,
     prepare_out,
@@ -238,6 +239,7 @@ def images(
         counts: dict[str, int] = {}
         for k, name in enumerate(SPLIT_NAMES):
             if record["fractions"][k] == 0:
+                clear_split(out_dir, name)  # an earlier build's images must not stay there
                 continue
             items = [valid[i] for i in parts[name].tolist()]
             counts[name] = _write_split(

@@ -26,6 +26,7 @@ from datafuel.split import SPLIT_NAMES, Split, split
 from ._common import (
     Progress,
     Timer,
+    clear_split,
     engine_for,
     make_summary,
     prepare_out,
@@ -395,6 +396,7 @@ def _write_splits(
         part = parts[name]
         if part.num_rows == 0:
             counts[name] = 0
+            clear_split(out, name)  # an earlier build's rows must not stay readable there
             continue
         y_part = _rows(cols.y_raw, parts, name)
         unit = _Unit(clip_train and name == "train", tuple(cols.keep.items()))

@@ -32,6 +32,7 @@ from datafuel.text._corpus import TxtMode
 from ._common import (
     Progress,
     Timer,
+    clear_split,
     engine_for,
     make_summary,
     prepare_out,
@@ -195,13 +196,28 @@ def _train(
         raise
 
 
+def _check_given_tokenizer(
+    tokenizer: str | os.PathLike[str] | None, out: str | os.PathLike[str], overwrite: bool
+) -> None:
+    """``--overwrite`` must not remove the tokenizer it was given to use (``out/tokenizer.json``)."""
+    mine = Path(out) / TOKENIZER_NAME
+    given = tokenizer is not None and mine.exists() and os.path.exists(tokenizer)
+    if overwrite and given and os.path.samefile(tokenizer, mine):  # type: ignore[arg-type]
+        raise ConfigError(
+            f"--tokenizer {tokenizer} is the {TOKENIZER_NAME} of --out {out}, which "
+            "--overwrite would remove before reading it; copy it elsewhere first.",
+            path=str(tokenizer),
+        )
+
+
 def _tokenizer(
     plan: _Plan, min_frequency: int, on_progress: Progress | None = None
 ) -> tuple[BPETokenizer, bool]:
     """The tokenizer (given, trained earlier by an interrupted run, or trained now)."""
     path = plan.outdir / TOKENIZER_NAME
     if plan.given is not None:
-        shutil.copyfile(plan.tokenizer_path, path)  # type: ignore[arg-type]
+        if not (path.exists() and os.path.samefile(plan.tokenizer_path, path)):  # type: ignore[arg-type]
+            shutil.copyfile(plan.tokenizer_path, path)  # type: ignore[arg-type]
         return plan.given, False
     vocab_size = int(plan.config["vocab_size"])
     st = plan.state
@@ -437,6 +453,7 @@ def text(
     timer = Timer()
     # one build at a time into out: a second gets LockedError naming this process
     with locked(out, "build"), engine_for(engine) as runner:
+        _check_given_tokenizer(tokenizer, out, overwrite)
         prepare_out(out, "text", overwrite=overwrite)
         plan = _plan(
             list(inputs),
@@ -462,6 +479,8 @@ def text(
             on_progress=on_progress,
         )
         timer.lap("encode")
+        for name in set(SPLIT_NAMES) - set(plan.names):  # a split at fraction 0 this time
+            clear_split(plan.outdir, name)
         write_split_record(plan.outdir, _split_record(plan, counts))
         summary = _summary(plan, counts, tok, trained, runner, timer)
     return summary

@@ -171,7 +171,11 @@ _register_pytree()
 
 
 class _Progress:
-    """Where one pass is: its epoch and the samples (all ranks) the loop has taken."""
+    """Where one pass is: its epoch and the samples (all ranks) the loop has taken.
+
+    Never changed in place: a pass swaps in a new one, so a ``state_dict()`` taken from
+    another thread (an async checkpoint) reads one consistent (epoch, position) pair.
+    """
 
     __slots__ = ("epoch", "position")
 
@@ -849,8 +853,15 @@ class _LoaderIter:
         """The loop saw the end of the pass: its saved place becomes the next epoch's start."""
         if not self._ended:
             self._ended = True
-            self._progress.epoch, self._progress.position = self._epoch + 1, 0
+            self._move_to(self._epoch + 1, 0)
         self.close()
+
+    def _move_to(self, epoch: int, position: int) -> None:
+        """This pass's new place; also the loader's, while this is its latest pass."""
+        new = _Progress(epoch, position)
+        if self._loader._progress is self._progress:
+            self._loader._progress = new
+        self._progress = new
 
     def __next__(self) -> Batch:
         t0 = time.perf_counter()
@@ -860,18 +871,7 @@ class _LoaderIter:
             raise StopIteration
         if self._closed or self._prefetcher is None:
             raise StopIteration
-        try:
-            ok, value = self._prefetcher.get(j, self._loader.stall_timeout)
-        except TimeoutError:
-            raise self._stalled(j, time.perf_counter() - t0) from None
-        if not ok:
-            self.close()
-            if isinstance(value, NonFiniteError):
-                raise value
-            raise _as_loader_error(value, self._epoch) from (
-                value.exc if isinstance(value, _Failure) else value
-            )
-        batch: _Batch = value
+        batch = self._wait_for(j, t0)
         if batch.event is not None:
             current = torch.cuda.current_stream(self._loader.device)
             current.wait_event(batch.event)
@@ -879,7 +879,7 @@ class _LoaderIter:
                 t.record_stream(current)
         t1 = time.perf_counter()
         self._j = j + 1
-        self._progress.position += self._step * self._plan[j][1]
+        self._move_to(self._epoch, self._progress.position + self._step * self._plan[j][1])
         if self._meter is not None:
             self._meter.record(
                 wait=t1 - t0, wall=t1 - self._last, samples=batch.size, nbytes=batch.nbytes
@@ -902,14 +902,44 @@ class _LoaderIter:
             self._loader._give_back_ring(self._ring)
         self._ring = None
 
+    def _wait_for(self, j: int, t0: float) -> _Batch:
+        """Batch ``j`` from the workers; a stall, a worker's error or a close, as one error."""
+        assert self._prefetcher is not None
+        try:
+            ok, value = self._prefetcher.get(j, self._loader.stall_timeout)
+        except TimeoutError:
+            raise self._stalled(j, time.perf_counter() - t0) from None
+        except RuntimeError as exc:  # closed under us (another thread), or the workers died
+            if self._closed:
+                raise StopIteration from None
+            self.close()
+            ids = self._sample_ids(j)
+            raise WorkerError(
+                f"batch {self._first_batch + j} of epoch {self._epoch} (sample indices "
+                f"{ids[:20]}{' ...' if len(ids) > 20 else ''}) could not be made: {exc}",
+                indices=ids,
+            ) from exc
+        if not ok:
+            self.close()
+            if isinstance(value, NonFiniteError):
+                raise value
+            raise _as_loader_error(value, self._epoch) from (
+                value.exc if isinstance(value, _Failure) else value
+            )
+        return value  # type: ignore[no-any-return]
+
+    def _sample_ids(self, j: int) -> list[int]:
+        """The sample indices of this pass's batch ``j`` (for errors)."""
+        off, b = self._plan[j]
+        idx = self._order[off : off + b]
+        return [int(i) for i in (idx if self._starts is None else self._starts[idx])]
+
     def _stalled(self, j: int, waited: float) -> WorkerError:
         """Dump every stack, stop the workers (without waiting on the stuck one), name it all."""
         assert self._prefetcher is not None
         busy = self._prefetcher.busy()
         dumped = _dump_stacks()
-        off, b = self._plan[j]
-        idx = self._order[off : off + b]
-        ids = [int(i) for i in (idx if self._starts is None else self._starts[idx])]
+        ids = self._sample_ids(j)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # the error says it all
             self.close(timeout=0.0)

@@ -165,7 +165,8 @@ class Prefetcher(Generic[T]):
             # collector there, perhaps while that worker holds the lock): only flag the
             # stop; every worker sees it within _POLL_S
             self._stop = True
-            return []
+            # still running (this one included): the caller must not reuse their buffers
+            return [t.name for t in self._threads if t.is_alive()]
         with self._cv:
             self._stop = True
             self._results.clear()

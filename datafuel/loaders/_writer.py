@@ -65,7 +65,12 @@ class _HashedFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         with _on_disk(path):
-            self.fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in finish()/abort()
+            # never write through a link (a symlinked copy of another build's shards, or a
+            # planted link): remove whatever entry is there, then create a new file ("x":
+            # O_EXCL, which also refuses a link put back in between)
+            if os.path.lexists(path) and not path.is_dir():
+                os.unlink(path)
+            self.fh: IO[bytes] = open(path, "xb")  # noqa: SIM115 - closed in finish()/abort()
         self.hash = hashlib.sha256()
         self.nbytes = 0
 

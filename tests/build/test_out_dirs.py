@@ -103,3 +103,31 @@ def test_an_empty_or_missing_out_needs_nothing(folder: Path, tmp_path: Path) -> 
     (tmp_path / "empty").mkdir()
     build.images(folder, tmp_path / "empty", overwrite=True)
     build.images(folder, tmp_path / "new" / "deeper", overwrite=True)
+
+
+def test_a_rerun_with_a_split_at_zero_leaves_no_old_rows_readable(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build.table(HOUSES, out, target="price", drop=["id"])
+    assert len(ShardSet(out / "test")) > 0
+    s = build.table(HOUSES, out, target="price", drop=["id"], fractions=(0.9, 0.1, 0.0), seed=1)
+    assert s["counts"]["test"] == 0
+    assert not (out / "test").exists()  # the first build's test rows are gone
+    corpus = [sample_corpus_path()]
+    build.text(corpus, tmp_path / "tok", vocab_size=300)
+    build.text(corpus, tmp_path / "tok", vocab_size=300, fractions=(0.8, 0.2, 0.0))
+    assert not (tmp_path / "tok" / "test").exists()
+
+
+def test_overwrite_refuses_to_remove_the_tokenizer_it_was_given(tmp_path: Path) -> None:
+    from datafuel.errors import ConfigError as Refused
+
+    out = tmp_path / "tok"
+    build.text([sample_corpus_path()], out, vocab_size=300)
+    given = out / "tokenizer.json"
+    kept = given.read_bytes()
+    with pytest.raises(Refused, match="--overwrite would remove"):
+        build.text([sample_corpus_path()], out, tokenizer=given, overwrite=True)
+    assert given.read_bytes() == kept
+    # without --overwrite the same file is used in place (no copy onto itself)
+    s = build.text([sample_corpus_path()], out, tokenizer=given)
+    assert s["tokenizer_trained"] is False and given.read_bytes() == kept

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -177,3 +178,25 @@ def test_without_a_real_stderr_the_stacks_go_to_a_file_the_error_names(
     path = Path(str(info.value).rsplit("dumped to ", 1)[1].rstrip("."))
     assert "in wait_forever_on_batch" in path.read_text()
     path.unlink()
+
+
+def test_closing_from_another_thread_ends_the_loop_instead_of_a_raw_error(
+    rows: Path, stuck: StuckOnBatch
+) -> None:
+    loader = Loader(rows, 4, shuffle=False, num_workers=2, transform=stuck, stall_timeout=30)
+    it = iter(loader)
+    assert next(it)["idx"].tolist() == [0, 1, 2, 3]
+    assert next(it)["idx"].tolist() == [4, 5, 6, 7]
+
+    def teardown() -> None:  # another thread closes the pass while the loop waits
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the stuck worker is named
+            it.close(timeout=0.2)
+
+    closer = threading.Timer(0.3, teardown)
+    closer.start()
+    t0 = time.monotonic()
+    with pytest.raises(StopIteration):
+        next(it)  # batch 2 is stuck: the close ends the pass
+    assert time.monotonic() - t0 < 10
+    closer.join()

@@ -229,3 +229,22 @@ def test_real_read_only_tmpfs(tmpfs: Path, clean: dict[str, bytes]) -> None:
     remount(tmpfs, "rw,size=4m")
     build(tmpfs / "set")
     assert tree(tmpfs / "set") == clean
+
+
+def test_the_writer_never_writes_through_a_link(tmp_path: Path) -> None:
+    from datafuel.loaders import ShardSet, ShardWriter, fixed
+
+    first = tmp_path / "run1"
+    with ShardWriter(first, {"x": fixed("int64")}) as w:
+        w.write({"x": np.arange(5)})
+    before = (first / "shard-00000.x.bin").read_bytes()
+    copy = tmp_path / "run2"  # `cp -rs run1 run2`: a copy made of links into run1
+    copy.mkdir()
+    for p in first.iterdir():
+        (copy / p.name).symlink_to(p)
+    with ShardWriter(copy, {"x": fixed("int64")}) as w:
+        w.write({"x": np.arange(7) * 10})
+    assert (first / "shard-00000.x.bin").read_bytes() == before  # run1 untouched
+    assert not (copy / "shard-00000.x.bin").is_symlink()
+    assert ShardSet(copy, verify=True).gather([6])["x"].tolist() == [60]
+    assert ShardSet(first, verify=True).gather([4])["x"].tolist() == [4]
