@@ -211,7 +211,7 @@ class RestSource:
             reason = policy.scrub(redact_url(str(exc), policy.secret_params))  # type: ignore[arg-type]
             raise TransientError(f"connection failed ({type(exc).__name__}: {reason})") from exc
         except httpx.HTTPError as exc:  # e.g. a malformed header or URL in the response
-            reason = policy.scrub(str(exc))
+            reason = policy.scrub(redact_url(str(exc), policy.secret_params))  # type: ignore[arg-type]
             raise TransientError(f"bad response ({type(exc).__name__}: {reason})") from exc
 
     def _redirect_target(
