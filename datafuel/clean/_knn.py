@@ -441,11 +441,41 @@ class KNNImputer(DatafuelTransformer):
         candidates might miss a neighbour (a boolean block of ``todo``'s shape) and, per
         receiver, the threshold to retry them with (inf: unknown, grow ``n_cand``).
         """
+        R = X[blk]
+        if thr is None:
+            cand, kth = self._candidates(R, n_cand)
+            return self._rank_block(X, blk, todo, out, cand, kth)
+        cand, kth = self._within(R, thr)
+        # the donors within the threshold are as many as a tie holds (hundreds of zero
+        # distances on discrete columns with half the values missing, a few on others),
+        # left-aligned and padded with -1: re-rank the receivers in groups of similar
+        # width (within 2x), not each padded to the widest of the block
+        width = (cand >= 0).sum(axis=1)
+        group = np.ceil(np.log2(np.maximum(width, 1))).astype(np.int64)
+        unsafe = np.zeros((len(blk), X.shape[1]), dtype=bool)
+        retry = np.full(len(blk), -np.inf)
+        for g in np.unique(group):
+            idx = np.flatnonzero(group == g)
+            w = max(1, int(width[idx].max()))
+            unsafe[idx], retry[idx] = self._rank_block(
+                X, blk[idx], todo, out, cand[idx, :w], kth[idx]
+            )
+        return unsafe, retry
+
+    def _rank_block(
+        self,
+        X: np.ndarray,
+        blk: np.ndarray,
+        todo: np.ndarray,
+        out: np.ndarray,
+        cand: np.ndarray,
+        kth: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Re-rank the candidates ``cand`` (-1: padding) exactly and impute from them."""
         fit_X = self.fit_X_
         k = int(self.n_neighbors)
         n_features = X.shape[1]
         R = X[blk]
-        cand, kth = self._candidates(R, n_cand) if thr is None else self._within(R, thr)
         cand = np.concatenate(
             [cand, np.broadcast_to(self._special, (len(blk), len(self._special)))], axis=1
         )
