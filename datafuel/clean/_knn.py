@@ -62,6 +62,35 @@ def _exact_dist(r: np.ndarray, donors: np.ndarray) -> np.ndarray:
     return out
 
 
+def _topk_smallest(
+    num: torch.Tensor, kk: int, group: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``kk`` smallest entries of each row (NaN counts as inf), unsorted, as a top-k.
+
+    A top-k over thousands of columns costs as much as the matrix product; this one
+    takes the minimum of each group of ``group`` columns, the ``kk`` groups with the
+    smallest minima, and a top-k over their columns only. Exact: ``kk`` distinct
+    entries are at most the ``kk``-th smallest group minimum, and every column left
+    out lies in a group whose minimum, hence every entry, is at least that.
+    Overwrites NaN in ``num`` with inf.
+    """
+    num = torch.nan_to_num_(num, nan=float("inf"))
+    b, n = num.shape
+    n_groups = n // group
+    if n_groups < 8 * kk:
+        return torch.topk(num, kk, dim=1, largest=False, sorted=False)
+    m = n_groups * group
+    mins = num[:, :m].reshape(b, n_groups, group).amin(dim=2)
+    gi = torch.topk(mins, kk, dim=1, largest=False, sorted=False).indices
+    offs = torch.arange(group, device=num.device)
+    idx = (gi[:, :, None] * group + offs).reshape(b, kk * group)
+    if m < n:
+        tail = torch.arange(m, n, device=num.device).expand(b, n - m)
+        idx = torch.cat([idx, tail], dim=1)
+    v, sel = torch.topk(torch.gather(num, 1, idx), kk, dim=1, largest=False, sorted=False)
+    return v, torch.gather(idx, 1, sel)
+
+
 class KNNImputer(DatafuelTransformer):
     """Impute missing values from the k nearest rows of the training data.
 
@@ -368,7 +397,7 @@ class KNNImputer(DatafuelTransformer):
             num.div_(cnt)  # 0/0 -> NaN: no common coordinate; topk ranks NaN last
             if best_v is None or best_i is None:
                 kk = min(n_cand, d1 - d0)
-                best_v, best_i = torch.topk(num, kk, dim=1, largest=False, sorted=False)
+                best_v, best_i = _topk_smallest(num, kk)
                 best_i = best_i + d0
                 continue
             # Later chunks: only entries below the current n_cand-th best can enter, and
