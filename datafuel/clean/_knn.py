@@ -44,6 +44,8 @@ _EXACT_BUDGET = 2**21
 _GROWTH = 4
 #: receivers x donors up to which one block holds every receiver (8 MiB of distances)
 _SMALL = 2**20
+#: sorted candidates looked at first for a column's k donors (a multiple of 8, <= 64)
+_PREFIX = 64
 
 
 def _exact_dist(r: np.ndarray, donors: np.ndarray) -> np.ndarray:
@@ -530,24 +532,39 @@ class KNNImputer(DatafuelTransformer):
         bound = kth - tol  # every donor outside the candidates is at least this far
         unsafe = np.zeros((len(blk), n_features), dtype=bool)
         retry = np.full(len(blk), -np.inf)
+        width = cand.shape[1]
         for c in map(int, np.flatnonzero(todo[blk].any(axis=0))):
-            recv = np.flatnonzero(todo[blk, c])
-            ok = self._present_fit[cand[recv], c] & ~dup[recv] & np.isfinite(exact[recv])
-            taken = ok & (np.cumsum(ok, axis=1) <= k)
-            n_taken = taken.sum(axis=1)
-            last = np.where(
-                n_taken > 0,
-                np.max(np.where(taken, exact[recv], -np.inf), axis=1),
-                -np.inf,
-            )
-            safe = np.where(n_taken >= k, last < bound[recv], np.isinf(kth[recv]))
-            values = np.where(taken, fit_X[cand[recv], c], 0.0)
-            out[blk[recv], c] = self._average_rows(exact[recv], values, taken, n_features, c)
-            unsafe[recv[~safe], c] = True
-            # the k taken are real donors, so the true k-th distance is at most `last`:
-            # every true neighbour is approximately within last + tol
-            want = np.where(n_taken >= k, last + 2.0 * tol[recv], np.inf)
-            retry[recv[~safe]] = np.maximum(retry[recv[~safe]], want[~safe])
+            recv_c = np.flatnonzero(todo[blk, c])
+            # a wide retry (a tie of hundreds) holds its k donors with the column near
+            # the front: work on a prefix of 64 (a multiple of 8 within numpy's first
+            # pairwise-summation block, so the sums below are bit for bit those over the
+            # whole width) and on the whole width only for the rows it does not serve
+            parts = [(recv_c, width)]
+            if width > _PREFIX:
+                okp = self._present_fit[cand[recv_c, :_PREFIX], c] & ~dup[recv_c, :_PREFIX]
+                okp &= np.isfinite(exact[recv_c, :_PREFIX])
+                short = okp.sum(axis=1) < k
+                parts = [(recv_c[~short], _PREFIX), (recv_c[short], width)]
+            for recv, w in parts:
+                if recv.size == 0:
+                    continue
+                cw, ew = cand[recv, :w], exact[recv, :w]
+                ok = self._present_fit[cw, c] & ~dup[recv, :w] & np.isfinite(ew)
+                taken = ok & (np.cumsum(ok, axis=1) <= k)
+                n_taken = taken.sum(axis=1)
+                last = np.where(
+                    n_taken > 0,
+                    np.max(np.where(taken, ew, -np.inf), axis=1),
+                    -np.inf,
+                )
+                safe = np.where(n_taken >= k, last < bound[recv], np.isinf(kth[recv]))
+                values = np.where(taken, fit_X[cw, c], 0.0)
+                out[blk[recv], c] = self._average_rows(ew, values, taken, n_features, c)
+                unsafe[recv[~safe], c] = True
+                # the k taken are real donors, so the true k-th distance is at most
+                # `last`: every true neighbour is approximately within last + tol
+                want = np.where(n_taken >= k, last + 2.0 * tol[recv], np.inf)
+                retry[recv[~safe]] = np.maximum(retry[recv[~safe]], want[~safe])
         return unsafe, retry
 
     def _average_rows(
