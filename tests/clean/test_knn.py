@@ -295,3 +295,17 @@ def test_unseen_rows_of_a_duplicated_table() -> None:
     ours = KNNImputer(n_neighbors=5).fit(train).transform(test)
     ref = SkKNNImputer(n_neighbors=5).fit(train).transform(test)
     tie_aware_check(train, test, ours, ref, 5)
+
+
+@pytest.mark.parametrize("k", [5, 40])
+def test_wide_tie_retry_prefix_is_bit_for_bit_the_whole_width(k: int, monkeypatch) -> None:
+    # diabetes has discrete columns (sex): with half the values missing, hundreds of
+    # donors tie at distance 0, so the retry is wider than the 64-candidate prefix;
+    # k=40 leaves some rows without k donors in the prefix (the whole-width path)
+    import datafuel.clean._knn as knn
+
+    X = shaped(real_table("diabetes"), "raw", 0.5, seed=2)
+    ours = KNNImputer(n_neighbors=k).fit_transform(X)
+    np.testing.assert_allclose(ours, brute_force(X, X, k), rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(knn, "_PREFIX", 1 << 30)
+    np.testing.assert_array_equal(ours, KNNImputer(n_neighbors=k).fit_transform(X))
