@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,33 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "loaders"))
 
 from loader_helpers import write_rows  # noqa: E402
-from test_distributed import SCRIPT, free_port  # noqa: E402
+from test_distributed import SCRIPT, launch_ranks  # noqa: E402
 
 
 def run_once(shards: Path, script: Path, out: Path, timeout: float) -> tuple[str, list[str]]:
     """``("ok" | "hang" | "fail", [stderr of rank 0, stderr of rank 1])``."""
     out.unlink(missing_ok=True)
-    port = free_port()
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "OMP_NUM_THREADS": "1",
-            "PYTHONFAULTHANDLER": "1",  # SIGABRT below (or a real abort) dumps the stacks
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(script), str(shards), str(out)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    # PYTHONFAULTHANDLER: SIGABRT below (or a real abort) dumps the stacks
+    procs = launch_ranks(script, shards, out, {"PYTHONFAULTHANDLER": "1"})
     deadline = time.monotonic() + timeout
     hung = False
     errs = []

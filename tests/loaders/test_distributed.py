@@ -53,12 +53,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_two_process_gloo_ranks_are_disjoint(tmp_path: Path) -> None:
-    assert torch.distributed.is_available()
-    shards = write_rows(tmp_path / "rows", n=101)
-    script = tmp_path / "ddp.py"
-    script.write_text(SCRIPT)
-    out = tmp_path / "seen.json"
+def launch_ranks(
+    script: Path, shards: Path, out: Path, extra_env: dict[str, str] | None = None
+) -> list[subprocess.Popen[str]]:
+    """Start the 2 gloo ranks of ``script`` (stderr piped), on a free port of 127.0.0.1."""
     port = free_port()
     procs = []
     for rank in range(2):
@@ -69,16 +67,27 @@ def test_two_process_gloo_ranks_are_disjoint(tmp_path: Path) -> None:
             "RANK": str(rank),
             "WORLD_SIZE": "2",
             "OMP_NUM_THREADS": "1",
+            **(extra_env or {}),
         }
         procs.append(
             subprocess.Popen(
                 [sys.executable, str(script), str(shards), str(out)],
                 env=env,
-                stdout=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         )
+    return procs
+
+
+def test_two_process_gloo_ranks_are_disjoint(tmp_path: Path) -> None:
+    assert torch.distributed.is_available()
+    shards = write_rows(tmp_path / "rows", n=101)
+    script = tmp_path / "ddp.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "seen.json"
+    procs = launch_ranks(script, shards, out)
     results = []
     for p in procs:
         try:
