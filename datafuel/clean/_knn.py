@@ -1,34 +1,52 @@
 """K-nearest-neighbour imputation with sklearn's nan-euclidean semantics, fast.
 
 Same donors, weights and output as :class:`sklearn.impute.KNNImputer`, computed in
-blocks: one float64 matrix product per block of receivers (BLAS through torch, on the
-GPU when there is one) gives approximate distances, a top-k keeps a few more
-candidates than needed, and the candidates are re-ranked with exact float64
-distances (direct differences, no cancellation). A rigorous error bound on the
-matrix product decides whether the candidates hold every true neighbour; the
-receivers for which they might not (exact ties at the edge of the candidate set, as
-duplicated rows give, or too few candidates with the column) are searched again, all
-at once, with four times as many candidates, until the bound holds or every donor is
-a candidate. Memory is bounded by ``block_size x donor_block``, never ``n x n``.
+blocks: one matrix product per block of receivers (BLAS through torch, on the GPU when
+there is one) gives approximate distances, a select keeps a few more candidates than
+needed, and the candidates are re-ranked with exact float64 distances (direct
+differences, no cancellation). A rigorous error bound on the matrix product decides
+whether the candidates hold every true neighbour; the receivers for which they might
+not (exact ties at the edge of the candidate set, as duplicated rows give, or too few
+candidates with the column) are searched again, all at once, every donor within the
+exact k-th distance plus the bound, or with four times as many candidates, until the
+bound holds or every donor is a candidate. Memory is bounded by
+``block_size x donor_block``, never ``n x n``.
 
-Why float64 for the screening product: in float32, the cancellation in
-``|r|^2 - 2 r.d + |d|^2`` on raw features (values up to 1e4 next to values of 1e-3)
-is larger than the gaps between neighbours, so the bound failed for most receivers
-and each fell back to a scan of every donor (breast cancer raw: 1,106 of 1,748
-entries; 10x slower than sklearn). In float64 the bound fails only on true ties.
+The screening product's precision is chosen per transform, on its first block.
+float32 halves the product's and the select's cost, and on standardised or
+similar-scale features its bound holds for nearly every receiver. On raw features
+(values up to 1e4 next to values of 1e-3), the cancellation in
+``|r|^2 - 2 r.d + |d|^2`` exceeds the gaps between neighbours in float32 (breast
+cancer raw: the bound failed for 1,106 of 1,748 entries), and in float64 it fails only
+on true ties. So block 0 runs in float32, and the rest does too only if float32's
+rounding (not a tie) left at most 10% of block 0's entries unproven; otherwise float64.
+Either way every entry ends proven or searched again: the choice changes the time,
+never the donors.
+
+On the CPU the screen and the re-rank run in a C extension, ``_knnselect`` (optional:
+without it, torch's top-k and numpy compute the same donors, ~2x slower): the select
+reads each product tile once, compares 16 entries at a time against the row's current
+bound and keeps a buffer for the few that pass, and the exact distances are computed
+from the donor rows in place, equal to numpy's bit for bit.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from datafuel._checks import check_int
+
+try:  # the native screening select (optional C extension, see _knnselect.c)
+    from . import _knnselect
+except ImportError:  # pragma: no cover - exercised by the fallback test's monkeypatch
+    _knnselect = None  # type: ignore[assignment]
 from datafuel._transformer import DatafuelTransformer, column_name, require_finite
 from datafuel.errors import ConfigError, InputDataError, NonFiniteError, SchemaError
 
@@ -46,6 +64,57 @@ _GROWTH = 4
 _SMALL = 2**20
 #: sorted candidates looked at first for a column's k donors (a multiple of 8, <= 64)
 _PREFIX = 64
+_EPS32 = float(np.finfo(np.float32).eps)
+#: codes of an entry in the unsafe arrays: its candidates may miss a neighbour (a tie at
+#: the edge, too few with the column), or they may only because of the screening
+#: product's precision (safe had the product been float64)
+_MISS, _MISS_PRECISION = 1, 2
+#: the largest centred magnitude a float32 screen takes: squares stay below 1e32, sums of
+#: them (x 3 per feature) far below float32's 3.4e38 for any realistic width
+_F32_MAX_VALUE = 1e16
+#: bytes of products per slice of the native screen (both outputs in a core's L2)
+_L2_BYTES = 512 * 1024
+_TILE_ROWS = 64
+
+
+class _Counter:
+    """Receivers done, reported to an ``on_rows(done, total)`` callback (None: nobody)."""
+
+    def __init__(self, on_rows: Callable[[int, int], None] | None, total: int) -> None:
+        self.on_rows, self.total, self.done = on_rows, total, 0
+        if on_rows is not None:
+            on_rows(0, total)
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.on_rows is not None:
+            self.on_rows(self.done, self.total)
+
+
+@contextmanager
+def _single_threaded(dev: torch.device) -> Iterator[None]:
+    """torch on one thread for the block pipeline (CPU only; process-wide while it runs).
+
+    Its intra-op pool costs more than it saves on these small products (a top-k over
+    256 x 569 takes 9 ms on two threads, 0.2 ms on one), and under the pipeline's own
+    threads it would oversubscribe the cores; the blocks run in parallel instead (see
+    ``KNNImputer._run_blocks``). Every product of the pipeline is torch's for this
+    reason: numpy's OpenBLAS cannot be held to one thread cheaply.
+    """
+    if dev.type == "cuda":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _c64(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous float64 array (no copy when it is one)."""
+    return np.ascontiguousarray(a, dtype=np.float64)
 
 
 def _exact_dist(r: np.ndarray, donors: np.ndarray) -> np.ndarray:
@@ -240,7 +309,25 @@ class KNNImputer(DatafuelTransformer):
         self._dev = dev
         self._donor_num = torch.from_numpy(np.concatenate([Pf, F0, F0 * F0], axis=1)).to(dev)
         self._donor_cnt = torch.from_numpy(Pf).to(dev)
+        # float32 copies for the screening product where the bound allows it (see transform)
+        self._donor_num32 = self._donor_num.float()
+        self._donor_cnt32 = self._donor_cnt.float()
+        self._abs_max = float(np.abs(F0).max(initial=0.0))
         s = (F0 * F0).sum(axis=1)
+        self._partial: dict[bool, tuple[torch.Tensor, ...]] = {}
+        if dev.type == "cpu" and _knnselect is not None:
+            # the partial product's donor side (see _candidates_native), per dtype:
+            # [Pf, F0], and per donor sum(F0**2), count, F0**2 and Pf by feature
+            for f32 in (False, True):
+                dt = torch.float32 if f32 else torch.float64
+                parts = (
+                    np.concatenate([Pf, F0], axis=1),
+                    s[None, :],
+                    Pf.sum(axis=1)[None, :],
+                    np.ascontiguousarray((F0 * F0).T),
+                    np.ascontiguousarray(Pf.T),
+                )
+                self._partial[f32] = tuple(torch.from_numpy(a).to(dt) for a in parts)
         # the donors with the largest norms (outliers) are always re-ranked exactly, so
         # the error bound of the matrix product only has to cover the rest
         n_special = min(len(s), 16)
@@ -250,8 +337,19 @@ class KNNImputer(DatafuelTransformer):
         self._present_fit = present
 
     # -- transform --------------------------------------------------------------
-    def transform(self, X: Any) -> np.ndarray:
-        """Fill every missing (NaN or infinite) entry of ``X`` from its nearest donors."""
+    def fit_transform(
+        self, X: Any, y: Any = None, *, on_rows: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        """:meth:`fit` then :meth:`transform` (``on_rows`` as there)."""
+        return self.fit(X, y).transform(X, on_rows=on_rows)
+
+    def transform(self, X: Any, *, on_rows: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Fill every missing (NaN or infinite) entry of ``X`` from its nearest donors.
+
+        ``on_rows(done, total)``, when given, is called from this thread as blocks of
+        receivers (rows with a missing value) finish their first pass, ``total`` being
+        the number of receivers; the few rows searched again afterwards are not counted.
+        """
         self._check_fitted()
         X = self._validate(X, reset=False)
         if not hasattr(self, "_donor_num"):
@@ -269,6 +367,8 @@ class KNNImputer(DatafuelTransformer):
         work: list[tuple[np.ndarray, np.ndarray, int, np.ndarray | None]] = [
             (rows, mask, 2 * int(self.n_neighbors) + 16, None)
         ]
+        screen: torch.dtype | None = None  # the screening product's dtype, chosen on block 0
+        progress = None if on_rows is None else _Counter(on_rows, rows.size)
         while work:
             rows, todo, n_cand, thr = work.pop()
             if thr is None:
@@ -280,7 +380,10 @@ class KNNImputer(DatafuelTransformer):
             else:  # a retry within a threshold: any number of candidates per row
                 step = max(1, min(int(self.block_size), _EXACT_BUDGET // n_donors))
             sel = [np.arange(s, min(s + step, rows.size)) for s in range(0, rows.size, step)]
-            unsafe, retry = self._run_blocks(X, rows, sel, todo, out, n_cand, thr)
+            unsafe, retry, screen = self._run_blocks(
+                X, rows, sel, todo, out, n_cand, thr, screen, progress
+            )
+            progress = None  # the first pass only
             # entries whose candidates might miss a neighbour (a tie at the edge, too few
             # donors with the column) are searched again: every donor within the exact
             # k-th distance found plus the error bound when there is one, else with 4x
@@ -311,50 +414,88 @@ class KNNImputer(DatafuelTransformer):
         out: np.ndarray,
         n_cand: int,
         thr: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Impute ``rows`` in blocks (positions ``sel``); returns unsafe entries, retries."""
-        unsafe = np.zeros((rows.size, X.shape[1]), dtype=bool)
+        screen: torch.dtype | None,
+        progress: _Counter | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, torch.dtype | None]:
+        """Impute ``rows`` in blocks (positions ``sel``).
+
+        Returns the unsafe entries (``_MISS`` codes), the retry thresholds and the
+        screening dtype: ``screen`` as given or, when it is None (the first pass of a
+        transform), the one block 0 chose. ``progress`` hears each block as it ends.
+        """
+        progress = progress or _Counter(None, 0)
+        unsafe = np.zeros((rows.size, X.shape[1]), dtype=np.int8)
         retry = np.zeros(rows.size)
 
-        def one(pos: np.ndarray) -> None:
+        def one(pos: np.ndarray, dtype: torch.dtype | None) -> int:
             u, r = self._impute_block(
-                X, rows[pos], todo, out, n_cand, None if thr is None else thr[pos]
+                X, rows[pos], todo, out, n_cand, None if thr is None else thr[pos], dtype
             )
             unsafe[pos], retry[pos] = u, r
+            return pos.size
 
+        if thr is None and screen is None:
+            # the first pass of a transform: block 0 in float32 (where the bound can hold
+            # at all), and float32 for the rest only if it served block 0 (deterministic:
+            # the same blocks for the same input, whatever the threads do)
+            screen = torch.float64
+            if len(sel) > 1 and self._float32_ok():
+                with _single_threaded(self._dev):
+                    progress.add(one(sel[0], torch.float32))
+                head = unsafe[sel[0]]
+                if (head == _MISS_PRECISION).sum() <= 0.1 * max(1, int(todo[rows[sel[0]]].sum())):
+                    screen = torch.float32
+                sel = sel[1:]
         workers = min(len(sel), os.cpu_count() or 1)
         small = rows.size * self.fit_X_.shape[0] < 2**21  # a pool costs more than it saves
-        if self._dev.type == "cuda":
-            for pos in sel:
-                one(pos)
-            return unsafe, retry
-        # On the CPU, torch runs single-threaded here: its intra-op pool costs more than
-        # it saves on these small products (a top-k over 256 x 569 takes 9 ms on two
-        # threads, 0.2 ms on one).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            if workers <= 1 or small:
+        serial = self._dev.type == "cuda" or workers <= 1 or small
+        with _single_threaded(self._dev):
+            if serial:
                 for pos in sel:
-                    one(pos)
-                return unsafe, retry
-            # One single-threaded pipeline per core, on separate blocks: torch and BLAS
-            # release the GIL, and unlike one multi-threaded matmul per block there is no
-            # barrier to spin on, which collapses on a machine shared with other jobs.
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(one, sel):
-                    pass
-        finally:
-            torch.set_num_threads(threads)
-        return unsafe, retry
+                    progress.add(one(pos, screen))
+            else:
+                # One single-threaded pipeline per core, on separate blocks: torch and BLAS
+                # release the GIL, and unlike one multi-threaded matmul per block there is
+                # no barrier to spin on, which collapses on a machine shared with other jobs.
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for done in pool.map(lambda pos: one(pos, screen), sel):
+                        progress.add(done)  # in order, from this thread
+        return unsafe, retry, screen
 
-    def _receiver_side(self, R: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The receivers' factors of the numerator and count products."""
+    def _f32_range(self, R: np.ndarray) -> bool:
+        """Whether the centred values of ``R`` and of the donors square safely in float32."""
+        with np.errstate(invalid="ignore"):
+            r_max = float(np.nanmax(np.abs(R - self.col_means_), initial=0.0))
+        return max(r_max, self._abs_max) < _F32_MAX_VALUE
+
+    def _float32_ok(self) -> bool:
+        """Whether a float32 product is true float32 here (no TF32 or bfloat16 shortcut).
+
+        The error bound of the screening product assumes IEEE float32 arithmetic with
+        float32 accumulation; a lowered matmul precision would void it.
+        """
+        if torch.get_float32_matmul_precision() != "highest":
+            return False
+        return not (self._dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
+
+    def _receiver_factors(self, R: np.ndarray, f32: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The receivers' factors of the numerator and count products (float32 or 64)."""
         Pr = ~np.isnan(R)
         R0 = np.where(Pr, R - self.col_means_, 0.0)
         a_num = np.concatenate([R0 * R0, -2.0 * R0, Pr.astype(np.float64)], axis=1)
-        a_cnt = Pr.astype(np.float64)
+        if f32:
+            return a_num.astype(np.float32), Pr.astype(np.float32)
+        return a_num, Pr.astype(np.float64)
+
+    def _receiver_side(self, R: np.ndarray, f32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_receiver_factors` as tensors on the device."""
+        a_num, a_cnt = self._receiver_factors(R, f32)
         return torch.from_numpy(a_num).to(self._dev), torch.from_numpy(a_cnt).to(self._dev)
+
+    def _donor_side(self, f32: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if f32:
+            return self._donor_num32, self._donor_cnt32
+        return self._donor_num, self._donor_cnt
 
     def _within(self, R: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every donor whose approximate distance is at most ``thr`` (per receiver).
@@ -383,19 +524,28 @@ class KNNImputer(DatafuelTransformer):
         out[r_all, pos] = c_all
         return out, thr
 
-    def _candidates(self, R: np.ndarray, n_cand: int) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-``n_cand`` donors of each receiver; returns (indices, kth value)."""
+    def _candidates(
+        self, R: np.ndarray, n_cand: int, f32: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-``n_cand`` donors of each receiver; returns (indices, kth value).
+
+        ``f32``: the product in float32, half the memory traffic of the top-k; the
+        caller's bound then uses float32's unit roundoff.
+        """
         dev = self._dev
         n = self._donor_num.shape[0]
+        if dev.type == "cpu" and _knnselect is not None:
+            return self._candidates_native(R, n_cand, f32)
         if dev.type == "cpu" and n <= self.donor_block:
-            return self._candidates_numpy(R, n_cand)
-        a_num, a_cnt = self._receiver_side(R)
+            return self._candidates_numpy(R, n_cand, f32)
+        a_num, a_cnt = self._receiver_side(R, f32)
+        d_num, d_cnt = self._donor_side(f32)
         best_v: torch.Tensor | None = None
         best_i: torch.Tensor | None = None
         for d0 in range(0, n, self.donor_block):
             d1 = min(n, d0 + self.donor_block)
-            num = a_num @ self._donor_num[d0:d1].T
-            cnt = a_cnt @ self._donor_cnt[d0:d1].T
+            num = a_num @ d_num[d0:d1].T
+            cnt = a_cnt @ d_cnt[d0:d1].T
             num.div_(cnt)  # 0/0 -> NaN: no common coordinate; topk ranks NaN last
             if best_v is None or best_i is None:
                 kk = min(n_cand, d1 - d0)
@@ -432,24 +582,86 @@ class KNNImputer(DatafuelTransformer):
             kth[:] = np.inf  # every donor is a candidate
         return best_i.cpu().numpy(), kth
 
-    def _candidates_numpy(self, R: np.ndarray, n_cand: int) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates_native(
+        self, R: np.ndarray, n_cand: int, f32: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_candidates` on the CPU with the native select (``_knnselect``).
+
+        Where the receivers miss few features (at most half on average), the product
+        is the partial one, ``[R0**2, -2 R0] @ [Pf, F0].T``: half the inner width of
+        the full numerator and count products. The select rebuilds each row's
+        numerators and counts from it and the donors' totals, less the terms of the
+        row's missing features (numerator = partial + sum(F0**2) - the F0**2 of the
+        missing features; count = the donor's count - their presence): the same
+        quantities, with rounding errors within the same bound (see _rank_block).
+
+        The products run on tiles of at most 64 receivers x ``_L2_BYTES`` worth of
+        donors, so that the outputs are still in the core's L2 cache when the select
+        reads them right after. torch's matmul (MKL, one thread here) writes them:
+        numpy's OpenBLAS cannot be held to one thread cheaply (each threadpoolctl
+        round trip restarts its pool, ~3 ms).
+        """
+        mask = np.isnan(R)
+        n_features = R.shape[1]
+        partial = float(mask.sum(axis=1).mean()) <= n_features / 2
+        a_num, a_cnt = self._receiver_side(R, f32)
+        if partial:
+            a_num = a_num[:, : 2 * n_features].contiguous()
+            d_num, *totals = self._partial[f32]
+            sd, cd, qt, pt = (t.numpy() for t in totals)
+            width = max(1, int(mask.sum(axis=1).max()))
+            order = np.argsort(~mask, axis=1, kind="stable")[:, :width]
+            miss = np.where(np.take_along_axis(mask, order, axis=1), order, -1)
+        else:
+            d_num, d_cnt = self._donor_side(f32)
+        n = d_num.shape[0]
+        b = len(R)
+        kk = min(n_cand, n)
+        dt = np.dtype(np.float32 if f32 else np.float64)
+        heap_v = np.full((b, kk), np.inf, dtype=dt)
+        heap_i = np.full((b, kk), -1, dtype=np.int64)
+        rb = min(b, _TILE_ROWS)
+        step = max(256, min(int(self.donor_block), _L2_BYTES // (2 * rb * dt.itemsize)))
+        tiles: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for r0 in range(0, b, rb):
+            r1 = min(b, r0 + rb)
+            hv, hi = heap_v[r0:r1], heap_i[r0:r1]
+            for d0 in range(0, n, step):
+                d1 = min(n, d0 + step)
+                shape = (r1 - r0, d1 - d0)
+                if shape not in tiles:  # outputs reused across tiles of one shape
+                    tiles[shape] = (np.empty(shape, dt), np.empty(shape, dt))
+                num, cnt = tiles[shape]
+                torch.matmul(a_num[r0:r1], d_num[d0:d1].T, out=torch.from_numpy(num))
+                if partial:
+                    _knnselect.update_partial(num, miss[r0:r1], sd, cd, qt, pt, hv, hi, d0)
+                else:
+                    torch.matmul(a_cnt[r0:r1], d_cnt[d0:d1].T, out=torch.from_numpy(cnt))
+                    _knnselect.update(num, cnt, hv, hi, d0)
+        kth = heap_v[:, 0].astype(np.float64)  # +inf: fewer finite candidates than kk
+        if kk == n:
+            kth[:] = np.inf  # every donor is a candidate
+        return heap_i, kth
+
+    def _candidates_numpy(
+        self, R: np.ndarray, n_cand: int, f32: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_candidates` for one donor block on the CPU, in numpy.
 
         On small tables torch's per-call costs dominate (a top-k over 545 x 569 takes
         3 ms, ``np.argpartition`` 0.5 ms); the candidates' order does not matter, as
         they are re-ranked exactly.
         """
-        Pr = ~np.isnan(R)
-        R0 = np.where(Pr, R - self.col_means_, 0.0)
-        Pf = Pr.astype(np.float64)
-        num = np.concatenate([R0 * R0, -2.0 * R0, Pf], axis=1) @ self._donor_num.numpy().T
+        a_num, a_cnt = self._receiver_factors(R, f32)
+        d_num, d_cnt = self._donor_side(f32)
+        num = a_num @ d_num.numpy().T
         with np.errstate(invalid="ignore", divide="ignore"):
-            num /= Pf @ self._donor_cnt.numpy().T  # 0/0 -> NaN: argpartition puts it last
+            num /= a_cnt @ d_cnt.numpy().T  # 0/0 -> NaN: argpartition puts it last
         n = num.shape[1]
         kk = min(n_cand, n)
         if kk < n:
             idx = np.argpartition(num, kk - 1, axis=1)[:, :kk]
-            kth = np.take_along_axis(num, idx, axis=1).max(axis=1)
+            kth = np.take_along_axis(num, idx, axis=1).max(axis=1).astype(np.float64)
             kth[np.isnan(kth)] = np.inf  # fewer finite candidates than asked: all are in
         else:
             idx = np.broadcast_to(np.arange(n), num.shape).copy()
@@ -464,18 +676,23 @@ class KNNImputer(DatafuelTransformer):
         out: np.ndarray,
         n_cand: int,
         thr: np.ndarray | None = None,
+        screen: torch.dtype | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Impute the entries ``todo`` of the receivers ``blk``.
 
-        Candidates are the approximate top ``n_cand`` donors, or, when ``thr`` is
-        given, every donor approximately within ``thr``. Returns the entries whose
-        candidates might miss a neighbour (a boolean block of ``todo``'s shape) and, per
+        Candidates are the approximate top ``n_cand`` donors by a ``screen`` (float32
+        or float64) product, or, when ``thr`` is given, every donor approximately
+        within ``thr`` by a float64 product. Returns the entries whose candidates might
+        miss a neighbour (a block of ``todo``'s shape, in ``_MISS`` codes) and, per
         receiver, the threshold to retry them with (inf: unknown, grow ``n_cand``).
         """
         R = X[blk]
         if thr is None:
-            cand, kth = self._candidates(R, n_cand)
-            return self._rank_block(X, blk, todo, out, cand, kth)
+            # float32 only where no square can overflow it (then the bound could fail
+            # without notice: inf - inf is NaN, which the top-k ranks last)
+            f32 = screen == torch.float32 and self._f32_range(R)
+            cand, kth = self._candidates(R, n_cand, f32)
+            return self._rank_block(X, blk, todo, out, cand, kth, f32)
         cand, kth = self._within(R, thr)
         # the donors within the threshold are as many as a tie holds (hundreds of zero
         # distances on discrete columns with half the values missing, a few on others),
@@ -483,7 +700,7 @@ class KNNImputer(DatafuelTransformer):
         # width (within 2x), not each padded to the widest of the block
         width = (cand >= 0).sum(axis=1)
         group = np.ceil(np.log2(np.maximum(width, 1))).astype(np.int64)
-        unsafe = np.zeros((len(blk), X.shape[1]), dtype=bool)
+        unsafe = np.zeros((len(blk), X.shape[1]), dtype=np.int8)
         retry = np.full(len(blk), -np.inf)
         for g in np.unique(group):
             idx = np.flatnonzero(group == g)
@@ -501,8 +718,13 @@ class KNNImputer(DatafuelTransformer):
         out: np.ndarray,
         cand: np.ndarray,
         kth: np.ndarray,
+        f32: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Re-rank the candidates ``cand`` (-1: padding) exactly and impute from them."""
+        """Re-rank the candidates ``cand`` (-1: padding) exactly and impute from them.
+
+        ``kth`` is each receiver's screening distance that every donor left out
+        exceeds, up to the rounding of the screening product (float32 if ``f32``).
+        """
         fit_X = self.fit_X_
         k = int(self.n_neighbors)
         n_features = X.shape[1]
@@ -516,9 +738,13 @@ class KNNImputer(DatafuelTransformer):
         dup[:, 1:] |= cand[:, 1:] == cand[:, :-1]
         cand[dup] = 0
         exact = np.empty(cand.shape)
-        step = max(1, _EXACT_BUDGET // (len(blk) * n_features))
-        for j in range(0, cand.shape[1], step):
-            exact[:, j : j + step] = _exact_dist(R[:, None, :], fit_X[cand[:, j : j + step]])
+        if _knnselect is not None and n_features <= 8192:
+            # native: no gathered (b, w, d) copy; the same distances bit for bit
+            _knnselect.exact(_c64(R), _c64(fit_X), cand, exact)
+        else:
+            step = max(1, _EXACT_BUDGET // (len(blk) * n_features))
+            for j in range(0, cand.shape[1], step):
+                exact[:, j : j + step] = _exact_dist(R[:, None, :], fit_X[cand[:, j : j + step]])
         exact[dup] = np.inf
         order = np.lexsort((cand, exact), axis=1)  # by distance, ties by donor index
         cand = np.take_along_axis(cand, order, axis=1)
@@ -529,48 +755,98 @@ class KNNImputer(DatafuelTransformer):
         Rc = np.where(np.isnan(R), 0.0, R - self.col_means_)
         s_r = (Rc * Rc).sum(axis=1)
         tol = 8.0 * (n_features + 4) * _EPS64 * (s_r + self._s_max) + 1e-300
-        bound = kth - tol  # every donor outside the candidates is at least this far
-        unsafe = np.zeros((len(blk), n_features), dtype=bool)
+        # every donor outside the candidates is at least `bound` far (the screening
+        # product's rounding), and would be at least `bound64` with a float64 product
+        bound64 = kth - tol
+        if f32:  # float32's unit roundoff, and an absolute term per product for underflow
+            tiny = float(np.finfo(np.float32).tiny)
+            bound = kth - tol * (_EPS32 / _EPS64) - 4.0 * (n_features + 2) * tiny
+        else:
+            bound = bound64
+        unsafe = np.zeros((len(blk), n_features), dtype=np.int8)
         retry = np.full(len(blk), -np.inf)
         width = cand.shape[1]
-        for c in map(int, np.flatnonzero(todo[blk].any(axis=0))):
-            recv_c = np.flatnonzero(todo[blk, c])
+        # every entry to impute at once (not a column at a time: that was ~15 numpy
+        # calls per column and block), in chunks of at most 2**20 candidate slots
+        ei, ec = np.nonzero(todo[blk])
+        parts = [(np.arange(ei.size), width)]
+        if width > _PREFIX:
             # a wide retry (a tie of hundreds) holds its k donors with the column near
             # the front: work on a prefix of 64 (a multiple of 8 within numpy's first
             # pairwise-summation block, so the sums below are bit for bit those over the
-            # whole width) and on the whole width only for the rows it does not serve
-            parts = [(recv_c, width)]
-            if width > _PREFIX:
-                okp = self._present_fit[cand[recv_c, :_PREFIX], c] & ~dup[recv_c, :_PREFIX]
-                okp &= np.isfinite(exact[recv_c, :_PREFIX])
-                short = okp.sum(axis=1) < k
-                parts = [(recv_c[~short], _PREFIX), (recv_c[short], width)]
-            for recv, w in parts:
-                if recv.size == 0:
-                    continue
-                cw, ew = cand[recv, :w], exact[recv, :w]
-                ok = self._present_fit[cw, c] & ~dup[recv, :w] & np.isfinite(ew)
-                taken = ok & (np.cumsum(ok, axis=1) <= k)
-                n_taken = taken.sum(axis=1)
-                last = np.where(
-                    n_taken > 0,
-                    np.max(np.where(taken, ew, -np.inf), axis=1),
-                    -np.inf,
+            # whole width) and on the whole width only for the entries it does not serve
+            okp = self._present_fit[cand[ei, :_PREFIX], ec[:, None]] & ~dup[ei, :_PREFIX]
+            okp &= np.isfinite(exact[ei, :_PREFIX])
+            short = okp.sum(axis=1) < k
+            parts = [(np.flatnonzero(~short), _PREFIX), (np.flatnonzero(short), width)]
+        for idx, w in parts:
+            chunk = max(1, 2**20 // w)
+            for j in range(0, idx.size, chunk):
+                self._take_donors(
+                    blk,
+                    ei[idx[j : j + chunk]],
+                    ec[idx[j : j + chunk]],
+                    w,
+                    cand,
+                    exact,
+                    dup,
+                    (kth, bound, bound64, tol),
+                    out,
+                    unsafe,
+                    retry,
                 )
-                safe = np.where(n_taken >= k, last < bound[recv], np.isinf(kth[recv]))
-                values = np.where(taken, fit_X[cw, c], 0.0)
-                out[blk[recv], c] = self._average_rows(ew, values, taken, n_features, c)
-                unsafe[recv[~safe], c] = True
-                # the k taken are real donors, so the true k-th distance is at most
-                # `last`: every true neighbour is approximately within last + tol
-                want = np.where(n_taken >= k, last + 2.0 * tol[recv], np.inf)
-                retry[recv[~safe]] = np.maximum(retry[recv[~safe]], want[~safe])
         return unsafe, retry
 
+    def _take_donors(
+        self,
+        blk: np.ndarray,
+        recv: np.ndarray,
+        cols: np.ndarray,
+        w: int,
+        cand: np.ndarray,
+        exact: np.ndarray,
+        dup: np.ndarray,
+        bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        out: np.ndarray,
+        unsafe: np.ndarray,
+        retry: np.ndarray,
+    ) -> None:
+        """Impute the entries (``blk[recv]``, ``cols``) from the first ``w`` ranked candidates.
+
+        Marks in ``unsafe`` (and raises ``retry`` to the threshold for) the entries whose
+        k-th donor is not provably nearer than every donor left out of the candidates.
+        """
+        if recv.size == 0:
+            return
+        kth, bound, bound64, tol = bounds
+        k = int(self.n_neighbors)
+        cw, ew = cand[recv, :w], exact[recv, :w]
+        ok = self._present_fit[cw, cols[:, None]] & ~dup[recv, :w] & np.isfinite(ew)
+        taken = ok & (np.cumsum(ok, axis=1) <= k)
+        n_taken = taken.sum(axis=1)
+        last = np.where(n_taken > 0, np.max(np.where(taken, ew, -np.inf), axis=1), -np.inf)
+        full = n_taken >= k
+        safe = np.where(full, last < bound[recv], np.isinf(kth[recv]))
+        values = np.where(taken, self.fit_X_[cw, cols[:, None]], 0.0)
+        out[blk[recv], cols] = self._average_rows(ew, values, taken, out.shape[1], cols)
+        prec = full & ~safe & (last < bound64[recv])
+        unsafe[recv[~safe], cols[~safe]] = _MISS
+        unsafe[recv[prec], cols[prec]] = _MISS_PRECISION
+        # the k taken are real donors, so the true k-th distance is at most `last`:
+        # every true neighbour is approximately within last + tol
+        want = np.where(full, last + 2.0 * tol[recv], np.inf)
+        np.maximum.at(retry, recv[~safe], want[~safe])
+
     def _average_rows(
-        self, dist: np.ndarray, values: np.ndarray, taken: np.ndarray, n_features: int, c: int
+        self,
+        dist: np.ndarray,
+        values: np.ndarray,
+        taken: np.ndarray,
+        n_features: int,
+        c: np.ndarray,
     ) -> np.ndarray:
-        """Weighted mean of the taken donors' values per row (column mean when none)."""
+        """Weighted mean of the taken donors' values per row (the mean of the row's column
+        ``c`` when none)."""
         n_taken = taken.sum(axis=1)
         if self.weights == "uniform":
             w = taken.astype(np.float64)

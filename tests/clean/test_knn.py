@@ -309,3 +309,18 @@ def test_wide_tie_retry_prefix_is_bit_for_bit_the_whole_width(k: int, monkeypatc
     np.testing.assert_allclose(ours, brute_force(X, X, k), rtol=1e-12, atol=1e-12)
     monkeypatch.setattr(knn, "_PREFIX", 1 << 30)
     np.testing.assert_array_equal(ours, KNNImputer(n_neighbors=k).fit_transform(X))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_transform_reports_receivers_as_blocks_finish(threads: int, monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: threads)
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 6))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    receivers = int(np.isnan(X).any(axis=1).sum())
+    calls: list[tuple[int, int]] = []
+    out = KNNImputer(block_size=128).fit_transform(X, on_rows=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, receivers) and calls[-1] == (receivers, receivers)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(calls) > 5  # one report per block, in order
+    np.testing.assert_array_equal(out, KNNImputer(block_size=128).fit_transform(X))

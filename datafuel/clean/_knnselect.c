@@ -1,0 +1,665 @@
+/*
+ * datafuel.clean._knnselect: the kk smallest quotients num / cnt of each row, without the GIL.
+ *
+ * The screening step of datafuel.clean.KNNImputer. Written by hand because the library
+ * route costs four passes over a block of receivers x donors (divide, NaN to inf, a
+ * top-k that reads every entry twice, a gather): ~3.5 ms per 256 x 5000 float32 block,
+ * twice the matrix product that made it. This is one pass that compares each entry
+ * against the row's current kk-th best (a multiplication, no division, 16 entries at a
+ * time so that the compiler vectorizes it) and touches a heap only for the few entries
+ * that pass: ~0.5 ms for the same block.
+ *
+ * update(num, cnt, heap_v, heap_i, offset)
+ *     num, cnt: C-contiguous 2-D buffers of shape (b, m) and the same format, float32
+ *     ('f') or float64 ('d'): the numerators and the counts of the distances of b
+ *     receivers to m donors. heap_v: a writable C-contiguous (b, kk) buffer of num's
+ *     format; heap_i: a writable C-contiguous (b, kk) int64 buffer. Each row of the pair
+ *     holds the kk smallest quotients seen so far and their donors (start with +inf and
+ *     -1), in no order except that the largest is first; update adds the donors of this
+ *     block, as column index + offset. A quotient that is NaN (cnt 0: no coordinate in
+ *     common) never enters. Returns None; raises ValueError or TypeError (naming what
+ *     was seen) for anything else, before touching a buffer.
+ *
+ * exact(R, F, cand, out)
+ *     The exact nan-euclidean quotients the re-rank needs, without gathering the
+ *     candidates' rows into a (b, w, d) array first (that gather and the three passes
+ *     over it were half of a block's time). R: (b, d) float64 receivers, F: (n, d)
+ *     float64 donors, cand: (b, w) int64 donor rows, each in [0, n), out: writable (b, w)
+ *     float64. out[i, j] = sum of (F[c] - R[i])**2 over the coordinates both have /
+ *     their count (+inf where they have none), c = cand[i, j]. The sum is numpy's
+ *     pairwise summation of the d squares with zeros where a coordinate is missing,
+ *     so the result equals datafuel.clean._knn._exact_dist bit for bit (a test holds
+ *     them to that). d is at most 8192. Raises ValueError for anything else, or an
+ *     index out of range, before writing.
+ *
+ * Afterwards heap_v[r, 0] is the largest kept quotient (+inf while fewer than kk
+ * finite quotients were seen), and every quotient left out, as fl(num / cnt), is at
+ * least it: an entry is skipped only when num >= fl(fl(root * (1 +- 8u)) * cnt), which
+ * implies fl(num / cnt) >= root for unit roundoff u (cnt >= 0; the sign widens the root).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* 32-byte vectors (GCC/clang extensions): SSE pairs on the baseline build, AVX2 registers
+ * on the avx2 one */
+typedef float vec_float __attribute__((vector_size(32)));
+typedef double vec_double __attribute__((vector_size(32)));
+typedef int32_t vmask_float __attribute__((vector_size(32)));
+typedef int64_t vmask_double __attribute__((vector_size(32)));
+
+/* One row's candidates: a buffer of up to 2 kk (value, index) pairs, of which the kk
+ * smallest are kept by a quickselect whenever it fills (amortized O(1) per entry, and
+ * far fewer mispredicted branches than a heap, which cost ~1.5 us per row at kk = 26). */
+/* entry j of the row: into the buffer if its quotient beats the bound (a select when
+ * the buffer is full, which tightens the bound). Inside row_T. */
+#define PUSH_ENTRY(T, j)                                                                   \
+    do {                                                                                   \
+        T q_ = nr[j] / cr[j];                                                              \
+        if (q_ < root) {                                                                   \
+            bv[count] = q_;                                                                \
+            bi[count++] = (int64_t)(j) + offset;                                           \
+            if (count == 2 * kk) {                                                         \
+                select_##T(bv, bi, count, kk);                                             \
+                count = kk;                                                                \
+                root = bv[kk - 1];                                                         \
+                ts = widen_##T(root);                                                      \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
+#define ROW_SELECT(T, EPS, NEXTUP)                                                                 \
+    /* the entries among the 16 at nr, cr with nr < ts * cr, as bits (0: none, the usual \
+     * case, found with vector compares and one test) */                                  \
+    static inline __attribute__((always_inline)) unsigned mask16_##T(const T *nr, const T *cr, \
+                                                                    T ts)                  \
+    {                                                                                      \
+        enum { LANES = 32 / sizeof(T) };                                                   \
+        vmask_##T mk[16 / LANES], acc = {0};                                               \
+        for (int t = 0; t < 16 / LANES; t++) {                                             \
+            vec_##T a, c;                                                                  \
+            memcpy(&a, nr + t * LANES, 32);                                                \
+            memcpy(&c, cr + t * LANES, 32);                                                \
+            mk[t] = (vmask_##T)(a < ts * c);                                               \
+            acc |= mk[t];                                                                  \
+        }                                                                                  \
+        uint64_t w[4];                                                                     \
+        memcpy(w, &acc, 32);                                                               \
+        if ((w[0] | w[1] | w[2] | w[3]) == 0)                                              \
+            return 0;                                                                      \
+        unsigned bits = 0;                                                                 \
+        for (int t = 0; t < 16 / LANES; t++)                                               \
+            for (int l = 0; l < LANES; l++)                                                \
+                bits |= (unsigned)(mk[t][l] & 1) << (t * LANES + l);                       \
+        return bits;                                                                       \
+    }                                                                                      \
+    /* reorder v[0..n) (with ix, unless NULL) so that v[0..kk) are the kk smallest, v[kk-1] largest */  \
+    static void select_##T(T *v, int64_t *ix, Py_ssize_t n, Py_ssize_t kk)                 \
+    {                                                                                      \
+        Py_ssize_t lo = 0, hi = n - 1, want = kk - 1;                                      \
+        while (lo < hi) {                                                                  \
+            Py_ssize_t mid = lo + (hi - lo) / 2;                                           \
+            T a = v[lo], b = v[mid], c = v[hi];                                            \
+            T pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b)); \
+            Py_ssize_t i = lo, j = hi;                                                     \
+            while (i <= j) {                                                               \
+                while (v[i] < pivot)                                                       \
+                    i++;                                                                   \
+                while (pivot < v[j])                                                       \
+                    j--;                                                                   \
+                if (i <= j) {                                                              \
+                    T tv = v[i];                                                           \
+                    v[i] = v[j];                                                           \
+                    v[j] = tv;                                                             \
+                    if (ix != NULL) {                                                      \
+                        int64_t ti = ix[i];                                                \
+                        ix[i] = ix[j];                                                     \
+                        ix[j] = ti;                                                        \
+                    }                                                                      \
+                    i++;                                                                   \
+                    j--;                                                                   \
+                }                                                                          \
+            }                                                                              \
+            if (want <= j)                                                                 \
+                hi = j;                                                                    \
+            else if (want >= i)                                                            \
+                lo = i;                                                                    \
+            else                                                                           \
+                break;                                                                     \
+        }                                                                                  \
+        /* v[kk-1] is now the kk-th smallest and nothing before it is larger */            \
+    }                                                                                      \
+    /* Minima of disjoint groups of the row's quotients into gm; returns how many (0 when \
+     * the row is too short for kk of them). A group is one SIMD lane across `per`         \
+     * consecutive vectors (per = 16 on long rows, 4 on short ones): vertical vector       \
+     * divisions and minima only. A NaN quotient (no coordinate in common) never counts. */\
+    static inline __attribute__((always_inline)) Py_ssize_t group_mins_##T(                \
+        const T *nr, const T *cr, Py_ssize_t m, Py_ssize_t kk, T *gm)                      \
+    {                                                                                      \
+        enum { LANES = 32 / sizeof(T) };                                                   \
+        Py_ssize_t per = (m / (16 * LANES)) * LANES >= 2 * kk ? 16 : 4;                    \
+        Py_ssize_t chunk = per * LANES, g = 0;                                             \
+        if ((m / chunk) * LANES < kk)                                                      \
+            return 0;                                                                      \
+        for (Py_ssize_t j0 = 0; j0 + chunk <= m; j0 += chunk) {                            \
+            vec_##T lo = (vec_##T){0} + (T)INFINITY;                                       \
+            for (Py_ssize_t t = 0; t < per; t++) {                                         \
+                vec_##T a, c;                                                              \
+                memcpy(&a, nr + j0 + t * LANES, 32);                                       \
+                memcpy(&c, cr + j0 + t * LANES, 32);                                       \
+                vec_##T q = a / c;                                                         \
+                vmask_##T lt = (vmask_##T)(q < lo);                                        \
+                lo = (vec_##T)(((vmask_##T)q & lt) | ((vmask_##T)lo & ~lt));               \
+            }                                                                              \
+            memcpy(gm + g, &lo, 32);                                                       \
+            g += LANES;                                                                    \
+        }                                                                                  \
+        return g;                                                                          \
+    }                                                                                      \
+    static inline T widen_##T(T root)                                                      \
+    {                                                                                      \
+        /* the root widened by 8 units of roundoff, away from the side of zero it is on */ \
+        return root * (root >= 0 ? (T)1 + (T)4 * (EPS) : (T)1 - (T)4 * (EPS));             \
+    }                                                                                      \
+    static inline __attribute__((always_inline)) void row_##T(                             \
+        const T *nr, const T *cr, T *v, int64_t *ix, Py_ssize_t m,                         \
+                        Py_ssize_t kk, int64_t offset, T *bv, int64_t *bi, T *gm)          \
+    {                                                                                      \
+        Py_ssize_t count = 0;                                                              \
+        for (Py_ssize_t e = 0; e < kk; e++)                                                \
+            if (v[e] < (T)INFINITY) {                                                      \
+                bv[count] = v[e];                                                          \
+                bi[count++] = ix[e];                                                       \
+            }                                                                              \
+        T root = (T)INFINITY;                                                              \
+        if (count == kk) {                                                                 \
+            root = bv[0];                                                                  \
+            for (Py_ssize_t e = 1; e < kk; e++)                                            \
+                root = bv[e] > root ? bv[e] : root;                                        \
+        }                                                                                  \
+        if (count < kk) {                                                                  \
+            /* A seed for the bound, so that the scan below admits ~kk entries, not the   \
+             * kk ln(m / kk) of a bound that starts at +inf (later blocks of the row      \
+             * start from the kept kk): the kk-th smallest of the minima of disjoint      \
+             * groups of quotients. kk groups have a minimum at most that, so at least kk \
+             * entries are: every one of them is taken (the seed is the next value up,    \
+             * the bound being strict). */                                                \
+            Py_ssize_t G = group_mins_##T(nr, cr, m, kk, gm);                              \
+            if (G >= kk) {                                                                 \
+                select_##T(gm, NULL, G, kk);                                               \
+                T seed = NEXTUP((T)gm[kk - 1], (T)INFINITY);                               \
+                root = seed < root ? seed : root;                                          \
+            }                                                                              \
+        }                                                                                  \
+        T ts = widen_##T(root);                                                            \
+        Py_ssize_t j0 = 0;                                                                 \
+        for (; j0 + 16 <= m; j0 += 16) {                                                   \
+            /* the lanes that pass, as bits: only those are looked at one by one */        \
+            unsigned bits = mask16_##T(nr + j0, cr + j0, ts);                              \
+            while (bits) {                                                                 \
+                Py_ssize_t j = j0 + __builtin_ctz(bits);                                   \
+                bits &= bits - 1;                                                          \
+                PUSH_ENTRY(T, j);                                                          \
+            }                                                                              \
+        }                                                                                  \
+        for (Py_ssize_t j = j0; j < m; j++)                                                \
+            if (nr[j] < ts * cr[j])                                                        \
+                PUSH_ENTRY(T, j);                                                          \
+        if (count > kk) {                                                                  \
+            select_##T(bv, bi, count, kk);                                                 \
+            count = kk;                                                                    \
+        }                                                                                  \
+        /* write back: the largest kept first (+inf while fewer than kk) */                \
+        Py_ssize_t top = 0;                                                                \
+        for (Py_ssize_t e = 1; e < count; e++)                                             \
+            top = bv[e] > bv[top] ? e : top;                                               \
+        for (Py_ssize_t e = 0; e < kk; e++) {                                              \
+            v[e] = e < count ? bv[e] : (T)INFINITY;                                        \
+            ix[e] = e < count ? bi[e] : -1;                                                \
+        }                                                                                  \
+        Py_ssize_t first = count < kk ? count : top;                                       \
+        T tv = v[0];                                                                       \
+        v[0] = v[first];                                                                   \
+        v[first] = tv;                                                                     \
+        int64_t ti = ix[0];                                                                \
+        ix[0] = ix[first];                                                                 \
+        ix[first] = ti;                                                                    \
+    }                                                                                      \
+    __attribute__((target_clones("avx2", "default"))) static void update_##T(              \
+        const T *num, const T *cnt, T *hv, int64_t *hi, Py_ssize_t b, Py_ssize_t m,        \
+        Py_ssize_t kk, int64_t offset, T *bv, int64_t *bi, T *gm)                          \
+    {                                                                                      \
+        for (Py_ssize_t r = 0; r < b; r++)                                                 \
+            row_##T(num + r * m, cnt + r * m, hv + r * kk, hi + r * kk, m, kk, offset, bv, \
+                    bi, gm);                                                               \
+    }                                                                                      \
+    /* update from the partial product: each row's numerators and counts rebuilt from   \
+     * ab + sd - (the F0**2 of its missing features) and cd - (their presence), in rn/rc */\
+    __attribute__((target_clones("avx2", "default"))) static void partial_##T(             \
+        const T *ab, const int64_t *miss, Py_ssize_t mw, const T *sd, const T *cd,         \
+        const T *qt, const T *pt, Py_ssize_t n, T *hv, int64_t *hi, Py_ssize_t b,          \
+        Py_ssize_t m, Py_ssize_t kk, int64_t offset, T *bv, int64_t *bi, T *gm, T *rn,     \
+        T *rc)                                                                             \
+    {                                                                                      \
+        for (Py_ssize_t r = 0; r < b; r++) {                                               \
+            const T *a = ab + r * m;                                                       \
+            for (Py_ssize_t j = 0; j < m; j++) {                                           \
+                rn[j] = a[j] + sd[offset + j];                                             \
+                rc[j] = cd[offset + j];                                                    \
+            }                                                                              \
+            for (Py_ssize_t t = 0; t < mw; t++) {                                          \
+                int64_t f = miss[r * mw + t];                                              \
+                if (f < 0)                                                                 \
+                    break;                                                                 \
+                const T *q = qt + f * n + offset, *p = pt + f * n + offset;                \
+                for (Py_ssize_t j = 0; j < m; j++) {                                       \
+                    rn[j] -= q[j];                                                         \
+                    rc[j] -= p[j];                                                         \
+                }                                                                          \
+            }                                                                              \
+            /* no coordinate in common: 0 / 0, a NaN that never enters (the rebuilt      \
+             * numerator is a rounding residue there, whose sign would give -inf) */      \
+            for (Py_ssize_t j = 0; j < m; j++)                                             \
+                rn[j] = rc[j] > 0 ? rn[j] : 0;                                             \
+            row_##T(rn, rc, hv + r * kk, hi + r * kk, m, kk, offset, bv, bi, gm);          \
+        }                                                                                  \
+    }
+
+ROW_SELECT(float, FLT_EPSILON, nextafterf)
+ROW_SELECT(double, DBL_EPSILON, nextafter)
+
+/* a C-contiguous 2-D buffer of the given item format; fills shape. -1 with an exception */
+static int get2d(PyObject *obj, Py_buffer *view, int writable, const char *name,
+                 Py_ssize_t *rows, Py_ssize_t *cols)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) != 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a %sC-contiguous buffer", name,
+                     writable ? "writable " : "");
+        return -1;
+    }
+    if (view->ndim != 2) {
+        PyErr_Format(PyExc_ValueError, "%s must be 2-D, got %d dimensions", name, view->ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    *rows = view->shape[0];
+    *cols = view->shape[1];
+    return 0;
+}
+
+/* the item format without a byte-order prefix of native order ('=', '@') */
+static char fmt_char(const Py_buffer *view)
+{
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=')
+        f++;
+    return (f[0] != '\0' && f[1] == '\0') ? f[0] : '?';
+}
+
+static PyObject *update(PyObject *self, PyObject *args)
+{
+    PyObject *o_num, *o_cnt, *o_hv, *o_hi;
+    long long offset;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOL:update", &o_num, &o_cnt, &o_hv, &o_hi, &offset))
+        return NULL;
+    Py_buffer num, cnt, hv, hi;
+    Py_ssize_t b, m, b2, m2, b3, kk, b4, kk2;
+    if (get2d(o_num, &num, 0, "num", &b, &m) != 0)
+        return NULL;
+    if (get2d(o_cnt, &cnt, 0, "cnt", &b2, &m2) != 0) {
+        PyBuffer_Release(&num);
+        return NULL;
+    }
+    if (get2d(o_hv, &hv, 1, "heap_v", &b3, &kk) != 0) {
+        PyBuffer_Release(&num);
+        PyBuffer_Release(&cnt);
+        return NULL;
+    }
+    if (get2d(o_hi, &hi, 1, "heap_i", &b4, &kk2) != 0) {
+        PyBuffer_Release(&num);
+        PyBuffer_Release(&cnt);
+        PyBuffer_Release(&hv);
+        return NULL;
+    }
+    char f = fmt_char(&num);
+    const char *err = NULL;
+    if (f != 'f' && f != 'd')
+        err = "num must hold float32 or float64";
+    else if (fmt_char(&cnt) != f || fmt_char(&hv) != f)
+        err = "cnt and heap_v must have num's format";
+    else if ((fmt_char(&hi) != 'q' && fmt_char(&hi) != 'l') || hi.itemsize != 8)
+        err = "heap_i must hold int64";
+    else if (b2 != b || m2 != m || b3 != b || b4 != b || kk2 != kk)
+        err = "shapes must be num (b, m), cnt (b, m), heap_v (b, kk), heap_i (b, kk)";
+    else if (kk < 1)
+        err = "heap_v must have at least one column";
+    else if (offset < 0 || (long long)m > INT64_MAX - offset)
+        err = "offset must be >= 0 and offset + m must fit in int64";
+    if (err != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s (got num %zd x %zd '%s', cnt %zd x %zd '%s', heap_v %zd x %zd '%s', "
+                     "heap_i %zd x %zd '%s', offset %lld)",
+                     err, b, m, num.format ? num.format : "B", b2, m2,
+                     cnt.format ? cnt.format : "B", b3, kk, hv.format ? hv.format : "B", b4,
+                     kk2, hi.format ? hi.format : "B", offset);
+    }
+    void *bv = NULL, *gm = NULL;
+    int64_t *bi = NULL;
+    if (err == NULL) {
+        bv = PyMem_RawMalloc((size_t)(2 * kk) * (size_t)num.itemsize);
+        bi = PyMem_RawMalloc((size_t)(2 * kk) * sizeof(int64_t));
+        gm = PyMem_RawMalloc((size_t)(m + 8) * (size_t)num.itemsize);
+        if (bv == NULL || bi == NULL || gm == NULL) {
+            PyErr_NoMemory();
+            err = "no memory";
+        }
+    }
+    if (err == NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        if (f == 'f')
+            update_float((const float *)num.buf, (const float *)cnt.buf, (float *)hv.buf,
+                         (int64_t *)hi.buf, b, m, kk, (int64_t)offset, (float *)bv, bi,
+                         (float *)gm);
+        else
+            update_double((const double *)num.buf, (const double *)cnt.buf, (double *)hv.buf,
+                          (int64_t *)hi.buf, b, m, kk, (int64_t)offset, (double *)bv, bi,
+                          (double *)gm);
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_RawFree(bv);
+    PyMem_RawFree(bi);
+    PyMem_RawFree(gm);
+    PyBuffer_Release(&num);
+    PyBuffer_Release(&cnt);
+    PyBuffer_Release(&hv);
+    PyBuffer_Release(&hi);
+    if (err != NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* numpy's pairwise summation of a contiguous float64 run (numpy/_core/src/umath/
+ * loops_utils.h.src), so that the native distances equal numpy's bit for bit */
+static double pairwise_sum(const double *a, Py_ssize_t n);
+
+/* pairwise_sum for n <= 128 (every realistic table width), inlined into the loop below */
+static inline __attribute__((always_inline)) double short_sum(const double *a, Py_ssize_t n)
+{
+    if (n < 8) {
+        double res = 0.;
+        for (Py_ssize_t i = 0; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    if (n > 128)
+        return pairwise_sum(a, n);
+    double r[8];
+    Py_ssize_t i;
+    for (int j = 0; j < 8; j++)
+        r[j] = a[j];
+    for (i = 8; i < n - (n % 8); i += 8)
+        for (int j = 0; j < 8; j++)
+            r[j] += a[i + j];
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++)
+        res += a[i];
+    return res;
+}
+
+static double pairwise_sum(const double *a, Py_ssize_t n)
+{
+    if (n < 8) {
+        double res = 0.;
+        for (Py_ssize_t i = 0; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        Py_ssize_t i;
+        for (int j = 0; j < 8; j++)
+            r[j] = a[j];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++)
+                r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    Py_ssize_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
+
+#define EXACT_MAX_D 8192
+
+__attribute__((target_clones("avx2", "default"))) static void exact_rows(
+    const double *R, const double *F, const int64_t *cand, double *out, Py_ssize_t b,
+    Py_ssize_t w, Py_ssize_t d, double *sq)
+{
+    for (Py_ssize_t i = 0; i < b; i++) {
+        const double *r = R + i * d;
+        for (Py_ssize_t j = 0; j < w; j++) {
+            const double *f = F + cand[i * w + j] * d;
+            Py_ssize_t missing = 0;
+            for (Py_ssize_t t = 0; t < d; t++) {
+                double x = f[t] - r[t];
+                x *= x;
+                int gap = x != x; /* NaN: a coordinate one of the two lacks (branch-free) */
+                missing += gap;
+                sq[t] = gap ? 0. : x;
+            }
+            Py_ssize_t count = d - missing;
+            out[i * w + j] = count ? short_sum(sq, d) / (double)count : INFINITY;
+        }
+    }
+}
+
+static PyObject *exact(PyObject *self, PyObject *args)
+{
+    PyObject *o_r, *o_f, *o_c, *o_out;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOO:exact", &o_r, &o_f, &o_c, &o_out))
+        return NULL;
+    Py_buffer R, F, C, O;
+    Py_ssize_t b, d, n, d2, b2, w, b3, w2;
+    if (get2d(o_r, &R, 0, "R", &b, &d) != 0)
+        return NULL;
+    if (get2d(o_f, &F, 0, "F", &n, &d2) != 0) {
+        PyBuffer_Release(&R);
+        return NULL;
+    }
+    if (get2d(o_c, &C, 0, "cand", &b2, &w) != 0) {
+        PyBuffer_Release(&R);
+        PyBuffer_Release(&F);
+        return NULL;
+    }
+    if (get2d(o_out, &O, 1, "out", &b3, &w2) != 0) {
+        PyBuffer_Release(&R);
+        PyBuffer_Release(&F);
+        PyBuffer_Release(&C);
+        return NULL;
+    }
+    const char *err = NULL;
+    Py_ssize_t bad = -1;
+    if (fmt_char(&R) != 'd' || fmt_char(&F) != 'd' || fmt_char(&O) != 'd')
+        err = "R, F and out must hold float64";
+    else if ((fmt_char(&C) != 'q' && fmt_char(&C) != 'l') || C.itemsize != 8)
+        err = "cand must hold int64";
+    else if (d2 != d || b2 != b || b3 != b || w2 != w)
+        err = "shapes must be R (b, d), F (n, d), cand (b, w), out (b, w)";
+    else if (d < 1 || d > EXACT_MAX_D)
+        err = "d must be in [1, 8192]";
+    else {
+        const int64_t *c = (const int64_t *)C.buf;
+        for (Py_ssize_t t = 0; t < b * w; t++)
+            if (c[t] < 0 || c[t] >= n) {
+                bad = t;
+                err = "every cand entry must be a row of F";
+                break;
+            }
+    }
+    double *sq = NULL;
+    if (err == NULL && (sq = PyMem_RawMalloc((size_t)d * sizeof(double))) == NULL) {
+        PyErr_NoMemory();
+    } else if (err != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s (got R %zd x %zd '%s', F %zd x %zd '%s', cand %zd x %zd '%s', "
+                     "out %zd x %zd '%s'; first bad cand entry %zd)",
+                     err, b, d, R.format ? R.format : "B", n, d2, F.format ? F.format : "B",
+                     b2, w, C.format ? C.format : "B", b3, w2, O.format ? O.format : "B", bad);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        exact_rows((const double *)R.buf, (const double *)F.buf, (const int64_t *)C.buf,
+                   (double *)O.buf, b, w, d, sq);
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_RawFree(sq);
+    PyBuffer_Release(&R);
+    PyBuffer_Release(&F);
+    PyBuffer_Release(&C);
+    PyBuffer_Release(&O);
+    if (err != NULL || sq == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* the work buffers of a row select; NULL (with MemoryError set) when out of memory */
+static int alloc_row_buffers(Py_ssize_t kk, Py_ssize_t m, Py_ssize_t itemsize, void **bv,
+                             int64_t **bi, void **gm)
+{
+    *bv = PyMem_RawMalloc((size_t)(2 * kk) * (size_t)itemsize);
+    *bi = PyMem_RawMalloc((size_t)(2 * kk) * sizeof(int64_t));
+    *gm = PyMem_RawMalloc((size_t)(m + 8) * (size_t)itemsize);
+    if (*bv == NULL || *bi == NULL || *gm == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+#define N_PARTIAL_BUFS 9
+
+static PyObject *update_partial(PyObject *self, PyObject *args)
+{
+    static const char *names[N_PARTIAL_BUFS] = {"ab", "miss", "sd", "cd", "qt", "pt",
+                                                "heap_v", "heap_i", "?"};
+    PyObject *objs[8];
+    long long offset;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOL:update_partial", &objs[0], &objs[1], &objs[2],
+                          &objs[3], &objs[4], &objs[5], &objs[6], &objs[7], &offset))
+        return NULL;
+    Py_buffer v[8];
+    Py_ssize_t rows[8], cols[8];
+    int got = 0;
+    for (; got < 8; got++)
+        if (get2d(objs[got], &v[got], got >= 6, names[got], &rows[got], &cols[got]) != 0)
+            break;
+    const char *err = NULL;
+    char f = '?';
+    Py_ssize_t b = 0, m = 0, mw = 0, n = 0, d = 0, kk = 0, bad = -1;
+    if (got == 8) {
+        f = fmt_char(&v[0]);
+        b = rows[0], m = cols[0], mw = cols[1], n = cols[2], d = rows[4], kk = cols[6];
+        if (f != 'f' && f != 'd')
+            err = "ab must hold float32 or float64";
+        else if (fmt_char(&v[2]) != f || fmt_char(&v[3]) != f || fmt_char(&v[4]) != f ||
+                 fmt_char(&v[5]) != f || fmt_char(&v[6]) != f)
+            err = "sd, cd, qt, pt and heap_v must have ab's format";
+        else if ((fmt_char(&v[1]) != 'q' && fmt_char(&v[1]) != 'l') || v[1].itemsize != 8 ||
+                 (fmt_char(&v[7]) != 'q' && fmt_char(&v[7]) != 'l') || v[7].itemsize != 8)
+            err = "miss and heap_i must hold int64";
+        else if (rows[1] != b || rows[2] != 1 || rows[3] != 1 || cols[3] != n ||
+                 rows[5] != d || cols[4] != n || cols[5] != n || rows[6] != b ||
+                 rows[7] != b || cols[7] != kk)
+            err = "shapes must be ab (b, m), miss (b, M), sd (1, n), cd (1, n), qt (d, n), "
+                  "pt (d, n), heap_v (b, kk), heap_i (b, kk)";
+        else if (kk < 1)
+            err = "heap_v must have at least one column";
+        else if (offset < 0 || offset > n || m > n - offset)
+            err = "offset + m must be at most n";
+        else {
+            const int64_t *mi = (const int64_t *)v[1].buf;
+            for (Py_ssize_t t = 0; t < b * mw; t++)
+                if (mi[t] < -1 || mi[t] >= d) {
+                    bad = t;
+                    err = "every miss entry must be a feature of qt (or -1)";
+                    break;
+                }
+        }
+        if (err != NULL)
+            PyErr_Format(PyExc_ValueError,
+                         "%s (got ab %zd x %zd, miss %zd x %zd, sd %zd x %zd, qt %zd x %zd, "
+                         "heap_v %zd x %zd, offset %lld; first bad miss entry %zd)",
+                         err, b, m, rows[1], mw, rows[2], n, d, cols[4], rows[6], kk, offset,
+                         bad);
+    }
+    void *bv = NULL, *gm = NULL, *rn = NULL, *rc = NULL;
+    int64_t *bi = NULL;
+    int ok = got == 8 && err == NULL;
+    if (ok && alloc_row_buffers(kk, m, v[0].itemsize, &bv, &bi, &gm) != 0)
+        ok = 0;
+    if (ok) {
+        rn = PyMem_RawMalloc((size_t)(m + 1) * (size_t)v[0].itemsize);
+        rc = PyMem_RawMalloc((size_t)(m + 1) * (size_t)v[0].itemsize);
+        if (rn == NULL || rc == NULL) {
+            PyErr_NoMemory();
+            ok = 0;
+        }
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (f == 'f')
+            partial_float((const float *)v[0].buf, (const int64_t *)v[1].buf, mw,
+                          (const float *)v[2].buf, (const float *)v[3].buf,
+                          (const float *)v[4].buf, (const float *)v[5].buf, n,
+                          (float *)v[6].buf, (int64_t *)v[7].buf, b, m, kk, (int64_t)offset,
+                          (float *)bv, bi, (float *)gm, (float *)rn, (float *)rc);
+        else
+            partial_double((const double *)v[0].buf, (const int64_t *)v[1].buf, mw,
+                           (const double *)v[2].buf, (const double *)v[3].buf,
+                           (const double *)v[4].buf, (const double *)v[5].buf, n,
+                           (double *)v[6].buf, (int64_t *)v[7].buf, b, m, kk,
+                           (int64_t)offset, (double *)bv, bi, (double *)gm, (double *)rn,
+                           (double *)rc);
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_RawFree(bv);
+    PyMem_RawFree(bi);
+    PyMem_RawFree(gm);
+    PyMem_RawFree(rn);
+    PyMem_RawFree(rc);
+    for (int t = 0; t < got; t++)
+        PyBuffer_Release(&v[t]);
+    if (!ok)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"update_partial", update_partial, METH_VARARGS,
+     "update_partial(ab, miss, sd, cd, qt, pt, heap_v, heap_i, offset): update from the "
+     "partial product."},
+    {"exact", exact, METH_VARARGS,
+     "exact(R, F, cand, out): the nan-euclidean quotients of each receiver's candidates."},
+    {"update", update, METH_VARARGS,
+     "update(num, cnt, heap_v, heap_i, offset): keep the kk smallest num / cnt per row."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_knnselect",
+    "The k smallest quotients num / cnt of each row (KNNImputer's screen), GIL released.",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__knnselect(void) { return PyModule_Create(&module); }
