@@ -15,7 +15,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,10 @@ def _train_matrix(X: Any) -> tuple[np.ndarray, list[str] | None]:
 
 
 def _fit_step(
-    step: DatafuelTransformer, arr: np.ndarray, yv: np.ndarray | None
+    step: DatafuelTransformer,
+    arr: np.ndarray,
+    yv: np.ndarray | None,
+    on_progress: Callable[[str, int, int | None], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Fit one feature step on ``arr``: the rows (and targets) it passes on, its report entry."""
     entry: dict[str, Any] = {"step": type(step).__name__, "rows_in": int(arr.shape[0])}
@@ -138,7 +141,10 @@ def _fit_step(
             )
         return arr, yv, entry
     before = arr
-    arr = step.fit_transform(arr)
+    if isinstance(step, KNNImputer) and on_progress is not None:
+        arr = step.fit_transform(arr, on_rows=lambda d, t: on_progress("impute (KNN)", d, t))
+    else:
+        arr = step.fit_transform(arr)
     if isinstance(step, (SimpleImputer, KNNImputer)):
         entry["values_imputed"] = int(np.isnan(before).sum())
     elif isinstance(step, Winsorizer):
@@ -206,8 +212,18 @@ class Recipe:
                     f"({', '.join(sorted(_STEP_CLASSES))}). Got {type(step).__name__}."
                 )
 
-    def fit(self, X: Any, y: Any = None) -> Recipe:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        on_progress: Callable[[str, int, int | None], None] | None = None,
+    ) -> Recipe:
         """Fit every step, in order, on the train rows ``X`` (and target ``y``).
+
+        ``on_progress(stage, done, total)``, when given, hears the long steps as they
+        run: a KNN imputation reports its receivers (rows with a missing value) as
+        stage ``"impute (KNN)"``.
 
         Raises
         ------
@@ -224,7 +240,7 @@ class Recipe:
         self.n_features_in_ = arr.shape[1]
         report: list[dict[str, Any]] = []
         for step in self.steps:
-            arr, yv, entry = _fit_step(step, arr, yv)
+            arr, yv, entry = _fit_step(step, arr, yv, on_progress)
             report.append(entry)
         if yv is not None:
             report += self._fit_target_steps(yv)

@@ -152,7 +152,7 @@ def _read_columns(
         if target is not None
         else None
     )
-    kept = _keep_columns(table, keep, target, drop)
+    kept = keep_columns(table, keep, target, drop)
     exclude = [c for c in (target, split_col, *kept) if c is not None]
     refuse_id_like(table, exclude, allow_id)
     steps = steps or ColumnSteps()
@@ -165,7 +165,7 @@ def _read_columns(
     return _Columns(table, y, numeric, categorical, split_col, y_raw, kept, dict(source.coerced))
 
 
-def _keep_columns(
+def keep_columns(
     table: pa.Table, keep: Sequence[str], target: str | None, drop: Sequence[str]
 ) -> dict[str, str]:
     """The --keep columns and their shard fields, refusing what cannot be kept unchanged."""
@@ -265,6 +265,7 @@ def _save_recipe(
             "categorical_columns": dict(categories),
             "dropped_columns": list(drop),
             "split_column": cols.split_col,
+            "keep_columns": list(cols.keep),
             **({STATE_KEY: steps.state()} if steps is not None and steps.active else {}),
         },
     )
@@ -361,9 +362,14 @@ def _clipped_train_targets(
 
 def _keep_field_specs(cols: _Columns) -> dict[str, Field]:
     """The shard field of each --keep column: text as bytes (UTF-8), numbers as their dtype."""
+    return keep_field_specs(cols.table, cols.keep)
+
+
+def keep_field_specs(table: pa.Table, keep: Mapping[str, str]) -> dict[str, Field]:
+    """The shard field of each kept column of ``table`` (column -> field name in ``keep``)."""
     out: dict[str, Field] = {}
-    for col, name in cols.keep.items():
-        t = cols.table.column(col).type
+    for col, name in keep.items():
+        t = table.column(col).type
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             out[name] = bytes_field()
         else:
@@ -415,6 +421,11 @@ def _write_splits(
     return counts
 
 
+def _inner(on_progress: Progress) -> Progress:
+    """``on_progress`` for a stage inside the fit: named ``fit on train: <stage>``."""
+    return lambda stage, n, total: on_progress(f"fit on train: {stage}", n, total)
+
+
 def _fit(
     parts: Split,
     cols: _Columns,
@@ -424,12 +435,19 @@ def _fit(
 ) -> tuple[Recipe, dict[str, list[str]]]:
     """Fit the column steps, the recipe and the one-hot categories on the train split only.
 
-    One progress stage for the whole fit (KNN donors, quantiles, statistics): the CLI's
-    bar shows its clock moving while it runs, and the train rows when it is done.
+    One progress stage for the whole fit (quantiles, statistics): the CLI's bar shows
+    its clock moving while it runs, and the train rows when it is done. A KNN
+    imputation inside reports its receivers as a stage of its own
+    (``fit on train: impute (KNN)``).
     """
     fitted = report(on_progress, "fit on train", parts.train.num_rows)
     steps.fit(parts.train, cols.numeric)
-    recipe.fit(steps.numeric_input(parts.train, cols.numeric), _rows(cols.y, parts, "train"))
+    recipe.fit(
+        steps.numeric_input(parts.train, cols.numeric),
+        _rows(cols.y, parts, "train"),
+        # the long step inside (KNN imputation of the train rows) as its own stage
+        on_progress=None if on_progress is None else _inner(on_progress),
+    )
     categories = categories_of(parts.train, cols.categorical)
     fitted(parts.train.num_rows)
     return recipe, categories

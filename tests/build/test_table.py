@@ -129,9 +129,20 @@ def test_progress_reports_every_row_written_per_split(tmp_path: Path) -> None:
         drop=["id"],
         on_progress=lambda stage, n, total: seen.setdefault(stage, []).append((n, total)),
     )
-    assert sorted(seen) == ["fit on train", "write test", "write train", "write val"]
+    assert sorted(seen) == [
+        "fit on train",
+        "fit on train: impute (KNN)",
+        "write test",
+        "write train",
+        "write val",
+    ]
     train_rows = s["split"]["counts"]["train"]  # before sparse rows are dropped
     assert seen["fit on train"] == [(0, train_rows), (train_rows, train_rows)]  # open, then done
+    # the KNN imputation of the train rows, inside the fit: its receivers as they finish
+    knn = seen["fit on train: impute (KNN)"]
+    receivers = knn[0][1]
+    assert knn[0] == (0, receivers) and knn[-1] == (receivers, receivers)
+    assert 0 < receivers <= train_rows
     for name in ("train", "val", "test"):
         calls = seen[f"write {name}"]
         assert calls[0][0] == 0 and sum(n for n, _ in calls) == s["counts"][name]
