@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,8 @@ from datafuel.engine import Engine, unit_ranges
 from datafuel.errors import InputDataError, SchemaError
 from datafuel.loaders import Field, fixed
 
-from . import _table
 from ._common import Progress, Timer, engine_for, make_summary, report
-from ._table import TABLE_UNIT_ROWS, table_unit
+from ._table import TABLE_UNIT_ROWS, _Unit, keep_columns, keep_field_specs, table_unit
 from ._tablecols import read_table
 from ._tablesteps import STATE_KEY, ColumnSteps
 
@@ -145,12 +144,26 @@ def _check_columns(table: pa.Table, wanted: dict[str, str], source: str) -> pa.T
     return table
 
 
-def _payloads(table: pa.Table) -> Iterator[tuple[Any, ...]]:
-    """The build's unit payloads for ``table``: its rows, no targets (and the unit options)."""
-    unit = getattr(_table, "_Unit", None)  # the table unit's per-split options, when it has them
-    options = () if unit is None else (unit(clip_target=False),)
+def _payloads(table: pa.Table, keep: dict[str, str]) -> Iterator[tuple[Any, ...]]:
+    """The build's unit payloads for ``table``: its rows, no targets, the kept columns."""
+    unit = _Unit(clip_target=False, keep=tuple(keep.items()))
     for s, e in unit_ranges(table.num_rows, TABLE_UNIT_ROWS):
-        yield (table.take(np.arange(s, e)), None, *options)
+        yield (table.take(np.arange(s, e)), None, unit)
+
+
+def _kept(table: pa.Table, keep: Sequence[str] | None, extra: Any, source: str) -> dict[str, str]:
+    """The columns to store unchanged (``keep``, or the build's --keep columns when None)."""
+    if keep is None:
+        built = extra.get("keep_columns", []) if isinstance(extra, dict) else []
+        keep = [c for c in built if isinstance(c, str)]
+        absent = [c for c in keep if c not in table.column_names]
+        if absent:
+            raise InputDataError(
+                f"{source!r} has no column {absent[0]!r}, which the build kept (--keep) beside "
+                "its features; add it, or pass keep=[] (--no-keep) to write the features only.",
+                field=absent[0],
+            )
+    return keep_columns(table, keep, None, ())
 
 
 def apply(
@@ -161,6 +174,7 @@ def apply(
     engine: str | Engine | None = None,
     on_progress: Progress | None = None,
     shard_bytes: int = 64 << 20,
+    keep: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Turn new rows into one shard set with a saved table recipe, changing nothing in it.
 
@@ -170,6 +184,10 @@ def apply(
     set with field ``x``, float32, and ``cat``, int64, when the build wrote codes),
     with the build's column names and cardinalities in the manifest metadata. Rows
     the recipe drops (too many missing values) are counted in ``skipped``.
+
+    ``keep``: columns stored unchanged as fields of their own (e.g. ``id``, to map
+    scores back to rows), as ``build.table(keep=...)`` does. None (the default) keeps
+    the columns the build kept, which the new data must then have; ``[]`` keeps none.
 
     Raises
     ------
@@ -197,6 +215,7 @@ def apply(
     if steps is not None:
         wanted |= {c: "text" for c in steps.codes} | {c: "date" for c in steps.dates}
     table = _check_columns(read_table(source), wanted, source)
+    kept = _kept(table, keep, recipe_extra(path), source)
     timer.lap("read")
     onehot = [f"{c}={v}" for c, vs in categories.items() for v in vs]
     columns = [*numeric, *onehot] if steps is None else steps.columns(numeric, onehot)
@@ -207,12 +226,13 @@ def apply(
         fields |= steps.fields()
         shared += (steps,)
         metadata |= steps.metadata()
+    fields |= keep_field_specs(table, kept)  # after the column steps' fields, as in a build
     with locked(out, "build"), engine_for(engine) as runner:
         manifest = runner.write_units(
             out,
             fields,
             table_unit,
-            _payloads(table),
+            _payloads(table, kept),
             shared=shared,
             shard_bytes=shard_bytes,
             provenance={"source": source, "recipe_fingerprint": fingerprint, "split": "apply"},
@@ -231,4 +251,5 @@ def apply(
         seconds=timer.seconds(),
         recipe=str(path),
         columns=columns,
+        kept=list(kept),
     )

@@ -23,6 +23,15 @@ __all__ = ["apply_cmd"]
     type=click.IntRange(min=1),
     help="Close a shard once its data reaches this many bytes.",
 )
+@click.option(
+    "--keep",
+    "keep",
+    multiple=True,
+    metavar="COL",
+    help="Store this column unchanged as its own field (repeatable). Default: the columns "
+    "the build kept.",
+)
+@click.option("--no-keep", is_flag=True, help="Keep no column, not even the build's --keep ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
 def apply_cmd(
@@ -30,6 +39,8 @@ def apply_cmd(
     input_path: str,
     out: str,
     shard_bytes: int,
+    keep: tuple[str, ...],
+    no_keep: bool,
     as_json: bool,
     engine: str,
     ray_address: str | None,
@@ -42,16 +53,26 @@ def apply_cmd(
     features through the fitted clean/scale steps, one-hot columns with the train
     categories, missing indicators) and int64 `cat` when the build wrote codes; the
     target is not needed and not written. A fitted column that is missing or of
-    another kind (text where a number was fitted, ...) is refused, naming it.
+    another kind (text where a number was fitted, ...) is refused, naming it. The
+    build's --keep columns (ids) are stored unchanged too, unless --keep or --no-keep
+    says otherwise.
 
     \b
     Python equivalent:
       from datafuel import build
       build.apply("out/recipe.json", "new.csv", "scored")
     """
+    if keep and no_keep:
+        raise click.UsageError("--keep and --no-keep contradict each other; pass one.")
     with open_engine(engine, ray_address) as runner, StageBars("row") as bars:
         summary = build.apply(
-            recipe, input_path, out, engine=runner, on_progress=bars, shard_bytes=shard_bytes
+            recipe,
+            input_path,
+            out,
+            engine=runner,
+            on_progress=bars,
+            shard_bytes=shard_bytes,
+            keep=[] if no_keep else (list(keep) or None),
         )
     if as_json:
         echo_json(summary)

@@ -151,3 +151,34 @@ def test_apply_refuses_a_tampered_column_record(tmp_path: Path) -> None:
     (tmp_path / "r2.json").write_text(json.dumps(recipe))
     with pytest.raises(SchemaError, match="vocabularies_"):
         build.apply(tmp_path / "r2.json", HOUSES, tmp_path / "o2")
+
+
+def test_apply_keeps_the_builds_id_column_so_scores_map_back_to_rows(tmp_path: Path) -> None:
+    built = tmp_path / "built"
+    build.table(HOUSES, built, target="price", keep=["id"])
+    new = held_out_rows(tmp_path)
+    s = build.apply(built / "recipe.json", new, tmp_path / "scored")
+    assert s["kept"] == ["id"]
+    ids = read_all(tmp_path / "scored", "id")
+    # the same rows, in the same order, as the build's test split, id for id
+    np.testing.assert_array_equal(ids, read_all(built / "test", "id"))
+    np.testing.assert_array_equal(read_all(tmp_path / "scored", "x"), read_all(built / "test", "x"))
+    source = pacsv.read_csv(new)
+    kept_rows = np.isin(source.column("id").to_numpy(), ids)
+    assert kept_rows.sum() == len(ids) == s["counts"]["data"]
+    fields = ShardSet(tmp_path / "scored").fields
+    test_fields = ShardSet(built / "test").fields
+    assert set(fields) == {"x", "id"} and fields["id"] == test_fields["id"]
+    # production data without the id: refused, naming it, unless told to keep nothing
+    pacsv.write_csv(source.drop_columns(["id"]), tmp_path / "noid.csv")
+    with pytest.raises(InputDataError, match=r"no column 'id', which the build kept"):
+        build.apply(built / "recipe.json", tmp_path / "noid.csv", tmp_path / "s2")
+    s3 = build.apply(built / "recipe.json", tmp_path / "noid.csv", tmp_path / "s3", keep=[])
+    assert s3["kept"] == [] and set(ShardSet(tmp_path / "s3").fields) == {"x"}
+    # an explicit keep of another column (the target, here only an ordinary column)
+    s4 = build.apply(built / "recipe.json", new, tmp_path / "s4", keep=["price"])
+    assert s4["kept"] == ["price"]
+    np.testing.assert_array_equal(
+        read_all(tmp_path / "s4", "price"),
+        source.column("price").to_numpy()[np.isin(source.column("id").to_numpy(), ids)],
+    )

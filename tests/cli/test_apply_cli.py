@@ -76,3 +76,21 @@ def test_parse_categorical() -> None:
     assert parse_categorical(("codes", "a=onehot")) == {"*": "codes", "a": "onehot"}
     with pytest.raises(ConfigError):
         parse_categorical(("=codes",))
+
+
+def test_apply_keeps_the_builds_id_unless_told_otherwise(cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, _, err = cli(
+        "build", "table", HOUSES, "--out", str(out), "--target", "price", "--keep", "id"
+    )
+    assert code == 0, err
+    recipe, scored = str(out / "recipe.json"), tmp_path / "s"
+    assert cli("apply", recipe, HOUSES, "--out", str(scored))[0] == 0
+    ids = read_all(scored, "id")
+    assert len(np.unique(ids)) == len(ids) > 1000  # the houses' own ids, one per row written
+    assert cli("apply", recipe, HOUSES, "--out", str(tmp_path / "n"), "--no-keep")[0] == 0
+    assert set(ShardSet(tmp_path / "n").fields) == {"x"}
+    code, _, err = cli(
+        "apply", recipe, HOUSES, "--out", str(tmp_path / "b"), "--keep", "id", "--no-keep"
+    )
+    assert code == 2 and "contradict" in err
