@@ -20,7 +20,8 @@
  *     scaled image, the layout Pillow maps without a copy
  *     (Image.frombuffer("RGBX", ..., "raw", "RGBX", 0, 1)). x0 <= x and
  *     x0 + width >= min(x + w, scaled width): libjpeg-turbo widens the columns to its
- *     iMCU grid. Returns None for JPEGs this path does not handle (CMYK/YCCK, more
+ *     iMCU grid (or, for 4x2 and 2x4 luma sampling at scale 1/2 or 1/4, where its column
+ *     crop is wrong, the full width is decoded: x0 = 0). Returns None for JPEGs this path does not handle (CMYK/YCCK, more
  *     than 8 bits, unusual component counts): the caller decodes those with Pillow.
  *     Raises ValueError naming libjpeg's message for corrupt data, including a file
  *     that ends before the last row needed.
@@ -114,8 +115,14 @@ static int decode_body(region_state *st, const unsigned char *data, size_t size,
     if (h > out_h - y) h = out_h - y;
     if (w <= 0 || h <= 0)
         return REGION_OUTSIDE;
+    /* libjpeg-turbo 2.1's jpeg_crop_scanline gives wrong pixels when the luma sampling is
+     * 4x2 or 2x4 and the DCT scale is 1/2 or 1/4 (up to 255 off, against a whole decode):
+     * there, decode the full width (the rows above are still skipped) */
+    int h_samp = cinfo->comp_info[0].h_samp_factor, v_samp = cinfo->comp_info[0].v_samp_factor;
+    int full_width = cinfo->num_components == 3 && (denom == 2 || denom == 4) &&
+                     ((h_samp == 4 && v_samp == 2) || (h_samp == 2 && v_samp == 4));
     /* jpeg_crop_scanline moves x left to its iMCU grid (at most 4 x 8 pixels) */
-    long w_max = w + 32 < out_w ? w + 32 : out_w;
+    long w_max = full_width ? out_w : (w + 32 < out_w ? w + 32 : out_w);
     st->pixels = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)w_max * 4 * (Py_ssize_t)h);
     if (st->pixels == NULL)
         return REGION_PYERROR;
@@ -124,8 +131,12 @@ static int decode_body(region_state *st, const unsigned char *data, size_t size,
     st->ts = PyEval_SaveThread();
     jpeg_start_decompress(cinfo); /* a progressive file is entropy-decoded whole here */
     JDIMENSION x0 = (JDIMENSION)x, cw = (JDIMENSION)w;
-    if (cw < cinfo->output_width)
+    if (full_width) {
+        x0 = 0;
+        cw = cinfo->output_width;
+    } else if (cw < cinfo->output_width) {
         jpeg_crop_scanline(cinfo, &x0, &cw);
+    }
     if ((long)cw > w_max)
         ERREXIT(cinfo, JERR_BAD_CROP_SPEC); /* cannot happen: libjpeg-turbo's grid is <= 32 */
     if (y > 0 && jpeg_skip_scanlines(cinfo, (JDIMENSION)y) != (JDIMENSION)y)

@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import math
 import random
+import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -229,3 +232,71 @@ def test_decodes_run_in_parallel_threads_with_identical_results() -> None:
         th.join()
     for t in range(4):
         assert all(r == expect[t] for r in results[t])
+
+
+def cjpeg(sample: str, width: int = 500, height: int = 375) -> bytes:
+    """A JPEG with the given luma sampling, written by libjpeg-turbo's cjpeg (Pillow cannot
+    write 4x2 or 2x4)."""
+    tool = shutil.which("cjpeg")
+    if tool is None:
+        pytest.skip("cjpeg not found (Debian: apt-get install libjpeg-turbo-progs)")
+    buf = io.BytesIO()
+    Image.fromarray(pattern(width, height, width + 3)).save(buf, "PPM")
+    return subprocess.run(
+        [tool, "-quality", "90", "-sample", sample],
+        input=buf.getvalue(),
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.parametrize("sample", ["4x2", "2x4", "4x1", "1x4", "2x2"])
+def test_luma_sampling_4x2_and_2x4_decode_to_pillows_pixels(sample: str) -> None:
+    """libjpeg-turbo 2.1.5's column crop is wrong for 4x2 / 2x4 at scale 1/2 and 1/4 (up to
+    255 off); those decode the full width instead, and every region equals Pillow's."""
+    data = cjpeg(sample)
+    with Image.open(io.BytesIO(data)) as im:
+        h_samp, v_samp = im.layer[0][1:3]  # type: ignore[attr-defined]
+    assert f"{h_samp}x{v_samp}" == sample
+    rng = random.Random(sample)
+    for a in (1, 2, 4, 8):
+        full = whole(data, a)
+        sh, sw = full.shape[:2]
+        for _ in range(12):
+            x, y = rng.randrange(sw - 1), rng.randrange(sh - 1)
+            w, h = rng.randrange(1, sw - x + 1), rng.randrange(1, sh - y + 1)
+            pixels, left, top, cw, ch = jr.decode_region(data, x, y, w, h, a)
+            assert (top, ch) == (y, h) and left <= x and left + cw >= x + w
+            if sample in ("4x2", "2x4") and a in (2, 4):
+                assert (left, cw) == (0, sw)  # the full width: no column crop
+            got = rgb(pixels, ch, cw)
+            ref = full[top : top + ch, left : left + cw]
+            lo = 1 if left > 0 else 0
+            hi = cw - 1 if left + cw < sw else cw
+            np.testing.assert_array_equal(got[:, lo:hi], ref[:, lo:hi])
+
+
+OVERFLOW_REPRODUCERS = """
+import io, sys
+from PIL import Image
+import datafuel.vision._jpegregion as jr
+buf = io.BytesIO(); Image.new("RGB", (200, 100), (9, 99, 199)).save(buf, "JPEG"); data = buf.getvalue()
+for args in [(0, 2**62, 64, 2**62 + 1, 1), (2**62, 0, 2**62 + 1, 64, 1), (-2**62, -2**62, 2**63 - 1, 2**63 - 1, 2),
+             (0, 2**63 - 1, 2**63 - 1, 2**63 - 1, 8), (199, 99, 2**63 - 1, 2**63 - 1, 4)]:
+    try:
+        out = jr.decode_region(data, *args)
+        assert len(out[0]) == out[3] * out[4] * 4, args
+    except ValueError as exc:
+        assert "outside the image" in str(exc), exc
+print("ok")
+"""
+
+
+def test_overflow_reproducers_raise_in_a_subprocess_that_exits_cleanly() -> None:
+    """A write past the buffer would crash the interpreter (or corrupt it): run them where a
+    crash shows as an exit status, not as this test process dying."""
+    proc = subprocess.run(
+        [sys.executable, "-c", OVERFLOW_REPRODUCERS], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert proc.stdout.strip() == "ok"
