@@ -13,7 +13,13 @@ import typing as _typing
 
 from datafuel._lazy import lazy_getattr as _lazy_getattr
 
-from ._cpu import CPUTransform, augment_image, pil_build, region_decode_available
+from ._cpu import (
+    CPUTransform,
+    augment_image,
+    batch_decode_available,
+    pil_build,
+    region_decode_available,
+)
 from ._dali import DALITransform, dali_available, dali_unavailable_reason
 from ._decode import decode_image, image_info
 from ._folder import IMAGE_FIELDS, check_image, list_image_folder, load_image
@@ -50,6 +56,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "Rotate",
     "SampleParams",
     "augment_image",
+    "batch_decode_available",
     "check_image",
     "dali_available",
     "dali_unavailable_reason",

@@ -25,8 +25,9 @@ def loader_transform(
     flip_p: float = 0.5,
     rotate_degrees: float = 0.0,
     normalize: bool = False,
-    threads: int = 1,
+    threads: int | None = None,
     processes: int = 0,
+    native: bool = True,
     batch_size: int = 256,
     device: str | None = None,
     image_field: str | None = None,
@@ -52,10 +53,11 @@ def loader_transform(
     seed
         Salt mixed with the loader's ``(seed, epoch, index)``: each sample's crop,
         flip and angle are a pure function of those, so resume is exact.
-    threads, processes
-        CPU backend: threads per batch (1 suits a loader with several workers), or
-        worker processes per batch (0: none); processes scale past ~4 cores, where
-        threads stall on the GIL (see :class:`CPUTransform`).
+    threads, processes, native
+        CPU backend: threads per batch (None: the native batch path shares the cores
+        among the loader's workers), or worker processes per batch (0: none); native
+        (default True): a batch's plain JPEGs in one native call without the GIL, no
+        Python per image (see :class:`CPUTransform`).
     batch_size, device
         DALI backend: maximum batch per pipeline run, ``"cpu"`` or ``"mixed"``.
 
@@ -83,6 +85,7 @@ def loader_transform(
         seed=seed,
         threads=threads,
         processes=processes,
+        native=native,
         batch_size=batch_size,
         device=device,
     )
@@ -144,8 +147,9 @@ def _make_transform(
     image_field: str | None,
     label_field: str | None,
     seed: int,
-    threads: int,
+    threads: int | None,
     processes: int,
+    native: bool = True,
     batch_size: int,
     device: str | None,
 ) -> CPUTransform | DALITransform:
@@ -158,6 +162,7 @@ def _make_transform(
             seed=seed,
             threads=threads,
             processes=processes,
+            native=native,
         )
     if backend == "dali":
         return DALITransform(
