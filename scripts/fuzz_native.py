@@ -1,0 +1,243 @@
+"""Fuzz datafuel's C extensions: random (seeded) calls with hostile arguments and data.
+
+Targets: ``vision._jpegregion.decode_region`` and ``decode_batch`` (mutated JPEGs:
+truncation, bit flips, inserted and deleted bytes, over every luma sampling; random
+regions, scales, boxes and output sizes, huge and negative included), ``vision._pack
+.pack_rgb`` (real RGBX images with wrong sizes and outputs) and ``clean._knnselect``
+(``update``, ``update_partial``, ``exact`` with random shapes, formats, indices and
+NaN/inf content). Every call must return or raise a ``ValueError``/``TypeError``/
+``BufferError``/``OverflowError``; a crash, or under AddressSanitizer any bad read or
+write, ends the process with a non-zero status (``scripts/fuzz_asan.sh`` builds the
+extensions with ASan and runs this).
+
+Why not atheris: its coverage guidance needs the extension built with clang's
+libFuzzer instrumentation, and this project builds with gcc; a seeded mutation fuzzer
+under ASan catches the same class of defect (out-of-bounds access on malformed input),
+deterministically for a given seed.
+
+    python scripts/fuzz_native.py --rounds 20000 --seed 1
+    python scripts/fuzz_native.py --seconds 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from datafuel.clean import _knnselect as knn
+from datafuel.vision import _jpegregion as jr
+from datafuel.vision import _pack
+
+OK_ERRORS = (ValueError, TypeError, BufferError, OverflowError)
+
+
+def seed_jpegs() -> list[bytes]:
+    rng = np.random.default_rng(0)
+    out = []
+    for w, h in ((64, 48), (200, 150), (33, 17), (640, 360)):
+        base = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        im = Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)
+        for kw in (
+            {"subsampling": 0},
+            {"subsampling": 2},
+            {"subsampling": 1, "progressive": True},
+        ):
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=85, **kw)
+            out.append(buf.getvalue())
+        buf = io.BytesIO()
+        im.convert("L").save(buf, "JPEG")
+        out.append(buf.getvalue())
+        buf = io.BytesIO()
+        im.convert("CMYK").save(buf, "JPEG")
+        out.append(buf.getvalue())
+    tool = shutil.which("cjpeg")
+    if tool is not None:  # 4x2 and 2x4 luma sampling: Pillow cannot write them
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(buf, "PPM")
+        for sample in ("4x2", "2x4", "4x1", "1x4"):
+            out.append(
+                subprocess.run(
+                    [tool, "-sample", sample], input=buf.getvalue(), capture_output=True, check=True
+                ).stdout
+            )
+    return out
+
+
+def mutate(data: bytes, r: random.Random) -> bytes:
+    b = bytearray(data)
+    for _ in range(r.choice((0, 1, 1, 2, 4, 16))):
+        op = r.random()
+        if not b:
+            break
+        i = r.randrange(len(b))
+        if op < 0.5:
+            b[i] ^= 1 << r.randrange(8)
+        elif op < 0.65:
+            b[i] = r.choice((0x00, 0xFF, 0xD8, 0xD9, 0xDA, 0xC0, 0xC4))
+        elif op < 0.8:
+            b[i:i] = bytes(r.randrange(256) for _ in range(r.randrange(1, 9)))
+        else:
+            del b[i : i + r.randrange(1, 64)]
+    if r.random() < 0.3:
+        b = b[: r.randrange(len(b) + 1)]
+    return bytes(b)
+
+
+def any_int(r: random.Random) -> int:
+    return r.choice(
+        (
+            r.randrange(-4, 700),
+            r.randrange(-(2**31), 2**31),
+            2**62,
+            -(2**62),
+            2**63 - 1,
+            -(2**63),
+            0,
+            1,
+        )
+    )
+
+
+#: per target: calls that returned, and that raised one of OK_ERRORS
+STATS: dict[str, list[int]] = {}
+
+
+def call(fn, *args) -> None:  # type: ignore[no-untyped-def]
+    counts = STATS.setdefault(fn.__name__, [0, 0])
+    try:
+        fn(*args)
+    except OK_ERRORS:
+        counts[1] += 1
+    else:
+        counts[0] += 1
+
+
+def fuzz_region(r: random.Random, seeds: list[bytes]) -> None:
+    data = mutate(r.choice(seeds), r)
+    denom = r.choice((1, 2, 4, 8, 8, 3, 0, -1))
+    if r.random() < 0.7:  # mostly a region inside a ~600x400 image, so the decoder runs
+        x, y = r.randrange(-10, 600), r.randrange(-10, 400)
+        w, h = r.randrange(1, 700), r.randrange(1, 500)
+        call(jr.decode_region, data, x, y, w, h, r.choice((1, 2, 4, 8)))
+    else:
+        call(jr.decode_region, data, any_int(r), any_int(r), any_int(r), any_int(r), denom)
+
+
+def fuzz_batch(r: random.Random, seeds: list[bytes]) -> None:
+    n = r.randrange(0, 6)
+    items: list[object] = [mutate(r.choice(seeds), r) for _ in range(n)]
+    if n and r.random() < 0.05:
+        items[r.randrange(n)] = r.choice(("text", 3, None, memoryview(b"\xff\xd8")))
+    rows = []
+    for _ in range(n):
+        x0, y0 = r.uniform(-5, 60), r.uniform(-5, 40)
+        row = [x0, y0, x0 + r.uniform(-1, 200), y0 + r.uniform(-1, 150)]
+        row += [
+            r.choice((1, 1, 2, 4, 8, 3)),
+            r.choice((0, 1, 1, 0.5) if r.random() < 0.1 else (0, 1)),
+        ]
+        if r.random() < 0.05:
+            row[r.randrange(6)] = r.choice((float("nan"), float("inf"), 1e300, -1e300))
+        rows.append(row)
+    params = np.array(rows, np.float64).reshape(n, 6)
+    if r.random() < 0.05:
+        params = params[:, :5].copy()
+    size = r.choice((1, 2, 7, 16, 33, 64))
+    out = np.zeros((n if r.random() > 0.05 else n + 1, size, size, 3), np.uint8)
+    call(jr.decode_batch, items, params, out, r.choice((1, 2, 3, 0)), r.random() < 0.5)
+
+
+def fuzz_pack(r: random.Random) -> None:
+    w, h = r.randrange(1, 40), r.randrange(1, 40)
+    im = Image.new("RGBX", (w, h), (1, 2, 3, 255))
+    schema, array = im.__arrow_c_array__()
+    if r.random() < 0.5:  # the right sizes: the packer runs
+        ow, oh, shape = w, h, (h, w, 3)
+    else:
+        ow = r.choice((w, w + 1, max(1, w - 1), 0, 70000))
+        oh = r.choice((h, h + 1, max(1, h - 1), 0))
+        shape = (r.choice((h, oh, 1)), r.choice((w, ow, 1)), r.choice((3, 4)))
+    out = np.zeros(shape, np.uint8)
+    call(_pack.pack_rgb, schema, array, out, ow, oh, r.random() < 0.5)
+
+
+def fuzz_knn(r: random.Random) -> None:
+    dt = r.choice((np.float32, np.float64, np.float32, np.float64, np.int32))
+    b, m, kk = r.randrange(0, 9), r.randrange(0, 300), r.randrange(0, 40)
+    num = (np.random.default_rng(r.randrange(2**32)).random((b, m)) * 10 - 1).astype(dt)
+    cnt = np.random.default_rng(r.randrange(2**32)).integers(0, 4, (b, m)).astype(dt)
+    if r.random() < 0.2 and num.size and dt is not np.int32:
+        num.flat[r.randrange(num.size)] = r.choice((np.nan, np.inf, -np.inf))
+    hv = np.full((b if r.random() > 0.05 else b + 1, kk), np.inf, dt)
+    hi = np.full((b, kk), -1, r.choice((np.int64, np.int64, np.int32)))
+    call(knn.update, num, cnt, hv, hi, any_int(r))
+    d = r.randrange(0, 6)
+    qt = np.random.default_rng(1).random((d, m + r.choice((0, 0, 0, 1, 2)))).astype(dt)
+    sd = np.zeros((1, qt.shape[1]), dt)
+    mw = r.randrange(0, 4)
+    lo, hi_ = (-1, d) if r.random() < 0.7 else (-3, d + 3)
+    miss = np.array(
+        [[r.randrange(lo, max(lo + 1, hi_)) for _ in range(mw)] for _ in range(b)], np.int64
+    )
+    miss = miss.reshape(b, mw)
+    off = r.randrange(0, 3) if r.random() < 0.7 else any_int(r)
+    call(knn.update_partial, num, miss, sd, sd, qt, qt, hv, hi, off)
+    n = r.randrange(0, 50)
+    R = np.random.default_rng(2).normal(size=(b, d))
+    F = np.random.default_rng(3).normal(size=(n, d if r.random() > 0.05 else d + 1))
+    F[np.random.default_rng(4).random(F.shape) < 0.3] = np.nan
+    w = r.randrange(0, 8)
+    cand = np.array([[r.randrange(-2, n + 2) for _ in range(w)] for _ in range(b)], np.int64)
+    cand = cand.reshape(b, w)
+    call(knn.exact, R, F, cand, np.zeros(cand.shape))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=20000, help="calls per target at most")
+    ap.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    build = os.environ.get("DATAFUEL_FUZZ_BUILD")  # scripts/fuzz_asan.sh: its ASan builds
+    for mod in (jr, _pack, knn):
+        if build and not str(mod.__file__).startswith(build):
+            print(f"fuzz: {mod.__name__} is {mod.__file__}, not the build in {build}")
+            return 2
+    print("fuzz: " + ", ".join(str(m.__file__) for m in (jr, _pack, knn)))
+    r = random.Random(args.seed)
+    seeds = seed_jpegs()
+    targets = [
+        lambda: fuzz_region(r, seeds),
+        lambda: fuzz_batch(r, seeds),
+        lambda: fuzz_pack(r),
+        lambda: fuzz_knn(r),
+    ]
+    t0 = time.monotonic()
+    rounds = 0
+    while rounds < args.rounds:
+        if args.seconds is not None and time.monotonic() - t0 > args.seconds:
+            break
+        for t in targets:
+            t()
+        rounds += 1
+    print(
+        f"fuzz: {rounds} rounds x {len(targets)} targets ({len(seeds)} seed JPEGs, seed "
+        f"{args.seed}) in {time.monotonic() - t0:.1f} s: no crash"
+    )
+    for name, (ok, refused) in sorted(STATS.items()):
+        print(f"  {name:15s} {ok:7d} returned, {refused:7d} refused with an error")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
