@@ -102,8 +102,12 @@ def _fixed_fields(shards: ShardSet, shards_dir: str) -> list[str]:
     return fields
 
 
-def _drive(loader: Loader, total: int, step_s: float, cuda: bool, tick: Any) -> None:
-    """Take ``total`` batches (across epochs), sleeping ``step_s`` per batch as the step."""
+def _drive(
+    loader: Loader, total: int, step_s: float, cuda: bool, tick: Any, step_kind: str = "sleep"
+) -> None:
+    """Take ``total`` batches (across epochs), spending ``step_s`` per batch as the step."""
+    from datafuel.loaders._step import simulated_step
+
     done = 0
     while done < total:
         progressed = False
@@ -114,7 +118,7 @@ def _drive(loader: Loader, total: int, step_s: float, cuda: bool, tick: Any) -> 
 
                 torch.cuda.current_stream().synchronize()  # the step needs the data
             if step_s:
-                time.sleep(step_s)
+                simulated_step(step_s, step_kind)
             del batch
             done += 1
             tick(1)
@@ -133,6 +137,7 @@ def profile(
     seq_len: int | None = None,
     token_field: str = "tokens",
     step_ms: float = 0.0,
+    step_kind: str = "sleep",
     workers: int = 2,
     prefetch: int = 4,
     device: str = "cpu",
@@ -144,8 +149,11 @@ def profile(
 ) -> dict[str, Any]:
     """Drive a :class:`~datafuel.loaders.Loader` over ``inputs`` with a simulated training step.
 
-    The step sleeps ``step_ms`` milliseconds per batch (on CUDA it first waits for the
-    batch's copy, as a real step would). Runs ``epochs`` epochs, or stops after
+    The step takes ``step_ms`` milliseconds per batch (on CUDA it first waits for the
+    batch's copy, as a real step would): asleep (``step_kind="sleep"``), or running
+    pure Python that holds the GIL (``"gil"``), as a real training loop does while it
+    launches kernels; a thread-based loader that keeps up beside a sleep can starve
+    beside that. Runs ``epochs`` epochs, or stops after
     ``batches`` batches. Returns the loader's starvation report plus the settings.
     ``decode`` (``"cpu"``/``"dali"``) decodes image shards; ``processes`` (with
     ``decode="cpu"``) decodes them in that many worker processes.
@@ -178,6 +186,8 @@ def profile(
 
     if step_ms < 0:
         raise ConfigError(f"--step-ms must be >= 0. Got {step_ms} instead.")
+    if step_kind not in ("sleep", "gil"):
+        raise ConfigError(f"--step-kind must be 'sleep' or 'gil'. Got {step_kind!r} instead.")
     check_int("--epochs", epochs)
     check_int("--batches", batches, none_ok=True)
     shards_dir = str(inputs)
@@ -210,6 +220,7 @@ def profile(
             step_ms / 1000.0,
             device.startswith("cuda"),
             report(on_progress, "profile", total),
+            step_kind,
         )
     elapsed = time.perf_counter() - t0
     close = getattr(transform, "close", None)
@@ -229,6 +240,7 @@ def profile(
             "batch_size": batch_size,
             "seq_len": seq_len,
             "step_ms": step_ms,
+            "step_kind": step_kind,
             "workers": workers,
             "prefetch": prefetch,
             "device": device,

@@ -28,6 +28,14 @@ __all__ = ["profile"]
     help="Simulated training step per batch in ms (0: as fast as the loader goes; "
     "throughput only, starvation needs a step time).",
 )
+@click.option(
+    "--step-kind",
+    type=click.Choice(["sleep", "gil"]),
+    default="sleep",
+    show_default=True,
+    help="How the step spends its time: asleep, or running pure Python that holds the GIL "
+    "(as a real training loop does while it launches kernels).",
+)
 @click.option("--workers", type=int, default=2, show_default=True, help="Loader worker threads.")
 @click.option("--prefetch", type=int, default=4, show_default=True, help="Batches prepared ahead.")
 @click.option(
@@ -61,6 +69,7 @@ def profile(
     seq_len: int | None,
     token_field: str,
     step_ms: float,
+    step_kind: str,
     workers: int,
     prefetch: int,
     device: str,
@@ -92,6 +101,7 @@ def profile(
             seq_len=seq_len,
             token_field=token_field,
             step_ms=step_ms,
+            step_kind=step_kind,
             workers=workers,
             prefetch=prefetch,
             device=device,
@@ -109,7 +119,7 @@ def profile(
     click.echo(
         f"{shards_dir}: {r['batches']} batches of {batch_size}"
         + (f" windows of {seq_len + 1} tokens" if seq_len else "")
-        + f" on {device}, step {step_ms:g} ms, {workers} workers"
+        + f" on {device}, step {step_ms:g} ms ({step_kind}), {workers} workers"
         + (f", {processes} decode processes" if processes else "")
     )
     click.echo(f"  samples/s   {r['samples_per_s']:,.0f}")
