@@ -43,13 +43,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_loader import TableDataset, TokenWindowDataset, make_table, make_tokens  # noqa: E402
-from bench_vision import make_set, peer_loader, write_set  # noqa: E402
+from bench_loader import TableDataset, TokenWindowDataset, make_table, make_tokens
+from bench_vision import make_set, peer_loader, write_set
 
-from datafuel.loaders import Loader, ShardSet  # noqa: E402
-from datafuel.loaders._step import simulated_step  # noqa: E402
-from datafuel.vision import loader_transform  # noqa: E402
-from datafuel.vision._cpu import available_cores  # noqa: E402
+from datafuel.loaders import Loader, ShardSet
+from datafuel.loaders._step import simulated_step
+from datafuel.vision import loader_transform
+from datafuel.vision._cpu import available_cores
 
 T = 1024
 
@@ -155,7 +155,7 @@ def gil_probe(ds: ShardSet, data: list[bytes], batch: int, rounds: int) -> None:
             num_workers=1,
             prefetch=4,
             transform=loader_transform(ds, "cpu", size=224, threads=cores),
-        ),  # fmt: skip
+        ),
         f"native, pool {max(1, cores - 1)} (a core left)": lambda: Loader(
             ds,
             batch,
@@ -163,7 +163,7 @@ def gil_probe(ds: ShardSet, data: list[bytes], batch: int, rounds: int) -> None:
             num_workers=1,
             prefetch=4,
             transform=loader_transform(ds, "cpu", size=224, threads=max(1, cores - 1)),
-        ),  # fmt: skip
+        ),
         "per-image (native=False), 2 workers": lambda: Loader(
             ds,
             batch,
@@ -171,7 +171,7 @@ def gil_probe(ds: ShardSet, data: list[bytes], batch: int, rounds: int) -> None:
             num_workers=2,
             prefetch=4,
             transform=loader_transform(ds, "cpu", size=224, native=False),
-        ),  # fmt: skip
+        ),
         "peer DataLoader(2) (processes)": lambda: peer_loader(data, labels, batch, 2),
     }
     print(f"\nGIL probe: images, batch {batch}, {cores} cores, counter alone {idle:,.0f}/s")
@@ -211,7 +211,7 @@ def main() -> None:
                     persistent_workers=True,
                     prefetch_factor=4,
                 )
-            ),  # fmt: skip
+            ),
             batches=60 if args.quick else 150,
             step_ms=2,
             rounds=rounds,
@@ -230,7 +230,7 @@ def main() -> None:
                     persistent_workers=True,
                     prefetch_factor=4,
                 )
-            ),  # fmt: skip
+            ),
             batches=150 if args.quick else 400,
             step_ms=2,
             rounds=rounds,
@@ -249,7 +249,7 @@ def main() -> None:
                     prefetch=4,
                     transform=loader_transform(ds, "cpu", size=224),
                 )
-            ),  # fmt: skip
+            ),
             endless(lambda: peer_loader(data, labels, 32, 2)),
             batches=24 if args.quick else 48,
             step_ms=40,
