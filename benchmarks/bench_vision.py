@@ -6,7 +6,8 @@ Same encoded files, same cores, one process:
   (b) torchvision-style ``Dataset`` (Pillow decode, convert("RGB"), crop, resize BILINEAR to
       224, flip, to uint8 tensor) + ``torch.utils.data.DataLoader(num_workers=N)``;
       torchvision is not installed, so its transform is written out inline, as it does it
-  (c) datafuel CPU backend (region JPEG decode, DCT scaling, pillow-simd resize) through
+  (c) datafuel CPU backend (native batch path: region JPEG decode, DCT scaling, resize, pack in
+      one GIL-free call per batch; c4: the per-image path, pillow-simd resize) through
       ``datafuel.loaders.Loader(num_workers=N)``; (c2) the same transform with
       ``threads=N`` (a pool inside each batch) under ``Loader(num_workers=1)``; (c3) with
       ``processes=N`` (worker processes, no GIL between images) under ``Loader(num_workers=2)``
@@ -282,6 +283,51 @@ def cpu_cost(data: list[bytes], labels: np.ndarray, ds: ShardSet, rounds: int) -
     return best
 
 
+def print_set(
+    label: str,
+    data: list[bytes],
+    rounds: int,
+    workers: int,
+    rates: dict[str, list[float]],
+    med: dict[str, float],
+    cost: dict[str, float],
+) -> None:
+    """The figures of one image set: rates, per-core costs and the ratios of the targets."""
+    n = len(data)
+    print(
+        f"\n{label}: {n} JPEGs, {sum(map(len, data)) / n / 1024:.0f} KiB mean, {rounds} rounds, {workers} workers"
+    )
+    for k, v in rates.items():
+        spread = f"[{min(v):.0f}..{max(v):.0f}]"
+        print(f"  {k:36s} {med[k]:8.0f} images/s   {spread}")
+    print("  single-thread CPU cost (best of rounds, process time):")
+    for k, v in cost.items():
+        print(f"    {k:34s} {v:6.2f} ms/image")
+    a1, b1, c1 = cost.values()
+    print(f"    per-core ratios: (c) vs (b) {b1 / c1:.2f}x, (c) vs (a) {a1 / c1:.2f}x")
+    c = med["(c) datafuel CPU (native batch)"]
+    print(f"  ratio (c)/(b) = {c / med['(b) torchvision-style DataLoader']:.2f}x")
+    print(
+        f"  ratio (c4)/(b) = {med['(c4) per-image path (native=False)'] / med['(b) torchvision-style DataLoader']:.2f}x"
+    )
+    print(
+        f"  native scaling (c2)/(c1) = "
+        f"{med['(c2) same, 1 worker x N threads'] / med['(c1) native, 1 thread']:.2f}x"
+    )
+    print(f"  ratio (c)/(a) = {c / med['(a) decode only, Pillow']:.2f}x")
+    if "(b-stock) same peer, stock Pillow" in med:
+        print(f"  ratio (c)/(b-stock) = {c / med['(b-stock) same peer, stock Pillow']:.2f}x")
+    if "(e) datafuel DALI on the GPU (nvJPEG)" in med:
+        e = med["(e) datafuel DALI on the GPU (nvJPEG)"]
+        print(
+            f"  ratio (e)/(b) = {e / med['(b) torchvision-style DataLoader']:.2f}x, (e)/(c) = {e / c:.2f}x"
+        )
+    if "(d) datafuel DALI on CPU" in med:
+        print(
+            f"  ratio (d)/(b) = {med['(d) datafuel DALI on CPU'] / med['(b) torchvision-style DataLoader']:.2f}x"
+        )
+
+
 def bench_set(
     label: str,
     data: list[bytes],
@@ -307,13 +353,21 @@ def bench_set(
     # the same transform in worker processes (no GIL between images), fed by 2 loader threads
     procs = loader_transform(ds, "cpu", train=True, size=SIZE, processes=workers)
     df3 = Loader(ds, batch, seed=0, num_workers=2, prefetch=4, transform=procs)
+    # the per-image path (Pillow's resize per image, Python around each), and the native
+    # path on one thread (for the 2-thread / 1-thread scaling)
+    py_t = loader_transform(ds, "cpu", train=True, size=SIZE, native=False)
+    df4 = Loader(ds, batch, seed=0, num_workers=workers, prefetch=4, transform=py_t)
+    one_t = loader_transform(ds, "cpu", train=True, size=SIZE, threads=1)
+    df5 = Loader(ds, batch, seed=0, num_workers=1, prefetch=4, transform=one_t)
     methods: dict[str, Callable[[], float]] = {
         "(a) decode only, Pillow": lambda: decode_only(data, workers),
         "(a1) decode only, 1 thread": lambda: decode_only(data, 1),
         "(b) torchvision-style DataLoader": lambda: epoch_rate(tv[0], n),
-        "(c) datafuel CPU (pillow-simd)": lambda: epoch_rate(df, n),
+        "(c) datafuel CPU (native batch)": lambda: epoch_rate(df, n),
         "(c2) same, 1 worker x N threads": lambda: epoch_rate(df2, n),
         "(c3) same, N worker processes": lambda: epoch_rate(df3, n),
+        "(c4) per-image path (native=False)": lambda: epoch_rate(df4, n),
+        "(c1) native, 1 thread": lambda: epoch_rate(df5, n),
     }
     if stock_py is not None:
         files = root / f"{label}-files".replace(" ", "_")
@@ -346,31 +400,7 @@ def bench_set(
     else:
         print(f"  (d) skipped: {dali_unavailable_reason()}")
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(
-        f"\n{label}: {n} JPEGs, {sum(map(len, data)) / n / 1024:.0f} KiB mean, {rounds} rounds, {workers} workers"
-    )
-    for k, v in rates.items():
-        spread = f"[{min(v):.0f}..{max(v):.0f}]"
-        print(f"  {k:36s} {med[k]:8.0f} images/s   {spread}")
-    print("  single-thread CPU cost (best of rounds, process time):")
-    for k, v in cost.items():
-        print(f"    {k:34s} {v:6.2f} ms/image")
-    a1, b1, c1 = cost.values()
-    print(f"    per-core ratios: (c) vs (b) {b1 / c1:.2f}x, (c) vs (a) {a1 / c1:.2f}x")
-    c = med["(c) datafuel CPU (pillow-simd)"]
-    print(f"  ratio (c)/(b) = {c / med['(b) torchvision-style DataLoader']:.2f}x")
-    print(f"  ratio (c)/(a) = {c / med['(a) decode only, Pillow']:.2f}x")
-    if "(b-stock) same peer, stock Pillow" in med:
-        print(f"  ratio (c)/(b-stock) = {c / med['(b-stock) same peer, stock Pillow']:.2f}x")
-    if "(e) datafuel DALI on the GPU (nvJPEG)" in med:
-        e = med["(e) datafuel DALI on the GPU (nvJPEG)"]
-        print(
-            f"  ratio (e)/(b) = {e / med['(b) torchvision-style DataLoader']:.2f}x, (e)/(c) = {e / c:.2f}x"
-        )
-    if "(d) datafuel DALI on CPU" in med:
-        print(
-            f"  ratio (d)/(b) = {med['(d) datafuel DALI on CPU'] / med['(b) torchvision-style DataLoader']:.2f}x"
-        )
+    print_set(label, data, rounds, workers, rates, med, cost)
     return med
 
 
