@@ -265,7 +265,8 @@ def _save_recipe(
             "categorical_columns": dict(categories),
             "dropped_columns": list(drop),
             "split_column": cols.split_col,
-            "keep_columns": list(cols.keep),
+            # only when the build kept some: a build without --keep writes the bytes it did
+            **({"keep_columns": list(cols.keep)} if cols.keep else {}),
             **({STATE_KEY: steps.state()} if steps is not None and steps.active else {}),
         },
     )
