@@ -27,6 +27,7 @@ build() { # source, module path, extra libraries...
 build datafuel/vision/_jpegregion.c datafuel.vision._jpegregion -ljpeg -lm -lpthread
 build datafuel/vision/_pack.c datafuel.vision._pack
 build datafuel/clean/_knnselect.c datafuel.clean._knnselect -lm
+build datafuel/loaders/_gather.c datafuel.loaders._gather
 
 # Python itself is not built with ASan: preload the runtime, and do not report the
 # interpreter's deliberate never-freed allocations as leaks

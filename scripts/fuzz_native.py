@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from datafuel.clean import _knnselect as knn
+from datafuel.loaders import _gather
 from datafuel.vision import _jpegregion as jr
 from datafuel.vision import _pack
 
@@ -202,6 +203,21 @@ def fuzz_knn(r: random.Random) -> None:
     call(knn.exact, R, F, cand, np.zeros(cand.shape))
 
 
+def fuzz_gather(r: random.Random) -> None:
+    k = r.randrange(0, 4)
+    srcs: list[object] = [np.zeros((r.randrange(0, 20), 3), np.float32) for _ in range(k)]
+    n = r.randrange(0, 10)
+    shard = np.array([r.randrange(-1, k + 1) for _ in range(n)], np.int64)
+    local = np.array([r.randrange(-2, 22) for _ in range(n)], np.int64)
+    rb = r.choice((12, 12, 12, 0, 4, 24))
+    out = np.zeros(max(0, n * rb + r.choice((0, 0, 0, 4))), np.uint8)
+    call(_gather.rows, srcs, shard, local, rb, out)
+    toks: list[object] = [np.zeros(r.randrange(0, 50), np.uint16) for _ in range(k)]
+    length = r.randrange(-1, 12)
+    win = np.zeros((n, max(length, 0)), r.choice((np.uint16, np.int64, np.uint8)))
+    call(_gather.windows, toks, shard, local, length, win, r.choice((2, 2, 4, 3)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20000, help="calls per target at most")
@@ -209,11 +225,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     build = os.environ.get("DATAFUEL_FUZZ_BUILD")  # scripts/fuzz_asan.sh: its ASan builds
-    for mod in (jr, _pack, knn):
+    for mod in (jr, _pack, knn, _gather):
         if build and not str(mod.__file__).startswith(build):
             print(f"fuzz: {mod.__name__} is {mod.__file__}, not the build in {build}")
             return 2
-    print("fuzz: " + ", ".join(str(m.__file__) for m in (jr, _pack, knn)))
+    print("fuzz: " + ", ".join(str(m.__file__) for m in (jr, _pack, knn, _gather)))
     r = random.Random(args.seed)
     seeds = seed_jpegs()
     targets = [
@@ -221,6 +237,7 @@ def main() -> int:
         lambda: fuzz_batch(r, seeds),
         lambda: fuzz_pack(r),
         lambda: fuzz_knn(r),
+        lambda: fuzz_gather(r),
     ]
     t0 = time.monotonic()
     rounds = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import mmap
 import os
 import stat
@@ -18,6 +19,11 @@ from datafuel.errors import CorruptShardError, SchemaError
 from ._manifest import load_manifest, sha256_fd
 from ._schema import Field
 from ._tokens import TokenStream
+
+try:  # the one-pass native gather (optional C extension, see _gather.c)
+    from . import _gather
+except ImportError:  # pragma: no cover - exercised by the fallback test's monkeypatch
+    _gather = None  # type: ignore[assignment]
 
 __all__ = ["ShardSet"]
 
@@ -58,6 +64,9 @@ class ShardSet:
         #: global index of each shard's first row, plus the total at the end
         self.offsets = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
         self._maps: dict[tuple[int, str], tuple[np.ndarray, np.ndarray | None]] = {}
+        #: per fixed field, the native gather's shard list (b"" until a shard is first read)
+        #: and which shards it holds: built as gathers touch shards, never all at once
+        self._srcs: dict[str, tuple[list[Any], np.ndarray]] = {}
         self._check_sizes()
         if verify:
             self.verify()
@@ -260,13 +269,20 @@ class ShardSet:
             idx = np.where(idx < 0, idx + len(self), idx)
         shard_of = self._locate(idx)
         names = list(self.fields) if fields is None else list(fields)
-        plan, inverse = self._plan_reads(idx, shard_of)
+        native = _gather is not None and idx.size > 0
+        if native:  # every row straight into its batch slot: one pass, no staging copy
+            local = idx - self.offsets[shard_of] if self.num_shards > 1 else idx
+        else:
+            plan, inverse = self._plan_reads(idx, shard_of)
         result: dict[str, Any] = {}
         for name in names:
             spec = self._check_field(name)
             if spec.kind == "fixed":
                 dst = out.get(name) if out is not None else None
-                result[name] = self._gather_fixed(name, spec, idx.size, plan, inverse, dst)
+                if native:
+                    result[name] = self._gather_native(name, spec, shard_of, local, dst)
+                else:
+                    result[name] = self._gather_fixed(name, spec, idx.size, plan, inverse, dst)
             else:
                 result[name] = self._gather_items(name, spec, idx, shard_of)
         return result
@@ -307,6 +323,46 @@ class ShardSet:
         inverse[perm] = np.arange(perm.size)
         return plan, inverse
 
+    def _gather_native(
+        self,
+        name: str,
+        spec: Field,
+        shard_of: np.ndarray,
+        local: np.ndarray,
+        dst: np.ndarray | None,
+    ) -> np.ndarray:
+        """A fixed field's rows through ``_gather.rows`` (GIL released), into ``dst`` when given."""
+        assert _gather is not None
+        n = shard_of.size
+        dst = self._check_out(name, spec, n, dst)
+        if not dst.flags.c_contiguous:  # a strided user buffer: numpy writes through strides
+            plan, inverse = self._plan_reads(local + self.offsets[shard_of], shard_of)
+            return self._gather_fixed(name, spec, n, plan, inverse, dst)
+        cached = self._srcs.get(name)
+        if cached is None:
+            cached = self._srcs[name] = ([b""] * self.num_shards, np.zeros(self.num_shards, bool))
+        srcs, mapped = cached
+        if not mapped[shard_of].all():  # shards this field has not read yet: map them now
+            for k in np.unique(shard_of[~mapped[shard_of]]).tolist():
+                srcs[k] = self._mmap(k, name)[0]
+                mapped[k] = True
+        row_bytes = dst.itemsize * math.prod(spec.shape)  # Python ints: np.prod costs ~4 us
+        if row_bytes == 0:  # a zero-size field: nothing to copy
+            return dst
+        _gather.rows(srcs, shard_of, local, row_bytes, dst)
+        return dst
+
+    def _check_out(self, name: str, spec: Field, n: int, dst: np.ndarray | None) -> np.ndarray:
+        """``dst`` checked (or a new array) for ``n`` rows of the fixed field ``name``."""
+        if dst is None:
+            return np.empty((n, *spec.shape), dtype=spec.np_dtype)
+        if dst.shape != (n, *spec.shape) or dst.dtype != spec.np_dtype:
+            raise SchemaError(
+                f"out[{name!r}] must be {spec.dtype} of shape {(n, *spec.shape)}; got {dst.dtype} {dst.shape}.",
+                field=name,
+            )
+        return dst
+
     def _gather_fixed(
         self,
         name: str,
@@ -317,13 +373,7 @@ class ShardSet:
         dst: np.ndarray | None,
     ) -> np.ndarray:
         """A fixed field's ``n`` planned rows, into ``dst`` when given."""
-        if dst is None:
-            dst = np.empty((n, *spec.shape), dtype=spec.np_dtype)
-        elif dst.shape != (n, *spec.shape) or dst.dtype != spec.np_dtype:
-            raise SchemaError(
-                f"out[{name!r}] must be {spec.dtype} of shape {(n, *spec.shape)}; got {dst.dtype} {dst.shape}.",
-                field=name,
-            )
+        dst = self._check_out(name, spec, n, dst)
         stage = dst if inverse is None else np.empty_like(dst)
         for k, where, local in plan:
             src = self._mmap(k, name)[0]

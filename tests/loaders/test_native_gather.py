@@ -1,0 +1,109 @@
+"""The native gather (``loaders._gather``): rows and token windows from several shards
+straight into batch order, equal to the numpy path, and refusing bad indices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import datafuel.loaders._reader as reader_mod
+import datafuel.loaders._tokens as tokens_mod
+from datafuel.loaders import ShardSet, ShardWriter, fixed, ragged
+
+G = pytest.importorskip("datafuel.loaders._gather", reason="the C extension did not build")
+
+
+@pytest.fixture
+def rows(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, 7, 3)).astype(np.float32)
+    y = rng.integers(0, 10**9, 5000)
+    b = rng.integers(0, 255, (5000, 5), dtype=np.uint8)
+    with ShardWriter(
+        tmp_path / "r",
+        {"x": fixed("float32", (7, 3)), "y": fixed("int64"), "b": fixed("uint8", (5,))},
+        shard_bytes=20_000,
+    ) as w:
+        for s in range(0, 5000, 300):
+            w.write({"x": x[s : s + 300], "y": y[s : s + 300], "b": b[s : s + 300]})
+    ds = ShardSet(tmp_path / "r")
+    assert ds.num_shards > 10
+    return ds, x, y, b
+
+
+def test_random_rows_from_many_shards_equal_the_numpy_path(rows, monkeypatch) -> None:
+    ds, x, y, b = rows
+    rng = np.random.default_rng(1)
+    for idx in (rng.integers(0, 5000, 257), np.sort(rng.integers(0, 5000, 64)), [4999, 0, -1]):
+        got = ds.gather(idx)
+        np.testing.assert_array_equal(got["x"], x[idx])
+        np.testing.assert_array_equal(got["y"], y[idx])
+        np.testing.assert_array_equal(got["b"], b[idx])
+    out = {"x": np.zeros((257, 7, 3), np.float32)}
+    idx = rng.integers(0, 5000, 257)
+    assert ds.gather(idx, fields=["x"], out=out)["x"] is out["x"]
+    np.testing.assert_array_equal(out["x"], x[idx])
+    # a strided out buffer still gets the rows (numpy writes through strides)
+    wide = np.zeros((257, 7, 6), np.float32)
+    strided = wide[:, :, ::2]
+    ds.gather(idx, fields=["x"], out={"x": strided})
+    np.testing.assert_array_equal(strided, x[idx])
+    monkeypatch.setattr(reader_mod, "_gather", None)
+    np.testing.assert_array_equal(ds.gather(idx)["x"], x[idx])
+
+
+def test_token_windows_across_shards_widened(tmp_path, monkeypatch) -> None:
+    rng = np.random.default_rng(2)
+    docs = [rng.integers(0, 60000, rng.integers(50, 400), dtype=np.uint16) for _ in range(300)]
+    with ShardWriter(tmp_path / "t", {"tokens": ragged("uint16")}, shard_bytes=8_000) as w:
+        w.write({"tokens": docs})
+    ts = ShardSet(tmp_path / "t").token_stream("tokens")
+    flat = np.concatenate(docs)
+    assert len(ts.shard_starts) > 5
+    L = 33
+    # windows inside shards (the native path) and some across a boundary
+    bounds = ts.shard_starts[1:-1]
+    inside = np.array(
+        [s for s in rng.integers(0, len(flat) - L, 400) if not any(b - L < s < b for b in bounds)]
+    )
+    for dtype in (np.uint16, np.int64, np.int32):
+        out = np.zeros((inside.size, L), dtype)
+        ts.windows(inside, L, out=out)
+        np.testing.assert_array_equal(out, np.stack([flat[s : s + L] for s in inside]))
+    across = np.concatenate([inside[:5], bounds[:3] - 5])
+    np.testing.assert_array_equal(
+        ts.windows(across, L), np.stack([flat[s : s + L] for s in across])
+    )
+    monkeypatch.setattr(tokens_mod, "_gather", None)
+    np.testing.assert_array_equal(
+        ts.windows(inside, L), np.stack([flat[s : s + L] for s in inside])
+    )
+
+
+def _bad_calls():
+    src = [np.zeros((10, 4), np.float32), np.zeros((3, 4), np.float32)]
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    out = np.zeros((2, 4), np.float32)
+    yield G.rows, (src, i64(0, 1), i64(9, 3), 16, out)  # row 3 of shard 1 (it has 3)
+    yield G.rows, (src, i64(0, 2), i64(0, 0), 16, out)  # shard 2 of 2
+    yield G.rows, (src, i64(0, -1), i64(0, 0), 16, out)
+    yield G.rows, (src, i64(0, 1), i64(-1, 0), 16, out)
+    yield G.rows, (src, i64(0, 1), i64(0, 0), 32, out)  # out too small for 32-byte rows
+    yield G.rows, (src, i64(0, 1), i64(0, 0), 0, out)
+    yield G.rows, (src, np.array([0, 1], np.int32), i64(0, 0), 16, out)
+    yield G.rows, (src, i64(0, 1), i64(0), 16, out)
+    tok = [np.zeros(100, np.uint16), np.zeros(10, np.uint16)]
+    w = np.zeros((2, 8), np.int64)
+    yield G.windows, (tok, i64(0, 1), i64(0, 3), 8, w, 2)  # [3, 11) of a 10-token shard
+    yield G.windows, (tok, i64(0, 1), i64(0, 0), 8, np.zeros((2, 8), np.uint8), 2)  # narrower
+    yield G.windows, (tok, i64(0, 1), i64(0, 0), 8, w, 3)
+    yield G.windows, (tok, i64(0, 1), i64(0, 0), 0, w, 2)
+
+
+@pytest.mark.parametrize("fn,args", list(_bad_calls()))
+def test_bad_indices_and_shapes_raise_and_write_nothing(fn, args) -> None:
+    out = args[4]
+    before = out.copy()
+    with pytest.raises(ValueError):
+        fn(*args)
+    np.testing.assert_array_equal(out, before)
