@@ -15,6 +15,8 @@ Warm-up runs first; figures are medians; ratio = peer time / datafuel time.
 from __future__ import annotations
 
 import argparse
+import time
+from typing import Any
 
 import numpy as np
 from _timing import median_time
@@ -27,6 +29,16 @@ def missing_data(n: int, d: int, frac: float, seed: int) -> np.ndarray:
     return X
 
 
+def settle() -> None:
+    """Let the last contender's idle BLAS threads stop spinning before the next one is timed.
+
+    OpenBLAS's threads busy-wait for a while after each call (numpy's, so scikit-learn's
+    KNN leaves two spinning); a run started right after one shares the cores with them
+    (on 2 cores, ours measured 24 ms instead of 6 on breast cancer raw).
+    """
+    time.sleep(0.5)
+
+
 def row(name: str, ours: float, peer: float | None, peer_name: str, note: str = "") -> None:
     if peer is None:
         print(f"{name:<34} datafuel {ours:8.3f} s   {'':>28} {note}")
@@ -34,6 +46,54 @@ def row(name: str, ours: float, peer: float | None, peer_name: str, note: str = 
         print(
             f"{name:<34} datafuel {ours:8.3f} s   {peer_name} {peer:8.3f} s   "
             f"ratio {peer / ours:6.1f}x {note}"
+        )
+
+
+def knn_section(quick: bool, impute: Any, KNNImputer: Any) -> None:
+    """The KNN rows: real tables raw, standardised and x25, then Gaussian."""
+    # -- KNN imputation ------------------------------------------------------------------
+    from sklearn import datasets
+
+    tables = {
+        "breast cancer": datasets.load_breast_cancer().data,
+        "diabetes": datasets.load_diabetes().data,
+        "wine": datasets.load_wine().data,
+    }
+    cases = []
+    for tname, T in tables.items():
+        std = (T - T.mean(axis=0)) / T.std(axis=0)
+        cases += [(f"{tname} raw", T, 0.1), (f"{tname} std", std, 0.1)]
+        cases.append((f"{tname} x25", np.tile(T, (25, 1)), 0.1))
+    cases.append(("diabetes x25, 50% missing", np.tile(tables["diabetes"], (25, 1)), 0.5))
+    for cname, T, frac in cases:
+        X = np.array(T, dtype=np.float64)
+        X[np.random.default_rng(0).random(X.shape) < frac] = np.nan
+        X = X[~np.isnan(X).all(axis=1)]
+        runs = 3 if len(X) < 5000 else 1
+        settle()
+        t_sk, ref = median_time(lambda X=X: impute.KNNImputer().fit_transform(X), runs)
+        settle()
+        t_df, out = median_time(lambda X=X: KNNImputer().fit_transform(X), 3, warmup=1)
+        row(f"KNN {cname} {X.shape[0]}x{X.shape[1]}", t_df, t_sk, "sklearn")
+
+    n = 5000 if quick else 20000
+    X = missing_data(n, 20, 0.10, 0)
+    sk_runs = 1 if not quick else 3
+    settle()
+    t_sk, ref = median_time(lambda: impute.KNNImputer(n_neighbors=5).fit_transform(X), sk_runs)
+    settle()
+    t_df, out = median_time(lambda: KNNImputer(n_neighbors=5).fit_transform(X), 3, warmup=1)
+    same = np.allclose(out, ref, rtol=1e-7, atol=1e-9)
+    row(f"KNN impute {n}x20, 10% missing", t_df, t_sk, "sklearn", f"allclose={same}")
+    if not quick:
+        X = missing_data(100_000, 20, 0.10, 1)
+        t_big, out = median_time(lambda: KNNImputer(n_neighbors=5).fit_transform(X), 1)
+        row(
+            "KNN impute 100000x20, 10% missing",
+            t_big,
+            None,
+            "",
+            f"(target < 60 s; NaN left: {int(np.isnan(out).sum())})",
         )
 
 
@@ -57,46 +117,7 @@ def main() -> None:
         f"numpy {np.__version__}"
     )
 
-    # -- KNN imputation ------------------------------------------------------------------
-    from sklearn import datasets
-
-    tables = {
-        "breast cancer": datasets.load_breast_cancer().data,
-        "diabetes": datasets.load_diabetes().data,
-        "wine": datasets.load_wine().data,
-    }
-    cases = []
-    for tname, T in tables.items():
-        std = (T - T.mean(axis=0)) / T.std(axis=0)
-        cases += [(f"{tname} raw", T, 0.1), (f"{tname} std", std, 0.1)]
-        cases.append((f"{tname} x25", np.tile(T, (25, 1)), 0.1))
-    cases.append(("diabetes x25, 50% missing", np.tile(tables["diabetes"], (25, 1)), 0.5))
-    for cname, T, frac in cases:
-        X = np.array(T, dtype=np.float64)
-        X[np.random.default_rng(0).random(X.shape) < frac] = np.nan
-        X = X[~np.isnan(X).all(axis=1)]
-        runs = 3 if len(X) < 5000 else 1
-        t_sk, ref = median_time(lambda X=X: impute.KNNImputer().fit_transform(X), runs)
-        t_df, out = median_time(lambda X=X: KNNImputer().fit_transform(X), 3, warmup=1)
-        row(f"KNN {cname} {X.shape[0]}x{X.shape[1]}", t_df, t_sk, "sklearn")
-
-    n = 5000 if args.quick else 20000
-    X = missing_data(n, 20, 0.10, 0)
-    sk_runs = 1 if not args.quick else 3
-    t_sk, ref = median_time(lambda: impute.KNNImputer(n_neighbors=5).fit_transform(X), sk_runs)
-    t_df, out = median_time(lambda: KNNImputer(n_neighbors=5).fit_transform(X), 3, warmup=1)
-    same = np.allclose(out, ref, rtol=1e-7, atol=1e-9)
-    row(f"KNN impute {n}x20, 10% missing", t_df, t_sk, "sklearn", f"allclose={same}")
-    if not args.quick:
-        X = missing_data(100_000, 20, 0.10, 1)
-        t_big, out = median_time(lambda: KNNImputer(n_neighbors=5).fit_transform(X), 1)
-        row(
-            "KNN impute 100000x20, 10% missing",
-            t_big,
-            None,
-            "",
-            f"(target < 60 s; NaN left: {int(np.isnan(out).sum())})",
-        )
+    knn_section(args.quick, impute, KNNImputer)
 
     # -- scalers ------------------------------------------------------------------------
     rng = np.random.default_rng(2)
