@@ -302,6 +302,19 @@ static char fmt_char(const Py_buffer *view)
     return (f[0] != '\0' && f[1] == '\0') ? f[0] : '?';
 }
 
+/* n 2-D buffers (get2d) in one go; on failure the ones already taken are released */
+static int get2d_all(PyObject *const *objs, Py_buffer *views, const int *writable,
+                     const char *const *names, Py_ssize_t *rows, Py_ssize_t *cols, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (get2d(objs[i], &views[i], writable[i], names[i], &rows[i], &cols[i]) != 0) {
+            while (i-- > 0)
+                PyBuffer_Release(&views[i]);
+            return -1;
+        }
+    return 0;
+}
+
 static PyObject *update(PyObject *self, PyObject *args)
 {
     PyObject *o_num, *o_cnt, *o_hv, *o_hi;
@@ -309,25 +322,16 @@ static PyObject *update(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "OOOOL:update", &o_num, &o_cnt, &o_hv, &o_hi, &offset))
         return NULL;
-    Py_buffer num, cnt, hv, hi;
-    Py_ssize_t b, m, b2, m2, b3, kk, b4, kk2;
-    if (get2d(o_num, &num, 0, "num", &b, &m) != 0)
+    PyObject *const objs[4] = {o_num, o_cnt, o_hv, o_hi};
+    static const int writable[4] = {0, 0, 1, 1};
+    static const char *const names[4] = {"num", "cnt", "heap_v", "heap_i"};
+    Py_buffer v[4];
+    Py_ssize_t rows[4], cols[4];
+    if (get2d_all(objs, v, writable, names, rows, cols, 4) != 0)
         return NULL;
-    if (get2d(o_cnt, &cnt, 0, "cnt", &b2, &m2) != 0) {
-        PyBuffer_Release(&num);
-        return NULL;
-    }
-    if (get2d(o_hv, &hv, 1, "heap_v", &b3, &kk) != 0) {
-        PyBuffer_Release(&num);
-        PyBuffer_Release(&cnt);
-        return NULL;
-    }
-    if (get2d(o_hi, &hi, 1, "heap_i", &b4, &kk2) != 0) {
-        PyBuffer_Release(&num);
-        PyBuffer_Release(&cnt);
-        PyBuffer_Release(&hv);
-        return NULL;
-    }
+    Py_buffer num = v[0], cnt = v[1], hv = v[2], hi = v[3];
+    Py_ssize_t b = rows[0], m = cols[0], b2 = rows[1], m2 = cols[1], b3 = rows[2], kk = cols[2],
+               b4 = rows[3], kk2 = cols[3];
     char f = fmt_char(&num);
     const char *err = NULL;
     if (f != 'f' && f != 'd')
@@ -469,25 +473,16 @@ static PyObject *exact(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "OOOO:exact", &o_r, &o_f, &o_c, &o_out))
         return NULL;
-    Py_buffer R, F, C, O;
-    Py_ssize_t b, d, n, d2, b2, w, b3, w2;
-    if (get2d(o_r, &R, 0, "R", &b, &d) != 0)
+    PyObject *const objs[4] = {o_r, o_f, o_c, o_out};
+    static const int writable[4] = {0, 0, 0, 1};
+    static const char *const names[4] = {"R", "F", "cand", "out"};
+    Py_buffer v[4];
+    Py_ssize_t rows[4], cols[4];
+    if (get2d_all(objs, v, writable, names, rows, cols, 4) != 0)
         return NULL;
-    if (get2d(o_f, &F, 0, "F", &n, &d2) != 0) {
-        PyBuffer_Release(&R);
-        return NULL;
-    }
-    if (get2d(o_c, &C, 0, "cand", &b2, &w) != 0) {
-        PyBuffer_Release(&R);
-        PyBuffer_Release(&F);
-        return NULL;
-    }
-    if (get2d(o_out, &O, 1, "out", &b3, &w2) != 0) {
-        PyBuffer_Release(&R);
-        PyBuffer_Release(&F);
-        PyBuffer_Release(&C);
-        return NULL;
-    }
+    Py_buffer R = v[0], F = v[1], C = v[2], O = v[3];
+    Py_ssize_t b = rows[0], d = cols[0], n = rows[1], d2 = cols[1], b2 = rows[2], w = cols[2],
+               b3 = rows[3], w2 = cols[3];
     const char *err = NULL;
     Py_ssize_t bad = -1;
     if (fmt_char(&R) != 'd' || fmt_char(&F) != 'd' || fmt_char(&O) != 'd')
@@ -546,12 +541,10 @@ static int alloc_row_buffers(Py_ssize_t kk, Py_ssize_t m, Py_ssize_t itemsize, v
     return 0;
 }
 
-#define N_PARTIAL_BUFS 9
-
 static PyObject *update_partial(PyObject *self, PyObject *args)
 {
-    static const char *names[N_PARTIAL_BUFS] = {"ab", "miss", "sd", "cd", "qt", "pt",
-                                                "heap_v", "heap_i", "?"};
+    static const char *const names[8] = {"ab", "miss", "sd", "cd", "qt", "pt", "heap_v", "heap_i"};
+    static const int writable[8] = {0, 0, 0, 0, 0, 0, 1, 1};
     PyObject *objs[8];
     long long offset;
     (void)self;
@@ -560,14 +553,12 @@ static PyObject *update_partial(PyObject *self, PyObject *args)
         return NULL;
     Py_buffer v[8];
     Py_ssize_t rows[8], cols[8];
-    int got = 0;
-    for (; got < 8; got++)
-        if (get2d(objs[got], &v[got], got >= 6, names[got], &rows[got], &cols[got]) != 0)
-            break;
+    if (get2d_all(objs, v, writable, names, rows, cols, 8) != 0)
+        return NULL;
     const char *err = NULL;
     char f = '?';
     Py_ssize_t b = 0, m = 0, mw = 0, n = 0, d = 0, kk = 0, bad = -1;
-    if (got == 8) {
+    {
         f = fmt_char(&v[0]);
         b = rows[0], m = cols[0], mw = cols[1], n = cols[2], d = rows[4], kk = cols[6];
         if (f != 'f' && f != 'd')
@@ -605,7 +596,7 @@ static PyObject *update_partial(PyObject *self, PyObject *args)
     }
     void *bv = NULL, *gm = NULL, *rn = NULL, *rc = NULL;
     int64_t *bi = NULL;
-    int ok = got == 8 && err == NULL;
+    int ok = err == NULL;
     if (ok && alloc_row_buffers(kk, m, v[0].itemsize, &bv, &bi, &gm) != 0)
         ok = 0;
     if (ok) {
@@ -638,7 +629,7 @@ static PyObject *update_partial(PyObject *self, PyObject *args)
     PyMem_RawFree(gm);
     PyMem_RawFree(rn);
     PyMem_RawFree(rc);
-    for (int t = 0; t < got; t++)
+    for (int t = 0; t < 8; t++)
         PyBuffer_Release(&v[t]);
     if (!ok)
         return NULL;

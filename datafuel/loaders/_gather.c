@@ -81,6 +81,42 @@ static int get_index(PyObject *obj, Py_buffer *view, const char *name)
     return 0;
 }
 
+/* what both entry points take: the shards' buffers, the shard and local indices, out */
+typedef struct {
+    shard_views sv;
+    Py_buffer sb, lb, ob;
+    int got_s, got_l, got_o;
+} gather_args;
+
+static int open_args(gather_args *a, PyObject *srcs, PyObject *shard, PyObject *local,
+                     PyObject *out, int out_flags)
+{
+    a->got_s = a->got_l = a->got_o = 0;
+    if (get_views(srcs, &a->sv) != 0)
+        return -1;
+    if (get_index(shard, &a->sb, "shard") != 0)
+        return -1;
+    a->got_s = 1;
+    if (get_index(local, &a->lb, "local") != 0)
+        return -1;
+    a->got_l = 1;
+    if (PyObject_GetBuffer(out, &a->ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | out_flags) != 0)
+        return -1;
+    a->got_o = 1;
+    return 0;
+}
+
+static void close_args(gather_args *a)
+{
+    if (a->got_o)
+        PyBuffer_Release(&a->ob);
+    if (a->got_l)
+        PyBuffer_Release(&a->lb);
+    if (a->got_s)
+        PyBuffer_Release(&a->sb);
+    release_views(&a->sv);
+}
+
 static PyObject *rows(PyObject *self, PyObject *args)
 {
     PyObject *srcs_obj, *shard_obj, *local_obj, *out_obj;
@@ -89,21 +125,12 @@ static PyObject *rows(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOnO:rows", &srcs_obj, &shard_obj, &local_obj, &row_bytes,
                           &out_obj))
         return NULL;
-    shard_views sv;
-    Py_buffer sb, lb, ob;
-    int got_s = 0, got_l = 0, got_o = 0;
+    gather_args a;
     PyObject *result = NULL;
-    if (get_views(srcs_obj, &sv) != 0)
+    if (open_args(&a, srcs_obj, shard_obj, local_obj, out_obj, 0) != 0)
         goto done;
-    if (get_index(shard_obj, &sb, "shard") != 0)
-        goto done;
-    got_s = 1;
-    if (get_index(local_obj, &lb, "local") != 0)
-        goto done;
-    got_l = 1;
-    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0)
-        goto done;
-    got_o = 1;
+    shard_views sv = a.sv;
+    Py_buffer sb = a.sb, lb = a.lb, ob = a.ob;
     Py_ssize_t n = sb.len / 8;
     if (lb.len / 8 != n || row_bytes < 1 || ob.len / row_bytes != n || ob.len % row_bytes) {
         PyErr_Format(PyExc_ValueError,
@@ -138,13 +165,7 @@ static PyObject *rows(PyObject *self, PyObject *args)
     result = Py_None;
     Py_INCREF(result);
 done:
-    if (got_o)
-        PyBuffer_Release(&ob);
-    if (got_l)
-        PyBuffer_Release(&lb);
-    if (got_s)
-        PyBuffer_Release(&sb);
-    release_views(&sv);
+    close_args(&a);
     return result;
 }
 
@@ -173,21 +194,12 @@ static PyObject *windows(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOnOi:windows", &srcs_obj, &shard_obj, &local_obj, &length,
                           &out_obj, &item))
         return NULL;
-    shard_views sv;
-    Py_buffer sb, lb, ob;
-    int got_s = 0, got_l = 0, got_o = 0;
+    gather_args a;
     PyObject *result = NULL;
-    if (get_views(srcs_obj, &sv) != 0)
+    if (open_args(&a, srcs_obj, shard_obj, local_obj, out_obj, PyBUF_FORMAT) != 0)
         goto done;
-    if (get_index(shard_obj, &sb, "shard") != 0)
-        goto done;
-    got_s = 1;
-    if (get_index(local_obj, &lb, "local") != 0)
-        goto done;
-    got_l = 1;
-    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0)
-        goto done;
-    got_o = 1;
+    shard_views sv = a.sv;
+    Py_buffer sb = a.sb, lb = a.lb, ob = a.ob;
     Py_ssize_t n = sb.len / 8;
     int os = (int)ob.itemsize;
     if (item != 2 && item != 4) {
@@ -229,13 +241,7 @@ static PyObject *windows(PyObject *self, PyObject *args)
     result = Py_None;
     Py_INCREF(result);
 done:
-    if (got_o)
-        PyBuffer_Release(&ob);
-    if (got_l)
-        PyBuffer_Release(&lb);
-    if (got_s)
-        PyBuffer_Release(&sb);
-    release_views(&sv);
+    close_args(&a);
     return result;
 }
 
