@@ -79,6 +79,18 @@ def endless(make: Callable[[], Iterable[Any]]) -> Callable[[], Iterable[Any]]:
     return gen
 
 
+def peer_loader_of(dataset: Any, batch: int) -> torch.utils.data.DataLoader:
+    """The peer: DataLoader(num_workers=2) as a tuned user sets it up."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=2,
+        persistent_workers=True,
+        prefetch_factor=4,
+    )
+
+
 def run_workload(
     name: str,
     ours: Callable[[], Iterable[Any]],
@@ -202,16 +214,7 @@ def main() -> None:
         run_workload(
             "tokens 64x1025",
             endless(lambda: Loader(tok, 64, seq_len=T, seed=0, num_workers=2, prefetch=4)),
-            endless(
-                lambda: torch.utils.data.DataLoader(
-                    TokenWindowDataset(flat),
-                    batch_size=64,
-                    shuffle=True,
-                    num_workers=2,
-                    persistent_workers=True,
-                    prefetch_factor=4,
-                )
-            ),
+            endless(lambda: peer_loader_of(TokenWindowDataset(flat), 64)),
             batches=60 if args.quick else 150,
             step_ms=2,
             rounds=rounds,
@@ -221,16 +224,7 @@ def main() -> None:
         run_workload(
             "tables 256 x 64 float32",
             endless(lambda: Loader(tab, 256, seed=0, num_workers=2, prefetch=4)),
-            endless(
-                lambda: torch.utils.data.DataLoader(
-                    TableDataset(x_path, y_path),
-                    batch_size=256,
-                    shuffle=True,
-                    num_workers=2,
-                    persistent_workers=True,
-                    prefetch_factor=4,
-                )
-            ),
+            endless(lambda: peer_loader_of(TableDataset(x_path, y_path), 256)),
             batches=150 if args.quick else 400,
             step_ms=2,
             rounds=rounds,
