@@ -201,6 +201,38 @@ def fuzz_knn(r: random.Random) -> None:
     cand = np.array([[r.randrange(-2, n + 2) for _ in range(w)] for _ in range(b)], np.int64)
     cand = cand.reshape(b, w)
     call(knn.exact, R, F, cand, np.zeros(cand.shape))
+    # rank: receivers are rows of X (blk), out written in place at the entries to do
+    N = r.randrange(0, 12)
+    X = np.random.default_rng(5).normal(size=(N, F.shape[1] if r.random() > 0.05 else d))
+    X[np.random.default_rng(6).random(X.shape) < 0.3] = np.nan
+    blk = np.array(
+        [
+            [
+                r.randrange(-1, N + 1) if r.random() < 0.1 else r.randrange(max(N, 1))
+                for _ in range(b)
+            ]
+        ],
+        np.int64,
+    )
+    special = np.array([[r.randrange(-1, n + 1) for _ in range(r.randrange(0, 4))]], np.int64)
+    bounds = np.random.default_rng(7).random((4 if r.random() > 0.05 else 3, b)) * 3
+    call(
+        knn.rank,
+        X,
+        blk,
+        F,
+        ~np.isnan(F),
+        cand,
+        special,
+        np.isnan(X),
+        bounds,
+        np.zeros((1, X.shape[1])),
+        X.copy(),
+        np.zeros((b, X.shape[1]), np.int8),
+        np.full((1, b), -np.inf),
+        r.randrange(0, 7),
+        r.random() < 0.5,
+    )
 
 
 def fuzz_gather(r: random.Random) -> None:

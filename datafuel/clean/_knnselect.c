@@ -32,6 +32,23 @@
  *     them to that). d is at most 8192. Raises ValueError for anything else, or an
  *     index out of range, before writing.
  *
+ * rank(X, blk, F, P, cand, special, todo, bounds, means, out, unsafe, retry, k, distance)
+ *     The exact re-rank and the imputation of one block of receivers, the rows blk
+ *     (int64, 1 x b) of X (N x d float64), from donors F (n x d float64, P its presence,
+ *     bool): each receiver's candidates (cand, b x w int64, -1 padding) and the special
+ *     donors (1 x s int64), each once, ranked by their exact quotient (as exact computes
+ *     it; ties by donor index). Each entry of todo (N x d bool) in the block is written
+ *     to out (N x d float64): the mean (distance: the inverse-distance mean) of the
+ *     first k ranked donors with its column, means[c] when none has it. bounds (4 x b
+ *     float64) holds per receiver the screen's k-th value, the bound of its rounding,
+ *     that of a float64 product, and the float64 product's error: an entry whose k-th
+ *     donor is not nearer than the bound is marked in unsafe (b x d int8: 1, or 2 where
+ *     the float64 bound would have held) and raises retry[0, i] (float64, as given) to
+ *     k-th distance + 2 error (+inf without k donors). Written by hand because the
+ *     numpy equivalent (gathers, a lexsort and masks over every candidate) was a
+ *     quarter of a transform and held the GIL the other blocks' threads waited for.
+ *     Everything is checked, indices included, before anything is written.
+ *
  * Afterwards heap_v[r, 0] is the largest kept quotient (+inf while fewer than kk
  * finite quotients were seen), and every quotient left out, as fl(num / cnt), is at
  * least it: an entry is skipped only when num >= fl(fl(root * (1 +- 8u)) * cnt), which
@@ -636,7 +653,266 @@ static PyObject *update_partial(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ---- rank: the exact re-rank and the imputation of a block of receivers ------------- */
+
+/* (distance, donor) pairs in the re-rank's order: by distance, ties by donor index (the
+ * order of numpy's lexsort((cand, exact)) in the Python path) */
+typedef struct {
+    double d;
+    int64_t i;
+} ranked_t;
+
+static inline int ranked_lt(ranked_t a, ranked_t b) { return a.d < b.d || (a.d == b.d && a.i < b.i); }
+
+static void heap_down(ranked_t *h, Py_ssize_t n, Py_ssize_t at)
+{
+    for (;;) {
+        Py_ssize_t l = 2 * at + 1, s = at;
+        if (l < n && ranked_lt(h[l], h[s]))
+            s = l;
+        if (l + 1 < n && ranked_lt(h[l + 1], h[s]))
+            s = l + 1;
+        if (s == at)
+            return;
+        ranked_t t = h[at];
+        h[at] = h[s];
+        h[s] = t;
+        at = s;
+    }
+}
+
+/* the exact quotient of receiver r and donor f, as exact_rows computes it */
+static inline __attribute__((always_inline)) double exact_one(const double *r, const double *f,
+                                                             Py_ssize_t d, double *sq)
+{
+    Py_ssize_t missing = 0;
+    for (Py_ssize_t t = 0; t < d; t++) {
+        double x = f[t] - r[t];
+        x *= x;
+        int gap = x != x;
+        missing += gap;
+        sq[t] = gap ? 0. : x;
+    }
+    Py_ssize_t count = d - missing;
+    return count ? short_sum(sq, d) / (double)count : INFINITY;
+}
+
+typedef struct {
+    const double *X, *F, *bounds, *means;
+    const uint8_t *P, *todo;
+    const int64_t *blk, *cand, *special;
+    double *out, *retry;
+    int8_t *unsafe;
+    Py_ssize_t b, w, s, d, n, N, k;
+    int distance;
+} rank_args;
+
+enum { RANK_MISS = 1, RANK_MISS_PRECISION = 2 };
+
+/* rank each receiver's candidates lazily (a binary heap popped only as far as some column
+ * needs: about k / (share of donors with the column) pops, not a sort of every candidate),
+ * then impute each entry to do from the first k ranked donors that have its column */
+__attribute__((target_clones("avx2", "default"))) static void rank_rows(const rank_args *a,
+                                                                        ranked_t *heap,
+                                                                        ranked_t *order,
+                                                                        uint8_t *seen,
+                                                                        double *sq)
+{
+    const Py_ssize_t d = a->d, w = a->w, k = a->k;
+    for (Py_ssize_t i = 0; i < a->b; i++) {
+        const int64_t row = a->blk[i];
+        const double *r = a->X + row * d;
+        const uint8_t *todo = a->todo + row * d;
+        const int64_t *cand = a->cand + i * w;
+        Py_ssize_t h = 0;
+        /* the candidates and the special donors, each once (seen: a bitmap over donors) */
+        for (Py_ssize_t t = 0; t < w + a->s; t++) {
+            int64_t c = t < w ? cand[t] : a->special[t - w];
+            if (c < 0 || (seen[c >> 3] >> (c & 7)) & 1)
+                continue;
+            seen[c >> 3] |= (uint8_t)(1u << (c & 7));
+            double q = exact_one(r, a->F + c * d, d, sq);
+            if (q < INFINITY) /* no coordinate in common: never a donor */
+                heap[h++] = (ranked_t){q, c};
+        }
+        for (Py_ssize_t t = 0; t < w + a->s; t++) {
+            int64_t c = t < w ? cand[t] : a->special[t - w];
+            if (c >= 0)
+                seen[c >> 3] = 0;
+        }
+        for (Py_ssize_t t = h / 2; t-- > 0;)
+            heap_down(heap, h, t);
+        Py_ssize_t popped = 0;
+        const double kth = a->bounds[i], bound = a->bounds[a->b + i],
+                     bound64 = a->bounds[2 * a->b + i], tol = a->bounds[3 * a->b + i];
+        double retry = a->retry[i];
+        for (Py_ssize_t c = 0; c < d; c++) {
+            if (!todo[c])
+                continue;
+            Py_ssize_t taken = 0, j = 0;
+            double last = -INFINITY, sum = 0., wsum = 0., zsum = 0.;
+            Py_ssize_t zeros = 0;
+            while (taken < k) {
+                if (j == popped) {
+                    if (h == 0)
+                        break;
+                    order[popped++] = heap[0];
+                    heap[0] = heap[--h];
+                    heap_down(heap, h, 0);
+                }
+                ranked_t e = order[j++];
+                if (!a->P[e.i * d + c])
+                    continue;
+                double v = a->F[e.i * d + c];
+                taken++;
+                last = e.d;
+                if (a->distance) {
+                    double dist = sqrt(e.d * (double)d);
+                    if (dist == 0.) {
+                        zeros++;
+                        zsum += v;
+                    } else {
+                        sum += v / dist;
+                        wsum += 1. / dist;
+                    }
+                } else {
+                    sum += v;
+                }
+            }
+            double value;
+            if (taken == 0)
+                value = a->means[c];
+            else if (!a->distance)
+                value = sum / (double)taken;
+            else if (zeros)
+                value = zsum / (double)zeros;
+            else
+                value = sum / wsum;
+            a->out[row * d + c] = value;
+            int full = taken >= k;
+            int safe = full ? last < bound : isinf(kth);
+            if (!safe) {
+                a->unsafe[i * d + c] =
+                    (full && last < bound64) ? RANK_MISS_PRECISION : RANK_MISS;
+                double want = full ? last + 2.0 * tol : INFINITY;
+                retry = want > retry ? want : retry;
+            }
+        }
+        a->retry[i] = retry;
+    }
+}
+
+static int fmt_is(const Py_buffer *v, const char *allowed, Py_ssize_t itemsize)
+{
+    /* fmt_char's '?' also stands for a format it cannot read: look at the string itself */
+    const char *f = v->format ? v->format : "B";
+    if (*f == '@' || *f == '=')
+        f++;
+    return f[0] != '\0' && f[1] == '\0' && strchr(allowed, f[0]) != NULL &&
+           v->itemsize == itemsize;
+}
+
+static PyObject *rank(PyObject *self, PyObject *args)
+{
+    enum { NB = 12 };
+    static const char *const names[NB] = {"X",      "blk",   "F",   "P",    "cand", "special",
+                                          "todo",   "bounds", "means", "out", "unsafe", "retry"};
+    static const int writable[NB] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1};
+    PyObject *objs[NB];
+    Py_ssize_t k;
+    int distance;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOnp:rank", &objs[0], &objs[1], &objs[2], &objs[3],
+                          &objs[4], &objs[5], &objs[6], &objs[7], &objs[8], &objs[9], &objs[10],
+                          &objs[11], &k, &distance))
+        return NULL;
+    Py_buffer v[NB];
+    Py_ssize_t rows[NB], cols[NB];
+    if (get2d_all(objs, v, writable, names, rows, cols, NB) != 0)
+        return NULL;
+    const Py_ssize_t N = rows[0], d = cols[0], b = cols[1], n = rows[2], w = cols[4],
+                     s = cols[5];
+    const char *err = NULL;
+    Py_ssize_t bad = -1;
+    if (!fmt_is(&v[0], "d", 8) || !fmt_is(&v[2], "d", 8) || !fmt_is(&v[7], "d", 8) ||
+        !fmt_is(&v[8], "d", 8) || !fmt_is(&v[9], "d", 8) || !fmt_is(&v[11], "d", 8))
+        err = "X, F, bounds, means, out and retry must hold float64";
+    else if (!fmt_is(&v[1], "ql", 8) || !fmt_is(&v[4], "ql", 8) || !fmt_is(&v[5], "ql", 8))
+        err = "blk, cand and special must hold int64";
+    else if (!fmt_is(&v[3], "?B", 1) || !fmt_is(&v[6], "?B", 1) || !fmt_is(&v[10], "bB", 1))
+        err = "P and todo must hold bool, unsafe int8";
+    else if (rows[1] != 1 || cols[2] != d || rows[3] != n || cols[3] != d || rows[4] != b ||
+             rows[5] != 1 || rows[6] != N || cols[6] != d || rows[7] != 4 || cols[7] != b ||
+             rows[8] != 1 || cols[8] != d || rows[9] != N || cols[9] != d || rows[10] != b ||
+             cols[10] != d || rows[11] != 1 || cols[11] != b)
+        err = "shapes must be X (N, d), blk (1, b), F (n, d), P (n, d), cand (b, w), special "
+              "(1, s), todo (N, d), bounds (4, b), means (1, d), out (N, d), unsafe (b, d), "
+              "retry (1, b)";
+    else if (d < 1 || d > EXACT_MAX_D)
+        err = "d must be in [1, 8192]";
+    else if (k < 1)
+        err = "k must be at least 1";
+    else {
+        const int64_t *bl = (const int64_t *)v[1].buf, *c = (const int64_t *)v[4].buf,
+                      *sp = (const int64_t *)v[5].buf;
+        for (Py_ssize_t t = 0; t < b && err == NULL; t++)
+            if (bl[t] < 0 || bl[t] >= N)
+                bad = t, err = "every blk entry must be a row of X";
+        for (Py_ssize_t t = 0; t < b * w && err == NULL; t++)
+            if (c[t] < -1 || c[t] >= n)
+                bad = t, err = "every cand entry must be a row of F (or -1)";
+        for (Py_ssize_t t = 0; t < s && err == NULL; t++)
+            if (sp[t] < 0 || sp[t] >= n)
+                bad = t, err = "every special entry must be a row of F";
+    }
+    ranked_t *heap = NULL, *order = NULL;
+    uint8_t *seen = NULL;
+    double *sq = NULL;
+    int ok = err == NULL;
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s (got X %zd x %zd, blk %zd x %zd, F %zd x %zd, P %zd x %zd, cand %zd x "
+                     "%zd, special %zd x %zd, todo %zd x %zd, bounds %zd x %zd, out %zd x %zd, "
+                     "unsafe %zd x %zd, retry %zd x %zd, k %zd; first bad entry %zd)",
+                     err, N, d, rows[1], b, n, cols[2], rows[3], cols[3], rows[4], w, rows[5],
+                     s, rows[6], cols[6], rows[7], cols[7], rows[9], cols[9], rows[10],
+                     cols[10], rows[11], cols[11], k, bad);
+    } else {
+        heap = PyMem_RawMalloc((size_t)(w + s + 1) * sizeof(ranked_t));
+        order = PyMem_RawMalloc((size_t)(w + s + 1) * sizeof(ranked_t));
+        seen = PyMem_RawCalloc((size_t)(n / 8 + 1), 1);
+        sq = PyMem_RawMalloc((size_t)d * sizeof(double));
+        if (heap == NULL || order == NULL || seen == NULL || sq == NULL) {
+            PyErr_NoMemory();
+            ok = 0;
+        }
+    }
+    if (ok) {
+        rank_args a = {
+            .X = v[0].buf, .blk = v[1].buf, .F = v[2].buf, .P = v[3].buf, .cand = v[4].buf,
+            .special = v[5].buf, .todo = v[6].buf, .bounds = v[7].buf, .means = v[8].buf,
+            .out = v[9].buf, .unsafe = v[10].buf, .retry = v[11].buf, .b = b, .w = w, .s = s,
+            .d = d, .n = n, .N = N, .k = k, .distance = distance,
+        };
+        Py_BEGIN_ALLOW_THREADS
+        rank_rows(&a, heap, order, seen, sq);
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_RawFree(heap);
+    PyMem_RawFree(order);
+    PyMem_RawFree(seen);
+    PyMem_RawFree(sq);
+    for (int t = 0; t < NB; t++)
+        PyBuffer_Release(&v[t]);
+    if (!ok)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"rank", rank, METH_VARARGS,
+     "rank(X, blk, F, P, cand, special, todo, bounds, means, out, unsafe, retry, k, "
+     "distance): re-rank a block's candidates exactly and impute its entries."},
     {"update_partial", update_partial, METH_VARARGS,
      "update_partial(ab, miss, sd, cd, qt, pt, heap_v, heap_i, offset): update from the "
      "partial product."},

@@ -13,3 +13,20 @@ def update_partial(
     /,
 ) -> None: ...
 def exact(R: object, F: object, cand: object, out: object, /) -> None: ...
+def rank(
+    X: object,
+    blk: object,
+    F: object,
+    P: object,
+    cand: object,
+    special: object,
+    todo: object,
+    bounds: object,
+    means: object,
+    out: object,
+    unsafe: object,
+    retry: object,
+    k: int,
+    distance: bool,
+    /,
+) -> None: ...

@@ -157,6 +157,31 @@ def _bad_calls():
     yield "exact", (R, F[:, :4].copy(), cand, out), ValueError
     yield "exact", (R.astype(np.float32), F, cand, out), ValueError
     yield "exact", (np.zeros((4, 9000)), np.zeros((10, 9000)), cand, out), ValueError
+    X, P, todo = np.zeros((6, 5)), np.ones((10, 5), bool), np.ones((6, 5), bool)
+    blk, sp = np.arange(4, dtype=np.int64)[None, :], np.zeros((1, 2), np.int64)
+    bounds, means, unsafe, retry = (
+        np.zeros((4, 4)),
+        np.zeros((1, 5)),
+        np.zeros((4, 5), np.int8),
+        np.zeros((1, 4)),
+    )
+    ok = (X, blk, F, P, cand, sp, todo, bounds, means, X.copy(), unsafe, retry, 3, False)
+
+    def with_(i, value):
+        args = list(ok)
+        args[i] = value
+        return tuple(args)
+
+    yield "rank", with_(1, blk + 3), ValueError  # receiver 6 of 6 rows
+    yield "rank", with_(4, cand + 10), ValueError  # a donor past F
+    yield "rank", with_(4, cand - 2), ValueError  # below the -1 padding
+    yield "rank", with_(5, sp - 1), ValueError  # a special donor that is not one
+    yield "rank", with_(3, P.astype(np.float64)), ValueError
+    yield "rank", with_(10, unsafe.astype(np.int16)), ValueError
+    yield "rank", with_(7, bounds[:3].copy()), ValueError
+    yield "rank", with_(12, 0), ValueError  # k = 0
+    yield "rank", with_(9, np.zeros((6, 5), np.float32)), ValueError
+    yield "rank", with_(2, F[:, :4].copy()), ValueError
     ab = np.zeros((4, 8), np.float32)
     miss = np.full((4, 2), -1, np.int64)
     sd = np.zeros((1, 8), np.float32)
@@ -230,3 +255,55 @@ def test_the_float32_screen_is_taken_only_where_its_bound_holds(monkeypatch) -> 
     out = KNNImputer(block_size=64).fit_transform(h)
     assert seen[0] and not any(seen[1:])
     np.testing.assert_allclose(out, SkKNN().fit_transform(h), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("name,X", list(_tables()), ids=lambda v: v if isinstance(v, str) else "")
+def test_native_rank_imputes_as_the_numpy_rank(name, X, weights, monkeypatch) -> None:
+    native = KNNImputer(weights=weights, block_size=128).fit_transform(X)
+    monkeypatch.setattr(knn_mod, "_NATIVE_RANK", False)
+    numpy_rank = KNNImputer(weights=weights, block_size=128).fit_transform(X)
+    assert not np.isnan(native).any()
+    # the same donors; the mean's summation order may differ in the last bit
+    np.testing.assert_allclose(native, numpy_rank, rtol=1e-12, atol=0)
+
+
+def test_native_rank_block_gives_the_numpy_codes_and_thresholds(monkeypatch) -> None:
+    # one block by hand: candidates with -1 padding, special donors among them, columns
+    # no candidate has, and bounds that leave some entries unsafe (both codes)
+    rng = np.random.default_rng(3)
+    F = np.round(rng.normal(size=(300, 6)), 1)  # rounded: ties at equal distances
+    F[rng.random(F.shape) < 0.3] = np.nan
+    F[:, 5] = np.nan
+    F[:3, 5] = 1.0  # a column only three donors have
+    imp = KNNImputer(n_neighbors=4).fit(F)
+    X = F[:40].copy()
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X[:, 5] = np.nan
+    X[20:, 5] = 1.0  # rows 20..: finite retry thresholds (no column short of donors)
+    X[np.isnan(X).all(axis=1), 0] = 0.5
+    todo = np.isnan(X)
+    blk = np.arange(len(X))
+    cand = rng.integers(-1, 300, size=(len(X), 12))
+    cand[:, :3] = imp._special[:3]  # duplicates of the special donors
+    kth = rng.random(len(X)) * 2.0
+    kth[::7] = np.inf
+    # rows 20..: kth just above the 4th nearest candidate, so that the k-th donor lies
+    # between the float32 bound and the float64 one (code _MISS_PRECISION) on some
+    for i in range(20, len(X)):
+        c = np.unique(np.concatenate([cand[i][cand[i] >= 0], imp._special]))
+        dist = np.sort(_exact_dist(X[i][None, None, :], F[c][None])[0])
+        kth[i] = dist[3] * (1 + 1e-9) + 1e-9
+    results = []
+    for native in (True, False):
+        monkeypatch.setattr(knn_mod, "_NATIVE_RANK", native)
+        out = X.copy()
+        unsafe, retry = imp._rank_block(X, blk, todo, out, cand.copy(), kth.copy(), True)
+        results.append((out, unsafe, retry))
+    (o1, u1, r1), (o2, u2, r2) = results
+    assert set(np.unique(u1)) == {0, 1, 2}  # the case has safe entries and both codes
+    np.testing.assert_array_equal(u1, u2)
+    assert np.isfinite(r1[20:]).sum() >= 5  # thresholds to compare, not only +-inf
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_allclose(o1, o2, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(o1[~todo], X[~todo])  # only the entries to do are written
