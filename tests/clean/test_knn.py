@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -324,3 +326,28 @@ def test_transform_reports_receivers_as_blocks_finish(threads: int, monkeypatch)
     done = [d for d, _ in calls]
     assert done == sorted(done) and len(calls) > 5  # one report per block, in order
     np.testing.assert_array_equal(out, KNNImputer(block_size=128).fit_transform(X))
+
+
+def _impute_in_child(X: np.ndarray, q: Any) -> None:
+    q.put(KNNImputer().fit_transform(X))
+
+
+def test_the_kept_block_pool_serves_a_forked_child() -> None:
+    # big enough for the parallel path (receivers x donors >= 2**21), which keeps its
+    # threads across transforms: a fork's child has none of them and must make its own
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1800, 6))
+    X[rng.random(X.shape) < 0.3] = np.nan
+    X = X[~np.isnan(X).all(axis=1)]
+    here = KNNImputer().fit_transform(X)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_impute_in_child, args=(X, q))
+    p.start()
+    child = q.get(timeout=120)
+    p.join(30)
+    assert p.exitcode == 0
+    np.testing.assert_array_equal(child, here)
+    np.testing.assert_allclose(here, SkKNNImputer().fit_transform(X), rtol=1e-7, atol=1e-9)
