@@ -4,8 +4,9 @@ Targets: ``vision._jpegregion.decode_region`` and ``decode_batch`` (mutated JPEG
 truncation, bit flips, inserted and deleted bytes, over every luma sampling; random
 regions, scales, boxes and output sizes, huge and negative included), ``vision._pack
 .pack_rgb`` (real RGBX images with wrong sizes and outputs) and ``clean._knnselect``
-(``update``, ``update_partial``, ``exact`` with random shapes, formats, indices and
-NaN/inf content). Every call must return or raise a ``ValueError``/``TypeError``/
+(``update``, ``update_partial``, ``exact``, ``rank`` with random shapes, formats,
+indices and NaN/inf content) and ``loaders._gather`` (``rows_at``, ``windows_at`` with
+offsets that lie about the shards, placeholders and out-of-range indices). Every call must return or raise a ``ValueError``/``TypeError``/
 ``BufferError``/``OverflowError``; a crash, or under AddressSanitizer any bad read or
 write, ends the process with a non-zero status (``scripts/fuzz_asan.sh`` builds the
 extensions with ASan and runs this).
@@ -239,15 +240,28 @@ def fuzz_gather(r: random.Random) -> None:
     k = r.randrange(0, 4)
     srcs: list[object] = [np.zeros((r.randrange(0, 20), 3), np.float32) for _ in range(k)]
     n = r.randrange(0, 10)
-    shard = np.array([r.randrange(-1, k + 1) for _ in range(n)], np.int64)
-    local = np.array([r.randrange(-2, 22) for _ in range(n)], np.int64)
     rb = r.choice((12, 12, 12, 0, 4, 24))
     out = np.zeros(max(0, n * rb + r.choice((0, 0, 0, 4))), np.uint8)
-    call(_gather.rows, srcs, shard, local, rb, out)
     toks: list[object] = [np.zeros(r.randrange(0, 50), np.uint16) for _ in range(k)]
     length = r.randrange(-1, 12)
     win = np.zeros((n, max(length, 0)), r.choice((np.uint16, np.int64, np.uint8)))
-    call(_gather.windows, toks, shard, local, length, win, r.choice((2, 2, 4, 3)))
+    # the global-index kernels: offsets that may lie about the shards (too long, not
+    # from 0, decreasing), placeholders and negative or past-the-end indices
+    rows_per = [a.shape[0] if isinstance(a, np.ndarray) else 0 for a in srcs]
+    off = np.concatenate([[0], np.cumsum(rows_per)]).astype(np.int64)
+    if r.random() < 0.2 and off.size:
+        off[r.randrange(off.size)] += r.choice((-3, -1, 1, 5, 2**40))
+    if r.random() < 0.2 and srcs:
+        srcs[r.randrange(len(srcs))] = b""
+    total = max(0, min(int(off[-1]), 2**20)) if off.size else 0
+    gidx = np.array([r.randrange(-total - 2, total + 3) for _ in range(n)], np.int64)
+    call(_gather.rows_at, srcs, off, gidx, rb, out)
+    tok_off = np.concatenate([[0], np.cumsum([len(t) for t in toks])]).astype(np.int64)
+    if r.random() < 0.2 and tok_off.size:
+        tok_off[r.randrange(tok_off.size)] += r.choice((-3, 1, 7, 2**40))
+    ttotal = max(0, min(int(tok_off[-1]), 2**20)) if tok_off.size else 0
+    gst = np.array([r.randrange(-2, ttotal + 3) for _ in range(n)], np.int64)
+    call(_gather.windows_at, toks, tok_off, gst, length, win, r.choice((2, 2, 4, 3)))
 
 
 def main() -> int:

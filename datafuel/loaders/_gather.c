@@ -9,20 +9,28 @@
  * (__builtin_prefetch): random rows cost memory latency, and overlapping the misses is
  * what brings a gather near memcpy's bandwidth.
  *
- * rows(srcs, shard, local, row_bytes, out)
- *     srcs: a sequence of bytes-like buffers (each shard's field data). shard, local:
- *     C-contiguous int64 buffers of n entries: row i of the batch is row local[i] of
- *     srcs[shard[i]]. out: a writable C-contiguous buffer of exactly n * row_bytes bytes.
+ * rows_at(srcs, offsets, idx, row_bytes, out)
+ *     The whole gather of one fixed field, so that a batch costs one call and no Python
+ *     per index: idx (int64, n entries) holds global sample indices (negative ones count
+ *     from the end); offsets (int64, shards + 1 entries, from 0, not decreasing) the
+ *     first global row of each shard and the total. Each row goes from srcs[k] (a
+ *     bytes-like buffer per shard) straight to its slot of out (n * row_bytes bytes).
+ *     Returns None once copied; an int i, copying nothing, when idx[i] is out of range;
+ *     a tuple (k,), copying nothing, when srcs[k] is shorter than a row it must give
+ *     (a shard not mapped yet: pass a placeholder such as b"" and map it when asked).
+ *     Only the shards the batch reads are looked at. The GIL is released only for
+ *     copies of at least 1 MiB (see RELEASE_BYTES). Malformed arguments raise ValueError
+ *     (or TypeError, BufferError) before anything is copied.
  *
- * windows(srcs, shard, local, length, out, token_size)
- *     srcs: token buffers per shard, of unsigned tokens of token_size bytes (2 or 4);
- *     window i is the `length` tokens from token
- *     local[i] of srcs[shard[i]]. out: a writable C-contiguous (n, length) buffer of
- *     unsigned or signed integers of 2, 4 or 8 bytes, at least as wide as the tokens
- *     (they are widened as they are copied).
- *
- * Both check every index against its shard (ValueError naming the first bad entry)
- * before copying anything. Return None.
+ * windows_at(srcs, offsets, starts, length, out, token_size)
+ *     The token windows [s, s + length) of global token positions starts (int64, n),
+ *     across shard boundaries: offsets (int64, shards + 1, from 0, not decreasing) are
+ *     the shards' first tokens and the total; srcs[k] holds shard k's tokens (at least
+ *     offsets[k + 1] - offsets[k] of token_size bytes, 2 or 4, else ValueError); out a
+ *     writable C-contiguous (n, length) buffer of unsigned or signed integers of 2, 4
+ *     or 8 bytes, at least as wide as the tokens (widened as they are copied). Returns
+ *     None once copied, or an int i, copying nothing, when window i does not fit in
+ *     [0, total). Only the shards the windows read are looked at.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,40 +39,6 @@
 #include <string.h>
 
 #define PREFETCH_AHEAD 8
-
-typedef struct {
-    Py_buffer *views;
-    Py_ssize_t count;
-    PyObject *seq;
-} shard_views;
-
-static void release_views(shard_views *sv)
-{
-    for (Py_ssize_t i = 0; i < sv->count; i++)
-        PyBuffer_Release(&sv->views[i]);
-    PyMem_Free(sv->views);
-    Py_XDECREF(sv->seq);
-}
-
-static int get_views(PyObject *obj, shard_views *sv)
-{
-    sv->views = NULL;
-    sv->count = 0;
-    sv->seq = PySequence_Fast(obj, "srcs must be a sequence of buffers");
-    if (sv->seq == NULL)
-        return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(sv->seq);
-    sv->views = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
-    if (sv->views == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (; sv->count < n; sv->count++)
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(sv->seq, sv->count),
-                               &sv->views[sv->count], PyBUF_C_CONTIGUOUS) != 0)
-            return -1;
-    return 0;
-}
 
 static int get_index(PyObject *obj, Py_buffer *view, const char *name)
 {
@@ -79,94 +53,6 @@ static int get_index(PyObject *obj, Py_buffer *view, const char *name)
         return -1;
     }
     return 0;
-}
-
-/* what both entry points take: the shards' buffers, the shard and local indices, out */
-typedef struct {
-    shard_views sv;
-    Py_buffer sb, lb, ob;
-    int got_s, got_l, got_o;
-} gather_args;
-
-static int open_args(gather_args *a, PyObject *srcs, PyObject *shard, PyObject *local,
-                     PyObject *out, int out_flags)
-{
-    a->got_s = a->got_l = a->got_o = 0;
-    if (get_views(srcs, &a->sv) != 0)
-        return -1;
-    if (get_index(shard, &a->sb, "shard") != 0)
-        return -1;
-    a->got_s = 1;
-    if (get_index(local, &a->lb, "local") != 0)
-        return -1;
-    a->got_l = 1;
-    if (PyObject_GetBuffer(out, &a->ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | out_flags) != 0)
-        return -1;
-    a->got_o = 1;
-    return 0;
-}
-
-static void close_args(gather_args *a)
-{
-    if (a->got_o)
-        PyBuffer_Release(&a->ob);
-    if (a->got_l)
-        PyBuffer_Release(&a->lb);
-    if (a->got_s)
-        PyBuffer_Release(&a->sb);
-    release_views(&a->sv);
-}
-
-static PyObject *rows(PyObject *self, PyObject *args)
-{
-    PyObject *srcs_obj, *shard_obj, *local_obj, *out_obj;
-    Py_ssize_t row_bytes;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OOOnO:rows", &srcs_obj, &shard_obj, &local_obj, &row_bytes,
-                          &out_obj))
-        return NULL;
-    gather_args a;
-    PyObject *result = NULL;
-    if (open_args(&a, srcs_obj, shard_obj, local_obj, out_obj, 0) != 0)
-        goto done;
-    shard_views sv = a.sv;
-    Py_buffer sb = a.sb, lb = a.lb, ob = a.ob;
-    Py_ssize_t n = sb.len / 8;
-    if (lb.len / 8 != n || row_bytes < 1 || ob.len / row_bytes != n || ob.len % row_bytes) {
-        PyErr_Format(PyExc_ValueError,
-                     "shard and local must have n entries and out n * row_bytes bytes (n %zd, "
-                     "local %zd, row_bytes %zd, out %zd bytes)",
-                     n, lb.len / 8, row_bytes, ob.len);
-        goto done;
-    }
-    const int64_t *sh = sb.buf, *lo = lb.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (sh[i] < 0 || sh[i] >= sv.count || lo[i] < 0 ||
-            lo[i] >= sv.views[sh[i]].len / row_bytes) {
-            PyErr_Format(PyExc_ValueError,
-                         "entry %zd: row %lld of shard %lld is not there (%zd shards)", i,
-                         (long long)lo[i], (long long)sh[i], sv.count);
-            goto done;
-        }
-    }
-    Py_BEGIN_ALLOW_THREADS
-    char *dst = ob.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n) {
-            const char *next = (const char *)sv.views[sh[i + PREFETCH_AHEAD]].buf +
-                               lo[i + PREFETCH_AHEAD] * row_bytes;
-            for (Py_ssize_t b = 0; b < row_bytes; b += 64)
-                __builtin_prefetch(next + b, 0, 0);
-        }
-        memcpy(dst + i * row_bytes, (const char *)sv.views[sh[i]].buf + lo[i] * row_bytes,
-               (size_t)row_bytes);
-    }
-    Py_END_ALLOW_THREADS
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    close_args(&a);
-    return result;
 }
 
 /* one window of `length` tokens of size `in` into out items of size `os` (widened) */
@@ -185,77 +71,282 @@ static void copy_window(const char *src, char *dst, Py_ssize_t length, int in, i
     }
 }
 
-static PyObject *windows(PyObject *self, PyObject *args)
+/* ---- rows_at: the whole gather of one fixed field from global sample indices --------- */
+
+/* the shard of global row g: the last k with offsets[k] <= g (offsets ascending, n + 1
+ * entries from 0 to the total; empty shards are skipped by taking the last) */
+static inline Py_ssize_t shard_of(const int64_t *offsets, Py_ssize_t n_shards, int64_t g)
 {
-    PyObject *srcs_obj, *shard_obj, *local_obj, *out_obj;
+    Py_ssize_t lo = 0, hi = n_shards; /* offsets[lo] <= g < offsets[hi] */
+    while (hi - lo > 1) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (offsets[mid] <= g)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Release the GIL only for copies that take long enough to matter: a small batch copied
+ * with the GIL held costs the other threads a few microseconds, while a release and
+ * re-take beside a thread that holds the GIL (a training loop) can cost a switch
+ * interval */
+#define RELEASE_BYTES ((Py_ssize_t)1 << 20)
+
+static PyObject *rows_at(PyObject *self, PyObject *args)
+{
+    PyObject *srcs_obj, *off_obj, *idx_obj, *out_obj;
+    Py_ssize_t row_bytes;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOnO:rows_at", &srcs_obj, &off_obj, &idx_obj, &row_bytes,
+                          &out_obj))
+        return NULL;
+    PyObject *result = NULL, *seq = NULL;
+    Py_buffer offb = {0}, idxb = {0}, ob = {0};
+    int got_off = 0, got_idx = 0, got_out = 0;
+    Py_buffer *views = NULL;
+    char *taken = NULL;
+    int64_t *where = NULL;
+    Py_ssize_t n_shards = 0;
+    if ((seq = PySequence_Fast(srcs_obj, "srcs must be a sequence of buffers")) == NULL)
+        goto done;
+    n_shards = PySequence_Fast_GET_SIZE(seq);
+    if (get_index(off_obj, &offb, "offsets") != 0)
+        goto done;
+    got_off = 1;
+    if (get_index(idx_obj, &idxb, "idx") != 0)
+        goto done;
+    got_idx = 1;
+    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0)
+        goto done;
+    got_out = 1;
+    const int64_t *off = offb.buf, *idx = idxb.buf;
+    Py_ssize_t n = idxb.len / 8;
+    if (n_shards < 1 || offb.len / 8 != n_shards + 1 || off[0] != 0 || row_bytes < 1 ||
+        ob.len / row_bytes != n || ob.len % row_bytes) {
+        PyErr_Format(PyExc_ValueError,
+                     "offsets must have one entry per shard and one more, from 0, and out n * "
+                     "row_bytes bytes (%zd shards, %zd offsets, n %zd, row_bytes %zd, out %zd "
+                     "bytes)",
+                     n_shards, offb.len / 8, n, row_bytes, ob.len);
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n_shards; k++)
+        if (off[k + 1] < off[k]) {
+            PyErr_Format(PyExc_ValueError, "offsets must not decrease (entry %zd)", k + 1);
+            goto done;
+        }
+    const int64_t total = off[n_shards];
+    views = PyMem_Calloc((size_t)n_shards, sizeof(Py_buffer));
+    taken = PyMem_Calloc((size_t)n_shards, 1);
+    where = PyMem_Malloc((size_t)(2 * n + 1) * sizeof(int64_t));
+    if (views == NULL || taken == NULL || where == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* every index located and checked, and each shard it needs taken once, before any copy */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t g = idx[i];
+        if (g < 0 && g >= -total)
+            g += total;
+        if (g < 0 || g >= total) {
+            result = PyLong_FromSsize_t(i); /* the caller names the index and the set */
+            goto done;
+        }
+        Py_ssize_t k = shard_of(off, n_shards, g);
+        if (!taken[k]) {
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, k), &views[k],
+                                   PyBUF_C_CONTIGUOUS) != 0)
+                goto done;
+            taken[k] = 1;
+        }
+        int64_t local = g - off[k];
+        if (local >= views[k].len / row_bytes) {
+            /* the buffer is short for its shard: not mapped yet (the caller maps it and
+             * calls again), or a shard whose file is shorter than its manifest says */
+            result = Py_BuildValue("(n)", k);
+            goto done;
+        }
+        where[2 * i] = k;
+        where[2 * i + 1] = local;
+    }
+    {
+        PyThreadState *save = ob.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
+        char *dst = ob.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i + PREFETCH_AHEAD < n) {
+                const char *next = (const char *)views[where[2 * (i + PREFETCH_AHEAD)]].buf +
+                                   where[2 * (i + PREFETCH_AHEAD) + 1] * row_bytes;
+                for (Py_ssize_t b = 0; b < row_bytes; b += 64)
+                    __builtin_prefetch(next + b, 0, 0);
+            }
+            memcpy(dst + i * row_bytes,
+                   (const char *)views[where[2 * i]].buf + where[2 * i + 1] * row_bytes,
+                   (size_t)row_bytes);
+        }
+        if (save != NULL)
+            PyEval_RestoreThread(save);
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    if (views != NULL)
+        for (Py_ssize_t k = 0; k < n_shards; k++)
+            if (taken[k])
+                PyBuffer_Release(&views[k]);
+    PyMem_Free(views);
+    PyMem_Free(taken);
+    PyMem_Free(where);
+    if (got_out)
+        PyBuffer_Release(&ob);
+    if (got_idx)
+        PyBuffer_Release(&idxb);
+    if (got_off)
+        PyBuffer_Release(&offb);
+    Py_XDECREF(seq);
+    return result;
+}
+
+/* ---- windows_at: token windows of global starts, across shard boundaries -------------- */
+
+static PyObject *windows_at(PyObject *self, PyObject *args)
+{
+    PyObject *srcs_obj, *off_obj, *st_obj, *out_obj;
     Py_ssize_t length;
     int item;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOnOi:windows", &srcs_obj, &shard_obj, &local_obj, &length,
+    if (!PyArg_ParseTuple(args, "OOOnOi:windows_at", &srcs_obj, &off_obj, &st_obj, &length,
                           &out_obj, &item))
         return NULL;
-    gather_args a;
-    PyObject *result = NULL;
-    if (open_args(&a, srcs_obj, shard_obj, local_obj, out_obj, PyBUF_FORMAT) != 0)
+    PyObject *result = NULL, *seq = NULL;
+    Py_buffer offb = {0}, stb = {0}, ob = {0};
+    int got_off = 0, got_st = 0, got_out = 0;
+    Py_buffer *views = NULL;
+    char *taken = NULL;
+    Py_ssize_t n_shards = 0;
+    if ((seq = PySequence_Fast(srcs_obj, "srcs must be a sequence of buffers")) == NULL)
         goto done;
-    shard_views sv = a.sv;
-    Py_buffer sb = a.sb, lb = a.lb, ob = a.ob;
-    Py_ssize_t n = sb.len / 8;
+    n_shards = PySequence_Fast_GET_SIZE(seq);
+    if (get_index(off_obj, &offb, "offsets") != 0)
+        goto done;
+    got_off = 1;
+    if (get_index(st_obj, &stb, "starts") != 0)
+        goto done;
+    got_st = 1;
+    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0)
+        goto done;
+    got_out = 1;
+    const int64_t *off = offb.buf, *st = stb.buf;
+    Py_ssize_t n = stb.len / 8;
     int os = (int)ob.itemsize;
     if (item != 2 && item != 4) {
         PyErr_Format(PyExc_ValueError, "the token size must be 2 or 4 bytes, got %d", item);
         goto done;
     }
-    if (lb.len / 8 != n || length < 1 || (os != 2 && os != 4 && os != 8) || os < item ||
+    if (n_shards < 1 || offb.len / 8 != n_shards + 1 || off[0] != 0 || length < 1 ||
+        (os != 2 && os != 4 && os != 8) || os < item || ob.len / length / os != n ||
         ob.len != n * length * os) {
         PyErr_Format(PyExc_ValueError,
-                     "out must be (n, length) integers of 2, 4 or 8 bytes, at least the token "
-                     "size (n %zd, length %zd, out %zd bytes of items of %d, tokens of %d)",
-                     n, length, ob.len, os, item);
+                     "offsets must have one entry per shard and one more, from 0; out (n, "
+                     "length) integers of 2, 4 or 8 bytes, at least the token size (%zd shards, "
+                     "%zd offsets, n %zd, length %zd, out %zd bytes of items of %d, tokens of %d)",
+                     n_shards, offb.len / 8, n, length, ob.len, os, item);
         goto done;
     }
-    const int64_t *sh = sb.buf, *lo = lb.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (sh[i] < 0 || sh[i] >= sv.count || lo[i] < 0 ||
-            lo[i] > sv.views[sh[i]].len / item - length) {
-            PyErr_Format(PyExc_ValueError,
-                         "entry %zd: tokens [%lld, %lld + %zd) are not all in shard %lld "
-                         "(%zd shards)",
-                         i, (long long)lo[i], (long long)lo[i], length, (long long)sh[i],
-                         sv.count);
+    for (Py_ssize_t k = 0; k < n_shards; k++)
+        if (off[k + 1] < off[k]) {
+            PyErr_Format(PyExc_ValueError, "offsets must not decrease (entry %zd)", k + 1);
             goto done;
         }
+    const int64_t total = off[n_shards];
+    views = PyMem_Calloc((size_t)n_shards, sizeof(Py_buffer));
+    taken = PyMem_Calloc((size_t)n_shards, 1);
+    if (views == NULL || taken == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
-    Py_BEGIN_ALLOW_THREADS
-    char *dst = ob.buf;
+    /* every window checked, and each shard piece it reads taken and checked, before any copy */
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (i + 2 < n) {
-            const char *next = (const char *)sv.views[sh[i + 2]].buf + lo[i + 2] * item;
-            for (Py_ssize_t b = 0; b < length * item && b < 4096; b += 64)
-                __builtin_prefetch(next + b, 0, 0);
+        int64_t s = st[i];
+        if (s < 0 || s > total - length) {
+            result = PyLong_FromSsize_t(i); /* the caller names the start */
+            goto done;
         }
-        copy_window((const char *)sv.views[sh[i]].buf + lo[i] * item, dst + i * length * os,
-                    length, item, os);
+        for (int64_t pos = s, left = length; left > 0;) {
+            Py_ssize_t k = shard_of(off, n_shards, pos);
+            int64_t piece = off[k + 1] - pos < left ? off[k + 1] - pos : left;
+            if (!taken[k]) {
+                if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, k), &views[k],
+                                       PyBUF_C_CONTIGUOUS) != 0)
+                    goto done;
+                taken[k] = 1;
+                if (views[k].len / item < off[k + 1] - off[k]) {
+                    PyErr_Format(PyExc_ValueError,
+                                 "shard %zd holds %zd tokens, fewer than its offsets say (%lld)",
+                                 k, views[k].len / item, (long long)(off[k + 1] - off[k]));
+                    goto done;
+                }
+            }
+            pos += piece;
+            left -= piece;
+        }
     }
-    Py_END_ALLOW_THREADS
+    {
+        PyThreadState *save = ob.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
+        char *dst = ob.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i + 2 < n) {
+                Py_ssize_t k = shard_of(off, n_shards, st[i + 2]);
+                const char *next = (const char *)views[k].buf + (st[i + 2] - off[k]) * item;
+                Py_ssize_t reach = (off[k + 1] - st[i + 2]) * item;
+                for (Py_ssize_t b = 0; b < length * item && b < 4096 && b < reach; b += 64)
+                    __builtin_prefetch(next + b, 0, 0);
+            }
+            char *d = dst + i * length * os;
+            for (int64_t pos = st[i], left = length; left > 0;) {
+                Py_ssize_t k = shard_of(off, n_shards, pos);
+                int64_t piece = off[k + 1] - pos < left ? off[k + 1] - pos : left;
+                copy_window((const char *)views[k].buf + (pos - off[k]) * item, d, piece, item,
+                            os);
+                d += piece * os;
+                pos += piece;
+                left -= piece;
+            }
+        }
+        if (save != NULL)
+            PyEval_RestoreThread(save);
+    }
     result = Py_None;
     Py_INCREF(result);
 done:
-    close_args(&a);
+    if (views != NULL)
+        for (Py_ssize_t k = 0; k < n_shards; k++)
+            if (taken[k])
+                PyBuffer_Release(&views[k]);
+    PyMem_Free(views);
+    PyMem_Free(taken);
+    if (got_out)
+        PyBuffer_Release(&ob);
+    if (got_st)
+        PyBuffer_Release(&stb);
+    if (got_off)
+        PyBuffer_Release(&offb);
+    Py_XDECREF(seq);
     return result;
 }
 
 static PyMethodDef methods[] = {
-    {"rows", rows, METH_VARARGS,
-     "rows(srcs, shard, local, row_bytes, out): rows of several shards into batch order."},
-    {"windows", windows, METH_VARARGS,
-     "windows(srcs, shard, local, length, out, token_size): token windows into batch order."},
+    {"windows_at", windows_at, METH_VARARGS,
+     "windows_at(srcs, offsets, starts, length, out, token_size): windows of global starts."},
+    {"rows_at", rows_at, METH_VARARGS,
+     "rows_at(srcs, offsets, idx, row_bytes, out): rows of global indices into batch order."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_gather",
-    "A batch's rows or token windows from several shards into their slots, GIL released.", -1,
+    "A batch's rows or token windows from several shards into their slots.", -1,
     methods,
 };
 

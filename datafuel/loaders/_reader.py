@@ -265,24 +265,32 @@ class ShardSet:
         of arrays; bytes fields as a list of ``bytes``.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        names = list(self.fields) if fields is None else list(fields)
+        if _gather is not None and idx.size:
+            fast = self._gather_rows(idx, names, out)
+            if fast is not None:
+                return fast
         if idx.size and idx.min() < 0:
             idx = np.where(idx < 0, idx + len(self), idx)
         shard_of = self._locate(idx)
-        names = list(self.fields) if fields is None else list(fields)
-        native = _gather is not None and idx.size > 0
-        if native:  # every row straight into its batch slot: one pass, no staging copy
-            local = idx - self.offsets[shard_of] if self.num_shards > 1 else idx
-        else:
-            plan, inverse = self._plan_reads(idx, shard_of)
+        planned: tuple[list[tuple[int, slice, np.ndarray]], np.ndarray | None] | None = None
         result: dict[str, Any] = {}
         for name in names:
             spec = self._check_field(name)
             if spec.kind == "fixed":
+                # natively where the out buffer is contiguous (one pass, no staging copy)
+                got = (
+                    self._gather_rows(idx, [name], out)
+                    if _gather is not None and idx.size
+                    else None
+                )
+                if got is not None:
+                    result[name] = got[name]
+                    continue
+                if planned is None:
+                    planned = self._plan_reads(idx, shard_of)
                 dst = out.get(name) if out is not None else None
-                if native:
-                    result[name] = self._gather_native(name, spec, shard_of, local, dst)
-                else:
-                    result[name] = self._gather_fixed(name, spec, idx.size, plan, inverse, dst)
+                result[name] = self._gather_fixed(name, spec, idx.size, *planned, dst)
             else:
                 result[name] = self._gather_items(name, spec, idx, shard_of)
         return result
@@ -323,34 +331,56 @@ class ShardSet:
         inverse[perm] = np.arange(perm.size)
         return plan, inverse
 
-    def _gather_native(
-        self,
-        name: str,
-        spec: Field,
-        shard_of: np.ndarray,
-        local: np.ndarray,
-        dst: np.ndarray | None,
-    ) -> np.ndarray:
-        """A fixed field's rows through ``_gather.rows`` (GIL released), into ``dst`` when given."""
+    def _gather_rows(
+        self, idx: np.ndarray, names: list[str], out: dict[str, np.ndarray] | None
+    ) -> dict[str, Any] | None:
+        """:meth:`gather` of fixed fields in one ``_gather.rows_at`` call per field.
+
+        The index checks, the shard lookup and the copy are all in C: the Python path
+        around a copy (range checks, ``searchsorted``, index arithmetic) cost ~11 us a
+        batch, as much as copying 256 rows. None when a field is not fixed or
+        an ``out`` buffer is strided: the general path takes those.
+        """
         assert _gather is not None
-        n = shard_of.size
-        dst = self._check_out(name, spec, n, dst)
-        if not dst.flags.c_contiguous:  # a strided user buffer: numpy writes through strides
-            plan, inverse = self._plan_reads(local + self.offsets[shard_of], shard_of)
-            return self._gather_fixed(name, spec, n, plan, inverse, dst)
-        cached = self._srcs.get(name)
-        if cached is None:
-            cached = self._srcs[name] = ([b""] * self.num_shards, np.zeros(self.num_shards, bool))
-        srcs, mapped = cached
-        if not mapped[shard_of].all():  # shards this field has not read yet: map them now
-            for k in np.unique(shard_of[~mapped[shard_of]]).tolist():
-                srcs[k] = self._mmap(k, name)[0]
-                mapped[k] = True
-        row_bytes = dst.itemsize * math.prod(spec.shape)  # Python ints: np.prod costs ~4 us
-        if row_bytes == 0:  # a zero-size field: nothing to copy
-            return dst
-        _gather.rows(srcs, shard_of, local, row_bytes, dst)
-        return dst
+        result: dict[str, Any] = {}
+        if not idx.flags.c_contiguous:
+            idx = np.ascontiguousarray(idx)
+        for name in names:
+            spec = self.fields.get(name)
+            if spec is None or spec.kind != "fixed":
+                return None
+            dst = self._check_out(name, spec, idx.size, None if out is None else out.get(name))
+            row_bytes = dst.itemsize * math.prod(spec.shape)
+            if not dst.flags.c_contiguous:
+                return None
+            if row_bytes:
+                cached = self._srcs.get(name)
+                if cached is None:
+                    cached = self._srcs[name] = (
+                        [b""] * self.num_shards,
+                        np.zeros(self.num_shards, bool),
+                    )
+                srcs, mapped = cached
+                while (
+                    status := _gather.rows_at(srcs, self.offsets, idx, row_bytes, dst)
+                ) is not None:
+                    if isinstance(status, int):
+                        bad = int(idx[status])
+                        raise IndexError(
+                            f"sample index {bad} is out of range for {self.directory} with "
+                            f"{len(self)} rows."
+                        )
+                    k = int(status[0])  # a shard this field has not read yet: map it
+                    if mapped[k]:  # _mmap shapes a shard to its rows: not expected
+                        raise CorruptShardError(
+                            f"{self.directory}: shard {k} of field {name!r} is shorter "
+                            "than its rows.",
+                            field=name,
+                        )
+                    srcs[k] = self._mmap(k, name)[0]
+                    mapped[k] = True
+            result[name] = dst
+        return result
 
     def _check_out(self, name: str, spec: Field, n: int, dst: np.ndarray | None) -> np.ndarray:
         """``dst`` checked (or a new array) for ``n`` rows of the fixed field ``name``."""

@@ -95,6 +95,30 @@ class TokenStream:
             raise ConfigError(f"out must have shape {(st.size, length)}; got {out.shape}.")
         if st.size == 0:
             return out
+        if (
+            _gather is not None
+            and out.flags.c_contiguous
+            and out.dtype.kind in "iu"
+            and out.dtype.itemsize >= self.dtype.itemsize
+        ):
+            # range checks, shard lookup and copy (across shard boundaries too) in one
+            # native pass straight into the rows: the Python around a copy of 64 windows
+            # (reductions, searchsorted, index arithmetic) cost as much as the copy
+            if not st.flags.c_contiguous:
+                st = np.ascontiguousarray(st)
+            bad = _gather.windows_at(
+                self._data, self.shard_starts, st, length, out, self.dtype.itemsize
+            )
+            if bad is not None:
+                raise IndexError(
+                    f"window start out of range: windows of {length} tokens start in "
+                    f"[0, {self.num_tokens - length}]; got {int(st[bad])}."
+                )
+            return out
+        return self._windows_numpy(st, length, out)
+
+    def _windows_numpy(self, st: np.ndarray, length: int, out: np.ndarray) -> np.ndarray:
+        """:meth:`windows` without the extension (or into a strided or float ``out``)."""
         lo, hi = int(st.min()), int(st.max())
         if lo < 0 or hi + length > self.num_tokens:
             raise IndexError(
@@ -111,17 +135,6 @@ class TokenStream:
             return out
         shard = np.searchsorted(starts_, st, side="right") - 1
         inside = st + length <= starts_[shard + 1]
-        if (
-            _gather is not None
-            and bool(inside.all())
-            and out.flags.c_contiguous
-            and out.dtype.kind in "iu"
-            and out.dtype.itemsize >= self.dtype.itemsize
-        ):
-            # windows from several shards straight into their rows, widened as copied
-            local = st - starts_[shard]
-            _gather.windows(self._data, shard, local, length, out, self.dtype.itemsize)
-            return out
         for k in np.unique(shard[inside]).tolist():
             view = self._view(k, length)
             assert view is not None

@@ -80,30 +80,83 @@ def test_token_windows_across_shards_widened(tmp_path, monkeypatch) -> None:
     )
 
 
-def _bad_calls():
+def test_rows_at_maps_only_the_shards_a_batch_reads(rows) -> None:
+    ds, x, _, _ = rows
+    fresh = ShardSet(ds.directory)
+    idx = np.array([3, 4990, 7, -1], np.int64)  # two shards at the ends, and -1 = 4999
+    got = fresh.gather(idx, fields=["x"])
+    np.testing.assert_array_equal(got["x"], x[idx])
+    _, mapped = fresh._srcs["x"]
+    assert mapped.sum() == 2 and mapped[0] and mapped[-1]
+
+
+def test_rows_at_out_of_range_names_the_index_and_the_set(rows) -> None:
+    ds, _, _, _ = rows
+    out = {"x": np.full((3, 7, 3), 7.0, np.float32)}
+    for bad in (5000, -5001):
+        with pytest.raises(
+            IndexError, match=rf"sample index {bad} is out of range for .* 5000 rows"
+        ):
+            ds.gather(np.array([0, bad, 1]), fields=["x"], out=out)
+        assert (out["x"] == 7.0).all()  # nothing copied before the check
+
+
+def test_windows_longer_than_a_shard_cross_several(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    docs = [rng.integers(0, 60000, rng.integers(5, 40), dtype=np.uint16) for _ in range(400)]
+    with ShardWriter(tmp_path / "t", {"tokens": ragged("uint16")}, shard_bytes=300) as w:
+        w.write({"tokens": docs})
+    ts = ShardSet(tmp_path / "t").token_stream("tokens")
+    flat = np.concatenate(docs)
+    sizes = np.diff(ts.shard_starts)
+    L = int(sizes.max()) * 3  # every window spans at least three shards
+    st = rng.integers(0, len(flat) - L, 50)
+    for dtype in (np.uint16, np.int64):
+        out = np.zeros((st.size, L), dtype)
+        ts.windows(st, L, out=out)
+        np.testing.assert_array_equal(out, np.stack([flat[s : s + L] for s in st]))
+    with pytest.raises(IndexError, match="window start out of range"):
+        ts.windows([0, len(flat) - L + 1], L)
+
+
+def _bad_global_calls():
     src = [np.zeros((10, 4), np.float32), np.zeros((3, 4), np.float32)]
     i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
     out = np.zeros((2, 4), np.float32)
-    yield G.rows, (src, i64(0, 1), i64(9, 3), 16, out)  # row 3 of shard 1 (it has 3)
-    yield G.rows, (src, i64(0, 2), i64(0, 0), 16, out)  # shard 2 of 2
-    yield G.rows, (src, i64(0, -1), i64(0, 0), 16, out)
-    yield G.rows, (src, i64(0, 1), i64(-1, 0), 16, out)
-    yield G.rows, (src, i64(0, 1), i64(0, 0), 32, out)  # out too small for 32-byte rows
-    yield G.rows, (src, i64(0, 1), i64(0, 0), 0, out)
-    yield G.rows, (src, np.array([0, 1], np.int32), i64(0, 0), 16, out)
-    yield G.rows, (src, i64(0, 1), i64(0), 16, out)
+    yield G.rows_at, (src, i64(0, 10), i64(0, 1), 16, out)  # offsets short of one entry
+    yield G.rows_at, (src, i64(1, 10, 13), i64(0, 1), 16, out)  # not from 0
+    yield G.rows_at, (src, i64(0, 10, 5), i64(0, 1), 16, out)  # decreasing
+    yield G.rows_at, (src, i64(0, 10, 13), i64(0, 1), 32, out)  # out too small
+    yield G.rows_at, (src, i64(0, 10, 13), np.array([0, 1], np.int32), 16, out)
     tok = [np.zeros(100, np.uint16), np.zeros(10, np.uint16)]
     w = np.zeros((2, 8), np.int64)
-    yield G.windows, (tok, i64(0, 1), i64(0, 3), 8, w, 2)  # [3, 11) of a 10-token shard
-    yield G.windows, (tok, i64(0, 1), i64(0, 0), 8, np.zeros((2, 8), np.uint8), 2)  # narrower
-    yield G.windows, (tok, i64(0, 1), i64(0, 0), 8, w, 3)
-    yield G.windows, (tok, i64(0, 1), i64(0, 0), 0, w, 2)
+    yield G.windows_at, (tok, i64(0, 100, 130), i64(0, 105), 8, w, 2)  # shard 1 holds 10
+    yield G.windows_at, (tok, i64(0, 100, 110), i64(0, 1), 8, np.zeros((2, 8), np.uint8), 2)
+    yield G.windows_at, (tok, i64(0, 100, 110), i64(0, 1), 8, w, 3)
+    yield G.windows_at, (tok, i64(0, 100), i64(0, 1), 8, w, 2)
 
 
-@pytest.mark.parametrize("fn,args", list(_bad_calls()))
-def test_bad_indices_and_shapes_raise_and_write_nothing(fn, args) -> None:
+@pytest.mark.parametrize("fn,args", list(_bad_global_calls()))
+def test_bad_global_calls_raise_and_write_nothing(fn, args) -> None:
     out = args[4]
     before = out.copy()
     with pytest.raises(ValueError):
         fn(*args)
     np.testing.assert_array_equal(out, before)
+
+
+def test_global_kernels_report_out_of_range_and_unmapped_shards() -> None:
+    src = [np.arange(40, dtype=np.float32).reshape(10, 4), b""]
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    off = i64(0, 10, 13)
+    out = np.full((3, 4), -1.0, np.float32)
+    assert G.rows_at(src, off, i64(0, 13, 1), 16, out) == 1  # position of the bad index
+    assert G.rows_at(src, off, i64(0, 11, 1), 16, out) == (1,)  # shard 1: map it, call again
+    assert (out == -1.0).all()
+    assert G.rows_at(src, off, i64(-13, 9, 2), 16, out) is None
+    np.testing.assert_array_equal(out, src[0][[0, 9, 2]])
+    tok = [np.arange(100, dtype=np.uint16), np.arange(100, 110, dtype=np.uint16)]
+    w = np.zeros((2, 8), np.int64)
+    assert G.windows_at(tok, i64(0, 100, 110), i64(0, 103), 8, w, 2) == 1
+    assert G.windows_at(tok, i64(0, 100, 110), i64(95, 102), 8, w, 2) is None
+    np.testing.assert_array_equal(w, [np.arange(95, 103), np.arange(102, 110)])
