@@ -191,9 +191,15 @@ def gil_probe(ds: ShardSet, data: list[bytes], batch: int, rounds: int) -> None:
         loader = make()
         epoch_rate(loader)  # warm
         alone = statistics.median(epoch_rate(loader) for _ in range(rounds))
-        pairs = [beside_counter(loader) for _ in range(rounds)]
+        # the counter alone is measured again between the rounds, next to the runs it is
+        # compared with (one figure at the start drifted by up to 15% on this VM)
+        pairs, alone_counts = [], []
+        for _ in range(rounds):
+            alone_counts.append(counter_rate(0.5))
+            pairs.append(beside_counter(loader))
+        alone_counts.append(counter_rate(0.5))
         busy = statistics.median(p[0] for p in pairs)
-        free = statistics.median(p[1] for p in pairs) / idle
+        free = statistics.median(p[1] for p in pairs) / statistics.median(alone_counts)
         print(
             f"  {name:38s} alone {alone:6.0f} img/s, beside {busy:6.0f} "
             f"(convoy {busy / alone:4.2f}), free share {free:4.2f}"
