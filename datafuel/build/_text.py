@@ -134,13 +134,14 @@ def _plan(
     corpus = Corpus(inputs, **corpus_options)
     if not corpus.files:
         raise InputDataError(
-            f"no .txt or .jsonl files in {', '.join(map(str, corpus.inputs))}.",
+            f"no .txt, .jsonl, .parquet, .arrow or .feather files in "
+            f"{', '.join(map(str, corpus.inputs))}.",
             path=corpus.inputs[0],
         )
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     given = BPETokenizer.load(tokenizer) if tokenizer is not None else None
-    files = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in corpus.files]
+    files = corpus.file_stats()
     cfg = {
         "corpus": corpus.describe(),
         "file_stats": files,
@@ -411,7 +412,9 @@ def text(
     Parameters
     ----------
     inputs
-        ``.txt`` / ``.jsonl`` files and directories (see :class:`datafuel.text.Corpus`).
+        ``.txt`` / ``.jsonl`` / ``.parquet`` / ``.arrow`` / ``.feather`` files,
+        directories of them, and ``datasets`` ``save_to_disk`` directories (the ``hf``
+        extra); see :class:`datafuel.text.Corpus`. A table row is one document.
     out
         Output directory.
     fractions, seed
@@ -424,7 +427,9 @@ def text(
     tokenizer
         Use this ``tokenizer.json`` instead of training one (copied into ``out``).
     text_field, txt_mode
-        Which ``.jsonl`` field holds the text; how ``.txt`` files are cut into documents.
+        Which ``.jsonl`` field or table column holds the text (a missing or non-string
+        one, or a null, is refused naming the file and row); how ``.txt`` files are cut
+        into documents.
     shard_bytes, batch_chars
         Target size of each shard; characters of one split per encode unit.
     overwrite

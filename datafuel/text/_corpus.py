@@ -1,4 +1,4 @@
-"""Streaming document readers: ``.txt`` files, ``.jsonl`` files, and directories of them.
+"""Streaming document readers: ``.txt``, ``.jsonl``, Parquet and Arrow files, HF datasets.
 
 Policy (stated once, applied everywhere):
 
@@ -11,8 +11,18 @@ Policy (stated once, applied everywhere):
   dropped. Lone surrogates (only reachable through ``\\ud800``-style JSON escapes)
   are also replaced by U+FFFD. Every replacement is counted (``stats.replaced``);
   nothing crashes and nothing is dropped silently.
-* **Directories** are walked recursively in sorted order for ``*.txt`` and ``*.jsonl``;
-  other files are counted in ``stats.ignored_files`` (never read).
+* **Tables.** A row of a Parquet (``.parquet``) or Arrow IPC / Feather v2 (``.arrow``,
+  ``.feather``) file is one document, its text in the string column ``text_field``;
+  a directory written by Hugging Face ``datasets``' ``save_to_disk`` (it holds
+  ``state.json`` and ``dataset_info.json``) is read through ``datasets.load_from_disk``
+  from local files only (the ``hf`` extra). They stream one record batch at a time. A
+  missing or non-string column and a null value are refused, naming the file, the row
+  (0-based) and the field; see :mod:`datafuel.text._tables`.
+* **Directories** are walked recursively in sorted order for ``*.txt``, ``*.jsonl``,
+  ``*.parquet``, ``*.arrow`` and ``*.feather`` (files only: an ``.arrow`` file inside a
+  walked directory is read with pyarrow, whatever wrote it); other files are counted in
+  ``stats.ignored_files`` (never read). A directory given as an input that is a
+  ``save_to_disk`` dataset is read as that dataset instead.
 """
 
 from __future__ import annotations
@@ -27,10 +37,14 @@ from typing import Any, Literal
 
 from datafuel.errors import ConfigError, InputDataError
 
+from . import _tables
+from ._tables import ARROW_SUFFIXES, PARQUET_SUFFIXES
+from ._utf8 import decode_utf8 as _decode
+
 __all__ = ["Corpus", "CorpusStats", "clean_text"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_SUFFIXES = (".txt", ".jsonl")
+_SUFFIXES = (".txt", ".jsonl", *PARQUET_SUFFIXES, *ARROW_SUFFIXES)
 TxtMode = Literal["file", "paragraph"]
 _JSON_TYPES: dict[type, str] = {
     type(None): "null",
@@ -63,13 +77,35 @@ def clean_text(text: str) -> tuple[str, int]:
     return out, n
 
 
-def _decode(raw: bytes) -> tuple[str, int]:
+def _dict_splits(d: Path) -> list[str]:
     try:
-        return raw.decode("utf-8"), 0  # the common case: valid UTF-8, one pass
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", errors="replace")
-    # replacements made here = U+FFFD in the text minus those that were real U+FFFD bytes
-    return text, text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
+        names = json.loads((d / "dataset_dict.json").read_text()).get("splits", [])
+    except (OSError, ValueError, AttributeError):
+        names = []
+    return [str(d / str(n)) for n in names] or [str(d / "<split>")]
+
+
+def _dir_inputs(p: Path) -> tuple[list[Path], int]:
+    """What a directory input reads (a dataset directory, or its files walked), and files ignored."""
+    if _tables.is_hf_dataset(p):
+        return [p], 0  # read through datasets.load_from_disk
+    if (p / "dataset_dict.json").is_file():
+        raise ConfigError(
+            f"{p}: a Hugging Face DatasetDict (dataset_dict.json); give one of its "
+            f"splits' directories ({', '.join(_dict_splits(p))}) instead.",
+            path=p,
+        )
+    files: list[Path] = []
+    ignored = 0
+    for root, dirs, names in os.walk(p):
+        dirs.sort()
+        for name in sorted(names):
+            f = Path(root) / name
+            if f.suffix.lower() in _SUFFIXES:
+                files.append(f)
+            else:
+                ignored += 1
+    return files, ignored
 
 
 def _parse_line(line: str, f: Path, lineno: int) -> Any:
@@ -111,9 +147,11 @@ class Corpus:
     Parameters
     ----------
     inputs
-        Files (``.txt``, ``.jsonl``) and directories.
+        Files (``.txt``, ``.jsonl``, ``.parquet``, ``.arrow``, ``.feather``),
+        directories of them, and ``save_to_disk`` dataset directories.
     text_field
-        The field of each ``.jsonl`` object that holds the document text.
+        The field of each ``.jsonl`` object, or the column of a table, that holds the
+        document text.
     txt_mode
         ``"file"``: a ``.txt`` file is one document; ``"paragraph"``: one document per
         blank-line-separated block.
@@ -151,19 +189,15 @@ class Corpus:
         ignored = 0
         for p in self.inputs:
             if p.is_dir():
-                for root, dirs, names in os.walk(p):
-                    dirs.sort()
-                    for name in sorted(names):
-                        f = Path(root) / name
-                        if f.suffix.lower() in _SUFFIXES:
-                            files.append(f)
-                        else:
-                            ignored += 1
+                found, skipped = _dir_inputs(p)
+                files += found
+                ignored += skipped
             elif p.is_file():
                 if p.suffix.lower() not in _SUFFIXES:
                     raise ConfigError(
                         f"{p}: unsupported input type {p.suffix or '(no suffix)'!r}; "
-                        "give .txt or .jsonl files, or directories of them.",
+                        "give .txt, .jsonl, .parquet, .arrow or .feather files, directories "
+                        "of them, or a save_to_disk dataset directory.",
                         path=p,
                     )
                 files.append(p)
@@ -183,11 +217,27 @@ class Corpus:
             "txt_mode": self.txt_mode,
         }
 
+    def file_stats(self) -> list[list[Any]]:
+        """``[path, size, mtime_ns]`` of every file read (a dataset directory: each of its files)."""
+        out: list[list[Any]] = []
+        for f in self.files:
+            for g in _tables.hf_dataset_files(f) if f.is_dir() else [f]:
+                st = g.stat()
+                out.append([str(g), st.st_size, st.st_mtime_ns])
+        return out
+
     def __iter__(self) -> Iterator[str]:
         self.stats = CorpusStats(ignored_files=self._ignored)
         for f in self.files:
             self.stats.files += 1
-            if f.suffix.lower() == ".jsonl":
+            suffix = f.suffix.lower()
+            if f.is_dir():
+                yield from self._table(f, _tables.hf_dataset_batches(f, self.text_field))
+            elif suffix in PARQUET_SUFFIXES:
+                yield from self._table(f, _tables.parquet_batches(f, self.text_field))
+            elif suffix in ARROW_SUFFIXES:
+                yield from self._table(f, _tables.arrow_batches(f, self.text_field))
+            elif suffix == ".jsonl":
                 yield from self._jsonl(f)
             elif self.txt_mode == "file":
                 yield from self._txt_file(f)
@@ -202,6 +252,14 @@ class Corpus:
             return
         self.stats.documents += 1
         yield text
+
+    def _table(self, f: Path, batches: Iterator[Any]) -> Iterator[str]:
+        row = 0
+        for column in batches:
+            texts = _tables.table_texts(column, f, self.text_field, row, self.stats)
+            row += len(texts)
+            for text in texts:
+                yield from self._emit(text)
 
     def _open(self, f: Path) -> Any:
         try:

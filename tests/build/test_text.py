@@ -123,7 +123,7 @@ def test_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match="no non-empty documents"):
         build.text([empty], tmp_path / "o", vocab_size=300)
     (tmp_path / "d").mkdir()
-    with pytest.raises(InputDataError, match="no .txt or .jsonl"):
+    with pytest.raises(InputDataError, match="no .txt, .jsonl, .parquet"):
         build.text([tmp_path / "d"], tmp_path / "o", vocab_size=300)
     ok = write_jsonl(tmp_path / "ok.jsonl", ["a b c"] * 5)
     with pytest.raises(ConfigError, match="vocab_size"):

@@ -91,9 +91,9 @@ def test_other_text_field(tmp_path: Path) -> None:
 def test_missing_and_unsupported_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match="not found"):
         Corpus([tmp_path / "nope.txt"])
-    (tmp_path / "x.parquet").write_bytes(b"PAR1")
-    with pytest.raises(ConfigError, match="unsupported input type"):
-        Corpus([tmp_path / "x.parquet"])
+    (tmp_path / "x.csv").write_bytes(b"text\nhi\n")
+    with pytest.raises(ConfigError, match="unsupported input type '.csv'"):
+        Corpus([tmp_path / "x.csv"])
     with pytest.raises(ConfigError):
         Corpus([])
     with pytest.raises(ConfigError, match="txt_mode"):
