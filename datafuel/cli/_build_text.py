@@ -58,7 +58,7 @@ def _size(text: str) -> int:
     "--text-field",
     default="text",
     show_default=True,
-    help="Field of each .jsonl object holding the text.",
+    help="Field of each .jsonl object, or column of a Parquet/Arrow/HF dataset, holding the text.",
 )
 @click.option(
     "--txt-mode",
@@ -89,7 +89,11 @@ def build_text(
     """Split documents, train or load a byte-level BPE tokenizer on train, write token shards.
 
     INPUT is any mix of .txt files, .jsonl files (one document per line, text in
-    --text-field) and directories of them. Documents go to train/val/test by a stable
+    --text-field), Parquet (.parquet) and Arrow IPC / Feather v2 (.arrow, .feather)
+    files (one document per row, text in the string column --text-field), directories
+    of them, and Hugging Face datasets saved with save_to_disk (read offline through
+    the 'hf' extra: pip install 'datafuel[hf]'). A missing or non-string text field,
+    or a null, is an error naming the file and row. Documents go to train/val/test by a stable
     hash of their text (whole documents; duplicates never straddle splits). The
     tokenizer is trained on train documents only. Each split is a shard set with one
     ragged field "tokens" (uint16, or uint32 for vocabularies of 65,535+ ids), one row
