@@ -12,6 +12,7 @@ from ._schema import Field, bytes_field, fixed, ragged
 from ._stats import StarvationReport
 from ._tokens import TokenStream
 from ._transform import BatchInfo, Transform
+from ._windows import PackedWindows, TokenWindows
 from ._writer import ShardWriter, write_shards
 
 if _typing.TYPE_CHECKING:
@@ -32,11 +33,13 @@ __all__ = [
     "EpochSampler",
     "Field",
     "Loader",
+    "PackedWindows",
     "ShardDataset",
     "ShardSet",
     "ShardWriter",
     "StarvationReport",
     "TokenStream",
+    "TokenWindows",
     "Transform",
     "bytes_field",
     "fixed",

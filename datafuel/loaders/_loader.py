@@ -33,7 +33,7 @@ from ._reader import ShardSet
 from ._sampler import EpochBatchSampler, EpochSampler
 from ._stats import StarvationMeter, StarvationReport
 from ._transform import BatchInfo, Transform
-from ._windows import TokenWindows
+from ._windows import DOCUMENT_FIELDS, PackedWindows, TokenWindows
 
 if TYPE_CHECKING:
     from ._dataset import ShardDataset
@@ -256,6 +256,26 @@ class Loader:
         in shuffled order; see FORMAT.md "Sampling".
     token_field
         The ragged token field for ``seq_len``.
+    documents
+        With ``seq_len``: add per-window fields for attention that stays inside
+        documents (boundaries from the token field's ``.idx`` offsets). ``True``: the
+        same windows as without it (same order and resume state), plus
+        ``position_ids`` (int64 ``(B, T)``), ``cu_seqlens`` (int32 ``(B * S + 1,)``),
+        ``max_seqlen`` (a 0-d int32 tensor kept on the CPU) and ``loss_mask`` (bool
+        ``(B, T)``). The ``T`` inputs ``w[:-1]`` of a window are cut into segments at
+        its start and at every document start inside it: ``position_ids`` count from
+        0 in each segment, ``cu_seqlens`` are the segments' starts over the flattened
+        ``B * T`` inputs then ``B * T`` repeated to the fixed length ``B * S + 1``
+        (zero-length sequences; ``S = loader.windows.max_segments``, the most segments
+        any window of this stream can hold, so the shape never changes), ``max_seqlen``
+        is the longest segment, and ``loss_mask`` is False on each target
+        ``w[i + 1]`` that starts a document (the end-of-text token predicting the next
+        document). ``"pack"``: windows of whole documents instead, placed best-fit
+        decreasing (documents longer than ``T + 1`` cut at multiples of ``T``), padded
+        with token 0 in a segment of its own whose targets are masked; the packing is
+        fixed for the stream, its order shuffled per epoch like rows;
+        ``loader.windows.padding_fraction`` is the share of padding. See FORMAT.md
+        "Document fields".
     fields
         Row fields to read (default: all). Bytes and ragged fields must be consumed
         by a ``transform``.
@@ -346,6 +366,7 @@ class Loader:
         transform: Transform | None = None,
         seq_len: int | None = None,
         token_field: str = "tokens",
+        documents: bool | str = False,
         fields: Sequence[str] | None = None,
         check_finite: bool = True,
         meter: bool = True,
@@ -372,8 +393,9 @@ class Loader:
         self.seed = int(seed)
         self.rank, self.world_size = resolve_distributed(rank, world_size)
         self.device, self.pin_memory, self._cuda = _resolve_device(device, pin_memory)
-        self.windows: TokenWindows | None = None
+        self.windows: TokenWindows | PackedWindows | None = None
         self.token_field = token_field
+        self.documents = _check_documents(documents, seq_len, transform)
         self.fields: list[str]
         self._raw_spec: dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
         if seq_len is not None:
@@ -414,10 +436,16 @@ class Loader:
                 "fields= selects row fields; with seq_len= the batch is the token field "
                 f"{token_field!r}. Pass one of them."
             )
-        self.windows = TokenWindows(self.shards.token_stream(token_field), seq_len)
+        stream = self.shards.token_stream(token_field)
+        windows = (PackedWindows if self.documents == "pack" else TokenWindows)(stream, seq_len)
+        self.windows = windows
         self.fields = [token_field]
-        self._raw_spec = {token_field: (self.windows.stream.dtype, (self.windows.length,))}
-        return len(self.windows), f"windows:{token_field}:{seq_len}"
+        self._raw_spec = {token_field: (stream.dtype, (windows.length,))}
+        if self.documents:
+            # the per-window document fields; cu_seqlens and max_seqlen are per batch
+            self._raw_spec["position_ids"] = (np.dtype(np.int64), (seq_len,))
+            self._raw_spec["loss_mask"] = (np.dtype(np.bool_), (seq_len,))
+        return len(windows), f"{windows.kind_prefix}:{token_field}:{seq_len}"
 
     def _use_rows(self, fields: Sequence[str] | None) -> tuple[int, str]:
         """A sample is a row of ``fields`` (all by default); its count and sampler kind."""
@@ -629,7 +657,12 @@ class Loader:
         arrays: dict[str, np.ndarray | torch.Tensor] = {
             self.token_field: self.windows.read(starts, out=dst)
         }
-        return arrays, b * self.windows.length * self.windows.stream.dtype.itemsize
+        nbytes = b * self.windows.length * self.windows.stream.dtype.itemsize
+        if self.documents:
+            doc = self.windows.document_fields(starts, out=slot)
+            arrays.update((k, doc[k]) for k in DOCUMENT_FIELDS)
+            nbytes += sum(doc[k].nbytes for k in DOCUMENT_FIELDS)
+        return arrays, nbytes
 
     def _transform_batch(
         self,
@@ -677,12 +710,16 @@ class Loader:
                 if isinstance(a, torch.Tensor):  # already on a GPU (a transform put it there)
                     out[k] = a.to(self.device, non_blocking=True)
                     continue
+                if self.documents and k == "max_seqlen":
+                    out[k] = torch.from_numpy(a)  # stays on the CPU: int() never waits on the GPU
+                    continue
+                pinned = ring.slots[job % len(ring.slots)].get(k) if ring is not None else None
                 host = (
-                    ring.slots[job % len(ring.slots)][k][:b]
-                    if ring is not None
-                    else torch.from_numpy(np.ascontiguousarray(a))
+                    pinned[:b]
+                    if pinned is not None
+                    else torch.from_numpy(np.ascontiguousarray(a))  # cu_seqlens: not per sample
                 )
-                dev = host.to(self.device, non_blocking=ring is not None)
+                dev = host.to(self.device, non_blocking=pinned is not None)
                 if self.windows is not None and k == self.token_field:
                     dev = _widen(dev)  # uint16/uint32 crossed the bus; int64 made on the GPU
                 out[k] = dev
@@ -759,6 +796,27 @@ def _ring_slot(ring: _Ring | None, job: int, b: int) -> dict[str, np.ndarray] | 
     if ev is not None:
         ev.synchronize()  # the previous copy out of this slot has finished
     return {k: t[:b].numpy() for k, t in ring.slots[s].items()}
+
+
+def _check_documents(value: Any, seq_len: int | None, transform: Any) -> bool | str:
+    """``documents=``: False, True or ``"pack"``, only with ``seq_len`` and no transform."""
+    if not (value is False or value is True or value == "pack"):
+        raise ConfigError(
+            f"documents must be False, True or 'pack'. Got {value!r} instead.", field="documents"
+        )
+    if value and seq_len is None:
+        raise ConfigError(
+            f"documents={value!r} adds document fields to token windows; it needs seq_len= "
+            "(and a ragged token field, token_field=).",
+            field="documents",
+        )
+    if value and transform is not None:
+        raise ConfigError(
+            f"documents={value!r} cannot be combined with transform=: the document fields "
+            "describe the windows as read; compute them in the transform instead.",
+            field="documents",
+        )
+    return value  # type: ignore[no-any-return]
 
 
 def _check_switch_interval(value: float | None) -> float | None:
@@ -900,7 +958,8 @@ class _LoaderIter:
             current = torch.cuda.current_stream(self._loader.device)
             current.wait_event(batch.event)
             for t in batch.tensors.values():
-                t.record_stream(current)
+                if t.is_cuda:  # max_seqlen of documents= stays on the CPU
+                    t.record_stream(current)
         t1 = time.perf_counter()
         self._j = j + 1
         self._move_to(self._epoch, self._progress.position + self._step * self._plan[j][1])

@@ -144,6 +144,22 @@ class TokenStream:
             out[j] = self.read(int(st[j]), length)
         return out
 
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """Tokens at the global ``positions`` (any order, may cross shards), as a new array."""
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if pos.size == 0:
+            return np.zeros(0, self.dtype)
+        if int(pos.min()) < 0 or int(pos.max()) >= self.num_tokens:
+            raise IndexError(f"token positions out of range [0, {self.num_tokens}).")
+        if len(self._data) == 1:
+            return np.asarray(self._data[0][pos])
+        shard = np.searchsorted(self.shard_starts, pos, side="right") - 1
+        out = np.empty(pos.size, self.dtype)
+        for k in np.unique(shard).tolist():
+            sel = shard == k
+            out[sel] = self._data[k][pos[sel] - self.shard_starts[k]]
+        return out
+
     def read(self, start: int, length: int) -> np.ndarray:
         """Tokens ``[start, start + length)`` as a new array (may cross shards)."""
         if start < 0 or start + length > self.num_tokens:
