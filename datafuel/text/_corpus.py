@@ -19,10 +19,10 @@ Policy (stated once, applied everywhere):
   missing or non-string column and a null value are refused, naming the file, the row
   (0-based) and the field; see :mod:`datafuel.text._tables`.
 * **Directories** are walked recursively in sorted order for ``*.txt``, ``*.jsonl``,
-  ``*.parquet``, ``*.arrow`` and ``*.feather`` (files only: an ``.arrow`` file inside a
-  walked directory is read with pyarrow, whatever wrote it); other files are counted in
-  ``stats.ignored_files`` (never read). A directory given as an input that is a
-  ``save_to_disk`` dataset is read as that dataset instead.
+  ``*.parquet``, ``*.arrow`` and ``*.feather``; other files are counted in
+  ``stats.ignored_files`` (never read). A ``save_to_disk`` dataset directory, given or
+  met in the walk, is read as that dataset (through ``datasets``) instead; a
+  ``DatasetDict`` directory given as an input is refused (give one split's directory).
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ def _dir_inputs(p: Path) -> tuple[list[Path], int]:
     ignored = 0
     for root, dirs, names in os.walk(p):
         dirs.sort()
+        if _tables.is_hf_dataset(Path(root)):  # a saved dataset inside: read as a dataset
+            files.append(Path(root))  # (not its cache-*.arrow files beside the data)
+            dirs.clear()
+            continue
         for name in sorted(names):
             f = Path(root) / name
             if f.suffix.lower() in _SUFFIXES:

@@ -204,9 +204,8 @@ def arrow_batches(f: Path, field: str) -> Iterator[pa.Array | pa.ChunkedArray]:
 
 
 def _import_datasets(d: Path) -> Any:
-    if "datasets" not in sys.modules:  # local files only: never reach the Hub
+    if "datasets" not in sys.modules:  # local files only: datasets never reaches the Hub
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import datasets
     except ImportError as exc:

@@ -216,3 +216,14 @@ def test_a_saved_dataset_keeps_its_saved_order_and_selection(tmp_path: Path) -> 
     c = Corpus([tmp_path / "ds"])
     assert list(c) == picked["text"]
     assert {Path(p).name for p, _, _ in c.file_stats()} >= {"state.json", "dataset_info.json"}
+
+
+def test_a_saved_dataset_met_in_a_walk_is_read_as_a_dataset(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets", reason="the 'hf' extra (datasets) is not installed")
+    root = tmp_path / "corpora"
+    datasets.Dataset.from_dict({"text": ["hf one", "hf two"]}).save_to_disk(str(root / "b-hf"))
+    write_arrow_stream(pa.table({"text": ["stale cache row"]}), root / "b-hf" / "cache-1234.arrow")
+    write_parquet(pa.table({"text": ["pq one"]}), root / "a.parquet")
+    c = Corpus([root])
+    assert list(c) == ["pq one", "hf one", "hf two"]  # the dataset's cache file is not a row
+    assert c.stats.files == 2
