@@ -408,7 +408,8 @@ def _segment_fields(
         mask = out["loss_mask"].reshape(-1)
         mask.fill(True)
     else:
-        pos = arange.get(flat) - np.repeat(seg, lens)
+        pos = np.repeat(seg, lens)
+        np.subtract(arange.get(flat), pos, out=pos)  # in place: no second (B, T) buffer
         mask = np.ones(flat, bool)
     mask[(seg + lens - 1)[cut_last]] = False
     if pad is not None and bool(pad.any()):
