@@ -712,11 +712,37 @@ enum { RANK_MISS = 1, RANK_MISS_PRECISION = 2 };
 /* rank each receiver's candidates lazily (a binary heap popped only as far as some column
  * needs: about k / (share of donors with the column) pops, not a sort of every candidate),
  * then impute each entry to do from the first k ranked donors that have its column */
-__attribute__((target_clones("avx2", "default"))) static void rank_rows(const rank_args *a,
-                                                                        ranked_t *heap,
-                                                                        ranked_t *order,
-                                                                        uint8_t *seen,
-                                                                        double *sq)
+/* The (weighted) mean of an entry's taken donors, bit for bit as the numpy path's
+ * (w * values).sum(axis=1) / w.sum(axis=1): the products sit at the donors' ranks in a
+ * row of the re-rank's full width (w + s, zeros elsewhere) summed in numpy's pairwise
+ * order, and the weights are numpy's (1 / sqrt(distance * d), or 1 for the donors at
+ * distance 0 when there are any). */
+static double mean_of(const rank_args *a, Py_ssize_t taken, const Py_ssize_t *tpos,
+                      const double *tval, const double *tdist, double *sv, double *sw)
+{
+    const Py_ssize_t W = a->w + a->s;
+    memset(sv, 0, (size_t)W * sizeof(double));
+    if (!a->distance) {
+        for (Py_ssize_t t = 0; t < taken; t++)
+            sv[tpos[t]] = tval[t];
+        return short_sum(sv, W) / (double)taken;
+    }
+    memset(sw, 0, (size_t)W * sizeof(double));
+    int zero = 0;
+    for (Py_ssize_t t = 0; t < taken; t++)
+        zero |= sqrt(tdist[t] * (double)a->d) == 0.;
+    for (Py_ssize_t t = 0; t < taken; t++) {
+        double dist = sqrt(tdist[t] * (double)a->d);
+        double wt = zero ? (dist == 0. ? 1. : 0.) : 1. / dist;
+        sv[tpos[t]] = wt * tval[t];
+        sw[tpos[t]] = wt;
+    }
+    return short_sum(sv, W) / short_sum(sw, W);
+}
+
+__attribute__((target_clones("avx2", "default"))) static void rank_rows(
+    const rank_args *a, ranked_t *heap, ranked_t *order, uint8_t *seen, double *sq,
+    Py_ssize_t *tpos, double *tval, double *tdist, double *sv, double *sw)
 {
     const Py_ssize_t d = a->d, w = a->w, k = a->k;
     for (Py_ssize_t i = 0; i < a->b; i++) {
@@ -750,8 +776,7 @@ __attribute__((target_clones("avx2", "default"))) static void rank_rows(const ra
             if (!todo[c])
                 continue;
             Py_ssize_t taken = 0, j = 0;
-            double last = -INFINITY, sum = 0., wsum = 0., zsum = 0.;
-            Py_ssize_t zeros = 0;
+            double last = -INFINITY;
             while (taken < k) {
                 if (j == popped) {
                     if (h == 0)
@@ -763,32 +788,14 @@ __attribute__((target_clones("avx2", "default"))) static void rank_rows(const ra
                 ranked_t e = order[j++];
                 if (!a->P[e.i * d + c])
                     continue;
-                double v = a->F[e.i * d + c];
+                tpos[taken] = j - 1;
+                tval[taken] = a->F[e.i * d + c];
+                tdist[taken] = e.d;
                 taken++;
                 last = e.d;
-                if (a->distance) {
-                    double dist = sqrt(e.d * (double)d);
-                    if (dist == 0.) {
-                        zeros++;
-                        zsum += v;
-                    } else {
-                        sum += v / dist;
-                        wsum += 1. / dist;
-                    }
-                } else {
-                    sum += v;
-                }
             }
-            double value;
-            if (taken == 0)
-                value = a->means[c];
-            else if (!a->distance)
-                value = sum / (double)taken;
-            else if (zeros)
-                value = zsum / (double)zeros;
-            else
-                value = sum / wsum;
-            a->out[row * d + c] = value;
+            a->out[row * d + c] = taken ? mean_of(a, taken, tpos, tval, tdist, sv, sw)
+                                        : a->means[c];
             int full = taken >= k;
             int safe = full ? last < bound : isinf(kth);
             if (!safe) {
@@ -867,7 +874,8 @@ static PyObject *rank(PyObject *self, PyObject *args)
     }
     ranked_t *heap = NULL, *order = NULL;
     uint8_t *seen = NULL;
-    double *sq = NULL;
+    double *sq = NULL, *tval = NULL, *tdist = NULL, *sv = NULL, *sw = NULL;
+    Py_ssize_t *tpos = NULL;
     int ok = err == NULL;
     if (!ok) {
         PyErr_Format(PyExc_ValueError,
@@ -882,7 +890,15 @@ static PyObject *rank(PyObject *self, PyObject *args)
         order = PyMem_RawMalloc((size_t)(w + s + 1) * sizeof(ranked_t));
         seen = PyMem_RawCalloc((size_t)(n / 8 + 1), 1);
         sq = PyMem_RawMalloc((size_t)d * sizeof(double));
-        if (heap == NULL || order == NULL || seen == NULL || sq == NULL) {
+        /* an entry takes at most min(k, its candidates) donors */
+        size_t nt = (size_t)(k < w + s + 1 ? k : w + s + 1);
+        tpos = PyMem_RawMalloc(nt * sizeof(Py_ssize_t));
+        tval = PyMem_RawMalloc(nt * sizeof(double));
+        tdist = PyMem_RawMalloc(nt * sizeof(double));
+        sv = PyMem_RawMalloc((size_t)(w + s + 1) * sizeof(double));
+        sw = PyMem_RawMalloc((size_t)(w + s + 1) * sizeof(double));
+        if (heap == NULL || order == NULL || seen == NULL || sq == NULL || tpos == NULL ||
+            tval == NULL || tdist == NULL || sv == NULL || sw == NULL) {
             PyErr_NoMemory();
             ok = 0;
         }
@@ -895,13 +911,18 @@ static PyObject *rank(PyObject *self, PyObject *args)
             .d = d, .n = n, .N = N, .k = k, .distance = distance,
         };
         Py_BEGIN_ALLOW_THREADS
-        rank_rows(&a, heap, order, seen, sq);
+        rank_rows(&a, heap, order, seen, sq, tpos, tval, tdist, sv, sw);
         Py_END_ALLOW_THREADS
     }
     PyMem_RawFree(heap);
     PyMem_RawFree(order);
     PyMem_RawFree(seen);
     PyMem_RawFree(sq);
+    PyMem_RawFree(tpos);
+    PyMem_RawFree(tval);
+    PyMem_RawFree(tdist);
+    PyMem_RawFree(sv);
+    PyMem_RawFree(sw);
     for (int t = 0; t < NB; t++)
         PyBuffer_Release(&v[t]);
     if (!ok)
