@@ -157,6 +157,23 @@ def fuzz_batch(r: random.Random, seeds: list[bytes]) -> None:
     size = r.choice((1, 2, 7, 16, 33, 64))
     out = np.zeros((n if r.random() > 0.05 else n + 1, size, size, 3), np.uint8)
     call(jr.decode_batch, items, params, out, r.choice((1, 2, 3, 0)), r.random() < 0.5)
+    # the planner over the same (mutated) headers, with specs near and past their limits
+    spec = (
+        r.choice((0, 1, 1)),
+        r.choice((0.08, 0.0, 1.0, 1e-300)),
+        r.choice((1.0, 0.5, 1e300, float("nan"))),
+        r.choice((0.75, 1e-300, 5.0, -1.0)),
+        r.choice((4 / 3, 1e300, 0.5)),
+        r.choice((256, 1, 0, 2**24 + 1)),
+        r.choice((224, 1, 0, 2**24 + 1)),
+        r.choice((0.5, 0.0, 1.0, 2.0)),
+        r.choice((0.0, 10.0, 400.0)),
+        r.random() < 0.5,
+    )
+    idx = np.array([any_int(r) for _ in range(n)], np.int64)
+    table = np.zeros((n if r.random() > 0.05 else n + 1, 6))
+    status = np.zeros(n, np.int8)
+    call(jr.plan_batch, items, idx, spec, any_int(r), any_int(r), any_int(r), table, status)
 
 
 def fuzz_pack(r: random.Random) -> None:

@@ -26,6 +26,17 @@
  *     Raises ValueError naming libjpeg's message for corrupt data, including a file
  *     that ends before the last row needed.
  *
+ * plan_batch(items, indices, spec, seed, epoch, salt, params, status)
+ *     What the batch path's Python drew per image, in one call, so that no Python runs
+ *     per image: for each JPEG, its header as vision._jpeg.jpeg_header reads it, then
+ *     vision._params.sample_params and draft_scale (the same splitmix64 draws, the same
+ *     libm log/exp/sqrt and round-half-even, so the same boxes bit for bit; a test
+ *     holds them equal) into params[i] = (x0, y0, x1, y1, scale, flip). status[i] = 1
+ *     for a sample the per-image path takes (not a JPEG this reader understands, an
+ *     APP1 segment, a rotation). spec = (random_crop, scale0, scale1, ratio0, ratio1,
+ *     shorter, size, flip_p, max_degrees, draft). Runs with the GIL held (~0.3 us an
+ *     image).
+ *
  * The header is read with the GIL held (microseconds); the decode itself runs with
  * the GIL released, straight into the bytes object returned. Settings are libjpeg's
  * defaults, which are Pillow's (islow DCT, fancy upsampling), so the pixels match a
@@ -739,7 +750,250 @@ done:
     return result;
 }
 
+/* ---- plan_batch: each sample's box, flip and DCT scale, drawn as vision._params does --- */
+
+/* jpeg_header (vision/_jpeg.py) in C: width, height and whether an APP1 segment (EXIF or
+ * XMP, either may carry an orientation) comes before the SOF; 0 when the simple reader
+ * does not understand the file (the per-image path then lets Pillow read it) */
+static int plan_header(const unsigned char *p, Py_ssize_t n, long *w, long *h, int *exif)
+{
+    if (n < 4 || p[0] != 0xFF || p[1] != 0xD8)
+        return 0;
+    Py_ssize_t i = 2;
+    *exif = 0;
+    while (i + 4 <= n) {
+        if (p[i] != 0xFF)
+            return 0;
+        int marker = p[i + 1];
+        if (marker == 0xFF) {
+            i += 1;
+            continue;
+        }
+        if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {
+            i += 2;
+            continue;
+        }
+        if (marker == 0xDA || marker == 0xD9)
+            return 0;
+        long length = ((long)p[i + 2] << 8) | p[i + 3];
+        if (marker == 0xE1)
+            *exif = 1;
+        if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 &&
+            marker != 0xCC) {
+            if (i + 9 > n)
+                return 0;
+            *h = ((long)p[i + 5] << 8) | p[i + 6];
+            *w = ((long)p[i + 7] << 8) | p[i + 8];
+            return *w != 0 && *h != 0;
+        }
+        i += 2 + length;
+    }
+    return 0;
+}
+
+/* vision._params.SampleRandom: splitmix64 keyed by a few integers */
+#define PLAN_GOLDEN 0x9E3779B97F4A7C15ULL
+static inline uint64_t plan_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static inline uint64_t plan_next(uint64_t *state)
+{
+    *state += PLAN_GOLDEN;
+    return plan_mix64(*state);
+}
+static inline double plan_random(uint64_t *state)
+{
+    return (double)(plan_next(state) >> 11) * (1.0 / 9007199254740992.0);
+}
+static inline double plan_uniform(uint64_t *state, double lo, double hi)
+{
+    return lo + (hi - lo) * plan_random(state);
+}
+static inline long plan_integers(uint64_t *state, long lo, long hi)
+{
+    unsigned __int128 x = (unsigned __int128)plan_next(state) * (uint64_t)(hi - lo);
+    return lo + (long)(x >> 64);
+}
+/* Python's round() of a float: to nearest, ties to even (the default rounding mode) */
+static inline long plan_round(double x) { return (long)nearbyint(x); }
+
+typedef struct {
+    int random_crop; /* 1: RandomResizedCrop(scale, ratio); 0: Resize(shorter) + CenterCrop */
+    double scale0, scale1, ratio0, ratio1;
+    long shorter, size;
+    double flip_p, max_degrees;
+    int draft;
+} plan_spec;
+
+/* sample_params + draft_scale for one w x h image: box, DCT scale, flip; the angle */
+static void plan_one(const plan_spec *sp, long w, long h, uint64_t key0, int64_t index,
+                     uint64_t salt, double *row, double *angle)
+{
+    uint64_t st = key0;
+    st = plan_mix64((st ^ (uint64_t)index) + PLAN_GOLDEN);
+    st = plan_mix64((st ^ salt) + PLAN_GOLDEN);
+    double x0, y0, x1, y1;
+    int use_rng = 1;
+    if (sp->random_crop) {
+        double area = (double)(w * h);
+        double lr0 = log(sp->ratio0), lr1 = log(sp->ratio1);
+        int found = 0;
+        long bw = 0, bh = 0, top = 0, left = 0;
+        for (int t = 0; t < 10 && !found; t++) {
+            double target = area * plan_uniform(&st, sp->scale0, sp->scale1);
+            double aspect = exp(plan_uniform(&st, lr0, lr1));
+            long cw = plan_round(sqrt(target * aspect));
+            long ch = plan_round(sqrt(target / aspect));
+            if (0 < cw && cw <= w && 0 < ch && ch <= h) {
+                top = plan_integers(&st, 0, h - ch + 1);
+                left = plan_integers(&st, 0, w - cw + 1);
+                bw = cw, bh = ch, found = 1;
+            }
+        }
+        if (!found) {
+            double in_ratio = (double)w / (double)h;
+            double rmin = sp->ratio0 < sp->ratio1 ? sp->ratio0 : sp->ratio1;
+            double rmax = sp->ratio0 < sp->ratio1 ? sp->ratio1 : sp->ratio0;
+            if (in_ratio < rmin) {
+                bw = w;
+                bh = plan_round((double)bw / rmin);
+            } else if (in_ratio > rmax) {
+                bh = h;
+                bw = plan_round((double)bh * rmax);
+            } else {
+                bw = w, bh = h;
+            }
+            top = (h - bh) >= 0 ? (h - bh) / 2 : -((-(h - bh) + 1) / 2);
+            left = (w - bw) >= 0 ? (w - bw) / 2 : -((-(w - bw) + 1) / 2);
+        }
+        x0 = (double)left, y0 = (double)top, x1 = (double)(left + bw), y1 = (double)(top + bh);
+    } else {
+        long rw, rh;
+        if (w <= h) {
+            rw = sp->shorter;
+            rh = (long)((double)(sp->shorter * h) / (double)w);
+        } else {
+            rw = (long)((double)(sp->shorter * w) / (double)h);
+            rh = sp->shorter;
+        }
+        long top = plan_round((double)(rh - sp->size) / 2.0);
+        long left = plan_round((double)(rw - sp->size) / 2.0);
+        double sx = (double)w / (double)rw, sy = (double)h / (double)rh;
+        x0 = (double)left * sx, y0 = (double)top * sy;
+        x1 = (double)(left + sp->size) * sx, y1 = (double)(top + sp->size) * sy;
+        use_rng = sp->flip_p != 0. || sp->max_degrees != 0.;
+    }
+    int flip = 0;
+    *angle = 0.;
+    if (use_rng) {
+        if (sp->flip_p != 0.)
+            flip = plan_random(&st) < sp->flip_p;
+        if (sp->max_degrees != 0.)
+            *angle = plan_uniform(&st, -sp->max_degrees, sp->max_degrees);
+    }
+    double a = 1.;
+    if (sp->draft) {
+        double side = (x1 - x0) < (y1 - y0) ? (x1 - x0) : (y1 - y0);
+        a = side >= 8. * (double)sp->size   ? 8.
+            : side >= 4. * (double)sp->size ? 4.
+            : side >= 2. * (double)sp->size ? 2.
+                                             : 1.;
+    }
+    row[0] = x0, row[1] = y0, row[2] = x1, row[3] = y1, row[4] = a, row[5] = flip ? 1. : 0.;
+}
+
+static PyObject *plan_batch(PyObject *self, PyObject *args)
+{
+    PyObject *items_obj, *idx_obj, *params_obj, *status_obj, *seed_obj, *epoch_obj, *salt_obj;
+    plan_spec sp;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO(iddddllddp)OOOOO:plan_batch", &items_obj, &idx_obj,
+                          &sp.random_crop, &sp.scale0, &sp.scale1, &sp.ratio0, &sp.ratio1,
+                          &sp.shorter, &sp.size, &sp.flip_p, &sp.max_degrees, &sp.draft,
+                          &seed_obj, &epoch_obj, &salt_obj, &params_obj, &status_obj))
+        return NULL;
+    /* the key's integers as Python's `int(k) & MASK64` takes them (any size, any sign) */
+    uint64_t seed = PyLong_AsUnsignedLongLongMask(seed_obj);
+    uint64_t epoch = PyLong_AsUnsignedLongLongMask(epoch_obj);
+    uint64_t salt = PyLong_AsUnsignedLongLongMask(salt_obj);
+    if (PyErr_Occurred())
+        return NULL;
+    if (sp.random_crop ? !(sp.scale0 >= 0 && sp.scale1 >= 0 && isfinite(sp.scale0) &&
+                           isfinite(sp.scale1) && sp.ratio0 > 0 && sp.ratio1 > 0 &&
+                           isfinite(sp.ratio0) && isfinite(sp.ratio1))
+                       : !(sp.shorter >= 1 && sp.shorter <= (1L << 24)))
+        return PyErr_Format(PyExc_ValueError, "plan_batch: a crop spec out of range");
+    if (sp.size < 1 || sp.size > (1L << 24) || !(sp.flip_p >= 0 && sp.flip_p <= 1) ||
+        !(sp.max_degrees >= 0 && sp.max_degrees <= 360))
+        return PyErr_Format(PyExc_ValueError, "plan_batch: size, flip_p or max_degrees out of range");
+    PyObject *seq = PySequence_Fast(items_obj, "items must be a sequence of bytes-like objects");
+    if (seq == NULL)
+        return NULL;
+    Py_buffer ib = {0}, pb = {0}, sb = {0};
+    int got_i = 0, got_p = 0, got_s = 0;
+    PyObject *result = NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (PyObject_GetBuffer(idx_obj, &ib, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0)
+        goto done;
+    got_i = 1;
+    if (PyObject_GetBuffer(params_obj, &pb, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0)
+        goto done;
+    got_p = 1;
+    if (PyObject_GetBuffer(status_obj, &sb, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0)
+        goto done;
+    got_s = 1;
+    if (ib.itemsize != 8 || ib.len != n * 8 || pb.itemsize != 8 || pb.len != n * 6 * 8 ||
+        sb.itemsize != 1 || sb.len != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "plan_batch: indices must be n int64, params n x 6 float64 and status n "
+                     "int8 (n %zd; got %zd, %zd and %zd bytes)",
+                     n, ib.len, pb.len, sb.len);
+        goto done;
+    }
+    const int64_t *idx = ib.buf;
+    double *params = pb.buf;
+    int8_t *status = sb.buf;
+    uint64_t key0 = PLAN_GOLDEN;
+    key0 = plan_mix64((key0 ^ seed) + PLAN_GOLDEN);
+    key0 = plan_mix64((key0 ^ epoch) + PLAN_GOLDEN);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &v, PyBUF_SIMPLE) != 0)
+            goto done;
+        long w = 0, h = 0;
+        int exif = 0;
+        int ok = plan_header(v.buf, v.len, &w, &h, &exif);
+        PyBuffer_Release(&v);
+        double angle = 0.;
+        if (ok && !exif) {
+            plan_one(&sp, w, h, key0, idx[i], salt, params + 6 * i, &angle);
+            status[i] = angle != 0. ? 1 : 0;
+        } else {
+            for (int t = 0; t < 6; t++)
+                params[6 * i + t] = 0.;
+            status[i] = 1;
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    if (got_s)
+        PyBuffer_Release(&sb);
+    if (got_p)
+        PyBuffer_Release(&pb);
+    if (got_i)
+        PyBuffer_Release(&ib);
+    Py_DECREF(seq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"plan_batch", plan_batch, METH_VARARGS,
+     "plan_batch(items, indices, spec, seed, epoch, salt, params, status): each sample's "
+     "box, DCT scale and flip (vision._params' draws), and whether it goes per image."},
     {"decode_batch", decode_batch, METH_VARARGS,
      "decode_batch(items, params, out, threads) -> list: decode, crop, resize, pack a batch."},
     {"decode_region", decode_region, METH_VARARGS,

@@ -206,3 +206,67 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert proc.stdout.startswith("ok")
+
+
+def _header_only(width: int, height: int, *, app1: bool = False, sof: int = 0xC0) -> bytes:
+    """The markers of a JPEG up to its SOF (all the planners read), for any size."""
+    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    exif = b"\xff\xe1\x00\x08Exif\x00\x00" if app1 else b""
+    body = bytes([8, height >> 8, height & 255, width >> 8, width & 255, 1, 1, 0x11, 0])
+    return b"\xff\xd8" + app0 + exif + bytes([0xFF, sof, 0, len(body) + 2]) + body
+
+
+def _specs():
+    from datafuel.vision import CenterCrop, HorizontalFlip, RandomResizedCrop, Resize, Rotate
+
+    yield ImageSpec([RandomResizedCrop(224), HorizontalFlip(0.5)])
+    yield ImageSpec([RandomResizedCrop(64, scale=(0.5, 0.9), ratio=(0.2, 5.0))], draft=False)
+    yield ImageSpec([RandomResizedCrop(32, scale=(1e-6, 1.0))])
+    yield ImageSpec([RandomResizedCrop(100), HorizontalFlip(0.3), Rotate(10)])
+    yield ImageSpec.eval(224)
+    yield ImageSpec([Resize(80), CenterCrop(64), HorizontalFlip(1.0)])
+
+
+@pytest.mark.parametrize("spec", list(_specs()), ids=lambda s: repr(s.ops))
+def test_the_c_planner_draws_the_python_boxes(spec) -> None:
+    # every size from thin strips to 64k-pixel sides (the 10-try loop's fallback too),
+    # EXIF and non-JPEG samples, odd seeds: rows, statuses and boxes equal bit for bit
+    rng = np.random.default_rng(0)
+    sizes = [(1, 1), (1, 4000), (4000, 1), (65535, 65535), (3, 7), (500, 375), (375, 500)]
+    sizes += [tuple(int(v) for v in rng.integers(1, 5000, 2)) for _ in range(300)]
+    items = [_header_only(w, h) for w, h in sizes]
+    items += [_header_only(640, 480, app1=True), b"\x89PNG\r\n\x1a\n", b"", _header_only(9, 9)[:20]]
+    items.append(_header_only(300, 200, sof=0xC2))  # progressive: planned like any JPEG
+    indices = rng.integers(-(2**40), 2**40, len(items))
+    for seeds in ((0, 0, 0), (7, 3, 12345), (-1, 2**70, -(2**63))):
+        table, status = cpu._plan(items, indices, spec, seeds)
+        rows, rest, want = cpu._plan_in_python(items, indices, spec, seeds)
+        assert np.flatnonzero(status == 0).tolist() == rows
+        assert np.flatnonzero(status != 0).tolist() == rest
+        np.testing.assert_array_equal(table[rows], want)
+    assert len(rest) >= 4  # the EXIF, PNG, empty and cut-short samples go per image
+
+
+def test_the_planner_refuses_malformed_arguments() -> None:
+    items = [_header_only(50, 40)] * 3
+    good = (1, 0.08, 1.0, 0.75, 1.333, 1, 32, 0.5, 0.0, True)
+    t, s = np.zeros((3, 6)), np.zeros(3, np.int8)
+    idx = np.arange(3, dtype=np.int64)
+    for args, exc in (
+        ((items, idx, good, 0, 0, 0, t[:2].copy(), s), ValueError),
+        ((items, idx[:2].copy(), good, 0, 0, 0, t, s), ValueError),
+        ((items, idx, good, 0, 0, 0, t, np.zeros(3, np.int64)), ValueError),
+        (
+            (items, idx, (1, 0.08, float("nan"), 0.75, 1.3, 1, 32, 0.5, 0.0, True), 0, 0, 0, t, s),
+            ValueError,
+        ),
+        ((items, idx, (0, 0, 0, 1, 1, 0, 32, 0.5, 0.0, True), 0, 0, 0, t, s), ValueError),
+        ((items, idx, good[:-1], 0, 0, 0, t, s), TypeError),
+        (
+            ([*items, 3], np.arange(4), good, 0, 0, 0, np.zeros((4, 6)), np.zeros(4, np.int8)),
+            TypeError,
+        ),
+        ((items, idx, good, "seed", 0, 0, t, s), TypeError),
+    ):
+        with pytest.raises(exc):
+            jr.plan_batch(*args)
