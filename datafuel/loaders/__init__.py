@@ -6,8 +6,9 @@ import typing as _typing
 
 from datafuel._lazy import lazy_getattr as _lazy_getattr
 
+from ._mixture import Mixture
 from ._reader import ShardSet
-from ._sampler import EpochBatchSampler, EpochSampler
+from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler
 from ._schema import Field, bytes_field, fixed, ragged
 from ._stats import StarvationReport
 from ._tokens import TokenStream
@@ -33,6 +34,8 @@ __all__ = [
     "EpochSampler",
     "Field",
     "Loader",
+    "Mixture",
+    "MixtureSampler",
     "PackedWindows",
     "ShardDataset",
     "ShardSet",

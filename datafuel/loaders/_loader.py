@@ -10,6 +10,7 @@ ahead of the training loop; the loop's waits are recorded by a
 
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import functools
 import os
@@ -26,11 +27,12 @@ import numpy as np
 import torch
 
 from datafuel._checks import check_int
-from datafuel.errors import ConfigError, NonFiniteError, SchemaError, WorkerError
+from datafuel.errors import ConfigError, DatafuelError, NonFiniteError, SchemaError, WorkerError
 
+from ._mixture import Mixture
 from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
-from ._sampler import EpochBatchSampler, EpochSampler
+from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler
 from ._stats import StarvationMeter, StarvationReport
 from ._transform import BatchInfo, Transform
 from ._windows import DOCUMENT_FIELDS, PackedWindows, TokenWindows
@@ -177,11 +179,12 @@ class _Progress:
     another thread (an async checkpoint) reads one consistent (epoch, position) pair.
     """
 
-    __slots__ = ("epoch", "position")
+    __slots__ = ("base", "epoch", "position")
 
-    def __init__(self, epoch: int, position: int) -> None:
+    def __init__(self, epoch: int, position: int, base: int = 0) -> None:
         self.epoch = epoch
         self.position = position
+        self.base = base  # a mixture's global position of the epoch's start
 
 
 class _Ring:
@@ -197,13 +200,14 @@ class _Ring:
 class _Batch:
     """What a worker hands to the consumer."""
 
-    __slots__ = ("event", "indices", "nbytes", "size", "tensors")
+    __slots__ = ("event", "indices", "mix", "nbytes", "size", "tensors")
 
     def __init__(self, tensors: Batch, nbytes: int, size: int, event: Any = None) -> None:
         self.tensors = tensors
         self.nbytes = nbytes
         self.size = size
         self.event = event
+        self.mix: np.ndarray | None = None  # a mixture's samples per source
 
 
 class _Failure(Exception):
@@ -351,9 +355,11 @@ class Loader:
 
     def __init__(
         self,
-        source: str | os.PathLike[str] | ShardSet,
+        source: str | os.PathLike[str] | ShardSet | Mapping[str, str | os.PathLike[str] | ShardSet],
         batch_size: int,
         *,
+        weights: Mapping[str, float] | None = None,
+        num_samples: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
@@ -384,7 +390,7 @@ class Loader:
         check_int("prefetch", prefetch)
         self.stall_timeout = _check_stall_timeout(stall_timeout)
         self.switch_interval = _check_switch_interval(switch_interval)
-        self.shards = source if isinstance(source, ShardSet) else ShardSet(source)
+        self._open(source, weights, num_samples)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.prefetch = prefetch
@@ -398,13 +404,20 @@ class Loader:
         self.documents = _check_documents(documents, seq_len, transform)
         self.fields: list[str]
         self._raw_spec: dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
-        if seq_len is not None:
-            num_samples, kind = self._use_token_windows(token_field, seq_len, fields)
+        self._seq_len = seq_len
+        sampler_type = EpochSampler
+        if self.sources is not None:
+            size, kind = self._use_mixture(weights, num_samples, seq_len, fields, shuffle)
+            sampler_type = MixtureSampler
+        elif seq_len is not None:
+            size, kind = self._use_token_windows(token_field, seq_len, fields)
         else:
-            num_samples, kind = self._use_rows(fields)
+            size, kind = self._use_rows(fields)
         self.spec = self._batch_spec(transform)
-        self.sampler = EpochSampler(
-            num_samples,
+        if self.mixture is not None:
+            self.spec["source"] = (np.dtype(np.int64), ())
+        self.sampler = sampler_type(
+            size,
             batch_size,
             shuffle=shuffle,
             seed=seed,
@@ -416,7 +429,6 @@ class Loader:
         self.batch_sampler = EpochBatchSampler(self.sampler)
         self.collate_fn: Callable[..., Any] | None = None
         self.persistent_workers = bool(persistent_workers)
-        self._seq_len = seq_len
         self._meter = StarvationMeter() if meter else None
         self._live: weakref.WeakSet[_LoaderIter] = weakref.WeakSet()
         #: the latest pass's place: what state_dict saves (None: no pass since a load)
@@ -426,6 +438,23 @@ class Loader:
         self._ring: _Ring | None = None  # a spare pinned ring, handed to the next pass
         self._copy_stream: Any = None
         self._lock = threading.Lock()
+
+    def _open(self, source: Any, weights: Any, num_samples: int | None) -> None:
+        """``self.shards`` (and a mixture's ``self.sources``) from the ``source`` argument."""
+        self.mixture: Mixture | None = None
+        self.sources: dict[str, ShardSet] | None = None
+        self._mix_windows: list[TokenWindows] | None = None
+        self._mix_counts: np.ndarray | None = None
+        if isinstance(source, Mapping):
+            self.sources = _open_sources(source)
+            self.shards = next(iter(self.sources.values()))
+        elif weights is not None or num_samples is not None:
+            raise ConfigError(
+                "weights= and num_samples= are for a mixture: pass the sources as a mapping "
+                f"{{name: shard set}}. Got a single source {source!r}."
+            )
+        else:
+            self.shards = source if isinstance(source, ShardSet) else ShardSet(source)
 
     def _use_token_windows(
         self, token_field: str, seq_len: int, fields: Sequence[str] | None
@@ -446,6 +475,94 @@ class Loader:
             self._raw_spec["position_ids"] = (np.dtype(np.int64), (seq_len,))
             self._raw_spec["loss_mask"] = (np.dtype(np.bool_), (seq_len,))
         return len(windows), f"{windows.kind_prefix}:{token_field}:{seq_len}"
+
+    def _use_mixture(
+        self,
+        weights: Mapping[str, float] | None,
+        num_samples: int | None,
+        seq_len: int | None,
+        fields: Sequence[str] | None,
+        shuffle: bool,
+    ) -> tuple[int, str]:
+        """A sample is a position of the mixture's global order; the epoch's budget and kind."""
+        assert self.sources is not None
+        if weights is None:
+            raise ConfigError(
+                f"a mixture of sources {sorted(self.sources)} needs weights={{name: weight}}.",
+                field="weights",
+            )
+        if self.transform is not None or self.documents:
+            raise ConfigError(
+                "a mixture cannot yet be combined with transform= or documents=; "
+                "load each source on its own for those.",
+                field="transform" if self.transform is not None else "documents",
+            )
+        if seq_len is not None:
+            sizes, mode = (
+                self._mixture_windows(seq_len, fields),
+                f"windows:{self.token_field}:{seq_len}",
+            )
+        else:
+            sizes, mode = self._mixture_rows(fields), "rows"
+        self.mixture = Mixture(sizes, weights, seed=self.seed, shuffle=shuffle)
+        self._mix_counts = np.zeros(len(self.mixture.names), np.int64)
+        budget = sum(sizes.values()) if num_samples is None else num_samples
+        check_int("num_samples", budget)
+        return budget, f"mixture:{mode}:{self.mixture.fingerprint}"
+
+    def _mixture_windows(self, seq_len: int, fields: Sequence[str] | None) -> dict[str, int]:
+        """Every source as token windows of ``seq_len``; each one's window count."""
+        assert self.sources is not None
+        if fields is not None:
+            raise ConfigError(
+                "fields= selects row fields; with seq_len= the batch is the token field "
+                f"{self.token_field!r}. Pass one of them."
+            )
+        self._mix_windows = []
+        dtype = np.dtype(np.uint16)
+        for name, shards in self.sources.items():
+            try:
+                stream = shards.token_stream(self.token_field)
+            except DatafuelError as exc:
+                raise ConfigError(
+                    f"mixture source {name!r} has no token field {self.token_field!r} to cut "
+                    f"seq_len={seq_len} windows from (its fields: {dict(shards.fields)}); the "
+                    "sources of a mixture must all be token sets, or all rows.",
+                    field=name,
+                ) from exc
+            windows = TokenWindows(stream, seq_len)
+            self._mix_windows.append(windows)
+            dtype = np.promote_types(dtype, stream.dtype)
+        self.fields = [self.token_field]
+        self._raw_spec = {self.token_field: (dtype, (seq_len + 1,))}
+        return {n: len(w) for n, w in zip(self.sources, self._mix_windows, strict=True)}
+
+    def _mixture_rows(self, fields: Sequence[str] | None) -> dict[str, int]:
+        """Every source as rows of the same fields; each one's row count."""
+        assert self.sources is not None
+        names = list(self.sources)
+        first = self.sources[names[0]]
+        self.shards = first
+        self._use_rows(fields)
+        want = {f: first.fields[f] for f in self.fields}
+        for name in names[1:]:
+            have = self.sources[name].fields
+            differ = {
+                f: (str(want[f]), str(have.get(f)))
+                for f in self.fields
+                if f not in have
+                or have[f].kind != want[f].kind
+                or have[f].dtype != want[f].dtype
+                or have[f].shape != want[f].shape
+            }
+            if differ:
+                raise ConfigError(
+                    f"mixture source {name!r} does not have the fields of source {names[0]!r} "
+                    f"({differ}, as {names[0]!r} vs {name!r}); the sources of a mixture must all "
+                    "be rows of the same fields, or all token sets (seq_len=).",
+                    field=name,
+                )
+        return {n: len(sh) for n, sh in self.sources.items()}
 
     def _use_rows(self, fields: Sequence[str] | None) -> tuple[int, str]:
         """A sample is a row of ``fields`` (all by default); its count and sampler kind."""
@@ -494,6 +611,11 @@ class Loader:
         """The same samples as a map-style ``torch`` dataset (``len(loader.dataset)``)."""
         from ._dataset import ShardDataset
 
+        if self.mixture is not None:
+            raise ConfigError(
+                "a mixture has no single map-style dataset; iterate the Loader itself "
+                f"(sources {self.mixture.names})."
+            )
         if self.windows is not None:
             return ShardDataset(self.shards, seq_len=self._seq_len, token_field=self.token_field)
         return ShardDataset(self.shards, fields=self.fields)
@@ -540,6 +662,8 @@ class Loader:
         state = self.sampler.state_dict()
         if self._progress is not None:
             state["epoch"], state["position"] = self._progress.epoch, self._progress.position
+            if self.mixture is not None:
+                state["base"] = self._progress.base
         elif self._pending is not None:
             state["position"] = self._pending
         return {"format": _STATE_FORMAT, "version": _STATE_VERSION, **state}
@@ -556,16 +680,47 @@ class Loader:
         self._progress = None
 
     def stats(self) -> StarvationReport:
-        """Starvation report over every batch handed out since construction or :meth:`reset_stats`."""
+        """Starvation report over every batch handed out since construction or :meth:`reset_stats`.
+
+        For a mixture it also holds the realised mix: ``mix`` (each source's share of
+        the samples handed out on this rank), ``mix_counts`` and ``mix_target`` (the
+        weights used).
+        """
         if self._meter is None:
             raise ConfigError("this loader was built with meter=False; there are no stats.")
-        return self._meter.report()
+        report = self._meter.report()
+        if self.mixture is None or self._mix_counts is None:
+            return report
+        with self._lock:
+            counts = [int(c) for c in self._mix_counts]
+        total = sum(counts)
+        names = self.mixture.names
+        return dataclasses.replace(
+            report,
+            mix={k: (c / total if total else 0.0) for k, c in zip(names, counts, strict=True)},
+            mix_counts=dict(zip(names, counts, strict=True)),
+            mix_target=dict(self.mixture.weights),
+        )
+
+    def _record_mix(self, counts: np.ndarray) -> None:
+        with self._lock:
+            if self._mix_counts is not None:
+                self._mix_counts += counts
 
     def reset_stats(self) -> None:
         if self._meter is not None:
             self._meter.reset()
+        if self._mix_counts is not None:
+            with self._lock:
+                self._mix_counts[:] = 0
 
     def __repr__(self) -> str:
+        if self.mixture is not None:
+            return (
+                f"Loader({self.mixture!r}, batch_size={self.batch_size}, "
+                f"seq_len={self._seq_len}, num_samples={self.sampler.num_samples}, "
+                f"rank={self.rank}/{self.world_size}, device={self.device}, workers={self.num_workers})"
+            )
         mode = (
             f"seq_len={self.windows.seq_len}"
             if self.windows is not None
@@ -637,13 +792,19 @@ class Loader:
             nbytes = sum(_nbytes(a) for a in arrays.values())
         if not self._cuda:
             tensors = Batch([(k, self._host_tensor(k, a)) for k, a in arrays.items()])
-            return _Batch(tensors, nbytes, b)
-        return self._to_device(arrays, job, b, nbytes, ring)
+            made = _Batch(tensors, nbytes, b)
+        else:
+            made = self._to_device(arrays, job, b, nbytes, ring)
+        if self.mixture is not None:
+            made.mix = np.bincount(np.asarray(arrays["source"]), minlength=len(self.mixture.names))
+        return made
 
     def _read_batch(
         self, indices: np.ndarray, starts: np.ndarray | None, slot: dict[str, np.ndarray] | None
     ) -> tuple[dict[str, np.ndarray | torch.Tensor], int]:
         """The batch without a transform, into ``slot`` when there is one; its bytes (-1: count them)."""
+        if self.mixture is not None:
+            return self._read_mixture(indices, slot)
         if self.windows is None:
             return dict(self.shards.gather(indices, self.fields, out=slot)), -1
         assert starts is not None
@@ -663,6 +824,48 @@ class Loader:
             arrays.update((k, doc[k]) for k in DOCUMENT_FIELDS)
             nbytes += sum(doc[k].nbytes for k in DOCUMENT_FIELDS)
         return arrays, nbytes
+
+    def _read_mixture(
+        self, positions: np.ndarray, slot: dict[str, np.ndarray] | None
+    ) -> tuple[dict[str, np.ndarray | torch.Tensor], int]:
+        """Global positions of the mixture: each source's samples gathered into batch order."""
+        assert self.mixture is not None and self.sources is not None
+        src, sample, passes = self.mixture.samples(positions)
+        b = len(positions)
+        out: dict[str, np.ndarray] = {}
+        for name, (dt, shape) in self.spec.items():
+            if slot is not None:
+                out[name] = slot[name]
+            elif self._seq_len is not None and name == self.token_field and not self._cuda:
+                out[name] = np.empty((b, *shape), np.int64)  # widened as copied
+            else:
+                out[name] = np.empty((b, *shape), dt)
+        out["source"][:] = src
+        shard_sets = list(self.sources.values())
+        for s in np.unique(src).tolist():
+            sel = np.flatnonzero(src == s)
+            if self._mix_windows is not None:
+                starts = self._mixture_starts(s, sample[sel], passes[sel])
+                out[self.token_field][sel] = self._mix_windows[s].read(starts)
+            else:
+                got = shard_sets[s].gather(sample[sel], self.fields)
+                for f in self.fields:
+                    out[f][sel] = got[f]
+        nbytes = sum(a.nbytes for a in out.values())
+        if self._seq_len is not None:
+            itemsize = self._raw_spec[self.token_field][0].itemsize
+            nbytes = b * (self._seq_len + 1) * itemsize + out["source"].nbytes
+        return dict(out), nbytes
+
+    def _mixture_starts(self, s: int, windows: np.ndarray, passes: np.ndarray) -> np.ndarray:
+        """Token starts of source ``s``'s windows: each pass cuts the stream at its own offset."""
+        assert self.mixture is not None and self._mix_windows is not None
+        w = self._mix_windows[s]
+        starts = w.seq_len * windows
+        for p in np.unique(passes).tolist():
+            at = passes == p
+            starts[at] += w.offset(self.mixture.pass_key(s, p), 0, self.mixture.shuffle)
+        return starts
 
     def _transform_batch(
         self,
@@ -689,7 +892,7 @@ class Loader:
     def _host_tensor(self, name: str, a: np.ndarray | torch.Tensor) -> torch.Tensor:
         if isinstance(a, torch.Tensor):  # a transform's device tensor: device=None means the host
             return a.to(self.device if self.device is not None else "cpu")
-        if self.windows is not None and name == self.token_field and a.dtype.kind == "u":
+        if self._seq_len is not None and name == self.token_field and a.dtype.kind == "u":
             return torch.from_numpy(a.astype(np.int64))  # widen tokens after the gather
         if not a.flags.writeable:  # e.g. a transform returned a view of a memmap
             a = a.copy()
@@ -720,7 +923,7 @@ class Loader:
                     else torch.from_numpy(np.ascontiguousarray(a))  # cu_seqlens: not per sample
                 )
                 dev = host.to(self.device, non_blocking=pinned is not None)
-                if self.windows is not None and k == self.token_field:
+                if self._seq_len is not None and k == self.token_field:
                     dev = _widen(dev)  # uint16/uint32 crossed the bus; int64 made on the GPU
                 out[k] = dev
             event = torch.cuda.Event()
@@ -785,6 +988,33 @@ class Loader:
                 field=name,
                 indices=bad,
             )
+
+
+def _open_sources(source: Mapping[Any, Any]) -> dict[str, ShardSet]:
+    """A mixture's sources by sorted name, each opened as a :class:`ShardSet`."""
+    if not source:
+        raise ConfigError("a mixture needs at least one source; got an empty mapping.")
+    out: dict[str, ShardSet] = {}
+    for name in sorted(source, key=str):
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"mixture source names must be non-empty strings. Got {name!r}.")
+        value = source[name]
+        if isinstance(value, ShardSet):
+            out[name] = value
+        elif isinstance(value, (str, os.PathLike)):
+            try:
+                out[name] = ShardSet(value)
+            except DatafuelError as exc:
+                exc.message = f"mixture source {name!r}: {exc.message}"
+                exc.args = (exc.message,)
+                raise
+        else:
+            raise ConfigError(
+                f"mixture source {name!r} must be a shard directory, URL or ShardSet. "
+                f"Got {type(value).__name__} instead.",
+                field=name,
+            )
+    return out
 
 
 def _ring_slot(ring: _Ring | None, job: int, b: int) -> dict[str, np.ndarray] | None:
@@ -878,7 +1108,8 @@ class _LoaderIter:
         self._epoch = sampler.epoch
         start = loader._pending or 0
         loader._pending = None  # a restored position is used by this pass only
-        self._progress = loader._progress = _Progress(self._epoch, start)
+        self._base = sampler.base if isinstance(sampler, MixtureSampler) else 0
+        self._progress = loader._progress = _Progress(self._epoch, start, self._base)
         self._plan = sampler.plan(start)
         self._order = sampler.order()
         self._step = sampler.world_size
@@ -930,17 +1161,19 @@ class _LoaderIter:
         sampler = self._loader.sampler
         if sampler.epoch == self._epoch and self._loader._pending is None:
             sampler.epoch = self._epoch + 1
+            if isinstance(sampler, MixtureSampler):  # the next epoch continues the mixed order
+                sampler.base = self._base + self._progress.position
 
     def _stop(self) -> None:
         """The loop saw the end of the pass: its saved place becomes the next epoch's start."""
         if not self._ended:
             self._ended = True
-            self._move_to(self._epoch + 1, 0)
+            self._move_to(self._epoch + 1, 0, self._base + self._progress.position)
         self.close()
 
-    def _move_to(self, epoch: int, position: int) -> None:
+    def _move_to(self, epoch: int, position: int, base: int | None = None) -> None:
         """This pass's new place; also the loader's, while this is its latest pass."""
-        new = _Progress(epoch, position)
+        new = _Progress(epoch, position, self._base if base is None else base)
         if self._loader._progress is self._progress:
             self._loader._progress = new
         self._progress = new
@@ -967,6 +1200,8 @@ class _LoaderIter:
             self._meter.record(
                 wait=t1 - t0, wall=t1 - self._last, samples=batch.size, nbytes=batch.nbytes
             )
+            if batch.mix is not None:
+                self._loader._record_mix(batch.mix)
         self._last = t1
         if self._j >= len(self._plan):
             self._handed_out_epoch()

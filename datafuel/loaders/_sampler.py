@@ -11,15 +11,15 @@ never repeating or skipping a sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
 
 import numpy as np
 
 from datafuel._checks import check_int
 from datafuel.errors import ConfigError
 
-__all__ = ["EpochBatchSampler", "EpochSampler", "epoch_order"]
+__all__ = ["BatchPlan", "EpochBatchSampler", "EpochSampler", "MixtureSampler", "epoch_order"]
 
 _STATE_KEYS = ("epoch", "position", "seed", "shuffle", "num_samples", "kind")
 
@@ -237,3 +237,108 @@ class EpochBatchSampler:
 
     def __len__(self) -> int:
         return self.sampler.num_batches()
+
+
+class BatchPlan(Sequence[tuple[int, int]]):
+    """:meth:`EpochSampler.plan` computed per batch in O(1), never listed.
+
+    Batch ``j`` of a rank that takes ``per_rank`` samples from global position ``start``
+    in batches of ``batch_size``: every batch but the last is full, and global step
+    ``j`` covers ``world_size`` runs of the same length, one per rank.
+    """
+
+    def __init__(self, start: int, per_rank: int, batch_size: int, rank: int, world_size: int):
+        self.start, self.per_rank, self.batch_size = start, per_rank, batch_size
+        self.rank, self.world_size = rank, world_size
+        self._full, self._last = divmod(per_rank, batch_size)
+
+    def __len__(self) -> int:
+        return self._full + (self._last > 0)
+
+    @overload
+    def __getitem__(self, j: int) -> tuple[int, int]: ...
+    @overload
+    def __getitem__(self, j: slice) -> list[tuple[int, int]]: ...
+    def __getitem__(self, j: int | slice) -> tuple[int, int] | list[tuple[int, int]]:
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(len(self)))]
+        if j < 0:
+            j += len(self)
+        if not 0 <= j < len(self):
+            raise IndexError(j)
+        b = self.batch_size if j < self._full else self._last
+        return self.start + self.world_size * self.batch_size * j + self.rank * b, b
+
+
+class _Positions:
+    """The global positions of one epoch of a mixture, sliced like an order array."""
+
+    __slots__ = ("base",)
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    def __getitem__(self, s: slice) -> np.ndarray:
+        if not isinstance(s, slice) or s.step not in (None, 1):
+            raise TypeError("mixture positions are read in contiguous slices")
+        return np.arange(self.base + s.start, self.base + s.stop, dtype=np.int64)
+
+
+class MixtureSampler(EpochSampler):
+    """An :class:`EpochSampler` over the endless global order of a :class:`Mixture`.
+
+    The global order is consumed contiguously and never skipped: an epoch is a budget
+    of ``num_samples`` positions starting at :attr:`base` (the first position not yet
+    consumed), split into global steps exactly as rows are. Its last step is rounded
+    *up* so that every rank gets equal batches (full ones with ``drop_last``), taking
+    fewer than ``world_size * batch_size`` positions of the budget that follows, and
+    the next epoch starts right after it. The state is world-size free: ``(epoch,
+    base, position)``; restoring it under another world size or batch size continues
+    the same global order with no position repeated or skipped. :meth:`set_epoch` to
+    another epoch ``e`` starts it at its nominal place ``e * num_samples``. The order
+    is never materialised: :meth:`order` hands out positions and :meth:`plan`
+    computes each batch's place on demand, so memory is O(1) in the budget.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: global position of the current epoch's first sample
+        self.base = 0
+
+    def _usable(self, start: int) -> int:
+        remaining = max(0, self.num_samples - start)
+        step = self.world_size * (self.batch_size if self.drop_last else 1)
+        return -(-remaining // step) * step
+
+    def set_epoch(self, epoch: int) -> None:
+        check_int("epoch", int(epoch) if isinstance(epoch, np.integer) else epoch, low=0)
+        if int(epoch) != self.epoch:
+            self.base = int(epoch) * self.num_samples
+        super().set_epoch(epoch)
+
+    def finish_epoch(self) -> None:
+        self.base += self.position
+        super().finish_epoch()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "base": self.base}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "base" not in state:
+            raise ConfigError(f"mixture loader state is missing key 'base'; got {sorted(state)}.")
+        check_int("loader state base", state["base"], low=0)
+        position: int = check_int("loader state position", state.get("position"), low=0)
+        # the epoch's last step may run past the budget; such a state resumes as an empty pass
+        super().load_state_dict({**state, "position": min(position, self.num_samples)})
+        self.position = position
+        self.base = state["base"]
+
+    def plan(self, start: int | None = None) -> BatchPlan:  # type: ignore[override]
+        p = self.position if start is None else start
+        per_rank = self._usable(p) // self.world_size
+        return BatchPlan(p, per_rank, self.batch_size, self.rank, self.world_size)
+
+    def order(self, epoch: int | None = None) -> Any:
+        if epoch is None or epoch == self.epoch:
+            return _Positions(self.base)
+        return _Positions(self.num_samples * epoch)

@@ -34,6 +34,9 @@ class StarvationReport:
         Percentiles of the per-batch wait.
     samples_per_s, bytes_per_s
         ``samples / wall_s`` and ``bytes / wall_s``.
+    mix, mix_counts, mix_target
+        A mixture's realised mix on this rank: each source's share of the samples and
+        their counts, beside the target weights (``None`` when not a mixture).
     """
 
     batches: int
@@ -47,15 +50,27 @@ class StarvationReport:
     wait_max_ms: float
     samples_per_s: float
     bytes_per_s: float
+    mix: dict[str, float] | None = None
+    mix_counts: dict[str, int] | None = None
+    mix_target: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as a JSON-ready dict (the ``mix`` keys only for a mixture)."""
+        out = asdict(self)
+        if self.mix is None:
+            for key in ("mix", "mix_counts", "mix_target"):
+                del out[key]
+        return out
 
     def __str__(self) -> str:
         return (
             f"{self.batches} batches, {self.samples_per_s:,.0f} samples/s, "
             f"{self.bytes_per_s / 1e6:,.1f} MB/s, starvation {100 * self.starvation:.1f}% "
             f"(wait p50 {self.wait_p50_ms:.2f} ms, p95 {self.wait_p95_ms:.2f} ms)"
+        ) + (
+            ""
+            if self.mix is None
+            else "; mix " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.mix.items())
         )
 
 

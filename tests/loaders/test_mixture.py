@@ -1,0 +1,388 @@
+"""Weighted mixtures: smooth exact proportions, per-source passes, elastic resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from loader_helpers import take, write_tokens
+from test_distributed import launch_ranks
+
+from datafuel.errors import DatafuelError
+from datafuel.loaders import Loader, ShardSet, fixed, write_shards
+from datafuel.loaders._mixture import Mixture, feistel_permute
+
+ISSUE_WEIGHTS = {"web": 0.6, "code": 0.25, "books": 0.15}
+#: a row source's ``idx`` is ``OFFSET[name] + row``: a sample names itself and its source
+OFFSET = {"books": 0, "code": 10_000, "web": 20_000, "tiny": 30_000}
+
+
+def write_source(directory: Path, name: str, n: int) -> Path:
+    write_shards(
+        directory / name,
+        fields={"idx": fixed("int64"), "x": fixed("float32", (2,))},
+        shard_bytes=400,
+        idx=np.arange(OFFSET[name], OFFSET[name] + n, dtype=np.int64),
+        x=np.zeros((n, 2), np.float32),
+    )
+    return directory / name
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("mix")
+    return {k: write_source(d, k, n) for k, n in {"web": 300, "code": 120, "books": 45}.items()}
+
+
+def worst_window_deviation(src: np.ndarray, weights: list[float], max_len: int) -> float:
+    """The largest |count - L * w| over every source, every L <= max_len and every start."""
+    worst = 0.0
+    for s, w in enumerate(weights):
+        c = np.concatenate([[0], np.cumsum(src == s)])
+        for length in range(1, max_len + 1):
+            dev = np.abs(c[length:] - c[:-length] - length * w).max()
+            worst = max(worst, float(dev))
+    return worst
+
+
+def global_run(make: Any, world: int, steps: int | None = None) -> list[tuple[int, int]]:
+    """``(source, idx)`` in global order: each step's rank batches in rank order."""
+    loaders = [make(r, world) for r in range(world)]
+    out: list[tuple[int, int]] = []
+    for k, batches in enumerate(zip(*loaders, strict=True)):
+        if steps is not None and k == steps:
+            break
+        assert len({len(b["idx"]) for b in batches}) == 1  # equal batches on every rank
+        for b in batches:
+            out += zip(b["source"].tolist(), b["idx"].tolist(), strict=True)
+    return out
+
+
+# -- proportions ----------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 77])
+@pytest.mark.parametrize(
+    "weights",
+    [
+        ISSUE_WEIGHTS,
+        {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1},
+        {"a": 0.001, "b": 0.999},
+        {"a": 0.45, "b": 0.3, "c": 0.15, "d": 0.1},
+        {"a": 2, "b": 7, "c": 13},
+    ],
+)
+def test_every_run_of_consecutive_samples_holds_the_proportions(
+    weights: dict[str, float], seed: int
+) -> None:
+    m = Mixture({k: 1000 for k in weights}, weights, seed=seed)
+    assert m.deviation_bound <= 2
+    target = [m.weights[k] for k in m.names]
+    np.testing.assert_allclose(
+        target, [weights[k] / sum(weights.values()) for k in m.names], atol=1e-12
+    )
+    # every L up to 400 at every start of a 20,000-sample prefix, and far out too
+    for start in (0, 10**9 + 12_345):
+        src = m.sources(np.arange(start, start + 20_000))
+        assert worst_window_deviation(src, target, 400) <= 2
+    # the closed-form counts agree with the positions
+    src = m.sources(np.arange(50_000))
+    assert m.counts(50_000) == np.bincount(src, minlength=len(m.names)).tolist()
+
+
+def test_the_window_check_can_fail() -> None:
+    """A seeded i.i.d. draw with the same weights misses +-2 in some window."""
+    rng = np.random.default_rng(0)
+    src = rng.choice(3, size=20_000, p=[0.15, 0.25, 0.6])
+    assert worst_window_deviation(src, [0.15, 0.25, 0.6], 400) > 2
+
+
+def test_loader_batches_follow_the_mixture_order(sources: dict[str, Path]) -> None:
+    loader = Loader(sources, 16, weights=ISSUE_WEIGHTS, seed=5, num_workers=2)
+    got = [
+        (s, i) for b in loader for s, i in zip(b["source"].tolist(), b["idx"].tolist(), strict=True)
+    ]
+    assert len(got) == 465 == loader.sampler.num_samples  # default: the sources' total size
+    m = loader.mixture
+    assert m is not None and m.names == ["books", "code", "web"]
+    src, sample, _ = m.samples(np.arange(465))
+    names = m.names
+    assert got == [(int(s), OFFSET[names[s]] + int(j)) for s, j in zip(src, sample, strict=True)]
+    assert worst_window_deviation(np.array([s for s, _ in got]), [0.15, 0.25, 0.6], 200) <= 2
+    report = loader.stats()
+    counts = np.bincount(src, minlength=3)
+    assert report.mix_counts == dict(zip(names, counts.tolist(), strict=True))
+    assert report.mix is not None and abs(report.mix["web"] - 0.6) < 2 / 465
+    assert report.mix_target == {"books": 0.15, "code": 0.25, "web": 0.6}
+    assert "mix" in str(report)
+
+
+# -- per-source passes ------------------------------------------------------------------
+def test_a_small_source_wraps_with_full_permutations(tmp_path: Path) -> None:
+    srcs = {"tiny": write_source(tmp_path, "tiny", 7), "web": write_source(tmp_path, "web", 900)}
+    loader = Loader(srcs, 10, weights={"tiny": 0.3, "web": 0.7}, seed=3, num_samples=200)
+    seq: dict[int, list[int]] = {0: [], 1: []}
+    for _ in range(2):  # two epochs of 200: web is never restarted at the epoch boundary
+        for b in loader:
+            for s, i in zip(b["source"].tolist(), b["idx"].tolist(), strict=True):
+                seq[s].append(i)
+    tiny = [i - OFFSET["tiny"] for i in seq[0]]
+    passes = [tiny[k : k + 7] for k in range(0, len(tiny) - len(tiny) % 7, 7)]
+    assert len(passes) >= 15
+    assert all(sorted(p) == list(range(7)) for p in passes)  # every pass a full permutation
+    assert len({tuple(p) for p in passes}) > len(passes) // 2  # fresh ones, not one repeated
+    web = seq[1]
+    assert len(web) == 280 and len(set(web)) == 280  # its own first pass, still going
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 17, 64, 65, 1000, 4097])
+def test_feistel_permutation_is_a_bijection(n: int) -> None:
+    for key in (0, 1, 99):
+        p = feistel_permute(np.arange(n), n, key)
+        assert sorted(p.tolist()) == list(range(n))
+    if n > 16:
+        assert feistel_permute(np.arange(n), n, 1).tolist() != list(range(n))
+
+
+# -- resume and DDP --------------------------------------------------------------------
+@pytest.mark.parametrize("stop", [0, 3, 7, 11, 12, 17])
+def test_resume_under_another_world_size_and_batch_size(
+    sources: dict[str, Path], stop: int
+) -> None:
+    """World 4 x batch 5 stopped after ``stop`` steps; world 3 x batch 7 finishes it."""
+
+    def make(batch: int) -> Any:
+        return lambda r, w: Loader(
+            sources,
+            batch,
+            weights=ISSUE_WEIGHTS,
+            seed=9,
+            num_samples=240,
+            rank=r,
+            world_size=w,
+            num_workers=0,
+        )
+
+    epochs = 2
+    reference: list[tuple[int, int]] = []
+    first = [make(5)(r, 4) for r in range(4)]
+    for _ in range(epochs):
+        for batches in zip(*first, strict=True):
+            for b in batches:
+                reference += zip(b["source"].tolist(), b["idx"].tolist(), strict=True)
+    assert len(reference) == 480
+    head_loaders = [make(5)(r, 4) for r in range(4)]
+    for x in head_loaders:  # through the epoch boundary (12 steps) where stop > 12
+        assert len(list(take(x, stop))) == stop
+    states = [json.loads(json.dumps(x.state_dict())) for x in head_loaders]
+    assert all(s == states[0] | {"world_size": 4, "batch_size": 5} for s in states)
+    second = [make(7)(r, 3) for r in range(3)]
+    for x in second:
+        x.load_state_dict(states[0])
+    tail: list[tuple[int, int]] = []
+    empty = 0
+    while len(tail) < 480 - 20 * stop:
+        step = list(zip(*second, strict=True))
+        # saved at an epoch's last batch: the first pass is empty (as in StatefulDataLoader)
+        empty += not step
+        assert empty <= 1, "the resumed run ended early"
+        for batches in step:
+            assert len({len(b["idx"]) for b in batches}) == 1
+            for b in batches:
+                tail += zip(b["source"].tolist(), b["idx"].tolist(), strict=True)
+    assert tail[: 480 - 20 * stop] == reference[20 * stop :]
+
+
+def test_ranks_get_equal_batches_and_disjoint_samples(sources: dict[str, Path]) -> None:
+    def make(r: int, w: int) -> Loader:
+        return Loader(sources, 6, weights=ISSUE_WEIGHTS, rank=r, world_size=w, num_samples=200)
+
+    loaders = [make(r, 3) for r in range(3)]
+    lens = {len(x) for x in loaders}
+    assert lens == {12}  # 200 samples rounded up to 201: 67 per rank in batches of 6
+    per_rank = [
+        [(s, i) for b in x for s, i in zip(b["source"].tolist(), b["idx"].tolist(), strict=True)]
+        for x in loaders
+    ]
+    assert [len(p) for p in per_rank] == [67, 67, 67]
+    assert len(set().union(*map(set, per_rank))) == 201  # nothing on two ranks
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch.distributed as dist
+    from datafuel.loaders import Loader
+
+    root, out = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo", init_method="env://")
+    names = ("web", "code", "books")
+    loader = Loader({k: f"{root}/{k}" for k in names}, 5,
+                    weights={"web": 0.6, "code": 0.25, "books": 0.15}, num_samples=151, seed=4)
+    seen = []
+    for batch in loader:
+        t = batch["idx"].float().sum().reshape(1)
+        dist.all_reduce(t)  # equal batch counts: this never hangs
+        seen.append(list(zip(batch["source"].tolist(), batch["idx"].tolist())))
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, {"len": len(loader), "seen": seen,
+                                      "state": loader.state_dict()})
+    if dist.get_rank() == 0:
+        with open(out, "w") as f:
+            json.dump(gathered, f)
+    dist.barrier()
+    dist.destroy_process_group()
+    """
+)
+
+
+def test_two_process_gloo_mixture(sources: dict[str, Path], tmp_path: Path) -> None:
+    assert torch.distributed.is_available()
+    script = tmp_path / "ddp_mix.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "seen.json"
+    procs = launch_ranks(script, sources["web"].parent, out)
+    results = []
+    for p in procs:
+        try:
+            _stdout, stderr = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        results.append((p.returncode, stderr))
+    assert all(rc == 0 for rc, _ in results), results
+    g = json.loads(out.read_text())
+    assert g[0]["len"] == g[1]["len"] == 16  # 151 rounded up to 152: 76 per rank, batches of 5
+    assert [len(b) for b in g[0]["seen"]] == [len(b) for b in g[1]["seen"]]
+    a, b = ({tuple(x) for batch in r["seen"] for x in batch} for r in g)
+    assert len(a) == len(b) == 76 and not a & b
+    counts = np.bincount([s for s, _ in a | b], minlength=3)
+    assert np.all(np.abs(counts - 152 * np.array([0.15, 0.25, 0.6])) <= 2)
+    assert g[0]["state"]["base"] == 152  # the next epoch starts after the positions taken
+    assert g[0]["state"] == g[1]["state"] | {"epoch": g[0]["state"]["epoch"]}
+
+
+def test_state_is_a_small_json(tmp_path: Path, sources: dict[str, Path]) -> None:
+    loader = Loader(sources, 4, weights=ISSUE_WEIGHTS, num_samples=10**12)
+    next(iter(loader))
+    text = json.dumps(loader.state_dict())
+    assert len(text.encode()) < 1024
+    many = {f"s{i:02d}": ShardSet(sources["web"]) for i in range(40)}
+    big = Loader(many, 4, weights={k: i + 1 for i, k in enumerate(many)})
+    assert len(json.dumps(big.state_dict()).encode()) < 1024
+    other = Loader(
+        sources, 4, weights={"web": 0.5, "code": 0.25, "books": 0.25}, num_samples=10**12
+    )
+    with pytest.raises(DatafuelError, match="kind"):
+        other.load_state_dict(json.loads(text))  # another mix is another order
+
+
+def test_a_billion_sample_order_is_o1_per_position(sources: dict[str, Path]) -> None:
+    loader = Loader(sources, 8, weights=ISSUE_WEIGHTS, num_samples=10**9, num_workers=0)
+    assert len(loader) == 125_000_000
+    m = loader.mixture
+    assert m is not None
+    m.samples(np.arange(16))  # warm numpy's code paths
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    plan = loader.sampler.plan(10**9 - 800)
+    src, sample, passes = m.samples(np.arange(10**9 - 800, 10**9))
+    counts = m.counts(10**9)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 1_000_000, (elapsed, peak)
+    assert len(plan) == 100 and sum(counts) == 10**9
+    assert counts == [150_000_000, 250_000_000, 600_000_000]
+    assert int(passes.max()) > 1_000_000  # web (300 rows) is deep into its own passes
+    # a resumed loader near the end of that budget hands out its batch at once
+    state = loader.state_dict() | {"position": 10**9 - 16}
+    loader.load_state_dict(state)
+    t0 = time.perf_counter()
+    batches = list(loader)
+    assert time.perf_counter() - t0 < 1.0 and len(batches) == 2
+    names = m.names
+    got = [
+        (s, i)
+        for b in batches
+        for s, i in zip(b["source"].tolist(), b["idx"].tolist(), strict=True)
+    ]
+    src, sample, _ = m.samples(np.arange(10**9 - 16, 10**9))
+    assert got == [(int(s), OFFSET[names[s]] + int(j)) for s, j in zip(src, sample, strict=True)]
+
+
+# -- token windows ----------------------------------------------------------------------
+def test_token_mixture_reads_each_sources_windows(tmp_path: Path) -> None:
+    streams = {}
+    for k, seed in (("a", 1), ("b", 2), ("c", 3)):
+        _, streams[k] = write_tokens(tmp_path / k, n_docs=30, seed=seed)
+    weights = {"a": 0.5, "b": 0.3, "c": 0.2}
+    loader = Loader({k: tmp_path / k for k in streams}, 8, weights=weights, seq_len=12, seed=2)
+    m, windows = loader.mixture, loader._mix_windows
+    assert m is not None and windows is not None
+    batches = list(loader) + list(loader)  # two epochs: small sources wrap
+    assert all(b["tokens"].dtype == torch.int64 and b["tokens"].shape[1] == 13 for b in batches)
+    toks = torch.cat([b["tokens"] for b in batches]).numpy()
+    got_src = torch.cat([b["source"] for b in batches]).numpy()
+    src, sample, passes = m.samples(np.arange(len(toks)))
+    np.testing.assert_array_equal(got_src, src)
+    for row, s, j, p in zip(toks, src, sample, passes, strict=True):
+        w = windows[s]
+        start = 12 * j + w.offset(m.pass_key(int(s), int(p)), 0, True)
+        np.testing.assert_array_equal(row, streams[m.names[s]][start : start + 13])
+
+
+# -- bad inputs -------------------------------------------------------------------------
+def test_bad_inputs_name_the_source(sources: dict[str, Path], tmp_path: Path) -> None:
+    def refused(match: str, **kw: Any) -> None:
+        kw.setdefault("source", sources)
+        with pytest.raises(DatafuelError, match=match):
+            Loader(kw.pop("source"), 4, **kw)
+
+    refused("lack source.*'books'", weights={"web": 0.6, "code": 0.4})
+    refused("'news'", weights=ISSUE_WEIGHTS | {"news": 0.1})
+    refused("source 'code'.*>= 0", weights=ISSUE_WEIGHTS | {"code": -0.1})
+    refused("source 'web'.*finite", weights=ISSUE_WEIGHTS | {"web": float("nan")})
+    refused("source 'books'.*number", weights=ISSUE_WEIGHTS | {"books": "0.1"})
+    refused("all be zero", weights={k: 0 for k in ISSUE_WEIGHTS})
+    refused("needs weights", weights=None)
+    refused("mapping", weights=[0.6, 0.25, 0.15])
+    refused("at least one source", source={}, weights={})
+    refused("single source", source=sources["web"], weights={"web": 1.0})
+    write_tokens(tmp_path / "tok")
+    mixed = {"web": sources["web"], "tok": tmp_path / "tok"}
+    refused(
+        "source 'web' has no token field", source=mixed, weights={"web": 1, "tok": 1}, seq_len=8
+    )
+    refused(
+        "source 'web' does not have the fields of source 'tok'",
+        source=mixed,
+        weights={"web": 1, "tok": 1},
+    )
+    refused(
+        "source 'gone'",
+        source=sources | {"gone": tmp_path / "gone"},
+        weights=ISSUE_WEIGHTS | {"gone": 1},
+    )
+    refused("source 'web' must be a shard", source=sources | {"web": 3}, weights=ISSUE_WEIGHTS)
+    refused("num_samples", weights=ISSUE_WEIGHTS, num_samples=0)
+    empty = tmp_path / "empty"
+    write_shards(
+        empty,
+        fields={"idx": fixed("int64"), "x": fixed("float32", (2,))},
+        idx=np.zeros(0, np.int64),
+        x=np.zeros((0, 2), np.float32),
+    )
+    refused(
+        "source 'empty' has no samples",
+        source=sources | {"empty": empty},
+        weights=ISSUE_WEIGHTS | {"empty": 0.1},
+    )
+    with pytest.raises(DatafuelError, match="no single map-style dataset"):
+        _ = Loader(sources, 4, weights=ISSUE_WEIGHTS).dataset
