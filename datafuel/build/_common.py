@@ -40,9 +40,9 @@ SPLIT_RECORD = "split.json"
 
 #: Files and folders a build of each kind writes at the top of ``out`` (beside the lock).
 _OWN: dict[str, tuple[str, ...]] = {
-    "table": ("recipe.json", "split.json"),
-    "images": ("split.json", "skipped.json"),
-    "text": ("tokenizer.json", ".build-text.json", "split.json"),
+    "table": ("recipe.json", "split.json", "dedup.json"),
+    "images": ("split.json", "skipped.json", "dedup.json"),
+    "text": ("tokenizer.json", ".build-text.json", "split.json", "dedup.json"),
     "resample": ("resample_report.json", "resample_report.txt", ".resample-work"),
 }
 #: A file only one kind writes: its presence says which build ``out`` holds.

@@ -35,8 +35,9 @@ from ._common import (
     report,
     write_split_record,
 )
+from ._dedup import DedupOutcome, check_keep, resolve_dedup, write_dedup_report
 
-__all__ = ["IMAGE_UNIT_FILES", "image_check", "image_unit", "images"]
+__all__ = ["IMAGE_UNIT_FILES", "image_check", "image_keys_unit", "image_unit", "images"]
 
 #: Image files per work unit.
 IMAGE_UNIT_FILES = 256
@@ -47,6 +48,46 @@ Item = tuple[Path, int]
 def image_check(shared: None, item: Item) -> DecodeError | None:
     """Validate one file (full decode): its DecodeError or None."""
     return check_image(item[0])
+
+
+def image_keys_unit(shared: None, item: Item) -> tuple[bytes, int]:
+    """The exact key and pHash of one (valid) file: see :func:`datafuel.dedup.image_keys`."""
+    from datafuel.dedup import image_keys
+
+    return image_keys(item[0])
+
+
+def _dedup_split(
+    runner: Engine,
+    valid: list[Item],
+    parts: dict[str, np.ndarray],
+    record: dict[str, Any],
+    method: str,
+    keep: str,
+    max_distance: int,
+    on_progress: Progress | None,
+) -> tuple[dict[str, np.ndarray], DedupOutcome]:
+    """Clusters of the valid files; every cluster moved to its first file's split."""
+    from datafuel.dedup import cluster_splits, image_clusters
+
+    tick = report(on_progress, "dedup", len(valid))
+    keys: list[bytes] = []
+    hashes: list[int] = []
+    for key, h in runner.map(image_keys_unit, valid):
+        keys.append(key)
+        hashes.append(h)
+        tick(1)
+    clusters = image_clusters(keys, np.array(hashes, np.uint64), method, max_distance=max_distance)
+    which = np.zeros(len(valid), np.int64)
+    for k, name in enumerate(SPLIT_NAMES):
+        which[parts[name]] = k
+    after = cluster_splits(which, clusters.labels)
+    outcome = DedupOutcome(clusters, which, after, keep)
+    if not outcome.found:
+        return parts, outcome
+    new = {n: np.flatnonzero((after == k) & outcome.kept) for k, n in enumerate(SPLIT_NAMES)}
+    record["counts"] = {n: int(v.size) for n, v in new.items()}
+    return new, outcome
 
 
 def image_unit(max_side: int | None, items: Sequence[Item]) -> dict[str, Any]:
@@ -165,6 +206,9 @@ def images(
     shard_bytes: int = 256 << 20,
     stratify: bool = False,
     overwrite: bool = False,
+    dedup: str | None = None,
+    dedup_keep: str = "all",
+    dedup_distance: int = 10,
 ) -> dict[str, Any]:
     """Write ``out/{train,val,test}`` image shard sets from an ImageFolder tree.
 
@@ -197,6 +241,12 @@ def images(
         ``out`` holding another kind of build (a table's ``recipe.json`` and shard
         sets, say) is refused; ``True`` removes that build first (only files datafuel
         wrote). A rerun of an images build into the same ``out`` needs no flag.
+    dedup, dedup_keep, dedup_distance
+        ``"exact"`` (the default: the same decoded, EXIF-oriented pixels), ``"near"``
+        (also a 64-bit DCT pHash within ``dedup_distance`` bits: re-encodes,
+        resizes, small crops, brightness shifts) or ``"none"``. Each cluster goes to
+        its first file's split; ``dedup_keep="one"`` writes only that file.
+        ``dedup.json`` reports the clusters (see :mod:`datafuel.build._dedup`).
 
     Returns
     -------
@@ -220,6 +270,9 @@ def images(
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"on_error must be 'fail' or 'skip'. Got {on_error!r} instead.")
     check_int("max_side", max_side, none_ok=True)
+    check_int("dedup_distance", dedup_distance, low=0, high=64)
+    method, explicit = resolve_dedup(dedup, "images")
+    check_keep(dedup_keep)
     timer = Timer()
     # absolute paths: Ray workers do not share this process's working directory
     root, out_dir = Path(os.path.abspath(inputs)), Path(out)
@@ -235,6 +288,12 @@ def images(
             parts, record = stratified_indices(labels, len(classes), fractions, seed)
         else:
             parts, record = split_indices(len(valid), fractions, seed=seed)
+        outcome = None
+        if method != "none":
+            parts, outcome = _dedup_split(
+                runner, valid, parts, record, method, dedup_keep, dedup_distance, on_progress
+            )
+            timer.lap("dedup")
         out_dir.mkdir(parents=True, exist_ok=True)
         counts: dict[str, int] = {}
         for k, name in enumerate(SPLIT_NAMES):
@@ -250,6 +309,17 @@ def images(
             name: [valid[i][0].relative_to(root).as_posix() for i in parts[name].tolist()]
             for name in counts
         }
+        dedup_info = None
+        if outcome is not None and (explicit or outcome.found):
+            write_dedup_report(
+                out_dir,
+                outcome,
+                kind="images",
+                unit="image files",
+                describe=lambda k: valid[k][0].relative_to(root).as_posix(),
+            )
+            dedup_info = outcome.split_entry()
+            record["dedup"] = dedup_info
         write_split_record(out_dir, {**record, "unit": "image files", "files": files_of})
         atomic_write_json(out_dir / "skipped.json", {"count": len(skipped), "files": skipped})
     return make_summary(
@@ -262,4 +332,5 @@ def images(
         seconds=timer.seconds(),
         classes=classes,
         total=len(valid),
+        dedup=dedup_info,
     )

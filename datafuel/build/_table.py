@@ -33,6 +33,7 @@ from ._common import (
     report,
     write_split_record,
 )
+from ._dedup import DedupOutcome, check_keep, resolve_dedup, write_dedup_report
 from ._tablecols import (
     categories_of,
     is_label,
@@ -422,6 +423,43 @@ def _write_splits(
     return counts
 
 
+def _dedup_columns(cols: _Columns, target: str | None, key: Sequence[str]) -> list[str]:
+    """The columns rows are compared on: ``key``, else every column that is a feature."""
+    if key:
+        return list(key)
+    skip = {target, cols.split_col, *cols.keep}
+    return [c for c in cols.table.column_names if c not in skip]
+
+
+def _dedup_rows(
+    parts: Split, table: pa.Table, method: str, keep: str, columns: list[str], by: str | None
+) -> tuple[Split, DedupOutcome]:
+    """Clusters of rows equal on ``columns``, each moved to its first row's split.
+
+    Under a group-aware split (``by``) the groups a cluster joins move as one.
+    """
+    from datafuel.dedup import cluster_splits, row_clusters
+    from datafuel.split import _key_text, _tag
+
+    clusters = row_clusters(table, columns, method)
+    which = np.zeros(table.num_rows, np.int64)
+    for k, name in enumerate(SPLIT_NAMES):
+        which[parts.indices[name]] = k
+    groups = None
+    if by is not None:
+        values = table.column(by).to_pylist()
+        groups = np.array([_key_text(v) if v is not None else "\x00null" for v in values], object)
+    after = cluster_splits(which, clusters.labels, groups)
+    outcome = DedupOutcome(clusters, which, after, keep)
+    if not outcome.found:
+        return parts, outcome
+    indices = {n: np.flatnonzero((after == k) & outcome.kept) for k, n in enumerate(SPLIT_NAMES)}
+    tables = {n: _tag(table.take(pa.array(v)), n) for n, v in indices.items()}
+    record = dict(parts.record)
+    record["counts"] = {n: int(v.size) for n, v in indices.items()}
+    return Split(tables["train"], tables["val"], tables["test"], record, indices), outcome
+
+
 def _inner(on_progress: Progress) -> Progress:
     """``on_progress`` for a stage inside the fit: named ``fit on train: <stage>``."""
     return lambda stage, n, total: on_progress(f"fit on train: {stage}", n, total)
@@ -494,6 +532,9 @@ def table(
     keep: Sequence[str] = (),
     allow_id: Sequence[str] = (),
     drop_missing_target: bool = False,
+    dedup: str | None = None,
+    dedup_keep: str = "all",
+    dedup_key: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Split a table, fit the recipe on train only, and write ``out/{train,val,test}``.
 
@@ -509,6 +550,12 @@ def table(
     manifest metadata, no ``max_categories`` limit); ``missing_indicators`` appends a
     0/1 column per feature missing somewhere in train; ``expand_dates`` turns
     timestamp/date columns into year, month, day, day of week and elapsed days.
+    ``dedup`` is ``"exact"`` by default (``"none"`` turns it off; tables have no
+    ``"near"``): rows equal on every feature column (or on the ``dedup_key``
+    columns; the target is not compared) form a cluster that goes to its first
+    row's split, whole groups moving with it under ``split_by``;
+    ``dedup_keep="one"`` writes only that first row. ``dedup.json`` reports them
+    (see :mod:`datafuel.build._dedup`).
     Returns the common build summary plus ``split``, ``fit_report`` and ``columns``.
 
     Examples
@@ -527,6 +574,8 @@ def table(
     timer = Timer()
     path, out = str(inputs), Path(out)
     _check_options(impute, scale, max_missing)
+    method, explicit = resolve_dedup(dedup, "table")
+    check_keep(dedup_keep)
     steps = ColumnSteps(categorical, missing_indicators, expand_dates)
     # one build at a time into out: a second gets LockedError naming this process
     with locked(out, "build"), engine_for(engine) as runner:
@@ -543,6 +592,12 @@ def table(
             drop_missing_target=drop_missing_target,
         )
         parts = split(cols.table, fractions, seed=seed, by=split_by, key=split_key, time=time_col)
+        outcome = None
+        if method != "none":
+            columns_compared = _dedup_columns(cols, target, dedup_key)
+            parts, outcome = _dedup_rows(
+                parts, cols.table, method, dedup_keep, columns_compared, split_by
+            )
         parts, missing = _drop_missing_target(parts, cols.y)
         _check_train_rows(parts, max(2, knn_k if impute == "knn" else 1), path, cols.table.num_rows)
         labels = target is not None and is_label(cols.table.column(target), max_categories)
@@ -568,6 +623,10 @@ def table(
             for name in SPLIT_NAMES
         }
         record = _split_record(parts, written, cols, missing if drop_missing_target else None)
+        dedup_info = None
+        if outcome is not None and (explicit or outcome.found):
+            write_dedup_report(out, outcome, kind="table", unit="row", describe=int)
+            dedup_info = record["dedup"] = outcome.split_entry()
         write_split_record(out, record)
         clipped = _clipped_train_targets(recipe, cols.y, parts, written["train"])
         columns, fields = _columns_and_fields(cols, steps, categories, labels)
@@ -600,6 +659,7 @@ def table(
         clipped_train_targets=clipped,
         dropped_missing_target=missing,
         recipe_fingerprint=fingerprint,
+        dedup=dedup_info,
         fit_report=recipe.fit_report_,
         columns=columns,
         **({"column_steps": steps.summary()} if steps.active else {}),

@@ -39,6 +39,7 @@ from ._common import (
     report,
     write_split_record,
 )
+from ._dedup import DedupOutcome, check_keep, resolve_dedup, write_dedup_report
 
 __all__ = ["SharedTokenizer", "text", "text_unit"]
 
@@ -99,6 +100,17 @@ class _Plan:
     given: BPETokenizer | None
     tokenizer_path: str | os.PathLike[str] | None
     state: dict[str, Any] = field(default_factory=dict)
+    #: with dedup: each document's split (corpus order), -1 for one dropped
+    doc_split: np.ndarray | None = None
+
+    def splits(self) -> Iterator[tuple[str, int]]:
+        """Every document of the corpus and its split (-1: dropped by dedup_keep="one")."""
+        if self.doc_split is None:
+            for t in self.corpus:
+                yield t, self.split_of(t)
+            return
+        for k, t in enumerate(self.corpus):
+            yield t, int(self.doc_split[k])
 
     @property
     def state_path(self) -> Path:
@@ -184,8 +196,8 @@ def _train(
     tick = report(on_progress, "train tokenizer", None)  # documents fed to the trainer
 
     def train_docs() -> Iterator[str]:
-        for t in plan.corpus:
-            if plan.split_of(t) == 0:
+        for t, where in plan.splits():
+            if where == 0:
                 tick(1)
                 yield t
 
@@ -252,8 +264,10 @@ def _route(
     pending: dict[str, list[str]] = {n: [] for n in plan.names}
     chars = dict.fromkeys(plan.names, 0)
     tick = report(on_progress, "read", None)
-    for text in plan.corpus:
-        n = SPLIT_NAMES[plan.split_of(text)]
+    for text, where in plan.splits():
+        if where < 0:
+            continue
+        n = SPLIT_NAMES[where]
         pending[n].append(text)
         chars[n] += len(text)
         if chars[n] >= batch_chars:
@@ -322,6 +336,49 @@ def _encode(
     }
 
 
+def _dedup_docs(plan: _Plan, method: str, keep: str, on_progress: Progress | None) -> DedupOutcome:
+    """One pass over the corpus: exact keys (and MinHash signatures for ``near``), then clusters.
+
+    Memory: 16 bytes per document (plus 512 for ``near``); the texts are not kept.
+    """
+    from datafuel.dedup import (
+        Clusters,
+        cluster_splits,
+        key_labels,
+        minhash_signatures,
+        near_text_clusters,
+        text_key,
+    )
+
+    tick = report(on_progress, "dedup", None)
+    keys: list[bytes] = []
+    which: list[int] = []
+    sigs: list[np.ndarray] = []
+    batch: list[str] = []
+    for t in plan.corpus:
+        keys.append(text_key(t))
+        which.append(plan.split_of(t))
+        if method == "near":
+            batch.append(t)
+            if len(batch) >= 4096:
+                sigs.append(minhash_signatures(batch, seed=plan.config["seed"]))
+                batch = []
+        tick(1)
+    if batch:
+        sigs.append(minhash_signatures(batch, seed=plan.config["seed"]))
+    exact = key_labels(np.array(keys, dtype="S16"))
+    if method == "near" and sigs:
+        clusters = near_text_clusters(exact, np.concatenate(sigs), seed=plan.config["seed"])
+    else:
+        clusters = Clusters(exact, "exact", {"normalize": "NFC, whitespace collapsed, case kept"})
+    before = np.array(which, np.int64)
+    after = cluster_splits(before, clusters.labels)
+    outcome = DedupOutcome(clusters, before, after, keep)
+    if outcome.found:
+        plan.doc_split = np.where(outcome.kept, after, -1)
+    return outcome
+
+
 def _split_record(plan: _Plan, counts: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
     return {
         "method": "hash",
@@ -343,6 +400,7 @@ def _summary(
     trained: bool,
     runner: Engine,
     timer: Timer,
+    dedup_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The build's summary, also kept in the state file (a rerun returns it as is)."""
     summary = make_summary(
@@ -360,6 +418,7 @@ def _summary(
         tokenizer_sha256=tok.fingerprint,
         tokenizer_trained=trained,
         corpus=plan.corpus.stats.to_json(),
+        dedup=dedup_info,
         resumed=False,
     )
     atomic_write_json(
@@ -391,6 +450,8 @@ def text(
     min_frequency: int = 2,
     batch_chars: int = 1 << 22,
     overwrite: bool = False,
+    dedup: str | None = None,
+    dedup_keep: str = "all",
 ) -> dict[str, Any]:
     """Split documents, fit a byte-level BPE on the train split, write token shard sets.
 
@@ -435,6 +496,12 @@ def text(
     overwrite
         ``out`` holding another kind of build is refused; ``True`` removes that build
         (only files datafuel wrote) first. A text rerun resumes without it.
+    dedup, dedup_keep
+        ``"exact"`` (the default: equal after Unicode NFC and whitespace collapsing,
+        case kept), ``"near"`` (also MinHash LSH over word 5-grams, Jaccard >= 0.8;
+        see :mod:`datafuel.dedup`) or ``"none"``. Each cluster goes to its first
+        document's split; ``dedup_keep="one"`` writes only that document.
+        ``dedup.json`` reports the clusters (see :mod:`datafuel.build._dedup`).
 
     Returns
     -------
@@ -455,6 +522,10 @@ def text(
     >>> ShardSet(d / "out" / "train").token_stream("tokens").num_documents == s["counts"]["train"]
     True
     """
+    method, explicit = resolve_dedup(dedup, "text")
+    check_keep(dedup_keep)
+    # the default leaves the configuration (and so every manifest) as it was before dedup
+    dedup_cfg = {} if (method, dedup_keep) == ("exact", "all") else {"dedup": [method, dedup_keep]}
     timer = Timer()
     # one build at a time into out: a second gets LockedError naming this process
     with locked(out, "build"), engine_for(engine) as runner:
@@ -468,11 +539,17 @@ def text(
             vocab_size=vocab_size,
             tokenizer=tokenizer,
             corpus_options={"text_field": text_field, "txt_mode": txt_mode},
-            config={"shard_bytes": int(shard_bytes), "min_frequency": int(min_frequency)},
+            config={
+                "shard_bytes": int(shard_bytes),
+                "min_frequency": int(min_frequency),
+                **dedup_cfg,
+            },
         )
         earlier = _finished(plan)
         if earlier is not None:
             return earlier
+        outcome = _dedup_docs(plan, method, dedup_keep, on_progress) if method != "none" else None
+        timer.lap("dedup")
         tok, trained = _tokenizer(plan, min_frequency, on_progress)
         timer.lap("train_tokenizer")
         counts = _encode(
@@ -486,6 +563,11 @@ def text(
         timer.lap("encode")
         for name in set(SPLIT_NAMES) - set(plan.names):  # a split at fraction 0 this time
             clear_split(plan.outdir, name)
-        write_split_record(plan.outdir, _split_record(plan, counts))
-        summary = _summary(plan, counts, tok, trained, runner, timer)
+        record = _split_record(plan, counts)
+        dedup_info = None
+        if outcome is not None and (explicit or outcome.found):
+            write_dedup_report(plan.outdir, outcome, kind="text", unit="document", describe=int)
+            dedup_info = record["dedup"] = outcome.split_entry()
+        write_split_record(plan.outdir, record)
+        summary = _summary(plan, counts, tok, trained, runner, timer, dedup_info)
     return summary

@@ -8,7 +8,7 @@ import click
 
 from datafuel import build
 
-from ._common import StageBars, echo_json, overwrite_option, parse_fractions
+from ._common import StageBars, dedup_options, echo_json, overwrite_option, parse_fractions
 from ._engine_opts import engine_options, open_engine
 
 
@@ -48,6 +48,7 @@ from ._engine_opts import engine_options, open_engine
     "--stratify", is_flag=True, help="Split each class separately (keeps class proportions)."
 )
 @overwrite_option
+@dedup_options("images")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
 def build_images(
@@ -61,6 +62,8 @@ def build_images(
     stratify: bool,
     as_json: bool,
     overwrite: bool,
+    dedup: str | None,
+    dedup_keep: str,
     engine: str,
     ray_address: str | None,
 ) -> None:
@@ -87,6 +90,8 @@ def build_images(
             engine=runner,
             on_progress=bars,
             overwrite=overwrite,
+            dedup=dedup,
+            dedup_keep=dedup_keep,
         )
     if as_json:
         echo_json(summary)

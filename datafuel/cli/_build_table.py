@@ -8,7 +8,7 @@ from datafuel import build
 from datafuel.errors import ConfigError
 
 from ._column_opts import column_options, parse_categorical
-from ._common import StageBars, echo_json, overwrite_option, parse_fractions
+from ._common import StageBars, dedup_options, echo_json, overwrite_option, parse_fractions
 from ._engine_opts import engine_options, open_engine
 
 __all__ = ["build_table"]
@@ -123,6 +123,7 @@ def _pair(text: str) -> tuple[float, float] | None:
     help="Close a shard once its data reaches this many bytes.",
 )
 @overwrite_option
+@dedup_options("table")
 @column_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
@@ -152,6 +153,9 @@ def build_table(
     shard_bytes: int,
     as_json: bool,
     overwrite: bool,
+    dedup: str | None,
+    dedup_keep: str,
+    dedup_key: tuple[str, ...],
     engine: str,
     ray_address: str | None,
 ) -> None:
@@ -220,6 +224,9 @@ def build_table(
             engine=runner,
             on_progress=bars,
             overwrite=overwrite,
+            dedup=dedup,
+            dedup_keep=dedup_keep,
+            dedup_key=list(dedup_key),
             keep=keep,
             allow_id=allow_id,
             drop_missing_target=drop_missing_target,

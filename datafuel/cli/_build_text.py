@@ -6,7 +6,7 @@ import click
 
 from datafuel import build
 
-from ._common import StageBars, echo_json, overwrite_option, parse_fractions
+from ._common import StageBars, dedup_options, echo_json, overwrite_option, parse_fractions
 from ._engine_opts import engine_options, open_engine
 
 
@@ -69,6 +69,7 @@ def _size(text: str) -> int:
 )
 @click.option("--shard-bytes", default="64MB", show_default=True, help="Target shard size.")
 @overwrite_option
+@dedup_options("text")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
 def build_text(
@@ -83,6 +84,8 @@ def build_text(
     shard_bytes: str,
     as_json: bool,
     overwrite: bool,
+    dedup: str | None,
+    dedup_keep: str,
     engine: str,
     ray_address: str | None,
 ) -> None:
@@ -119,6 +122,8 @@ def build_text(
             engine=runner,
             on_progress=bars,
             overwrite=overwrite,
+            dedup=dedup,
+            dedup_keep=dedup_keep,
         )
     if as_json:
         echo_json(summary)

@@ -108,3 +108,40 @@ def echo_json(obj: Any) -> None:
 
 def iter_lines(items: Iterable[str]) -> Iterator[str]:
     yield from items
+
+
+def dedup_options(kind: str) -> Any:
+    """``--dedup`` and ``--dedup-keep`` of a build verb (tables: no ``near``; ``--dedup-key``)."""
+    methods = ["none", "exact"] if kind == "table" else ["none", "exact", "near"]
+    what = {
+        "text": "equal after Unicode NFC and whitespace collapsing; near: MinHash LSH over word "
+        "5-grams, Jaccard >= 0.8",
+        "images": "the same decoded pixels; near: 64-bit DCT pHash within 10 bits (re-encodes, "
+        "resizes, small crops, brightness)",
+        "table": "rows equal on every feature column, or on the --dedup-key columns",
+    }[kind]
+
+    def wrap(fn: Any) -> Any:
+        fn = click.option(
+            "--dedup-keep",
+            type=click.Choice(["all", "one"]),
+            default="all",
+            show_default=True,
+            help="Keep every member of a duplicate cluster, or only its first.",
+        )(fn)
+        if kind == "table":
+            fn = click.option(
+                "--dedup-key",
+                multiple=True,
+                metavar="COL",
+                help="Compare rows on this column only (repeatable) instead of every feature.",
+            )(fn)
+        return click.option(
+            "--dedup",
+            type=click.Choice(methods),
+            default=None,
+            help=f"Duplicate clusters that stay in one split [default: exact] (exact: {what}). "
+            "Reported in dedup.json.",
+        )(fn)
+
+    return wrap

@@ -25,6 +25,7 @@ from ._clusters import (
     check_method,
     cluster_splits,
     image_clusters,
+    near_text_clusters,
     row_clusters,
     text_clusters,
 )
@@ -53,6 +54,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "lsh_params",
     "minhash_signatures",
     "near_normalize",
+    "near_text_clusters",
     "phash",
     "row_clusters",
     "row_keys",

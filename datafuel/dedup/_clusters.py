@@ -23,6 +23,7 @@ __all__ = [
     "check_method",
     "cluster_splits",
     "image_clusters",
+    "near_text_clusters",
     "row_clusters",
     "text_clusters",
 ]
@@ -133,12 +134,23 @@ def text_clusters(
     exact = key_labels(np.array([text_key(t) for t in texts], dtype="S16"))
     if method == "exact":
         return Clusters(exact, method, {"normalize": "NFC, whitespace collapsed, case kept"})
-    p = lsh_params(threshold, num_perm)
     sig = minhash_signatures(texts, num_perm=num_perm, ngram=ngram, seed=seed, workers=workers)
+    return near_text_clusters(exact, sig, threshold=threshold, ngram=ngram, seed=seed)
+
+
+def near_text_clusters(
+    exact: np.ndarray, sig: np.ndarray, *, threshold: float = 0.8, ngram: int = 5, seed: int = 0
+) -> Clusters:
+    """Near-duplicate clusters from exact labels and MinHash signatures made beforehand.
+
+    For corpora streamed in batches: :func:`key_labels` of the :func:`text_key` of
+    every document, and :func:`minhash_signatures` of the batches, stacked.
+    """
+    p = lsh_params(threshold, sig.shape[1])
     ci, cj = candidate_pairs(sig, p.bands, p.rows)
     i, j, est = verify_pairs(sig, ci, cj, p.cutoff)
     params = {**p.to_json(), "ngram": ngram, "seed": int(seed), "candidates": int(ci.size)}
-    return Clusters(_merge(n, [exact], i, j), method, params, (i, j, est))
+    return Clusters(_merge(sig.shape[0], [exact], i, j), "near", params, (i, j, est))
 
 
 def image_clusters(
