@@ -47,6 +47,7 @@ from ._common import SUMMARY_KEYS, Progress
 
 if _typing.TYPE_CHECKING:
     from ._apply import apply
+    from ._audit import audit
     from ._images import images
     from ._profile import profile
     from ._resample import resample
@@ -60,6 +61,7 @@ __getattr__ = _lazy_getattr(
     __name__,
     {
         "apply": "._apply",
+        "audit": "._audit",
         "images": "._images",
         "profile": "._profile",
         "read_table": "._tablecols",
@@ -73,6 +75,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
     "Progress",
     "SUMMARY_KEYS",
     "apply",
+    "audit",
     "images",
     "profile",
     "read_table",

@@ -262,7 +262,8 @@ def images(
     >>> for c in ("cat", "dog"):
     ...     (src / c).mkdir()
     ...     for i in range(5):
-    ...         Image.new("RGB", (32, 24), c == "cat" and "red" or "blue").save(src / c / f"{i}.jpg")
+    ...         color = (40 * i, 200 if c == "cat" else 0, 0)  # distinct: copies would cluster
+    ...         Image.new("RGB", (32, 24), color).save(src / c / f"{i}.png")
     >>> s = build.images(src, tempfile.mkdtemp(), fractions=(0.6, 0.2, 0.2))
     >>> s["counts"], s["classes"]
     ({'train': 6, 'val': 2, 'test': 2}, ['cat', 'dog'])

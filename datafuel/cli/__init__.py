@@ -57,6 +57,10 @@ _COMMANDS = {
         "datafuel.cli._inspect:inspect_cmd",
         "Schema, shard count, rows and bytes of a shard set (--verify).",
     ),
+    "audit": (
+        "datafuel.cli._audit:audit_cmd",
+        "Exact and near duplicates across shard sets (exit 1 when any).",
+    ),
     "demo": ("datafuel.cli._demo:demo", "Every stage end to end on built-in sample data."),
 }
 
@@ -164,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     global _debug
     _debug = _debug_from_env()
     try:
-        cli.main(args=argv, prog_name="datafuel", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="datafuel", standalone_mode=False)
+        if type(code) is int:  # a verb's ctx.exit(N) (audit: 1 when it finds a leak)
+            return code
     except click.exceptions.Abort as exc:
         interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
         if interrupted and _debug:
