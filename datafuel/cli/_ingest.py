@@ -5,7 +5,7 @@ The command is one call to :func:`datafuel.ingest.ingest`::
     ingest(URL, DIR, paginate=..., records_path=..., primary_key=..., max_pages=...,
            rate=..., headers={...}, page_size=..., max_attempts=...,
            allow_origins=(...), secret_params=(...), max_response_bytes=...,
-           max_depth=..., request_deadline=...)
+           max_depth=..., request_deadline=..., concurrency=..., total_field=...)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import click
 from datafuel.errors import ConfigError
 from datafuel.ingest import IngestProgress, IngestResult
 from datafuel.ingest import ingest as ingest_api
+from datafuel.ingest._ingest import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from datafuel.ingest._limits import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_BYTES,
@@ -69,6 +70,24 @@ def _summary(r: IngestResult) -> str:
     default="page",
     show_default=True,
     help="page | offset | cursor:FIELD | link (RFC 8288 Link rel=next).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Pages in flight for page and offset pagination (committed in page order, exactly "
+    "once). Cursor and link pagination are sequential by nature (each request needs the last "
+    "answer) and ignore it. A short page, an empty page or 204, a 404 past the first page, or "
+    "--total-field ends the listing; 429s halve it (AIMD). Use 1 for an API whose pages vary "
+    "in size or that shifts while paged.",
+)
+@click.option(
+    "--total-field",
+    default=None,
+    metavar="PATH",
+    help="Dotted path to the total record count in the body (e.g. total): with --concurrency "
+    "> 1, no page past the last one it implies is requested.",
 )
 @click.option(
     "--records-path",
@@ -177,6 +196,8 @@ def ingest(
     url: str,
     out: str,
     paginate: str,
+    concurrency: int,
+    total_field: str | None,
     records_path: str | None,
     primary_key: str | None,
     max_pages: int | None,
@@ -236,6 +257,8 @@ def ingest(
             request_deadline=request_deadline,
             fsync=not no_fsync,
             on_progress=on_progress,
+            concurrency=concurrency,
+            total_field=total_field,
         )
     if as_json:
         echo_json(result.to_dict())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +39,7 @@ from datafuel.errors import (
 )
 
 from ._checkpoint import STATE_VERSION, Checkpoint, DriftLog
+from ._concurrent import ConcurrentFetcher
 from ._flatten import flatten_record
 from ._limits import DEFAULT_DEADLINE, DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, ResponseLimits
 from ._paginate import PageRequest, Paginator, make_paginator
@@ -48,10 +50,15 @@ from ._schema import DriftEvent, SchemaTracker
 from ._secrets import SecretPolicy, check_headers, origin, redact_url
 from ._sink import ParquetSink, part_index
 from ._source import RestSource
+from ._throttle import Throttle
 
 __all__ = ["IngestProgress", "IngestResult", "ingest"]
 
 log = logging.getLogger("datafuel.ingest")
+
+#: Pages in flight at most (``--concurrency``) for page and offset pagination.
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 64
 
 #: Arguments that define *what* is ingested; a rerun into the same directory must match.
 _IDENTITY = ("url", "paginate", "records_path", "primary_key", "page_size")
@@ -101,6 +108,7 @@ def _check_args(
     page_size: int | None,
     max_group_pages: int,
     headers: Mapping[str, str],
+    concurrency: int,
 ) -> None:
     try:
         parsed = httpx.URL(url)
@@ -114,6 +122,7 @@ def _check_args(
     check_int("page_size", page_size, none_ok=True)
     check_headers(headers)
     check_int("max_group_pages", max_group_pages)
+    check_int("concurrency", concurrency, high=MAX_CONCURRENCY)
 
 
 def _describe_config(cfg: Mapping[str, Any]) -> str:
@@ -151,6 +160,7 @@ class IngestState:
     new_records: int = 0
     url: str = ""
     secret_params: tuple[str, ...] = ()
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def finished(self, max_pages: int | None) -> bool:
         """The listing ended, or a ``max_pages`` stop that this run's limit does not lift."""
@@ -161,7 +171,8 @@ class IngestState:
         return max_pages is not None and self.state["pages"] >= max_pages
 
     def on_retry(self, request: PageRequest, attempt: int, reason: str, delay: float) -> None:
-        self.retries += 1
+        with self._count_lock:  # concurrent workers retry too
+            self.retries += 1
 
     def save(self) -> None:
         """Bring the retry and request totals up to date and write the checkpoint."""
@@ -482,7 +493,7 @@ def _committed_keys(sink: ParquetSink, primary_key: str | None) -> set[str]:
 
 def _run(
     run: IngestState,
-    fetcher: Prefetcher | Inline,
+    fetcher: Prefetcher | Inline | ConcurrentFetcher,
     max_pages: int | None,
     max_group_pages: int,
     url: str,
@@ -539,6 +550,8 @@ def ingest(
     max_response_bytes: int = DEFAULT_MAX_BYTES,
     max_depth: int = DEFAULT_MAX_DEPTH,
     request_deadline: float = DEFAULT_DEADLINE,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    total_field: str | None = None,
 ) -> IngestResult:
     """Pull every page of a JSON REST API into a Parquet dataset directory, resumably.
 
@@ -601,6 +614,21 @@ def ingest(
     request_deadline
         Seconds of wall clock for one request, redirects and a slow trickle included
         (default 300); past it the request is retried like a timeout.
+    concurrency
+        Pages in flight at most (default 4, at most 64) for ``"page"`` and ``"offset"``
+        pagination, whose requests do not depend on the last answer (cursor and link
+        pagination are walked one page at a time, as with ``1``). Pages are still
+        committed strictly in page order (a bounded reorder buffer), exactly once. The
+        run's first page is fetched alone and sets the page size; an empty page (or a
+        204), a *short* page (fewer records than that), a 404 after the first page, or
+        the ``total_field`` count ends the listing there, and the answers in flight
+        past it are discarded. A 429 (or a 503 with ``Retry-After``) halves the pages
+        in flight (AIMD, growing back by about one per round) and pauses every worker
+        for the ``Retry-After``; ``rate`` is shared by all of them. An API whose pages
+        vary in size before the end needs ``concurrency=1``.
+    total_field
+        Dotted path to the total record count in the body (``"total"``): with
+        ``concurrency`` > 1 no page past the last one it implies is requested.
 
     Returns
     -------
@@ -628,7 +656,7 @@ def ingest(
     >>> table = read_ingested("out/listings")  # doctest: +SKIP
     """
     headers = dict(headers or {})
-    _check_args(url, max_pages, page_size, max_group_pages, headers)
+    _check_args(url, max_pages, page_size, max_group_pages, headers, concurrency)
     secret_params = tuple(secret_params)
     policy = SecretPolicy(url, allow_origins, secret_params, headers)
     limits = ResponseLimits(max_response_bytes, max_depth, request_deadline)
@@ -658,6 +686,8 @@ def ingest(
                 transport=transport,
                 on_progress=on_progress,
                 limits=limits,
+                concurrency=concurrency,
+                total_field=total_field,
             )
     except DatafuelError as exc:
         _scrub(exc, policy)
@@ -694,6 +724,8 @@ def _ingest_locked(
     transport: httpx.BaseTransport | None,
     on_progress: Callable[[IngestProgress], None] | None,
     limits: ResponseLimits,
+    concurrency: int,
+    total_field: str | None,
 ) -> IngestResult:
     """:func:`ingest` once the lock of ``root`` is held."""
     paginator = make_paginator(paginate) if isinstance(paginate, str) else paginate
@@ -725,24 +757,43 @@ def _ingest_locked(
     run.primary_key, run.on_progress = primary_key, on_progress
     run.seen_keys = _committed_keys(run.sink, primary_key)
     run.base_retries, run.base_requests = run.state["retries"], run.state["requests"]
+    concurrent = (
+        prefetch and concurrency > 1 and paginator.planned(first, first.index + 1, 1) is not None
+    )
+    throttle = Throttle(concurrency, rate_limiter) if concurrent else None
+    if throttle is not None and retry.sleep is time.sleep:
+        retry = replace(retry, sleep=throttle.sleep)  # a backoff ends when the run does
     run.source = source = RestSource(
         records_path=records_path,
         retry=retry,
-        rate_limiter=rate_limiter,
+        rate_limiter=throttle if throttle is not None else rate_limiter,  # type: ignore[arg-type]
         timeout=timeout,
         transport=transport,
         on_retry=run.on_retry,
         secrets=policy,
         limits=limits,
+        on_throttle=throttle.throttled if throttle is not None else None,
     )
-    walk = fetch_pages(
-        source.fetch,
-        paginator,
-        first,
-        max_pages=max_pages,
-        last_hash=run.state["last_page_hash"],
-    )
-    fetcher: Prefetcher | Inline = Prefetcher(walk) if prefetch else Inline(walk)
+    fetcher: Prefetcher | Inline | ConcurrentFetcher
+    if throttle is not None:
+        fetcher = ConcurrentFetcher(
+            source.fetch,
+            paginator,
+            first,
+            throttle,
+            max_pages=max_pages,
+            last_hash=run.state["last_page_hash"],
+            total_field=total_field,
+        )
+    else:
+        walk = fetch_pages(
+            source.fetch,
+            paginator,
+            first,
+            max_pages=max_pages,
+            last_hash=run.state["last_page_hash"],
+        )
+        fetcher = Prefetcher(walk) if prefetch else Inline(walk)
     run.state["status"] = "running"
     try:
         _run(run, fetcher, max_pages, max_group_pages, shown_url)

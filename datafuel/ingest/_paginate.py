@@ -159,6 +159,15 @@ class Paginator:
     def stop_reason(self) -> str:
         return "empty page"
 
+    def planned(self, first: PageRequest, index: int, step: int) -> PageRequest | None:
+        """The request for page ``index`` knowing only ``first`` and the page size ``step``.
+
+        ``None`` (the default) when the next request depends on the last response
+        (cursor, link): such a listing is walked one page at a time. Page and offset
+        paginators override it, which lets :mod:`._concurrent` keep many in flight.
+        """
+        return None
+
     # loop detection ------------------------------------------------------------------
     def _remember(
         self, value: str, request: PageRequest, what: str, *, shown: str | None = None
@@ -218,6 +227,12 @@ class PagePaginator(Paginator):
             request.index + 1,
         )
 
+    def planned(self, first: PageRequest, index: int, step: int) -> PageRequest | None:
+        number = self.first_page + index
+        return PageRequest(
+            first.url, _with_params(first.params, **{self.page_param: number}), index
+        )
+
 
 @dataclass
 class OffsetPaginator(Paginator):
@@ -245,6 +260,13 @@ class OffsetPaginator(Paginator):
             request.url,
             _with_params(request.params, **{self.offset_param: offset}),
             request.index + 1,
+        )
+
+    def planned(self, first: PageRequest, index: int, step: int) -> PageRequest | None:
+        start = int(dict(first.params).get(self.offset_param, "0"))
+        offset = start + (index - first.index) * step
+        return PageRequest(
+            first.url, _with_params(first.params, **{self.offset_param: offset}), index
         )
 
 

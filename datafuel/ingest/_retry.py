@@ -30,13 +30,17 @@ T = TypeVar("T")
 class TransientError(Exception):
     """A failure worth retrying (internal: the source turns it into a datafuel error).
 
-    ``retry_after`` is the raw ``Retry-After`` header value when the server sent one.
+    ``retry_after`` is the raw ``Retry-After`` header value when the server sent one;
+    ``status`` the HTTP status, when there was an answer.
     """
 
-    def __init__(self, reason: str, *, retry_after: str | None = None) -> None:
+    def __init__(
+        self, reason: str, *, retry_after: str | None = None, status: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.status = status
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:

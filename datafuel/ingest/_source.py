@@ -12,6 +12,7 @@ bounded by :class:`~datafuel.ingest._limits.ResponseLimits` (size, depth, deadli
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -84,6 +85,9 @@ class RestSource:
         An ``httpx`` transport (tests); default is a real connection pool.
     on_retry
         Called as ``on_retry(request, attempt, reason, delay)`` before each backoff sleep.
+    on_throttle
+        Called as ``on_throttle(delay)`` when the server throttles (a 429, or a 503 with
+        ``Retry-After``), so that concurrent workers all slow down (:mod:`._throttle`).
     secrets
         Which origins see the headers, and what is redacted (:class:`SecretPolicy`).
     limits
@@ -115,12 +119,15 @@ class RestSource:
         secrets: SecretPolicy | None = None,
         limits: ResponseLimits | None = None,
         max_redirects: int = MAX_REDIRECTS,
+        on_throttle: Callable[[float], None] | None = None,
     ) -> None:
         self.records_path = records_path
         self.retry = retry if retry is not None else RetryPolicy()
         self.rate_limiter = rate_limiter
         self.on_retry = on_retry
+        self.on_throttle = on_throttle
         self.requests = 0
+        self._count_lock = threading.Lock()
         self.secrets = secrets
         self._headers = dict(headers or {})
         if secrets is None:
@@ -159,8 +166,12 @@ class RestSource:
             url = self._redirect_target(resp, request, visited, where, policy)
         if status in RETRY_STATUSES:
             raise TransientError(
-                f"HTTP {status} {resp.reason_phrase}", retry_after=resp.headers.get("retry-after")
+                f"HTTP {status} {resp.reason_phrase}",
+                retry_after=resp.headers.get("retry-after"),
+                status=status,
             )
+        if status == 204:  # No Content: an empty page, the end of the listing
+            return PageResponse(body=None, headers=resp.headers, url=str(resp.url), records=[])
         if status >= 400:
             raise HTTPError(
                 f"{where}: HTTP {status} {resp.reason_phrase}; "
@@ -181,7 +192,8 @@ class RestSource:
         """One GET (one hop): the response and its body (empty for errors and redirects)."""
         if self.rate_limiter is not None:
             self.rate_limiter.acquire()
-        self.requests += 1
+        with self._count_lock:  # workers share a source
+            self.requests += 1
         left = until - time.monotonic()
         if left <= 0:
             raise TransientError(
@@ -319,6 +331,10 @@ class RestSource:
             )
             if self.on_retry is not None:
                 self.on_retry(request, attempt, exc.reason, delay)
+            if self.on_throttle is not None and (
+                exc.status == 429 or (exc.status == 503 and exc.retry_after is not None)
+            ):
+                self.on_throttle(delay)
 
         try:
             return self.retry.call(lambda: self._attempt(request), on_retry=on_retry)

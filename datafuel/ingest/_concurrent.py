@@ -1,0 +1,273 @@
+"""Many pages in flight, committed strictly in page order: page and offset pagination.
+
+Where the request for page *i* is known without page *i - 1*'s answer
+(:meth:`~datafuel.ingest.Paginator.planned`), :class:`ConcurrentFetcher` keeps up to
+``concurrency`` requests in flight on worker threads. Threads, not asyncio: the
+request path (:class:`~datafuel.ingest.RestSource`: hop-by-hop redirects with the
+header policy, streaming size and deadline limits, tenacity retries) is synchronous
+and proven, ``httpx.Client`` is thread-safe with one shared connection pool, the GIL
+is released while a socket waits, and the writer that commits (fsync) stays the plain
+loop of :mod:`._ingest`.
+
+- **Order**: answers land in a reorder buffer keyed by page index; :meth:`take` hands
+  the writer only the run of consecutive pages from the next uncommitted one, so the
+  checkpoint protocol (part, drift lines, state) is unchanged and exactly-once. A
+  worker does not start page *i* while *i* is ``window`` pages or more ahead of the
+  writer: the buffer is bounded.
+- **Probe**: the first page of a run is fetched alone; its record count is the page
+  size ``step`` (offsets advance by it), whatever ``--page-size`` asked for.
+- **End of data**: an empty page (or a 204), a *short* page (fewer records than the
+  probe), a page at or past ``--total-field``'s count, or a 404 after the first page
+  ends the listing at that page. No page past it is requested any more, and answers
+  already in flight past it are discarded, never committed.
+- **Errors**: a page that fails (retries exhausted, a 4xx) stops new requests; the
+  pages before it are committed, then the error is raised, as in a sequential run.
+- **Throttling**: every worker goes through one :class:`~._throttle.Throttle` (AIMD
+  window, a shared ``Retry-After`` pause, the shared ``--rate``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from datafuel.errors import HTTPError, PaginationError
+
+from ._paginate import PageRequest, PageResponse, Paginator, get_path
+from ._prefetch import FetchedPage, page_hash
+from ._throttle import Stopped, Throttle
+
+__all__ = ["ConcurrentFetcher"]
+
+
+@dataclass
+class _End:
+    """Page ``index`` ends the listing without records (a 404 past the end)."""
+
+    reason: str
+
+
+class ConcurrentFetcher:
+    """Fetch pages ``first.index, first.index + 1, ...`` on ``concurrency`` threads.
+
+    Same interface as :class:`~datafuel.ingest._prefetch.Prefetcher`: :meth:`take`
+    returns ``(pages, error, ended)`` and :meth:`close` stops the workers.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[PageRequest], PageResponse],
+        paginator: Paginator,
+        first: PageRequest,
+        throttle: Throttle,
+        *,
+        max_pages: int | None,
+        last_hash: str | None,
+        total_field: str | None = None,
+        window: int | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self._paginator = paginator
+        self._first = first
+        self._throttle = throttle
+        self._total_field = total_field
+        concurrency = throttle.ceiling
+        self._window = window if window is not None else max(2 * concurrency, 8)
+        self._last_hash = last_hash
+        self._cv = threading.Condition()
+        self._results: dict[int, PageResponse | _End | BaseException] = {}
+        self._next_claim = first.index
+        self._next_take = first.index
+        #: no page at or past this index is requested: the end, an error, max_pages
+        self._bound = max_pages if max_pages is not None else math.inf
+        self._end_reason: str | None = "max pages" if max_pages is not None else None
+        self._step: int | None = None  # learnt from the probe (the run's first page)
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"datafuel-ingest-fetch-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # workers ---------------------------------------------------------------------------
+    def _claim(self) -> int | None:
+        """The next page index to fetch, waiting for the probe and for room in the buffer."""
+        with self._cv:
+            while True:
+                if self._closed or self._next_claim >= self._bound:
+                    return None
+                probing = self._step is None and self._next_claim > self._first.index
+                if not probing and self._next_claim - self._next_take < self._window:
+                    index = self._next_claim
+                    self._next_claim += 1
+                    return index
+                self._cv.wait(0.05)
+
+    def _request(self, index: int) -> PageRequest:
+        if index == self._first.index:
+            return self._first
+        planned = self._paginator.planned(self._first, index, self._step or 1)
+        if planned is None:  # guarded by the caller (make_fetcher); a custom paginator
+            raise PaginationError(
+                f"--paginate {self._paginator.spec} cannot plan page {index} ahead", page=index
+            )
+        return PageRequest(
+            planned.url, planned.params, index, secret_params=self._first.secret_params
+        )
+
+    def _work(self) -> None:
+        while True:
+            index = self._claim()
+            if index is None:
+                return
+            try:
+                self._throttle.enter()
+            except Stopped:
+                return
+            result: PageResponse | _End | BaseException
+            try:
+                result = self._fetch(self._request(index))
+                self._throttle.succeeded()
+            except Stopped:
+                return
+            except HTTPError as exc:
+                past_end = getattr(exc, "status", None) == 404 and index > self._first.index
+                result = _End("HTTP 404 past the end") if past_end else exc
+            except BaseException as exc:  # handed to the writer thread, which re-raises it
+                result = exc
+            finally:
+                self._throttle.leave()
+            self._deliver(index, result)
+
+    def _deliver(self, index: int, result: PageResponse | _End | BaseException) -> None:
+        with self._cv:
+            if index >= self._bound:  # in flight past the end: discarded
+                self._cv.notify_all()
+                return
+            try:
+                if isinstance(result, PageResponse) and index == self._first.index:
+                    self._learn(result)
+                reason = self._ends(index, result)
+            except PaginationError as exc:
+                result, reason = exc, "error"
+            if reason is not None:
+                self._bound, self._end_reason = index + 1, reason
+                for i in [i for i in self._results if i > index]:
+                    del self._results[i]
+            self._results[index] = result
+            self._cv.notify_all()
+
+    def _learn(self, probe: PageResponse) -> None:
+        """The page size from the probe, and the last page from a total count."""
+        self._step = max(1, len(probe.records))
+        if self._total_field is None or not probe.records:
+            return
+        try:
+            total = get_path(probe.body, self._total_field)
+        except KeyError:
+            total = None
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise PaginationError(
+                f"page {self._first.index} ({self._first.describe()}): --total-field "
+                f"{self._total_field!r} holds {total!r}, expected a count >= 0",
+                page=self._first.index,
+                field=self._total_field,
+            )
+        # page i holds records [i * step, (i + 1) * step): the last one holds record total - 1
+        last = max(self._first.index, math.ceil(total / self._step) - 1)
+        if last + 1 < self._bound:
+            self._bound, self._end_reason = last + 1, f"total count {total} reached"
+
+    def _ends(self, index: int, result: PageResponse | _End | BaseException) -> str | None:
+        """Why page ``index`` ends the listing (or stops new requests), or ``None``."""
+        if isinstance(result, _End):
+            return result.reason
+        if isinstance(result, BaseException):
+            return "error"
+        n = len(result.records)
+        if n == 0:
+            return self._paginator.stop_reason()
+        if self._step is not None and n < self._step:
+            return f"short page ({n} < {self._step} records)"
+        if self._step is not None and n > self._step and self._paginator.spec == "offset":
+            raise PaginationError(
+                f"page {index} returned {n} records, more than the {self._step} of the run's "
+                "first page; offsets planned ahead would overlap. Use --concurrency 1.",
+                page=index,
+            )
+        if index + 1 == self._bound and self._end_reason not in (None, "max pages"):
+            return self._end_reason
+        return None
+
+    # the writer ------------------------------------------------------------------------
+    def take(self, limit: int) -> tuple[list[FetchedPage], BaseException | None, bool]:
+        """The consecutive pages from the next uncommitted one (blocking for the first)."""
+        with self._cv:
+            while self._next_take not in self._results and self._next_take < self._bound:
+                self._cv.wait(0.05)
+            pages: list[FetchedPage] = []
+            error: BaseException | None = None
+            while len(pages) < limit and self._next_take in self._results:
+                index = self._next_take
+                result = self._results.pop(index)
+                self._next_take += 1
+                if isinstance(result, BaseException):
+                    error = result
+                    break
+                try:
+                    pages.append(self._page(index, result))
+                except PaginationError as exc:
+                    error = exc
+                    break
+                if pages[-1].next is None:
+                    break
+            self._cv.notify_all()
+            ended = error is not None or (bool(pages) and pages[-1].next is None)
+            if not pages and error is None and self._next_take >= self._bound:
+                ended = True
+            return pages, error, ended
+
+    def _page(self, index: int, result: PageResponse | _End) -> FetchedPage:
+        request = self._request(index)
+        if isinstance(result, _End):
+            response = PageResponse(body=None, headers={}, url=request.full_url(), records=[])
+            return self._fetched(request, response, None, result.reason)
+        if result.records:
+            digest = page_hash(result.records)
+            if digest == self._last_hash:
+                raise PaginationError(
+                    f"page {index} ({request.describe()}) returned exactly the same records as "
+                    "the page before it: the API seems to ignore the pagination parameter of "
+                    f"--paginate {self._paginator.spec}; stopping instead of looping",
+                    page=index,
+                )
+            self._last_hash = digest
+        final = index + 1 == self._bound and self._end_reason != "max pages"
+        nxt = None if final else self._paginator.next(request, result)
+        if nxt is not None:
+            nxt = PageRequest(nxt.url, nxt.params, nxt.index, secret_params=request.secret_params)
+        reason = (self._end_reason or self._paginator.stop_reason()) if nxt is None else None
+        return self._fetched(request, result, nxt, reason)
+
+    def _fetched(
+        self,
+        request: PageRequest,
+        response: PageResponse,
+        nxt: PageRequest | None,
+        reason: str | None,
+    ) -> FetchedPage:
+        state: dict[str, Any] = self._paginator.state_dict()
+        return FetchedPage(request, response, nxt, reason, state, self._last_hash)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the workers; answers still in flight are discarded."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._throttle.stop()
+        for t in self._threads:
+            t.join(timeout if timeout is not None else 30.0)
