@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from datafuel.dedup import Clusters, image_clusters, image_keys, key_labels, text_clusters
-from datafuel.errors import ConfigError, InputDataError
+from datafuel.errors import ConfigError, InputDataError, OutputError
 from datafuel.loaders import ShardSet
 
 __all__ = ["audit"]
@@ -83,15 +83,30 @@ def _clusters(kind: str, records: list[Any], method: str) -> Clusters:
 
 
 def audit(  # noqa: C901 - one pass: read, cluster, pick the cross pairs
-    sets: Sequence[str | os.PathLike[str]], *, method: str = "near", worst: int = 20
+    sets: Sequence[str | os.PathLike[str]],
+    *,
+    method: str = "near",
+    worst: int = 20,
+    html: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Duplicates across shard sets: counts, the ``worst`` pairs, text excerpts.
 
     ``sets`` are shard set directories, or build outputs (their ``train``/``val``/
     ``test``). Returns ``{"kind", "sets", "cross_clusters", "cross_pairs", "pairs",
     "leaked"}``; ``leaked`` is true when any record has a copy in another set.
-    Tables are compared exactly (on the stored features).
+    Tables are compared exactly (on the stored features). ``html`` names a
+    self-contained HTML page to write with the same pairs: images side by side as
+    thumbnails, text with the shared run of words marked (see
+    :mod:`datafuel.build._audit_html`).
     """
+    if html is not None:
+        html = Path(html)
+        if not html.parent.is_dir():
+            raise OutputError(
+                f"HTML report {html}: the folder {html.parent} does not exist.", path=html.parent
+            )
+    if isinstance(worst, bool) or not isinstance(worst, int) or worst < 0:
+        raise ConfigError(f"worst must be an int >= 0. Got {worst!r} instead.")
     paths = _sets(sets)
     kinds, records, owner = [], [], []
     for k, p in enumerate(paths):
@@ -130,7 +145,7 @@ def audit(  # noqa: C901 - one pass: read, cluster, pick the cross pairs
             d["excerpt"] = records[x][:200]
         return d
 
-    return {
+    result = {
         "kind": kind,
         "method": c.method,
         "sets": {str(p): int(start[k + 1] - start[k]) for k, p in enumerate(paths)},
@@ -142,3 +157,17 @@ def audit(  # noqa: C901 - one pass: read, cluster, pick the cross pairs
         ],
         "leaked": bool(cross),
     }
+    if html is not None:
+        from ._audit_html import write_audit_html
+
+        opened: dict[int, ShardSet] = {}
+
+        def payload(x: int) -> Any:
+            if kind != "table":
+                return records[x]
+            k = int(own[x])
+            ds = opened.setdefault(k, ShardSet(paths[k]))
+            return ds[int(x - start[k])]["x"]
+
+        write_audit_html(html, result, [(a, b) for a, b, _ in pairs[:worst]], payload)
+    return result
