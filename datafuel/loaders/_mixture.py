@@ -52,6 +52,9 @@ __all__ = ["Mixture", "check_weights", "feistel_permute"]
 _MAX_DENOMINATOR = 2**22
 _FALLBACK_DENOMINATOR = 2**20
 _U64 = 0xFFFFFFFFFFFFFFFF
+#: positions computed at once when a small request misses the look-ahead cache
+_CHUNK = 2048
+_ROUNDS = 4
 
 
 def _splitmix(*words: int) -> int:
@@ -72,6 +75,15 @@ def _mix_array(z: np.ndarray) -> np.ndarray:
     z = z ^ (z >> np.uint64(27))
     z = z * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
+
+
+def _encrypt(v: np.ndarray, half: np.ndarray, mask: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """One Feistel pass per element, each with its own half width, mask and round keys
+    (``keys[i, r]``): the vectorised form of ``feistel_permute``'s ``encrypt``."""
+    left, right = v >> half, v & mask
+    for r in range(keys.shape[1]):
+        left, right = right, left ^ (_mix_array(right ^ keys[:, r]) & mask)
+    return (left << half) | right
 
 
 def feistel_permute(x: np.ndarray, n: int, key: int, rounds: int = 4) -> np.ndarray:
@@ -254,7 +266,46 @@ class Mixture:
         self.deviation_bound = 0.0
         self._setup(self._root, 0.0, 1)
         #: largest position this order can address with int64 arithmetic
-        self.max_position = (2**62) // max(1, total)
+        self.max_position = (2**62) // max(1, total, len(self.names))
+        self._flatten()
+
+    def _flatten(self) -> None:
+        """The tree as flat node arrays for the vectorised descent (a leaf loops onto
+        itself with ``wl = wt = 1``, so every position takes ``depth`` steps), and the
+        per-source Feistel widths."""
+        nodes: list[_Node] = []
+        depth = 0
+
+        def visit(node: _Node, d: int) -> None:
+            nonlocal depth
+            nodes.append(node)
+            depth = max(depth, d)
+            if node.left is not None and node.right is not None:
+                visit(node.left, d + 1)
+                visit(node.right, d + 1)
+
+        visit(self._root, 0)
+        at = {id(node): i for i, node in enumerate(nodes)}
+        k = len(nodes)
+        self._depth = depth
+        self._wl, self._wt = np.ones(k, np.int64), np.ones(k, np.int64)
+        self._ph, self._leaf = np.zeros(k, np.int64), np.zeros(k, np.int64)
+        self._left, self._right = np.arange(k), np.arange(k)
+        for i, node in enumerate(nodes):
+            if node.left is None or node.right is None:
+                assert node.leaf is not None
+                self._leaf[i] = node.leaf
+                continue
+            self._wl[i], self._wt[i], self._ph[i] = node.wl, node.wt, node.phase
+            self._left[i], self._right[i] = at[id(node.left)], at[id(node.right)]
+        self._n = np.array(self.sizes, np.int64)
+        bits = [max(2, (max(n, 1) - 1).bit_length()) for n in self.sizes]
+        bits = [b + (b & 1) for b in bits]
+        self._half = np.array([b // 2 for b in bits], np.uint64)
+        self._mask = np.array([(1 << (b // 2)) - 1 for b in bits], np.uint64)
+        self._keys: dict[tuple[int, int], list[int]] = {}
+        #: look-ahead cache: (first position, source, sample, pass) of one chunk
+        self._cache: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _setup(self, node: _Node, dev: float, node_id: int) -> None:
         """Seeded phases, and the window-deviation bound ``D`` at every leaf."""
@@ -283,7 +334,97 @@ class Mixture:
 
     def locate(self, positions: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(source, local count)`` per global position: which source it takes and how many
-        earlier positions took that source (O(tree depth) per position)."""
+        earlier positions took that source (O(tree depth) per position, vectorised: a few
+        numpy calls per tree level for the whole array)."""
+        return self._locate(self._positions(positions))
+
+    def _locate(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = g.copy()
+        if self._depth == 0:
+            return np.full(g.size, self._leaf[0], np.int64), m
+        # the root: one node for every position, so scalars instead of gathers
+        wl, wt, ph = int(self._wl[0]), int(self._wt[0]), int(self._ph[0])
+        x = m * wl + ph
+        before = x // wt
+        go = (x + wl) // wt > before
+        m = np.where(go, before, m - before)
+        cur = np.where(go, self._left[0], self._right[0])
+        for _ in range(self._depth - 1):
+            wl_, wt_ = self._wl[cur], self._wt[cur]
+            x = m * wl_ + self._ph[cur]
+            before = x // wt_
+            go = (x + wl_) // wt_ > before
+            m = np.where(go, before, m - before)
+            cur = np.where(go, self._left[cur], self._right[cur])
+        return self._leaf[cur], m
+
+    def samples(self, positions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(source, sample, pass)`` per global position.
+
+        ``sample`` indexes the source's own samples (rows, or its windows in stream
+        order); ``pass`` is the source's pass that served it. Vectorised over the whole
+        array (every source and pass at once), and a small request (a batch) computes
+        the next ``_CHUNK`` positions at once and serves later batches from them.
+        """
+        g = self._positions(positions)
+        if g.size == 0:
+            e = np.zeros(0, np.int64)
+            return e, e.copy(), e.copy()
+        lo, hi = int(g.min()), int(g.max())
+        cache = self._cache
+        if cache is not None and lo >= cache[0] and hi < cache[0] + cache[1].size:
+            i = g - cache[0]
+            return cache[1][i], cache[2][i], cache[3][i]
+        if hi - lo >= _CHUNK:
+            return self._samples(g)
+        stop = min(lo + _CHUNK, self.max_position + 1)
+        src, sample, passes = self._samples(np.arange(lo, stop, dtype=np.int64))
+        self._cache = (lo, src, sample, passes)
+        i = g - lo
+        return src[i], sample[i], passes[i]
+
+    def _samples(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src, local = self._locate(g)
+        n = self._n[src]
+        passes = local // n
+        j = local - passes * n
+        if not self.shuffle:
+            return src, j, passes
+        return src, self._permute(src, passes, j, n), passes
+
+    def _round_keys(self, source: int, pass_: int) -> list[int]:
+        """``feistel_permute``'s round keys of one source's pass (memoised, bounded)."""
+        got = self._keys.get((source, pass_))
+        if got is None:
+            key = self.pass_key(source, pass_)
+            got = [_splitmix(key, r) for r in range(_ROUNDS)]
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            self._keys[(source, pass_)] = got
+        return got
+
+    def _permute(
+        self, src: np.ndarray, passes: np.ndarray, j: np.ndarray, n: np.ndarray
+    ) -> np.ndarray:
+        """``feistel_permute(j, n, pass_key(src, pass))`` elementwise, in one vectorised walk."""
+        nsrc = len(self.names)
+        group = passes * nsrc + src  # passes <= max_position <= 2**62 // nsrc
+        uniq, inv = np.unique(group, return_inverse=True)
+        table = np.array(
+            [self._round_keys(int(u) % nsrc, int(u) // nsrc) for u in uniq.tolist()], np.uint64
+        )
+        keys = table[inv.reshape(-1)]
+        half, mask, nn = self._half[src], self._mask[src], n.astype(np.uint64)
+        y = _encrypt(j.astype(np.uint64), half, mask, keys)
+        out = np.flatnonzero(y >= nn)
+        while out.size:
+            y[out] = _encrypt(y[out], half[out], mask[out], keys[out])
+            out = out[y[out] >= nn[out]]
+        return y.astype(np.int64)
+
+    def _locate_reference(self, positions: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`locate` by the definition: a recursive descent that splits the positions
+        at every node (kept as the reference the fast path is tested against)."""
         g = self._positions(positions)
         src = np.empty(g.size, np.int64)
         local = np.empty(g.size, np.int64)
@@ -320,13 +461,10 @@ class Mixture:
             stack += [(node.left, left), (node.right, m - left)]
         return out
 
-    def samples(self, positions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(source, sample, pass)`` per global position.
-
-        ``sample`` indexes the source's own samples (rows, or its windows in stream
-        order); ``pass`` is the source's pass that served it.
-        """
-        src, local = self.locate(positions)
+    def _samples_reference(self, positions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`samples` by the definition: one Feistel call per (source, pass) group
+        (kept as the reference the fast path is tested against)."""
+        src, local = self._locate_reference(positions)
         sample = np.empty_like(local)
         passes = np.empty_like(local)
         for s in np.unique(src).tolist():
