@@ -8,7 +8,14 @@ import click
 
 from datafuel import build
 
-from ._common import StageBars, dedup_options, echo_json, overwrite_option, parse_fractions
+from ._common import (
+    StageBars,
+    dedup_options,
+    echo_dedup,
+    echo_json,
+    overwrite_option,
+    parse_fractions,
+)
 from ._engine_opts import engine_options, open_engine
 
 
@@ -102,3 +109,4 @@ def build_images(
         f"skipped {summary['skipped']}"
         + (f" (listed in {out / 'skipped.json'})" if summary["skipped"] else "")
     )
+    echo_dedup(summary, "image", out)

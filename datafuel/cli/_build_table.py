@@ -8,7 +8,14 @@ from datafuel import build
 from datafuel.errors import ConfigError
 
 from ._column_opts import column_options, parse_categorical
-from ._common import StageBars, dedup_options, echo_json, overwrite_option, parse_fractions
+from ._common import (
+    StageBars,
+    dedup_options,
+    echo_dedup,
+    echo_json,
+    overwrite_option,
+    parse_fractions,
+)
 from ._engine_opts import engine_options, open_engine
 
 __all__ = ["build_table"]
@@ -239,6 +246,7 @@ def build_table(
         f"wrote {out}: train {rows['train']}, val {rows['val']}, test {rows['test']} rows, "
         f"{len(summary['columns'])} features"
     )
+    echo_dedup(summary, "row", out)
     for col, kind in summary["coerced_columns"].items():
         click.echo(
             f"  {col}: widened to text by ingest drift, every value a number: read as {kind}"

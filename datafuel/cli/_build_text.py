@@ -6,7 +6,14 @@ import click
 
 from datafuel import build
 
-from ._common import StageBars, dedup_options, echo_json, overwrite_option, parse_fractions
+from ._common import (
+    StageBars,
+    dedup_options,
+    echo_dedup,
+    echo_json,
+    overwrite_option,
+    parse_fractions,
+)
 from ._engine_opts import engine_options, open_engine
 
 
@@ -148,6 +155,7 @@ def build_text(
             continue
         docs, tokens = summary["counts"][name], summary["tokens"][name]
         click.echo(f"{name:5s}: {docs:,} documents, {tokens:,} tokens -> {out}/{name}")
+    echo_dedup(summary, "document", out)
     if summary.get("resumed"):
         click.echo("(already built with these arguments; nothing to do)")
     else:

@@ -106,6 +106,18 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, sort_keys=True, default=str))
 
 
+def echo_dedup(summary: dict[str, Any], unit: str, out: Any) -> None:
+    """One line on what ``--dedup`` found, when the build reported it (see build._dedup)."""
+    d = summary.get("dedup")
+    if not d:
+        return
+    click.echo(
+        f"dedup ({d['method']}, keep {d['keep']}): {d['clusters']:,} cluster(s) of copies, "
+        f"{d['duplicates']:,} duplicate {unit}(s), {d['moved']:,} moved to their cluster's "
+        f"split, {d['dropped']:,} dropped -> {out}/{d['report']}"
+    )
+
+
 def iter_lines(items: Iterable[str]) -> Iterator[str]:
     yield from items
 
