@@ -199,7 +199,8 @@ class IngestState:
         )
 
     def commit(self, pages: list[FetchedPage]) -> None:
-        """Part (temp, fsync, rename) -> drift lines (fsync) -> state (atomic): one commit."""
+        """Part (temp, fsync, rename) -> ``_common_metadata`` (same) -> drift lines (fsync) ->
+        state (atomic): one commit."""
         rows, events = self._flatten_and_observe(pages)
         first, last = pages[0], pages[-1]
         if rows:
@@ -210,6 +211,8 @@ class IngestState:
             )
             self.state["parts"] += 1
             self.state["last_part"] = part.name
+            # the schema of every part so far, before the state that commits them
+            self.sink.write_common_metadata(self.tracker.arrow_schema)
         self.state["drift_bytes"] = self.drift.append(e.to_json() for e in events)
         for e in events:
             log.info("page %d: drift %s", e.page, e.to_json())
@@ -452,6 +455,8 @@ def _discard_uncommitted(run: IngestState) -> None:
     if removed:
         log.info("discarded %s written after the last checkpoint", ", ".join(removed))
     run.drift.truncate(run.state["drift_bytes"])
+    if run.state["parts"]:  # a killed commit may have widened it past the committed parts
+        run.sink.write_common_metadata(run.tracker.arrow_schema)
 
 
 def _next_request(run: IngestState) -> PageRequest:

@@ -3,7 +3,8 @@
 An ingest output directory holds ``part-00000000.parquet``, ``part-00000001.parquet``,
 ... (the number is the 0-based page index, so sorting by name gives page order; a page
 that contributed no new rows has no part) plus bookkeeping files that start with ``_``
-(``_state.json``, ``_drift.jsonl``) which Parquet dataset readers ignore. Each part is
+(``_state.json``, ``_drift.jsonl``, ``_common_metadata``) which Parquet dataset
+readers ignore. Each part is
 written with the unified schema *as of its page*; the final unified schema is in
 ``_state.json`` and :func:`read_ingested` casts every part to it.
 """
@@ -24,7 +25,11 @@ from datafuel.errors import IngestError, SchemaError
 from ._checkpoint import STATE_FILE, fsync_dir
 from ._schema import ARROW_TYPES, cast_column
 
-__all__ = ["ParquetSink", "part_index", "part_name", "read_ingested"]
+__all__ = ["COMMON_METADATA", "ParquetSink", "part_index", "part_name", "read_ingested"]
+
+#: the unified schema of every part (Parquet footer, no row groups): what pyarrow, Dask,
+#: Spark and DuckDB users pass as the dataset's schema so later columns are not dropped
+COMMON_METADATA = "_common_metadata"
 
 _PART_RE = re.compile(r"^part-(\d{8,})\.parquet$")
 
@@ -74,6 +79,20 @@ class ParquetSink:
             fsync_dir(self.directory)
         return final
 
+    def write_common_metadata(self, schema: pa.Schema) -> Path:
+        """Replace ``_common_metadata`` with ``schema`` atomically (temp, fsync, rename)."""
+        final = self.directory / COMMON_METADATA
+        tmp = self.directory / f".{COMMON_METADATA}.tmp"
+        with open(tmp, "wb") as f:
+            pq.write_metadata(schema, f)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+        if self.fsync:
+            fsync_dir(self.directory)
+        return final
+
     def row_count(self, parts: Sequence[Path]) -> int:
         """Rows in ``parts``, from their footers (the data is not read)."""
         total = 0
@@ -94,7 +113,8 @@ class ParquetSink:
         for p in self.directory.iterdir():
             m = _PART_RE.match(p.name)
             if (m and int(m.group(1)) >= pages) or (
-                p.name.startswith((".part-", "._state.json.")) and p.name.endswith(".tmp")
+                p.name.startswith((".part-", "._state.json.", f".{COMMON_METADATA}"))
+                and p.name.endswith(".tmp")
             ):
                 p.unlink()
                 removed.append(p.name)
