@@ -6,7 +6,7 @@ import typing as _typing
 
 from datafuel._lazy import lazy_getattr as _lazy_getattr
 
-from ._mixture import Mixture
+from ._mixture import Mixture, Schedule
 from ._reader import ShardSet
 from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler
 from ._schema import Field, bytes_field, fixed, ragged
@@ -37,6 +37,7 @@ __all__ = [
     "Mixture",
     "MixtureSampler",
     "PackedWindows",
+    "Schedule",
     "ShardDataset",
     "ShardSet",
     "ShardWriter",

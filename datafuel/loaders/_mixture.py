@@ -35,6 +35,7 @@ remainder); :attr:`Mixture.weights` holds them.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -47,7 +48,7 @@ import numpy as np
 
 from datafuel.errors import ConfigError
 
-__all__ = ["Mixture", "check_weights", "feistel_permute"]
+__all__ = ["Mixture", "Schedule", "check_weights", "feistel_permute"]
 
 _MAX_DENOMINATOR = 2**22
 _FALLBACK_DENOMINATOR = 2**20
@@ -128,7 +129,8 @@ def check_weights(names: Sequence[str], weights: Any) -> dict[str, float]:
     if not isinstance(weights, Mapping):
         raise ConfigError(
             "weights must be a mapping {source name: weight} over the mixture's sources "
-            f"{sorted(names)}. Got {type(weights).__name__} instead.",
+            f"{sorted(names)}, or a schedule [(position, {{source name: weight}}), ...]. "
+            f"Got {type(weights).__name__} {weights!r:.80} instead.",
             field="weights",
         )
     unknown = sorted(str(k) for k in weights if k not in names)
@@ -212,6 +214,112 @@ def _build(items: list[tuple[int, int]]) -> _Node:
     return _Node(None, left.wt + right.wt, left, right)
 
 
+def _tree_counts(root: _Node, m: int, nsrc: int) -> list[int]:
+    """How many of a tree's first ``m`` positions each leaf took (closed form)."""
+    out = [0] * nsrc
+    stack = [(root, int(m))]
+    while stack:
+        node, k = stack.pop()
+        if node.leaf is not None:
+            out[node.leaf] = k
+            continue
+        assert node.left is not None and node.right is not None
+        left = (k * node.wl + node.phase) // node.wt - node.phase // node.wt
+        stack += [(node.left, left), (node.right, k - left)]
+    return out
+
+
+class Schedule:
+    """Mixture weights that change piecewise-linearly with the samples consumed.
+
+    ``points`` is ``[(position, {source: weight}), ...]``: the weights at global
+    positions ``0 = p0 < p1 < ...``, linearly interpolated in between and held after the
+    last point. A bare list of such pairs may be passed as ``weights=`` instead.
+
+    Examples
+    --------
+    >>> s = Schedule([(0, {"web": 1, "code": 0}), (1000, {"web": 0.5, "code": 0.5})])
+    >>> s.positions
+    [0, 1000]
+    """
+
+    def __init__(self, points: Any) -> None:
+        if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Sequence):
+            raise ConfigError(
+                "a weight schedule is a list [(position, {source: weight}), ...]. "
+                f"Got {type(points).__name__} instead.",
+                field="weights",
+            )
+        if not points:
+            raise ConfigError(
+                "a weight schedule needs at least one point; got none.", field="weights"
+            )
+        self.positions: list[int] = []
+        self.weights: list[Mapping[str, float]] = []
+        for k, point in enumerate(points):
+            if (
+                not isinstance(point, Sequence)
+                or isinstance(point, (str, bytes))
+                or len(point) != 2
+                or not isinstance(point[1], Mapping)
+            ):
+                raise ConfigError(
+                    f"weight schedule point {k} must be a pair (position, {{source: weight}}). "
+                    f"Got {point!r} instead.",
+                    field="weights",
+                )
+            p = point[0]
+            if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or int(p) < 0:
+                raise ConfigError(
+                    f"weight schedule point {k}: the position must be an integer >= 0 "
+                    f"(samples consumed). Got {p!r} instead.",
+                    field="weights",
+                )
+            if k == 0 and int(p) != 0:
+                raise ConfigError(
+                    f"weight schedule point 0 must be at position 0 (the weights the run starts "
+                    f"with). Got position {int(p)}.",
+                    field="weights",
+                )
+            if k and int(p) <= self.positions[-1]:
+                raise ConfigError(
+                    f"weight schedule positions must be strictly increasing: point {k} is at "
+                    f"{int(p)}, after point {k - 1} at {self.positions[-1]}.",
+                    field="weights",
+                )
+            self.positions.append(int(p))
+            self.weights.append(point[1])
+
+    def __repr__(self) -> str:
+        return f"Schedule({list(zip(self.positions, self.weights, strict=True))!r})"
+
+
+def _schedule_points(
+    names: Sequence[str], weights: Any
+) -> tuple[Schedule | None, list[tuple[int, dict[str, float]]]]:
+    """The schedule (``None``: constant weights) and its checked ``(position, weights)``."""
+    if isinstance(weights, Schedule):
+        schedule: Schedule = weights
+    elif (
+        isinstance(weights, Sequence)
+        and not isinstance(weights, (str, bytes))
+        and len(weights) > 0
+        and all(isinstance(p, Sequence) and not isinstance(p, (str, bytes)) for p in weights)
+    ):
+        schedule = Schedule(weights)
+    else:
+        return None, [(0, check_weights(names, weights))]
+    points = []
+    for k, (p, w) in enumerate(zip(schedule.positions, schedule.weights, strict=True)):
+        try:
+            points.append((p, check_weights(names, w)))
+        except ConfigError as exc:
+            exc.message = f"weight schedule point {k} (position {p}): {exc.message}"
+            exc.args = (exc.message,)
+            raise
+    return schedule, points
+
+
 class Mixture:
     """Global order of a weighted mixture: position -> (source, local count, sample).
 
@@ -221,11 +329,25 @@ class Mixture:
         Samples per source (rows, or token windows), by source name. Sources are
         numbered in sorted name order (the ``source`` field of a batch).
     weights
-        Non-negative weight per source (normalised; a zero weight never samples it).
+        Non-negative weight per source (normalised; a zero weight never samples it), or
+        a :class:`Schedule` (or its list of ``(position, {source: weight})`` points).
     seed
         Seeds the interleave's phases and every source's per-pass permutations.
     shuffle
         ``False``: every pass of a source in storage order, phases 0.
+
+    **Schedules.** Each schedule point ``k`` has its own Bresenham tree ``M_k`` over its
+    (normalised) weights ``v_k``; equal consecutive points share one. A position in the
+    ramp from point ``i`` (at ``p_i``) to ``i + 1`` (``Lam`` positions on) at offset
+    ``u`` goes to ``M_{i+1}`` iff ``floor(((u+1)**2 + phi) / (2 Lam)) > floor((u**2 + phi)
+    / (2 Lam))``, else to ``M_i``; every tree hands out its own positions in order, so a
+    position is still a pure function of ``(seed, g)`` in O(sources + points) memory.
+    ``M_{i+1}``'s count in the ramp is then ``(u1**2 - u0**2) / (2 Lam)`` within 1, the
+    integral of the linear share ``u / Lam``: a run of consecutive positions holds each
+    source within :meth:`window_bound` of :meth:`expected` (the integral of the
+    interpolated weights over it): the trees' bounds ``D_k`` plus, for each ramp it
+    touches, the largest weight change ``max_s |v_{i+1,s} - v_{i,s}|``.
+    :attr:`deviation_bound` is the worst such bound for a run inside one segment.
 
     Examples
     --------
@@ -237,57 +359,197 @@ class Mixture:
     def __init__(
         self,
         sizes: Mapping[str, int],
-        weights: Mapping[str, float],
+        weights: Mapping[str, float] | Schedule | Sequence[tuple[int, Mapping[str, float]]],
         *,
         seed: int = 0,
         shuffle: bool = True,
     ) -> None:
         self.names = sorted(sizes)
-        w = check_weights(self.names, weights)
         self.sizes = [int(sizes[k]) for k in self.names]
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        nsrc = len(self.names)
+        schedule, points = _schedule_points(self.names, weights)
+        #: the schedule (``None``: constant weights)
+        self.schedule = schedule
         for name, n in zip(self.names, self.sizes, strict=True):
-            if n <= 0 and w[name] > 0:
+            top = max(w[name] for _, w in points)
+            if n <= 0 and top > 0:
                 raise ConfigError(
-                    f"mixture source {name!r} has no samples but weight {w[name]}; "
+                    f"mixture source {name!r} has no samples but weight {top}; "
                     "give it weight 0 or leave it out.",
                     field=name,
                 )
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.int_weights = _integer_weights([w[k] for k in self.names])
-        total = sum(self.int_weights)
-        #: the weights used, normalised (exact fractions of the given ones; see module doc)
-        self.weights = {k: iw / total for k, iw in zip(self.names, self.int_weights, strict=True)}
-        items = sorted(
-            ((iw, i) for i, iw in enumerate(self.int_weights) if iw > 0),
-            key=lambda t: (-t[0], t[1]),
-        )
-        self._root = _build(items)
-        self.deviation_bound = 0.0
-        self._setup(self._root, 0.0, 1)
+        #: schedule point positions, and the integer weights of each point's tree
+        self._points = [p for p, _ in points]
+        point_weights = [_integer_weights([w[k] for k in self.names]) for _, w in points]
+        # one tree per run of equal consecutive (normalised) points
+        self._tree_of: list[int] = []
+        tree_weights: list[list[int]] = []
+        for iw in point_weights:
+            if tree_weights and iw == tree_weights[-1]:
+                self._tree_of.append(len(tree_weights) - 1)
+            else:
+                self._tree_of.append(len(tree_weights))
+                tree_weights.append(iw)
+        self._tree_weights = tree_weights
+        self._v = [[x / sum(iw) for x in iw] for iw in tree_weights]  # normalised, per tree
+        self._build_trees()
+        self._root = self._roots[0]
+        #: the integer weights of the (last) point, and the weights used, normalised (exact
+        #: fractions of the given ones; see module doc). Under a schedule: the last point's.
+        self.int_weights = tree_weights[-1]
+        self.weights = dict(zip(self.names, self._v[-1], strict=True))
         #: largest position this order can address with int64 arithmetic
-        self.max_position = (2**62) // max(1, total, len(self.names))
+        self.max_position = (2**62) // max(1, nsrc, *(sum(iw) for iw in tree_weights))
+        self._segments()
+        self.deviation_bound = max(self._bound_of(i) for i in range(len(self._points)))
         self._flatten()
 
+    def _build_trees(self) -> None:
+        """One seeded Bresenham tree per distinct point, and its deviation bound."""
+        self._roots: list[_Node] = []
+        self._bounds: list[float] = []
+        for t, iw in enumerate(self._tree_weights):
+            items = sorted(((x, i) for i, x in enumerate(iw) if x > 0), key=lambda q: (-q[0], q[1]))
+            root = _build(items)
+            self.deviation_bound = 0.0
+            self._setup(root, 0.0, 1, t)
+            self._roots.append(root)
+            self._bounds.append(self.deviation_bound)
+
+    def _setup(self, node: _Node, dev: float, node_id: int, tree: int = 0) -> None:
+        """Seeded phases, and the window-deviation bound ``D`` at every leaf."""
+        if node.leaf is not None:
+            self.deviation_bound = max(self.deviation_bound, dev)
+            return
+        assert node.left is not None and node.right is not None
+        words = (self.seed, node_id, 0x313) if tree == 0 else (self.seed, node_id, 0x313, tree)
+        node.phase = _splitmix(*words) % node.wt if self.shuffle else 0
+        self._setup(node.left, 1 + node.left.wt / node.wt * dev, 2 * node_id, tree)
+        self._setup(node.right, 1 + node.right.wt / node.wt * dev, 2 * node_id + 1, tree)
+
+    def _segments(self) -> None:
+        """Per segment (ramp ``i -> i + 1``, or the hold after the last point): its trees,
+        phase and the trees' positions handed out before it (all Python ints)."""
+        nsrc, ntree = len(self.names), len(self._roots)
+        npt = len(self._points)
+        used = [0] * ntree  # positions each tree has handed out before the segment
+        self._seg_a, self._seg_b, self._seg_phi, self._seg_den = [], [], [], []
+        self._seg_base_a, self._seg_base_b, self._seg_const = [], [], []
+        for i in range(npt):
+            ta = self._tree_of[i]
+            tb = self._tree_of[i + 1] if i + 1 < npt else ta
+            ramp = ta != tb
+            lam = self._points[i + 1] - self._points[i] if i + 1 < npt else 0
+            if ramp and lam > 2**31:
+                raise ConfigError(
+                    f"weight schedule points {i} and {i + 1} are {lam} samples apart; a ramp "
+                    "between different weights may span at most 2**31 samples (add a point).",
+                    field="weights",
+                )
+            phi = _splitmix(self.seed, i, 0xB1E) % (2 * lam) if ramp and self.shuffle else 0
+            const = [0] * nsrc
+            for t in range(ntree):
+                if t not in (ta, tb) and used[t]:
+                    for s, c in enumerate(_tree_counts(self._roots[t], used[t], nsrc)):
+                        const[s] += c
+            self._seg_a.append(ta)
+            self._seg_b.append(tb)
+            self._seg_phi.append(phi)
+            self._seg_den.append(2 * lam if ramp else 2**62)
+            self._seg_base_a.append(used[ta])
+            self._seg_base_b.append(used[tb] if ramp else 0)
+            self._seg_const.append(const)
+            if i + 1 < npt:
+                nb = (lam * lam + phi) // (2 * lam) if ramp else 0
+                used[ta] += lam - nb
+                used[tb] += nb
+
+    def _bound_of(self, i: int) -> float:
+        """The deviation bound of a run inside segment ``i``."""
+        ta, tb = self._seg_a[i], self._seg_b[i]
+        if ta == tb:
+            return self._bounds[ta]
+        step = max(abs(a - b) for a, b in zip(self._v[ta], self._v[tb], strict=True))
+        return self._bounds[ta] + self._bounds[tb] + step
+
+    def window_bound(self, start: int, stop: int) -> float:
+        """A bound on ``|count - expected|`` of every source over positions ``start ..
+        stop - 1``: each touched tree's ``D`` once, plus each touched ramp's largest weight
+        change (see the class doc)."""
+        if stop <= start:
+            return 0.0
+        first = bisect.bisect_right(self._points, start) - 1
+        last = bisect.bisect_right(self._points, stop - 1) - 1
+        trees = {self._seg_a[i] for i in range(first, last + 1)}
+        trees |= {self._seg_b[i] for i in range(first, last + 1)}
+        out = sum(self._bounds[t] for t in trees)
+        for i in range(first, last + 1):
+            ta, tb = self._seg_a[i], self._seg_b[i]
+            if ta != tb:
+                out += max(abs(a - b) for a, b in zip(self._v[ta], self._v[tb], strict=True))
+        return out
+
+    def _integral(self, position: int) -> np.ndarray:
+        """``integral_0^position`` of the interpolated weights, per source."""
+        out = np.zeros(len(self.names))
+        x = int(position)
+        for i, p in enumerate(self._points):
+            if x <= p:
+                break
+            va = np.array(self._v[self._seg_a[i]])
+            vb = np.array(self._v[self._seg_b[i]])
+            end = self._points[i + 1] if i + 1 < len(self._points) else x
+            u = min(x, end) - p
+            lam = max(1, end - p)
+            out += va * u + (vb - va) * (u * u / (2 * lam))
+        return out
+
+    def expected(self, start: int, stop: int) -> dict[str, float]:
+        """The target count of each source over positions ``start .. stop - 1``: the
+        integral of the (interpolated) weights over ``[start, stop)``."""
+        got = self._integral(stop) - self._integral(start)
+        return dict(zip(self.names, got.tolist(), strict=True))
+
+    def weights_at(self, position: int) -> dict[str, float]:
+        """The (interpolated) weights at global position ``position``."""
+        i = bisect.bisect_right(self._points, int(position)) - 1
+        va, vb = self._v[self._seg_a[i]], self._v[self._seg_b[i]]
+        t = 0.0
+        if i + 1 < len(self._points):
+            t = (int(position) - self._points[i]) / (self._points[i + 1] - self._points[i])
+        return {k: a + (b - a) * t for k, a, b in zip(self.names, va, vb, strict=True)}
+
     def _flatten(self) -> None:
-        """The tree as flat node arrays for the vectorised descent (a leaf loops onto
-        itself with ``wl = wt = 1``, so every position takes ``depth`` steps), and the
-        per-source Feistel widths."""
+        """Every tree as flat node arrays for the vectorised descent (a leaf loops onto
+        itself with ``wl = wt = 1``, so every position takes ``depth`` steps), each
+        (tree, leaf) path for closed-form counts, the segment tables, and the per-source
+        Feistel widths."""
         nodes: list[_Node] = []
         depth = 0
+        paths: dict[tuple[int, int], list[tuple[int, bool]]] = {}
 
-        def visit(node: _Node, d: int) -> None:
+        def visit(node: _Node, d: int, tree: int, path: list[tuple[int, bool]]) -> None:
             nonlocal depth
             nodes.append(node)
+            me = len(nodes) - 1
             depth = max(depth, d)
             if node.left is not None and node.right is not None:
-                visit(node.left, d + 1)
-                visit(node.right, d + 1)
+                visit(node.left, d + 1, tree, [*path, (me, True)])
+                visit(node.right, d + 1, tree, [*path, (me, False)])
+            else:
+                assert node.leaf is not None
+                paths[(tree, node.leaf)] = path
 
-        visit(self._root, 0)
+        roots = []
+        for t, root in enumerate(self._roots):
+            roots.append(len(nodes))
+            visit(root, 0, t, [])
         at = {id(node): i for i, node in enumerate(nodes)}
         k = len(nodes)
         self._depth = depth
+        self._tree_root = np.array(roots, np.int64)
         self._wl, self._wt = np.ones(k, np.int64), np.ones(k, np.int64)
         self._ph, self._leaf = np.zeros(k, np.int64), np.zeros(k, np.int64)
         self._left, self._right = np.arange(k), np.arange(k)
@@ -298,6 +560,33 @@ class Mixture:
                 continue
             self._wl[i], self._wt[i], self._ph[i] = node.wl, node.wt, node.phase
             self._left[i], self._right[i] = at[id(node.left)], at[id(node.right)]
+        self._path_tables(paths)
+        self._starts = np.array(self._points, np.int64)
+
+    def _path_tables(self, paths: dict[tuple[int, int], list[tuple[int, bool]]]) -> None:
+        """The segment arrays, each (tree, leaf) path as node and direction arrays, and the
+        per-source Feistel widths."""
+        depth = self._depth
+        nsrc, ntree = len(self.names), len(self._roots)
+        # a (tree, leaf) path padded with a leaf node (the identity step); absent leaf: 0
+        pad = int(np.flatnonzero(self._wt == 1)[0]) if depth else 0
+        self._path_node = np.full((ntree * nsrc, max(depth, 1)), pad, np.int64)
+        self._path_left = np.ones((ntree * nsrc, max(depth, 1)), bool)
+        self._path_ok = np.zeros(ntree * nsrc, bool)
+        for (t, s), path in paths.items():
+            self._path_ok[t * nsrc + s] = True
+            for lvl, (node_at, left) in enumerate(path):
+                self._path_node[t * nsrc + s, lvl] = node_at
+                self._path_left[t * nsrc + s, lvl] = left
+        self._sa, self._sb = np.array(self._seg_a, np.int64), np.array(self._seg_b, np.int64)
+        self._sphi, self._sden = (
+            np.array(self._seg_phi, np.int64),
+            np.array(self._seg_den, np.int64),
+        )
+        self._sbase_a = np.array(self._seg_base_a, np.int64)
+        self._sbase_b = np.array(self._seg_base_b, np.int64)
+        self._sconst = np.array(self._seg_const, np.int64).reshape(len(self._points), nsrc)
+        self._sramp = self._sa != self._sb
         self._n = np.array(self.sizes, np.int64)
         bits = [max(2, (max(n, 1) - 1).bit_length()) for n in self.sizes]
         bits = [b + (b & 1) for b in bits]
@@ -307,20 +596,13 @@ class Mixture:
         #: look-ahead cache: (first position, source, sample, pass) of one chunk
         self._cache: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def _setup(self, node: _Node, dev: float, node_id: int) -> None:
-        """Seeded phases, and the window-deviation bound ``D`` at every leaf."""
-        if node.leaf is not None:
-            self.deviation_bound = max(self.deviation_bound, dev)
-            return
-        assert node.left is not None and node.right is not None
-        node.phase = _splitmix(self.seed, node_id, 0x313) % node.wt if self.shuffle else 0
-        self._setup(node.left, 1 + node.left.wt / node.wt * dev, 2 * node_id)
-        self._setup(node.right, 1 + node.right.wt / node.wt * dev, 2 * node_id + 1)
-
     @functools.cached_property
     def fingerprint(self) -> str:
         """12 hex digits naming the order (names, sizes, weights, shuffle), for resume checks."""
-        blob = json.dumps([self.names, self.sizes, self.int_weights, self.shuffle])
+        parts: list[Any] = [self.names, self.sizes, self.int_weights, self.shuffle]
+        if len(self._points) > 1:
+            parts.append([self._points, self._tree_of, self._tree_weights])
+        blob = json.dumps(parts)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def _positions(self, positions: Any) -> np.ndarray:
@@ -339,17 +621,47 @@ class Mixture:
         return self._locate(self._positions(positions))
 
     def _locate(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m = g.copy()
+        if len(self._points) == 1:
+            return self._descend(g.copy(), None)
+        nsrc = len(self.names)
+        seg = np.searchsorted(self._starts, g, side="right") - 1
+        u = g - self._starts[seg]
+        uu = np.where(self._sramp[seg], u, 0)  # a hold segment never squares its offset
+        phi, den = self._sphi[seg], self._sden[seg]
+        nb = (uu * uu + phi) // den
+        go_b = ((uu + 1) * (uu + 1) + phi) // den > nb
+        la = self._sbase_a[seg] + u - nb
+        lb = self._sbase_b[seg] + nb
+        ta, tb = self._sa[seg], self._sb[seg]
+        src, mine = self._descend(np.where(go_b, lb, la), self._tree_root[np.where(go_b, tb, ta)])
+        # the other tree of the ramp: its count of the same source so far (closed form)
+        pid = np.where(go_b, ta, tb) * nsrc + src
+        m = np.where(go_b, la, lb)
+        for lvl in range(self._depth):
+            node = self._path_node[pid, lvl]
+            wl, wt, ph = self._wl[node], self._wt[node], self._ph[node]
+            left = (m * wl + ph) // wt - ph // wt
+            m = np.where(self._path_left[pid, lvl], left, m - left)
+        other = np.where(self._path_ok[pid], m, 0)
+        return src, self._sconst[seg, src] + mine + other
+
+    def _descend(self, m: np.ndarray, roots: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Leaf and leaf count of local positions ``m`` of trees rooted at ``roots``
+        (``None``: the one tree, whose root's parameters are scalars)."""
         if self._depth == 0:
-            return np.full(g.size, self._leaf[0], np.int64), m
-        # the root: one node for every position, so scalars instead of gathers
-        wl, wt, ph = int(self._wl[0]), int(self._wt[0]), int(self._ph[0])
-        x = m * wl + ph
-        before = x // wt
-        go = (x + wl) // wt > before
-        m = np.where(go, before, m - before)
-        cur = np.where(go, self._left[0], self._right[0])
-        for _ in range(self._depth - 1):
+            return self._leaf[np.zeros(m.size, np.int64) if roots is None else roots], m
+        levels = self._depth
+        if roots is None:
+            wl, wt, ph = int(self._wl[0]), int(self._wt[0]), int(self._ph[0])
+            x = m * wl + ph
+            before = x // wt
+            go = (x + wl) // wt > before
+            m = np.where(go, before, m - before)
+            cur = np.where(go, self._left[0], self._right[0])
+            levels -= 1
+        else:
+            cur = roots
+        for _ in range(levels):
             wl_, wt_ = self._wl[cur], self._wt[cur]
             x = m * wl_ + self._ph[cur]
             before = x // wt_
@@ -424,7 +736,10 @@ class Mixture:
 
     def _locate_reference(self, positions: Any) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`locate` by the definition: a recursive descent that splits the positions
-        at every node (kept as the reference the fast path is tested against)."""
+        at every node (kept as the reference the fast path is tested against; constant
+        weights only)."""
+        if self.schedule is not None:
+            raise ConfigError("the reference descent is for constant weights only")
         g = self._positions(positions)
         src = np.empty(g.size, np.int64)
         local = np.empty(g.size, np.int64)
@@ -449,17 +764,20 @@ class Mixture:
 
     def counts(self, position: int) -> list[int]:
         """How many of the positions ``0 .. position - 1`` each source took (closed form)."""
-        out = [0] * len(self.names)
-        stack = [(self._root, int(position))]
-        while stack:
-            node, m = stack.pop()
-            if node.leaf is not None:
-                out[node.leaf] = m
-                continue
-            assert node.left is not None and node.right is not None
-            left = (m * node.wl + node.phase) // node.wt - node.phase // node.wt
-            stack += [(node.left, left), (node.right, m - left)]
-        return out
+        x = int(position)
+        nsrc = len(self.names)
+        i = bisect.bisect_right(self._points, x) - 1
+        u = x - self._points[i]
+        ta, tb = self._seg_a[i], self._seg_b[i]
+        out = list(self._seg_const[i])
+        if ta == tb:
+            got = _tree_counts(self._roots[ta], self._seg_base_a[i] + u, nsrc)
+        else:
+            nb = (u * u + self._seg_phi[i]) // self._seg_den[i]
+            got = _tree_counts(self._roots[ta], self._seg_base_a[i] + u - nb, nsrc)
+            more = _tree_counts(self._roots[tb], self._seg_base_b[i] + nb, nsrc)
+            got = [a + b for a, b in zip(got, more, strict=True)]
+        return [a + b for a, b in zip(out, got, strict=True)]
 
     def _samples_reference(self, positions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`samples` by the definition: one Feistel call per (source, pass) group

@@ -15,9 +15,9 @@ import torch
 from loader_helpers import take, write_tokens
 from test_distributed import launch_ranks
 
-from datafuel.errors import DatafuelError
+from datafuel.errors import ConfigError, DatafuelError
 from datafuel.loaders import Loader, ShardSet, fixed, write_shards
-from datafuel.loaders._mixture import Mixture, feistel_permute
+from datafuel.loaders._mixture import Mixture, Schedule, _tree_counts, feistel_permute
 
 ISSUE_WEIGHTS = {"web": 0.6, "code": 0.25, "books": 0.15}
 #: a row source's ``idx`` is ``OFFSET[name] + row``: a sample names itself and its source
@@ -362,6 +362,199 @@ def test_the_order_costs_microseconds_per_batch() -> None:
         m.samples(np.arange(start, start + 32))
     per_batch = (time.perf_counter() - t0) / 2000
     assert per_batch < 150e-6, per_batch  # ~25 us here; the per-group reference was ~350 us
+
+
+# -- weight schedules -------------------------------------------------------------------
+CURRICULUM = [
+    (0, {"web": 1.0, "code": 0.0, "books": 0.0}),
+    (600, {"web": 0.5, "code": 0.3, "books": 0.2}),
+    (900, {"web": 0.5, "code": 0.3, "books": 0.2}),  # a hold from 600 to 900
+    (2_500, {"web": 0.2, "code": 0.2, "books": 0.6}),
+]
+
+
+def sequential_schedule(m: Mixture, n: int) -> tuple[list[int], list[int]]:
+    """The schedule's definition run position by position: pick the ramp's tree by the
+    quadratic rule, take that tree's next leaf (its closed-form counts one step on), and
+    count each source's earlier positions."""
+    nsrc = len(m.names)
+    tree_used = [0] * len(m._roots)
+    seen = [0] * nsrc
+    src, local = [], []
+    for g in range(n):
+        i = max(k for k, p in enumerate(m._points) if p <= g)
+        u, ta, tb = g - m._points[i], m._seg_a[i], m._seg_b[i]
+        t = ta
+        if ta != tb:
+            phi, den = m._seg_phi[i], m._seg_den[i]
+            t = tb if ((u + 1) ** 2 + phi) // den > (u * u + phi) // den else ta
+        k = tree_used[t]
+        after, before = _tree_counts(m._roots[t], k + 1, nsrc), _tree_counts(m._roots[t], k, nsrc)
+        s = next(j for j in range(nsrc) if after[j] > before[j])
+        tree_used[t] += 1
+        src.append(s)
+        local.append(seen[s])
+        seen[s] += 1
+    return src, local
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_a_schedule_is_the_sequential_definition_and_its_counts(shuffle: bool, seed: int) -> None:
+    m = Mixture({"web": 300, "code": 120, "books": 45}, CURRICULUM, seed=seed, shuffle=shuffle)
+    src, local = m.locate(np.arange(3_500))
+    ref_src, ref_local = sequential_schedule(m, 3_500)
+    assert src.tolist() == ref_src and local.tolist() == ref_local
+    for x in (0, 1, 599, 600, 750, 900, 1_700, 2_500, 3_500):
+        assert m.counts(x) == np.bincount(src[:x], minlength=3).tolist()
+    # the vectorised path far out, and through the look-ahead cache, agrees with counts()
+    far = 10**9
+    got_src, got_local = m.locate(np.arange(far, far + 2_000))
+    start = m.counts(far)
+    for s in range(3):
+        own = np.flatnonzero(got_src == s)
+        np.testing.assert_array_equal(got_local[own], start[s] + np.arange(own.size))
+    # every pass of every source is still a full permutation
+    srcs, sample, passes = m.samples(np.arange(3_500))
+    for s, n in enumerate(m.sizes):
+        at = srcs == s
+        for p in np.unique(passes[at]).tolist()[:-1]:  # the last pass may be partial
+            assert sorted(sample[at][passes[at] == p].tolist()) == list(range(n))
+    assert m.weights == {"books": 0.6, "code": 0.2, "web": 0.2}  # the last point's
+    assert m.weights_at(750) == pytest.approx({"books": 0.2, "code": 0.3, "web": 0.5})
+    assert m.weights_at(300) == pytest.approx({"books": 0.1, "code": 0.15, "web": 0.75})
+
+
+def test_a_single_point_schedule_is_the_constant_mixture() -> None:
+    sizes = {"web": 300, "code": 120, "books": 45}
+    a = Mixture(sizes, ISSUE_WEIGHTS, seed=5)
+    b = Mixture(sizes, Schedule([(0, ISSUE_WEIGHTS)]), seed=5)
+    g = np.arange(10**9, 10**9 + 3_000)
+    for x, y in zip(a.samples(g), b.samples(g), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert a.fingerprint == b.fingerprint and a.deviation_bound == b.deviation_bound
+
+
+def window_excess(m: Mixture, src: np.ndarray, start: int, lengths: list[int]) -> float:
+    """max over sources, lengths and every start of |count - expected| - window_bound."""
+    onehot = np.eye(len(m.names), dtype=np.int64)[src]
+    c = np.vstack([np.zeros(len(m.names), np.int64), np.cumsum(onehot, axis=0)])
+    worst = -np.inf
+    for length in lengths:
+        for a in range(0, src.size - length + 1):
+            e = np.array(list(m.expected(start + a, start + a + length).values()))
+            dev = np.abs(c[a + length] - c[a] - e).max()
+            worst = max(worst, dev - m.window_bound(start + a, start + a + length))
+    return float(worst)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_schedule_holds_every_window_to_the_integral_of_its_weights(seed: int) -> None:
+    """Every run of L consecutive positions holds each source within window_bound (the
+    touched trees' D plus each touched ramp's largest weight change) of the integral of
+    the interpolated weights over the run; inside one ramp of 3 sources that is < 5."""
+    m = Mixture({"web": 300, "code": 120, "books": 45}, CURRICULUM, seed=seed)
+    assert m.deviation_bound < 5
+    assert m.window_bound(700, 800) == pytest.approx(m._bounds[1])  # inside the hold
+    src = m.sources(np.arange(3_000))
+    assert window_excess(m, src, 0, [1, 7, 50, 333, 1_000, 2_999]) <= 0
+    # the integral is the target: the expected counts of the whole prefix, in closed form
+    e = m.expected(0, 3_000)
+    assert e["web"] == pytest.approx(600 * 0.75 + 300 * 0.5 + 1_600 * 0.35 + 500 * 0.2)
+    # an i.i.d. draw from the same interpolated weights misses the bound somewhere
+    rng = np.random.default_rng(0)
+    probs = [list(m.weights_at(g).values()) for g in range(3_000)]
+    iid = np.array([rng.choice(3, p=p) for p in probs])
+    assert window_excess(m, iid, 0, [333, 1_000]) > 0
+
+
+def test_resume_across_a_schedule_breakpoint(sources: dict[str, Path]) -> None:
+    """World 4 x batch 5 stopped inside the first ramp; world 3 x batch 7 finishes across
+    the breakpoints with exactly the uninterrupted run's remaining samples."""
+    schedule = [
+        (0, {"web": 0.8, "code": 0.2, "books": 0.0}),
+        (90, {"web": 0.2, "code": 0.3, "books": 0.5}),
+        (200, {"web": 0.6, "code": 0.25, "books": 0.15}),
+    ]
+
+    def make(batch: int, r: int, w: int) -> Loader:
+        return Loader(
+            sources,
+            batch,
+            weights=schedule,
+            seed=2,
+            num_samples=300,
+            rank=r,
+            world_size=w,
+            num_workers=0,
+        )
+
+    first = [make(5, r, 4) for r in range(4)]
+    reference = [
+        (s, i)
+        for batches in zip(*first, strict=True)
+        for b in batches
+        for s, i in zip(b["source"].tolist(), b["idx"].tolist(), strict=True)
+    ]
+    assert len(reference) == 300
+    head = [make(5, r, 4) for r in range(4)]
+    for x in head:
+        assert len(list(take(x, 4))) == 4  # 80 positions: before the breakpoint at 90
+    state = json.loads(json.dumps(head[0].state_dict()))
+    second = [make(7, r, 3) for r in range(3)]
+    for x in second:
+        x.load_state_dict(state)
+    tail = [
+        (s, i)
+        for batches in zip(*second, strict=True)
+        for b in batches
+        for s, i in zip(b["source"].tolist(), b["idx"].tolist(), strict=True)
+    ]
+    assert tail[: 300 - 80] == reference[80:]
+    m = first[0].mixture
+    assert m is not None
+    books = [s for s, _ in reference[:90]].count(0)  # books ramps from 0 to 0.5 by 90
+    assert abs(books - m.expected(0, 90)["books"]) <= m.window_bound(0, 90)
+    assert m.expected(0, 90)["books"] == pytest.approx(90 * 0.25)
+    assert first[0].stats().mix_target == m.weights == schedule[-1][1]
+
+
+def test_bad_schedules_raise_config_errors_naming_the_problem(sources: dict[str, Path]) -> None:
+    sizes = {"web": 300, "code": 120, "books": 45}
+
+    def refused(match: str, weights: Any) -> None:
+        with pytest.raises(ConfigError, match=match):
+            Mixture(sizes, weights)
+
+    w = ISSUE_WEIGHTS
+    refused(
+        "strictly increasing: point 2 is at 100, after point 1 at 100", [(0, w), (100, w), (100, w)]
+    )
+    refused(
+        "strictly increasing: point 2 is at 50, after point 1 at 100", [(0, w), (100, w), (50, w)]
+    )
+    refused("point 0 must be at position 0", [(10, w), (100, w)])
+    refused(
+        "point 1 .position 100.: weights .* lack source.*'books'",
+        [(0, w), (100, {"web": 1, "code": 1})],
+    )
+    refused("point 1 .position 100.: .*'news'", [(0, w), (100, w | {"news": 1})])
+    refused("point 0 .position 0.: weights must not all be zero", [(0, {k: 0 for k in w}), (9, w)])
+    refused(
+        "point 1 .position 5.: weight of source 'web' must be a finite",
+        [(0, w), (5, w | {"web": float("inf")})],
+    )
+    refused("point 1 must be a pair", [(0, w), (5, w, 1)])
+    refused("point 1: the position must be an integer", [(0, w), (5.5, w)])
+    refused("mapping .* or a schedule", [])
+    refused("at most 2\\*\\*31 samples", [(0, w), (2**32, {"web": 1, "code": 1, "books": 1})])
+    with pytest.raises(ConfigError, match="at least one point"):
+        Schedule([])
+    with pytest.raises(ConfigError, match="list"):
+        Schedule(w)
+    Mixture(sizes, [(0, w), (2**40, w)])  # a hold may be as long as wanted
+    with pytest.raises(DatafuelError, match="point 1 .position 3."):
+        Loader(sources, 4, weights=[(0, w), (3, {"web": 1})])
 
 
 # -- token windows ----------------------------------------------------------------------
