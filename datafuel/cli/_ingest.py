@@ -164,7 +164,9 @@ def _summary(r: IngestResult) -> str:
     "_TOKEN... The value is still sent.",
 )
 @click.option(
+    "--max-page-bytes",
     "--max-response-bytes",
+    "max_response_bytes",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_BYTES,
     show_default=True,

@@ -612,7 +612,7 @@ def ingest(
         them (``x_api_key``). The real values are sent; a rerun takes them again from
         ``url`` (a checkpoint never holds them).
     max_response_bytes
-        Largest response body after decompression (default 256 MiB); a larger one
+        Largest response body after decompression (default 64 MiB); a larger one
         (a gzip bomb) is cut off while streaming: :class:`IngestError`.
     max_depth
         Deepest JSON nesting of a body (default 200, at most 500): :class:`IngestError`.

@@ -35,7 +35,7 @@ __all__ = [
     "ResponseLimits",
 ]
 
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 200
 #: the largest ``max_depth`` accepted (deeper JSON would exhaust Python's stack)
 MAX_DEPTH_LIMIT = 500
