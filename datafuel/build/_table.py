@@ -436,7 +436,8 @@ def _dedup_rows(
 ) -> tuple[Split, DedupOutcome]:
     """Clusters of rows equal on ``columns``, each moved to its first row's split.
 
-    Under a group-aware split (``by``) the groups a cluster joins move as one.
+    Under a group-aware split (``by``) the groups a cluster joins move as one, and
+    the record's ``groups`` counts are those of the rows kept in each split.
     """
     from datafuel.dedup import cluster_splits, row_clusters
     from datafuel.split import _key_text, _tag
@@ -457,6 +458,8 @@ def _dedup_rows(
     tables = {n: _tag(table.take(pa.array(v)), n) for n, v in indices.items()}
     record = dict(parts.record)
     record["counts"] = {n: int(v.size) for n, v in indices.items()}
+    if groups is not None and "groups" in record:  # the groups each split now holds
+        record["groups"] = {n: len(set(groups[v].tolist())) for n, v in indices.items()}
     return Split(tables["train"], tables["val"], tables["test"], record, indices), outcome
 
 

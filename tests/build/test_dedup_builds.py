@@ -187,3 +187,33 @@ def test_bad_dedup_arguments(tmp_path: Path) -> None:
         build.text([tmp_path / "c.jsonl"], tmp_path / "o", dedup="fuzzy")
     with pytest.raises(ConfigError, match="dedup_keep"):
         build.text([tmp_path / "c.jsonl"], tmp_path / "o", dedup_keep="first")
+
+
+def test_table_split_by_groups_counts_follow_the_clusters(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n = 240
+    t = pa.table(
+        {
+            "a": rng.normal(size=n),
+            "b": rng.integers(0, 9, n),
+            "g": [f"g{k % 60}" for k in range(n)],  # 60 groups of 4 rows
+            "y": rng.normal(size=n),
+        }
+    )
+    copies = t.take(pa.array(np.arange(0, 60, 2)))  # rows of groups 0, 2, ..., 58 copied ...
+    copies = copies.set_column(2, "g", pa.array([f"g{(k + 31) % 60}" for k in range(0, 60, 2)]))
+    pacsv.write_csv(pa.concat_tables([t, copies]), tmp_path / "t.csv")  # ... into other groups
+    kw = {"target": "y", "impute": "median", "split_by": "g"}
+    plain = build.table(str(tmp_path / "t.csv"), tmp_path / "none", dedup="none", **kw)
+    assert plain["dedup"] is None
+    before = json.loads((tmp_path / "none" / "split.json").read_text())
+    for keep in ("all", "one"):
+        s = build.table(str(tmp_path / "t.csv"), tmp_path / keep, dedup_keep=keep, **kw)
+        assert s["dedup"]["clusters"] == 30 and s["dedup"]["moved"] > 0
+        record = json.loads((tmp_path / keep / "split.json").read_text())
+        rows = {name: _rows(record["rows"][name]) for name in SPLITS}
+        g = np.array(t.column("g").to_pylist() + copies.column("g").to_pylist())
+        where = {name: set(g[rows[name]].tolist()) for name in SPLITS}
+        assert sum(len(w) for w in where.values()) == 60  # every group on one side only
+        assert record["groups"] == {name: len(where[name]) for name in SPLITS}
+        assert record["groups"] != before["groups"]  # the clusters moved groups
