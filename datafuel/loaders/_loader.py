@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import faulthandler
 import functools
+import itertools
 import os
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from ._mixture import Mixture
 from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
 from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler
+from ._spans import STAGES, Marks, SpanRecorder, attribute, chrome_trace, profiling
 from ._stats import StarvationMeter, StarvationReport
 from ._transform import BatchInfo, Transform
 from ._windows import DOCUMENT_FIELDS, PackedWindows, TokenWindows
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from ._dataset import ShardDataset
 
 __all__ = ["Batch", "Loader"]
+
+#: ``metrics()["loader/bottleneck_id"]`` indexes this
+BOTTLENECK_IDS = ("none", *STAGES, "handoff")
 
 _STATE_FORMAT = "datafuel-loader"
 _STATE_VERSION = 1
@@ -200,13 +205,16 @@ class _Ring:
 class _Batch:
     """What a worker hands to the consumer."""
 
-    __slots__ = ("event", "indices", "mix", "nbytes", "size", "tensors")
+    __slots__ = ("event", "gpu", "indices", "mix", "nbytes", "size", "tensors")
 
-    def __init__(self, tensors: Batch, nbytes: int, size: int, event: Any = None) -> None:
+    def __init__(
+        self, tensors: Batch, nbytes: int, size: int, event: Any = None, gpu: Any = None
+    ) -> None:
         self.tensors = tensors
         self.nbytes = nbytes
         self.size = size
         self.event = event
+        self.gpu = gpu  # (start, end) CUDA timing events of the copy, with spans
         self.mix: np.ndarray | None = None  # a mixture's samples per source
 
 
@@ -288,6 +296,12 @@ class Loader:
         before a NaN or inf in a float field reaches the loop.
     meter
         Record the starvation meter (on by default; it costs well under 2%).
+    spans
+        Record per-stage spans of every batch (on by default; a few clock reads and one
+        tuple per batch, kept for the last 8,192 batches): :meth:`stats` then names the
+        ``bottleneck`` stage with advice, and :meth:`trace` writes a Perfetto trace.
+        While a ``torch.profiler`` is active, the stages (and the loop's wait) are also
+        ``record_function`` ranges in the threads it records.
     stall_timeout
         Seconds the loop may wait in ``next()`` for one batch (default 600; ``None``:
         no limit). Past it, every thread's stack is dumped once (``faulthandler``, to
@@ -376,6 +390,7 @@ class Loader:
         fields: Sequence[str] | None = None,
         check_finite: bool = True,
         meter: bool = True,
+        spans: bool = True,
         stall_timeout: float | None = 600.0,
         collate_fn: Callable[..., Any] | None = None,
         persistent_workers: bool = False,
@@ -430,6 +445,10 @@ class Loader:
         self.collate_fn: Callable[..., Any] | None = None
         self.persistent_workers = bool(persistent_workers)
         self._meter = StarvationMeter() if meter else None
+        if not isinstance(spans, bool):
+            raise ConfigError(f"spans must be True or False. Got {spans!r} instead.", field="spans")
+        self._spans = SpanRecorder() if spans else None
+        self._pass_ids = itertools.count()
         self._live: weakref.WeakSet[_LoaderIter] = weakref.WeakSet()
         #: the latest pass's place: what state_dict saves (None: no pass since a load)
         self._progress: _Progress | None = None
@@ -689,6 +708,11 @@ class Loader:
         if self._meter is None:
             raise ConfigError("this loader was built with meter=False; there are no stats.")
         report = self._meter.report()
+        if self._spans is not None:
+            report = dataclasses.replace(
+                report,
+                **attribute(self._spans, starvation=report.starvation, workers=self.num_workers),
+            )
         if self.mixture is None or self._mix_counts is None:
             return report
         with self._lock:
@@ -710,6 +734,75 @@ class Loader:
     def reset_stats(self) -> None:
         if self._meter is not None:
             self._meter.reset()
+        if self._spans is not None:
+            self._spans.reset()
+
+    def trace(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The recorded spans as a Chrome/Perfetto JSON trace, written to ``path`` if given.
+
+        One track per worker thread, one for the training loop (its waits in
+        ``next()``), each batch a slice with its stages nested inside, and a flow arrow
+        from each batch's production to its consumption. Open it in
+        https://ui.perfetto.dev or ``chrome://tracing``. Covers the last 8,192 batches.
+
+        Examples
+        --------
+        >>> import json, numpy as np, tempfile, os
+        >>> from datafuel.loaders import Loader, write_shards
+        >>> d = tempfile.mkdtemp()
+        >>> _ = write_shards(d, x=np.ones((8, 2), np.float32))
+        >>> loader = Loader(d, batch_size=4)
+        >>> _ = list(loader)
+        >>> t = loader.trace(os.path.join(d, "trace.json"))
+        >>> sorted({e["name"] for e in t["traceEvents"] if e["ph"] == "X"} & {"gather", "wait"})
+        ['gather', 'wait']
+        """
+        if self._spans is None:
+            raise ConfigError("this loader was built with spans=False; there is no trace.")
+        return chrome_trace(self._spans, path)
+
+    def metrics(self, prefix: str = "loader/") -> dict[str, float | str]:
+        """A flat dict for experiment trackers: ``wandb.log(loader.metrics())``.
+
+        Keys (after ``prefix``): ``starvation`` (the loop's wait share), ``samples_per_s``,
+        ``bytes_per_s``, ``wait_p50_ms``, ``wait_p95_ms``, ``stage_ms/<stage>`` and
+        ``wait_share/<stage>`` per stage, ``bottleneck`` (the stage's name, ``"none"``)
+        and ``bottleneck_id`` (its index in ``("none", *stages, "handoff")``).
+        """
+        if not isinstance(prefix, str):
+            raise ConfigError(f"prefix must be a string. Got {prefix!r} instead.", field="prefix")
+        r = self.stats()
+        out: dict[str, float | str] = {
+            f"{prefix}{k}": float(getattr(r, k))
+            for k in ("starvation", "samples_per_s", "bytes_per_s", "wait_p50_ms", "wait_p95_ms")
+        }
+        if r.stages is not None and r.bottleneck is not None:
+            for stage, v in r.stages.items():
+                out[f"{prefix}stage_ms/{stage}"] = v["ms_per_batch"]
+                out[f"{prefix}wait_share/{stage}"] = v["wait_share"]
+            out[f"{prefix}bottleneck"] = r.bottleneck
+            out[f"{prefix}bottleneck_id"] = float(BOTTLENECK_IDS.index(r.bottleneck))
+        return out
+
+    def log_to(self, writer: Any, step: int, prefix: str = "loader/") -> dict[str, float | str]:
+        """Write :meth:`metrics` as scalars through a TensorBoard ``SummaryWriter``.
+
+        Any object with ``add_scalar(tag, value, global_step)`` works; the
+        ``bottleneck`` name is not a scalar and is written as ``bottleneck_id``.
+        Returns the metrics.
+        """
+        add = getattr(writer, "add_scalar", None)
+        if not callable(add):
+            raise ConfigError(
+                "writer must have add_scalar(tag, value, step), e.g. "
+                f"torch.utils.tensorboard.SummaryWriter. Got {type(writer).__name__}."
+            )
+        check_int("step", step, low=0)
+        m = self.metrics(prefix)
+        for tag, value in m.items():
+            if not isinstance(value, str):
+                add(tag, value, step)
+        return m
         if self._mix_counts is not None:
             with self._lock:
                 self._mix_counts[:] = 0
@@ -774,7 +867,11 @@ class Loader:
         batch_index: int,
         starts: np.ndarray | None,
         ring: _Ring | None,
+        marks: Marks | None = None,
     ) -> _Batch:
+        """Batch ``job``: gather, transform, finite check, collate, copy (``marks`` each stage)."""
+        if marks is not None:
+            marks.mark()  # sample order done; gather (and waiting for a free pinned slot)
         b = len(indices)
         sample_ids = indices if starts is None else starts
         slot = _ring_slot(ring, job, b)
@@ -785,19 +882,42 @@ class Loader:
             info = BatchInfo(
                 indices=sample_ids, epoch=epoch, seed=self.seed, batch_index=batch_index
             )
-            arrays, nbytes = self._transform_batch(indices, starts, slot, info), -1
+            arrays, nbytes = self._transform_batch(indices, starts, info, marks), -1
+        if marks is not None:
+            marks.upto(3)  # finite check
         if self.check_finite:
             self._finite(arrays, sample_ids)
+        if marks is not None:
+            marks.upto(4)  # collate
+        made = self._collate(arrays, slot, job, b, nbytes, ring, marks)
+        if self.mixture is not None:
+            made.mix = np.bincount(np.asarray(arrays["source"]), minlength=len(self.mixture.names))
+        return made
+
+    def _collate(
+        self,
+        arrays: dict[str, np.ndarray | torch.Tensor],
+        slot: dict[str, np.ndarray] | None,
+        job: int,
+        b: int,
+        nbytes: int,
+        ring: _Ring | None,
+        marks: Marks | None,
+    ) -> _Batch:
+        """Host tensors (a transform's output copied into the pinned slot), then the H2D copy."""
+        if slot is not None and self.transform is not None:
+            for k, v in arrays.items():
+                if isinstance(v, np.ndarray):  # device tensors (DALI on the GPU) stay put
+                    np.copyto(slot[k], v)
+                    arrays[k] = slot[k]
         if nbytes < 0:
             nbytes = sum(_nbytes(a) for a in arrays.values())
         if not self._cuda:
             tensors = Batch([(k, self._host_tensor(k, a)) for k, a in arrays.items()])
-            made = _Batch(tensors, nbytes, b)
-        else:
-            made = self._to_device(arrays, job, b, nbytes, ring)
-        if self.mixture is not None:
-            made.mix = np.bincount(np.asarray(arrays["source"]), minlength=len(self.mixture.names))
-        return made
+            return _Batch(tensors, nbytes, b)
+        if marks is not None:
+            marks.upto(5)  # H2D copy
+        return self._to_device(arrays, job, b, nbytes, ring, timed=marks is not None)
 
     def _read_batch(
         self, indices: np.ndarray, starts: np.ndarray | None, slot: dict[str, np.ndarray] | None
@@ -871,23 +991,19 @@ class Loader:
         self,
         indices: np.ndarray,
         starts: np.ndarray | None,
-        slot: dict[str, np.ndarray] | None,
         info: BatchInfo,
+        marks: Marks | None = None,
     ) -> dict[str, np.ndarray | torch.Tensor]:
-        """The transform's checked output; host arrays copied into ``slot`` when there is one."""
+        """The transform's checked output (the caller copies host arrays into the pinned slot)."""
         assert self.transform is not None
         if self.windows is not None:
             assert starts is not None
             raw: Mapping[str, Any] = {self.token_field: self.windows.read(starts)}
         else:
             raw = self.shards.gather(indices, self.fields)
-        arrays = self._check_output(self.transform(raw, info), len(indices))
-        if slot is not None:
-            for k, v in arrays.items():
-                if isinstance(v, np.ndarray):  # device tensors (DALI on the GPU) stay put
-                    np.copyto(slot[k], v)
-                    arrays[k] = slot[k]
-        return arrays
+        if marks is not None:
+            marks.mark()  # transform
+        return self._check_output(self.transform(raw, info), len(indices))
 
     def _host_tensor(self, name: str, a: np.ndarray | torch.Tensor) -> torch.Tensor:
         if isinstance(a, torch.Tensor):  # a transform's device tensor: device=None means the host
@@ -905,9 +1021,14 @@ class Loader:
         b: int,
         nbytes: int,
         ring: _Ring | None,
+        timed: bool = False,
     ) -> _Batch:
         stream = self._copy_stream_for()
         with torch.cuda.stream(stream):
+            start = None
+            if timed:  # the copy's device time, read later once done (never a sync here)
+                start = torch.cuda.Event(enable_timing=True)
+                start.record(stream)
             out = Batch()
             for k, a in arrays.items():
                 if isinstance(a, torch.Tensor):  # already on a GPU (a transform put it there)
@@ -926,11 +1047,11 @@ class Loader:
                 if self._seq_len is not None and k == self.token_field:
                     dev = _widen(dev)  # uint16/uint32 crossed the bus; int64 made on the GPU
                 out[k] = dev
-            event = torch.cuda.Event()
+            event = torch.cuda.Event(enable_timing=timed)
             event.record(stream)
         if ring is not None:
             ring.events[job % len(ring.slots)] = event
-        return _Batch(out, nbytes, b, event)
+        return _Batch(out, nbytes, b, event, None if start is None else (start, event))
 
     def _check_output(
         self, result: Mapping[str, Any], b: int
@@ -1123,9 +1244,11 @@ class _LoaderIter:
         self._closed = False
         self._ended = False
         self._meter = loader._meter
+        self._spans = loader._spans
+        self._pass = next(loader._pass_ids)
         self._ring: _Ring | None = None
         self._prefetcher: Prefetcher[_Batch] | None = None
-        self._last = time.perf_counter()
+        self._last = time.perf_counter_ns()
         if not self._plan:  # restored at the epoch's end, or fewer samples than ranks
             self._handed_out_epoch()
             return
@@ -1140,6 +1263,8 @@ class _LoaderIter:
             self._epoch,
             self._first_batch,
             self._ring,
+            self._spans,
+            self._pass,
         )
         self._prefetcher = Prefetcher(
             produce,
@@ -1179,34 +1304,50 @@ class _LoaderIter:
         self._progress = new
 
     def __next__(self) -> Batch:
-        t0 = time.perf_counter()
+        t0 = time.perf_counter_ns()
         j = self._j
         if j >= len(self._plan):
             self._stop()
             raise StopIteration
         if self._closed or self._prefetcher is None:
             raise StopIteration
-        batch = self._wait_for(j, t0)
+        batch = self._wait_profiled(j, t0) if self._spans is not None and profiling() else None
+        if batch is None:
+            batch = self._wait_for(j, t0)
         if batch.event is not None:
             current = torch.cuda.current_stream(self._loader.device)
             current.wait_event(batch.event)
             for t in batch.tensors.values():
                 if t.is_cuda:  # max_seqlen of documents= stays on the CPU
                     t.record_stream(current)
-        t1 = time.perf_counter()
+        t1 = time.perf_counter_ns()
         self._j = j + 1
         self._move_to(self._epoch, self._progress.position + self._step * self._plan[j][1])
-        if self._meter is not None:
-            self._meter.record(
-                wait=t1 - t0, wall=t1 - self._last, samples=batch.size, nbytes=batch.nbytes
-            )
-            if batch.mix is not None:
-                self._loader._record_mix(batch.mix)
-        self._last = t1
+        self._record(j, t0, t1, batch)
         if self._j >= len(self._plan):
             self._handed_out_epoch()
             self.close()  # the epoch is done: free the threads before the loop asks again
         return batch.tensors
+
+    def _record(self, j: int, t0: int, t1: int, batch: _Batch) -> None:
+        """The loop's wait ``[t0, t1]`` (ns) for batch ``j``: into the spans and the meter."""
+        if self._spans is not None:
+            self._spans.wait(
+                (self._pass, j, self._epoch, self._first_batch + j),
+                t0,
+                t1,
+                threading.current_thread().name,
+            )
+        if self._meter is not None:
+            self._meter.record(
+                wait=(t1 - t0) / 1e9,
+                wall=(t1 - self._last) / 1e9,
+                samples=batch.size,
+                nbytes=batch.nbytes,
+            )
+            if batch.mix is not None:
+                self._loader._record_mix(batch.mix)
+        self._last = t1
 
     def close(self, timeout: float | None = None) -> None:
         if self._closed:
@@ -1220,13 +1361,20 @@ class _LoaderIter:
             self._loader._give_back_ring(self._ring)
         self._ring = None
 
-    def _wait_for(self, j: int, t0: float) -> _Batch:
+    def _wait_profiled(self, j: int, t0: int) -> _Batch:
+        """:meth:`_wait_for` inside a ``record_function`` range (a torch profiler is on)."""
+        from torch.profiler import record_function
+
+        with record_function("datafuel.wait"):
+            return self._wait_for(j, t0)
+
+    def _wait_for(self, j: int, t0: int) -> _Batch:
         """Batch ``j`` from the workers; a stall, a worker's error or a close, as one error."""
         assert self._prefetcher is not None
         try:
             ok, value = self._prefetcher.get(j, self._loader.stall_timeout)
         except TimeoutError:
-            raise self._stalled(j, time.perf_counter() - t0) from None
+            raise self._stalled(j, (time.perf_counter_ns() - t0) / 1e9) from None
         except RuntimeError as exc:  # closed under us (another thread), or the workers died
             if self._closed:
                 raise StopIteration from None
@@ -1288,17 +1436,28 @@ def _producer(
     epoch: int,
     first_batch: int,
     ring: _Ring | None,
+    spans: SpanRecorder | None = None,
+    pass_id: int = 0,
 ) -> Any:
     def produce(j: int) -> _Batch:
+        marks = None if spans is None else Marks()
         off, b = plan[j]
         idx = order[off : off + b]
         st = None if starts is None else starts[idx]
         try:
-            return loader._make_batch(j, idx, epoch, first_batch + j, st, ring)
+            made = loader._make_batch(j, idx, epoch, first_batch + j, st, ring, marks)
         except NonFiniteError:
+            if marks is not None:
+                marks.abort()
             raise
         except Exception as exc:
+            if marks is not None:
+                marks.abort()
             raise _Failure(exc, idx if st is None else st, first_batch + j) from exc
+        if marks is not None and spans is not None:
+            marks.upto(len(STAGES))
+            spans.batch((pass_id, j, epoch, first_batch + j), marks, made.gpu)
+        return made
 
     return produce
 

@@ -17,6 +17,8 @@ import numpy as np
 
 __all__ = ["StarvationMeter", "StarvationReport"]
 
+_SPAN_KEYS = ("stages", "bottleneck", "advice", "cores", "busy_cores", "span_batches")
+
 
 @dataclass(frozen=True)
 class StarvationReport:
@@ -37,6 +39,20 @@ class StarvationReport:
     mix, mix_counts, mix_target
         A mixture's realised mix on this rank: each source's share of the samples and
         their counts, beside the target weights (``None`` when not a mixture).
+    stages
+        Per stage (``order``, ``gather``, ``transform``, ``finite``, ``collate``,
+        ``copy``, and ``handoff``: waits outside every stage of the awaited batch):
+        ``ms_per_batch``, ``worker_share`` (its share of the workers' time) and
+        ``wait_share`` (its share of the loop's wait: the critical path). Over the
+        last ``span_batches`` batches (``None`` with ``spans=False``).
+    bottleneck
+        The stage with the largest ``wait_share``, or ``"none"`` when the loop waited
+        less than 5% of its wall time (input is not the bottleneck).
+    advice
+        One line on what to change, from the bottleneck and the machine's cores.
+    cores, busy_cores
+        Cores this process may run on (``os.sched_getaffinity``) and how many were
+        busy on average (worker CPU time plus the loop's time outside its waits).
     """
 
     batches: int
@@ -53,24 +69,37 @@ class StarvationReport:
     mix: dict[str, float] | None = None
     mix_counts: dict[str, int] | None = None
     mix_target: dict[str, float] | None = None
+    stages: dict[str, dict[str, float]] | None = None
+    bottleneck: str | None = None
+    advice: str | None = None
+    cores: int | None = None
+    busy_cores: float | None = None
+    span_batches: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as a JSON-ready dict (the ``mix`` keys only for a mixture)."""
+        """The report as a JSON-ready dict (``mix`` keys only for a mixture, stage keys with spans)."""
         out = asdict(self)
         if self.mix is None:
             for key in ("mix", "mix_counts", "mix_target"):
+                del out[key]
+        if self.stages is None:
+            for key in _SPAN_KEYS:
                 del out[key]
         return out
 
     def __str__(self) -> str:
         return (
-            f"{self.batches} batches, {self.samples_per_s:,.0f} samples/s, "
-            f"{self.bytes_per_s / 1e6:,.1f} MB/s, starvation {100 * self.starvation:.1f}% "
-            f"(wait p50 {self.wait_p50_ms:.2f} ms, p95 {self.wait_p95_ms:.2f} ms)"
-        ) + (
-            ""
-            if self.mix is None
-            else "; mix " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.mix.items())
+            (
+                f"{self.batches} batches, {self.samples_per_s:,.0f} samples/s, "
+                f"{self.bytes_per_s / 1e6:,.1f} MB/s, starvation {100 * self.starvation:.1f}% "
+                f"(wait p50 {self.wait_p50_ms:.2f} ms, p95 {self.wait_p95_ms:.2f} ms)"
+            )
+            + (
+                ""
+                if self.mix is None
+                else "; mix " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.mix.items())
+            )
+            + ("" if self.advice is None else f"; bottleneck {self.bottleneck}: {self.advice}")
         )
 
 

@@ -1,0 +1,393 @@
+"""Per-stage spans of every batch: where the input pipeline spends its time, and why the loop waits.
+
+A worker records one tuple per batch into a bounded ring (a ``deque`` with
+``maxlen``: its ``append`` is atomic, so no lock is taken on the hot path): the batch's
+key, the worker thread's name, seven ``perf_counter_ns`` marks that bound the six
+stages of :data:`STAGES` (sample order, gather, transform, finite check, collate, H2D
+copy; a stage a batch skips has zero length) and the thread's CPU time spent on it.
+The training loop records one tuple per batch for its wait inside ``next()``.
+
+:func:`attribute` turns the rings into a per-stage breakdown: milliseconds per
+batch, each stage's share of worker time, and its share of the loop's wait (the
+overlap of each wait with the stages of the batch it waited for: the critical path).
+The ``bottleneck`` is the stage with the largest share of the wait, or ``"none"``
+when the loop waited less than :data:`BOTTLENECK_MIN_WAIT` of its wall time.
+:func:`chrome_trace` writes the same spans as a Chrome/Perfetto JSON trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from datafuel._fs import atomic_write_bytes
+from datafuel.errors import ConfigError, OutputError
+
+__all__ = [
+    "BOTTLENECK_MIN_WAIT",
+    "SPAN_CAPACITY",
+    "STAGES",
+    "SpanRecorder",
+    "attribute",
+    "chrome_trace",
+]
+
+#: the worker-side stages, in the order a batch passes through them
+STAGES = ("order", "gather", "transform", "finite", "collate", "copy")
+#: the part of a wait not inside any stage of the awaited batch (not started yet, or
+#: finished and not yet handed over: a worker's turn for the GIL, the queue)
+HANDOFF = "handoff"
+#: below this wait share of the loop's wall time, input is not the bottleneck
+BOTTLENECK_MIN_WAIT = 0.05
+#: batches kept per loader (older ones drop out of the breakdown and the trace)
+SPAN_CAPACITY = 8192
+
+_ns = time.perf_counter_ns
+_cpu_ns = time.thread_time_ns
+
+
+def _profiler_enabled() -> Any:
+    """The cheap check (one C call) for an active ``torch.profiler`` in this thread."""
+    try:
+        import torch
+
+        return torch.autograd._profiler_enabled
+    except (ImportError, AttributeError):  # pragma: no cover - torch is a loader dependency
+        return lambda: False
+
+
+profiling = _profiler_enabled()
+
+
+class Marks:
+    """The stage boundaries of one batch in a worker; ``record_function`` ranges while profiled."""
+
+    __slots__ = ("cpu", "range", "stage", "t")
+
+    def __init__(self) -> None:
+        self.cpu = _cpu_ns()
+        self.t = [_ns()]
+        self.stage = 0
+        self.range: Any = None
+        if profiling():
+            self._open()
+
+    def mark(self) -> None:
+        """End the current stage (the next one starts now)."""
+        self.t.append(_ns())
+        self.stage += 1
+        if self.range is not None:
+            self.range.__exit__(None, None, None)
+            self.range = None
+            if self.stage < len(STAGES):
+                self._open()
+
+    def abort(self) -> None:
+        """The batch failed: close an open ``record_function`` range."""
+        if self.range is not None:
+            self.range.__exit__(None, None, None)
+            self.range = None
+
+    def upto(self, stage: int) -> None:
+        """End the current stage now and skip on to ``stage`` (skipped ones get zero length)."""
+        if self.stage >= stage:
+            return
+        t = self.t
+        t.append(_ns())
+        ranged = self.range is not None
+        if ranged:
+            self.range.__exit__(None, None, None)
+            self.range = None
+        while len(t) <= stage:
+            t.append(t[-1])
+        self.stage = stage
+        if ranged and stage < len(STAGES):
+            self._open()
+
+    def _open(self) -> None:
+        from torch.profiler import record_function
+
+        self.range = record_function(f"datafuel.{STAGES[self.stage]}")
+        self.range.__enter__()
+
+
+class SpanRecorder:
+    """Two bounded rings: the workers' batches and the loop's waits.
+
+    Examples
+    --------
+    >>> r = SpanRecorder()
+    >>> m = Marks()
+    >>> m.upto(len(STAGES))
+    >>> r.batch((0, 0, 0, 0), m)
+    >>> r.wait((0, 0, 0, 0), m.t[0], m.t[-1], "MainThread")
+    >>> len(r.batches), len(r.waits)
+    (1, 1)
+    """
+
+    def __init__(self, capacity: int = SPAN_CAPACITY) -> None:
+        self.capacity = capacity
+        self.reset()
+
+    def reset(self) -> None:
+        self.batches: deque[tuple[Any, ...]] = deque(maxlen=self.capacity)
+        self.waits: deque[tuple[Any, ...]] = deque(maxlen=self.capacity)
+
+    def batch(self, key: tuple[int, int, int, int], marks: Marks, gpu: Any = None) -> None:
+        """A worker finished batch ``key`` = (pass, job, epoch, batch index)."""
+        self.batches.append(
+            (key, threading.current_thread().name, marks.t, _cpu_ns() - marks.cpu, gpu)
+        )
+
+    def wait(self, key: tuple[int, int, int, int], t0: int, t1: int, thread: str) -> None:
+        """The loop waited ``[t0, t1]`` (ns) in ``next()`` for batch ``key``."""
+        self.waits.append((key, t0, t1, thread))
+
+    def snapshot(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Copies of both rings (safe while workers append)."""
+        while True:
+            try:
+                return list(self.batches), list(self.waits)
+            except RuntimeError:  # "deque mutated during iteration": try again
+                continue
+
+
+def _gpu_ms(gpu: Any) -> float | None:
+    """A copy's device time from its two CUDA events, once the copy is done (no sync)."""
+    if gpu is None:
+        return None
+    start, end = gpu
+    try:
+        return float(start.elapsed_time(end)) if end.query() else None
+    except RuntimeError:
+        return None
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def attribute(
+    recorder: SpanRecorder, *, starvation: float, workers: int, cores: int | None = None
+) -> dict[str, Any]:
+    """The per-stage breakdown, the bottleneck and one line of advice.
+
+    Returns ``{"stages": {stage: {"ms_per_batch", "worker_share", "wait_share"}},
+    "bottleneck", "advice", "cores", "busy_cores", "span_batches"}``; ``wait_share`` is
+    the stage's part of the loop's wait (the critical path); ``handoff`` holds the
+    wait outside any stage of the awaited batch.
+    """
+    cores = _cores() if cores is None else cores
+    batches, waits = recorder.snapshot()
+    n = len(batches)
+    total, cpu, gpu_ms = _stage_totals(batches)
+    waited, wait_ns = _waited(waits, {b[0]: b[2] for b in batches})
+    loop_ns = 0
+    starts = [b[2][0] for b in batches] + [w[1] for w in waits]
+    ends = [b[2][-1] for b in batches] + [w[2] for w in waits]
+    elapsed = (max(ends) - min(starts)) if starts else 0
+    if waits and elapsed:
+        loop_ns = max(0, elapsed - wait_ns)  # the loop's own work between its waits
+    busy = (cpu + loop_ns) / elapsed if elapsed else 0.0
+    worker_ns = sum(total.values())
+    stages: dict[str, dict[str, float]] = {}
+    for stage in (*STAGES, HANDOFF):
+        ns = total.get(stage, 0)
+        stages[stage] = {
+            "ms_per_batch": ns / n / 1e6 if n else 0.0,
+            "worker_share": ns / worker_ns if worker_ns else 0.0,
+            "wait_share": waited[stage] / wait_ns if wait_ns else 0.0,
+        }
+    if gpu_ms:
+        stages["copy"]["gpu_ms_per_batch"] = sum(gpu_ms) / len(gpu_ms)
+    bottleneck = "none"
+    if waits and starvation >= BOTTLENECK_MIN_WAIT and wait_ns:
+        bottleneck = max(waited, key=lambda s: waited[s])
+    return {
+        "stages": stages,
+        "bottleneck": bottleneck,
+        "advice": advice(bottleneck, stages, starvation, workers, cores, busy),
+        "cores": cores,
+        "busy_cores": busy,
+        "span_batches": n,
+    }
+
+
+def _stage_totals(batches: list[tuple[Any, ...]]) -> tuple[dict[str, int], int, list[float]]:
+    """Nanoseconds per stage over ``batches``, their worker CPU time, copies' device ms."""
+    total = dict.fromkeys(STAGES, 0)
+    cpu = 0
+    gpu_ms: list[float] = []
+    for _key, _thread, t, cpu_ns, gpu in batches:
+        cpu += cpu_ns
+        for i, stage in enumerate(STAGES):
+            total[stage] += t[i + 1] - t[i]
+        g = _gpu_ms(gpu)
+        if g is not None:
+            gpu_ms.append(g)
+    return total, cpu, gpu_ms
+
+
+def _waited(
+    waits: list[tuple[Any, ...]], marks: dict[Any, list[int]]
+) -> tuple[dict[str, int], int]:
+    """Each wait split by the stages of the batch it waited for (overlap); the total wait."""
+    waited = dict.fromkeys((*STAGES, HANDOFF), 0)
+    wait_ns = 0
+    for key, w0, w1, _thread in waits:
+        wait_ns += w1 - w0
+        t = marks.get(key)
+        inside = 0
+        if t is not None:
+            for i, stage in enumerate(STAGES):
+                o = max(0, min(w1, t[i + 1]) - max(w0, t[i]))
+                waited[stage] += o
+                inside += o
+        waited[HANDOFF] += w1 - w0 - inside
+    return waited, wait_ns
+
+
+def advice(
+    bottleneck: str,
+    stages: dict[str, dict[str, float]],
+    starvation: float,
+    workers: int,
+    cores: int,
+    busy: float,
+) -> str:
+    """One line on what to change, from the bottleneck and what the machine has."""
+    if bottleneck == "none":
+        return f"the loop waits {100 * starvation:.1f}%: input is not the bottleneck"
+    used = min(cores, max(1, round(busy)))
+    free = cores - used
+    share = stages[bottleneck]["worker_share"] if bottleneck in STAGES else 0.0
+    head = (
+        f"{bottleneck} is {100 * share:.0f}% of worker time and {used} of {cores} cores are busy"
+        if bottleneck in STAGES
+        else f"the loop waits {100 * stages[HANDOFF]['wait_share']:.0f}% of its wait for a "
+        f"batch no worker has started or handed over ({workers} workers, {used} of {cores} "
+        "cores busy)"
+    )
+    more = f"num_workers={max(workers + 1, min(cores, 2 * max(workers, 1)))}"
+    tips = {
+        "transform": (
+            f"pass processes={free} to the transform (--processes {free}) or decode with DALI"
+            if free > 0
+            else "the CPU is saturated: decode on the GPU with DALI (--decode dali) or shrink the images"
+        ),
+        "gather": (
+            f"pass {more} (memmap reads release the GIL)"
+            if free > 0
+            else "the CPU is saturated: read fewer fields, or keep the shard set on local disk"
+        ),
+        "finite": "pass check_finite=False once the data is known to be clean",
+        "collate": f"pass {more}, or device= to collate into pinned buffers",
+        "copy": "send smaller dtypes over the bus (uint8 images, uint16 tokens; widen on the GPU)",
+        "order": "sample order is unusually slow: report it with this trace",
+        HANDOFF: f"pass {more} or a larger prefetch=",
+    }
+    return f"{head}: {tips[bottleneck]}"
+
+
+def chrome_trace(
+    recorder: SpanRecorder, path: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """The spans as a Chrome/Perfetto JSON trace (written to ``path`` when given).
+
+    One track per worker thread and one for the training loop (named by thread);
+    each batch is a slice with its stages nested inside; each wait in ``next()`` is a
+    slice on the loop's track; a flow arrow goes from a batch's production to the
+    wait that consumed it. Times are ``perf_counter`` microseconds.
+    """
+    batches, waits = recorder.snapshot()
+    pid = os.getpid()
+    tids: dict[str, int] = {}
+    loop_threads = {w[3] for w in waits}
+
+    def tid(name: str) -> int:
+        if name not in tids:
+            tids[name] = len(tids) + 1
+        return tids[name]
+
+    events: list[dict[str, Any]] = []
+    produced: dict[Any, tuple[int, float]] = {}
+    for record in batches:
+        tr = tid(record[1])
+        events.extend(_batch_events(record, tr, pid))
+        t = record[2]
+        produced[record[0]] = (tr, (t[0] + t[-1]) / 2e3)
+    for n, (key, w0, w1, thread) in enumerate(waits):
+        tr = tid(thread)
+        events.append(_slice("wait", w0, w1, tr, pid, {"batch": key[3], "epoch": key[2]}))
+        if key in produced:
+            src, ts = produced[key]
+            flow = {"name": "batch", "cat": "datafuel", "id": n + 1, "pid": pid}
+            events.append({**flow, "ph": "s", "ts": ts, "tid": src})
+            events.append({**flow, "ph": "f", "bp": "e", "ts": (w0 + w1) / 2e3, "tid": tr})
+    meta = [{"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": "datafuel"}}]
+    for name, tr in tids.items():
+        label = f"training loop ({name})" if name in loop_threads else name
+        meta.append(
+            {"name": "thread_name", "ph": "M", "pid": pid, "tid": tr, "args": {"name": label}}
+        )
+    trace = {"traceEvents": meta + events, "displayTimeUnit": "ms"}
+    if path is not None:
+        _write_json(path, trace)
+    return trace
+
+
+def _batch_events(record: tuple[Any, ...], tid: int, pid: int) -> list[dict[str, Any]]:
+    """One batch's slice on its worker's track, its (non-empty) stages nested inside."""
+    (pass_id, _job, epoch, index), _thread, t, cpu_ns, gpu = record
+    args = {"epoch": epoch, "batch": index, "pass": pass_id, "cpu_ms": cpu_ns / 1e6}
+    out = [_slice(f"batch {index}", t[0], t[-1], tid, pid, args)]
+    for i, stage in enumerate(STAGES):
+        if t[i + 1] > t[i]:
+            stage_args: dict[str, Any] = {"batch": index}
+            g = _gpu_ms(gpu) if stage == "copy" else None
+            if g is not None:
+                stage_args["gpu_ms"] = g
+            out.append(_slice(stage, t[i], t[i + 1], tid, pid, stage_args))
+    return out
+
+
+def _slice(name: str, t0: int, t1: int, tid: int, pid: int, args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "cat": "datafuel",
+        "ph": "X",
+        "ts": t0 / 1e3,
+        "dur": (t1 - t0) / 1e3,
+        "pid": pid,
+        "tid": tid,
+        "args": args,
+    }
+
+
+def _write_json(path: str | os.PathLike[str], obj: dict[str, Any]) -> None:
+    """Write ``obj`` atomically; a path that cannot be written is an :class:`OutputError`."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(f"trace path must be a file path. Got {path!r} instead.")
+    if os.path.isdir(path):
+        raise OutputError(
+            f"trace path {str(path)!r} is a directory; name a file such as trace.json."
+        )
+    try:
+        atomic_write_bytes(path, json.dumps(obj).encode(), fsync=False)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the trace to {str(path)!r}: {exc.strerror or exc}."
+        ) from exc
+
+
+def stage_names() -> Iterable[str]:
+    """Every name a breakdown holds: the stages, then the handoff."""
+    return (*STAGES, HANDOFF)
