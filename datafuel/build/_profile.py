@@ -128,6 +128,23 @@ def _drive(
             break
 
 
+def _check_args(
+    step_ms: float,
+    step_kind: str,
+    epochs: int,
+    batches: int | None,
+    trace: str | os.PathLike[str] | None,
+) -> None:
+    if step_ms < 0:
+        raise ConfigError(f"--step-ms must be >= 0. Got {step_ms} instead.")
+    if step_kind not in ("sleep", "gil"):
+        raise ConfigError(f"--step-kind must be 'sleep' or 'gil'. Got {step_kind!r} instead.")
+    check_int("--epochs", epochs)
+    check_int("--batches", batches, none_ok=True)
+    if trace is not None and (not str(trace) or os.path.isdir(trace)):
+        raise ConfigError(f"--trace must name a file, such as trace.json. Got {str(trace)!r}.")
+
+
 def profile(
     inputs: str | os.PathLike[str],
     *,
@@ -146,6 +163,7 @@ def profile(
     processes: int = 0,
     epochs: int = 1,
     batches: int | None = None,
+    trace: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Drive a :class:`~datafuel.loaders.Loader` over ``inputs`` with a simulated training step.
 
@@ -166,6 +184,11 @@ def profile(
     is about 3x slower at resizing). ``inputs`` that is a build's output root (it holds
     ``train``/``val``/... shard sets) is refused with "did you mean inputs/train".
 
+    The report also holds the loader's per-stage breakdown (``stages``: ms per batch,
+    share of worker time, share of the loop's wait), the ``bottleneck`` stage and one
+    line of ``advice``; ``trace`` writes the run's Chrome/Perfetto trace to that file
+    (:meth:`~datafuel.loaders.Loader.trace`).
+
     Examples
     --------
     >>> import numpy as np, tempfile
@@ -184,12 +207,7 @@ def profile(
         Loader,
     )  # torch: not for `datafuel inspect`, which shares this module
 
-    if step_ms < 0:
-        raise ConfigError(f"--step-ms must be >= 0. Got {step_ms} instead.")
-    if step_kind not in ("sleep", "gil"):
-        raise ConfigError(f"--step-kind must be 'sleep' or 'gil'. Got {step_kind!r} instead.")
-    check_int("--epochs", epochs)
-    check_int("--batches", batches, none_ok=True)
+    _check_args(step_ms, step_kind, epochs, batches, trace)
     shards_dir = str(inputs)
     shards = open_shard_set(shards_dir)
     transform, fields = None, None
@@ -227,6 +245,9 @@ def profile(
     if close is not None:
         close()
     out = loader.stats().to_dict()
+    if trace is not None:
+        loader.trace(trace)
+        out["trace"] = str(trace)
     if not step_ms:  # the loop did nothing but wait: a "starvation" of ~1 would say nothing
         out["starvation"] = None
         out["starvation_note"] = STARVATION_NOT_MEASURED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
@@ -62,6 +63,12 @@ __all__ = ["profile"]
 @click.option("--epochs", type=int, default=1, show_default=True, help="Epochs to run.")
 @click.option("--batches", type=int, default=None, help="Stop after this many batches instead.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Write the run's per-stage spans as a Chrome/Perfetto trace (open in ui.perfetto.dev).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object.")
 def profile(
     shards_dir: str,
@@ -79,6 +86,7 @@ def profile(
     epochs: int,
     batches: int | None,
     seed: int,
+    trace: str | None,
     as_json: bool,
 ) -> None:
     """Run the loader over SHARDS_DIR against a simulated training step; report throughput and GPU starvation.
@@ -87,6 +95,9 @@ def profile(
     next() for data (0: never waited, 1: only waited); it is measured against
     --step-ms (your training step's time): with the default 0 the report gives
     throughput only. SHARDS_DIR is one shard set (a build's OUT/train, not OUT).
+    Per stage (gather, transform, finite check, collate, copy) it gives the time
+    per batch and its share of the loop's wait, names the bottleneck with one line
+    of advice, and --trace FILE writes a Perfetto trace.
     With --decode cpu it names the active PIL (pillow-simd or stock Pillow). In Python:
     datafuel.build.profile(SHARDS_DIR, batch_size=B, seq_len=T, step_ms=MS); by hand:
 
@@ -112,6 +123,7 @@ def profile(
             batches=batches,
             seed=seed,
             on_progress=bars,
+            trace=trace,
         )
     if as_json:
         echo_json(r)
@@ -133,6 +145,7 @@ def profile(
             f"  starvation  {starvation:.3f}  ({100 * starvation:.1f}% of wall time waiting for data)"
         )
         click.echo(f"  wait p50    {r['wait_p50_ms']:.3f} ms   p95 {r['wait_p95_ms']:.3f} ms")
+    _echo_stages(r)
     if decode == "cpu":
         from datafuel.vision._cpu import pil_build_line
 
@@ -148,3 +161,20 @@ def profile(
             f"  hint: on {cores} cores the CPU image path stalls on the GIL with threads; "
             f"try --processes {cores - 2}"
         )
+
+
+def _echo_stages(r: dict[str, Any]) -> None:
+    """The per-stage table, the bottleneck and its advice, and where the trace went."""
+    stages = r.get("stages")
+    if not stages:
+        return
+    click.echo("  stage       ms/batch  worker  wait")
+    for name, v in stages.items():
+        if v["ms_per_batch"] or v["wait_share"]:
+            click.echo(
+                f"    {name:<9} {v['ms_per_batch']:8.3f}  {100 * v['worker_share']:5.1f}%"
+                f"  {100 * v['wait_share']:5.1f}%"
+            )
+    click.echo(f"  bottleneck  {r['bottleneck']}: {r['advice']}")
+    if r.get("trace"):
+        click.echo(f"  trace       {r['trace']} (open in https://ui.perfetto.dev)")

@@ -272,9 +272,8 @@ def advice(
     head = (
         f"{bottleneck} is {100 * share:.0f}% of worker time and {used} of {cores} cores are busy"
         if bottleneck in STAGES
-        else f"the loop waits {100 * stages[HANDOFF]['wait_share']:.0f}% of its wait for a "
-        f"batch no worker has started or handed over ({workers} workers, {used} of {cores} "
-        "cores busy)"
+        else f"{100 * stages[HANDOFF]['wait_share']:.0f}% of the loop's wait is batches being "
+        f"handed over, not made ({workers} workers, {used} of {cores} cores busy)"
     )
     more = f"num_workers={max(workers + 1, min(cores, 2 * max(workers, 1)))}"
     tips = {
@@ -292,7 +291,7 @@ def advice(
         "collate": f"pass {more}, or device= to collate into pinned buffers",
         "copy": "send smaller dtypes over the bus (uint8 images, uint16 tokens; widen on the GPU)",
         "order": "sample order is unusually slow: report it with this trace",
-        HANDOFF: f"pass {more} or a larger prefetch=",
+        HANDOFF: f"pass a larger batch_size (per-batch overhead dominates), or {more}",
     }
     return f"{head}: {tips[bottleneck]}"
 

@@ -226,3 +226,30 @@ _FAKE_REPORT = {
     "wait_p50_ms": 0.0,
     "wait_p95_ms": 0.0,
 }
+
+
+def test_stages_bottleneck_and_trace(cli: Cli, rows_dir: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    rc, out, err = cli(
+        *["profile", str(rows_dir), "--batch-size", "64", "--trace", str(trace), "--json"]
+    )
+    assert rc == 0, err
+    report = json.loads(out)
+    assert {"gather", "transform", "finite", "collate", "copy", "handoff"} <= set(report["stages"])
+    assert report["bottleneck"] and report["advice"] and report["trace"] == str(trace)
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert sum(e["ph"] == "X" and e["name"] == "wait" for e in events) == report["batches"]
+    rc, out, err = cli(*["profile", str(rows_dir), "--batch-size", "64", "--step-ms", "10"])
+    assert rc == 0, err
+    assert "  stage       ms/batch  worker  wait" in out
+    assert "bottleneck  none: the loop waits" in out and "input is not the bottleneck" in out
+
+
+def test_trace_to_a_directory_is_refused(cli: Cli, rows_dir: Path, tmp_path: Path) -> None:
+    rc, _, err = cli(*["profile", str(rows_dir), "--trace", str(tmp_path)])
+    assert rc != 0 and "--trace" in err
+    from datafuel import build
+    from datafuel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--trace must name a file"):
+        build.profile(rows_dir, trace=tmp_path)
