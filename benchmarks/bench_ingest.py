@@ -12,12 +12,20 @@ Peers, measured in the same run:
   page, prefetching the next page while writing), plus two variants that show where
   the time goes: fsync=False, and prefetch=False.
 
-Usage: python3 benchmarks/bench_ingest.py [--quick]
+Page pagination (``--concurrency``), the default section, against:
+- naive: the same sequential httpx loop over ``?page=N``;
+- naive asyncio: ``asyncio`` + ``httpx.AsyncClient`` with 8 requests in flight (windows
+  of 8 pages until a short page), one write at the end, no checkpoint;
+- datafuel ingest(concurrency=8) with fsync on (every commit durable), and
+  concurrency=1 for reference.
+
+Usage: python3 benchmarks/bench_ingest.py [--quick] [--cursor]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing as mp
 import shutil
 import statistics
@@ -53,21 +61,21 @@ def make_records(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _serve(n: int, page_size: int, latency: float, conn: Any, stop: Any) -> None:
+def _serve(n: int, page_size: int, latency: float, conn: Any, stop: Any, style: str) -> None:
     with FakeAPI(
-        make_records(n), page_size=page_size, style="cursor", latency=latency, lifetime=3600
+        make_records(n), page_size=page_size, style=style, latency=latency, lifetime=3600
     ) as api:
         conn.send(api.url)
         stop.wait()
 
 
 class Server:
-    def __init__(self, n: int, page_size: int, latency: float) -> None:
+    def __init__(self, n: int, page_size: int, latency: float, style: str = "cursor") -> None:
         ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
         parent, child = ctx.Pipe()
         self._stop = ctx.Event()
         self._proc = ctx.Process(
-            target=_serve, args=(n, page_size, latency, child, self._stop), daemon=True
+            target=_serve, args=(n, page_size, latency, child, self._stop, style), daemon=True
         )
         self._proc.start()
         self.url: str = parent.recv()
@@ -77,17 +85,69 @@ class Server:
         self._proc.join(timeout=10)
 
 
+def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            row.update(flat(v, f"{prefix}{k}."))
+        else:
+            row[f"{prefix}{k}"] = v
+    return row
+
+
+def _write_all(records: list[dict[str, Any]], out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([flat(r) for r in records]), out / "all.parquet")
+    return len(records)
+
+
+def naive_pages(url: str, out: Path) -> int:
+    """The sequential loop over ?page=N until an empty page, one write at the end."""
+    records: list[dict[str, Any]] = []
+    with httpx.Client(timeout=30) as client:
+        page = 1
+        while True:
+            items = client.get(url, params={"page": page}).json()["data"]["items"]
+            if not items:
+                break
+            records.extend(items)
+            page += 1
+    return _write_all(records, out)
+
+
+def naive_async(url: str, out: Path, in_flight: int = 8) -> int:
+    """asyncio + httpx.AsyncClient, ``in_flight`` pages at a time until a short page."""
+
+    async def run() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        async with httpx.AsyncClient(timeout=30) as client:
+            page, size = 1, None
+            while True:
+                batch = range(page, page + in_flight)
+                replies = await asyncio.gather(
+                    *(client.get(url, params={"page": p}) for p in batch)
+                )
+                done = False
+                for r in replies:
+                    items = r.json()["data"]["items"]
+                    size = size or len(items)
+                    records.extend(items)
+                    if len(items) < (size or 1) or not items:
+                        done = True
+                        break
+                if done:
+                    return records
+                page += in_flight
+
+    return _write_all(asyncio.run(run()), out)
+
+
+def run_pages(url: str, out: Path, **kw: Any) -> int:
+    return ingest(url, out, paginate="page", records_path="data.items", **kw).records
+
+
 def naive(url: str, out: Path) -> int:
     """What people write first: a loop, a list, one write at the end."""
-
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        row: dict[str, Any] = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                row.update(flat(v, f"{prefix}{k}."))
-            else:
-                row[f"{prefix}{k}"] = v
-        return row
 
     records: list[dict[str, Any]] = []
     cursor = None
@@ -132,7 +192,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="fewer pages and repeats")
+    ap.add_argument("--cursor", action="store_true", help="the cursor-pagination section too")
     args = ap.parse_args()
+    pages_section(args.quick)
+    if not args.cursor:
+        return
     repeats = 3 if args.quick else 5
     page_size = 100
     regimes = [
@@ -174,6 +238,45 @@ def main() -> None:
                     print(
                         f"  {name:<38} {rate:>10,.0f} rec/s  {per_page:6.2f} ms/page  "
                         f"x{rate / base:.2f} vs naive"
+                    )
+            finally:
+                server.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def pages_section(quick: bool) -> None:
+    """Page pagination: --concurrency 8 (fsync on) against the naive loops."""
+    repeats, page_size = (3 if quick else 5), 100
+    regimes = [("0 ms", 0.0, 60 if quick else 200), ("20 ms", 0.020, 40 if quick else 100)]
+    peers = {
+        "naive httpx loop, one write at end": naive_pages,
+        "naive asyncio+httpx, 8 in flight": naive_async,
+        "datafuel ingest --concurrency 8 (fsync)": lambda u, o: run_pages(u, o, concurrency=8),
+        "datafuel ingest --concurrency 1 (fsync)": lambda u, o: run_pages(u, o, concurrency=1),
+    }
+    print(f"bench_ingest (page pagination): {page_size} records/page, median of {repeats}")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-pages-"))
+    try:
+        for label, latency, pages in regimes:
+            n = pages * page_size
+            server = Server(n, page_size, latency, style="page")
+            try:
+                a, b = scratch / "check-naive", scratch / "check-df"
+                naive_pages(server.url, a)
+                run_pages(server.url, b, concurrency=8)
+                same = pq.read_table(a / "all.parquet").equals(read_ingested(b))
+                shutil.rmtree(a)
+                shutil.rmtree(b)
+                print(f"\nlatency {label}/request, {pages} pages, {n} records (same table: {same})")
+                results = measure(peers, server.url, repeats, scratch)
+                rates = {name: got / med for name, (med, got) in results.items()}
+                base = rates["naive httpx loop, one write at end"]
+                asy = rates["naive asyncio+httpx, 8 in flight"]
+                for name, rate in rates.items():
+                    print(
+                        f"  {name:<42} {rate:>10,.0f} rec/s  x{rate / base:.2f} vs naive  "
+                        f"x{rate / asy:.2f} vs asyncio"
                     )
             finally:
                 server.close()

@@ -161,6 +161,8 @@ class IngestState:
     url: str = ""
     secret_params: tuple[str, ...] = ()
     _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: what ``_common_metadata`` holds now (``None``: not written by this run yet)
+    common_schema: pa.Schema | None = None
 
     def finished(self, max_pages: int | None) -> bool:
         """The listing ended, or a ``max_pages`` stop that this run's limit does not lift."""
@@ -211,8 +213,12 @@ class IngestState:
             )
             self.state["parts"] += 1
             self.state["last_part"] = part.name
-            # the schema of every part so far, before the state that commits them
-            self.sink.write_common_metadata(self.tracker.arrow_schema)
+            # the schema of every part so far, before the state that commits them (rewritten
+            # only when it changed: two fsyncs less per commit)
+            schema = self.tracker.arrow_schema
+            if schema != self.common_schema:
+                self.sink.write_common_metadata(schema)
+                self.common_schema = schema
         self.state["drift_bytes"] = self.drift.append(e.to_json() for e in events)
         for e in events:
             log.info("page %d: drift %s", e.page, e.to_json())
@@ -456,7 +462,8 @@ def _discard_uncommitted(run: IngestState) -> None:
         log.info("discarded %s written after the last checkpoint", ", ".join(removed))
     run.drift.truncate(run.state["drift_bytes"])
     if run.state["parts"]:  # a killed commit may have widened it past the committed parts
-        run.sink.write_common_metadata(run.tracker.arrow_schema)
+        run.common_schema = run.tracker.arrow_schema
+        run.sink.write_common_metadata(run.common_schema)
 
 
 def _next_request(run: IngestState) -> PageRequest:

@@ -78,7 +78,7 @@ def test_concurrency_overlaps_requests(tmp_path: Path) -> None:
         ingest(api.url, tmp_path / "o", records_path="data.items", concurrency=8, fsync=False)
         elapsed = time.perf_counter() - t0
     assert ids(tmp_path / "o") == list(range(400))
-    assert elapsed < 41 * 0.05 / 3  # sequentially it would take >= 2.05 s
+    assert elapsed < 41 * 0.05 / 2  # sequentially it would take >= 2.05 s
 
 
 @pytest.mark.slow
@@ -238,7 +238,7 @@ def test_a_429_pauses_every_worker_for_its_retry_after(tmp_path: Path) -> None:
     t429 = next(t for t, _page, fault in arrivals if fault == "429:0.4")
     told = t429 + 0.01  # the 429 is answered after the latency
     # requests already sent finish; no new one starts until the Retry-After has passed
-    quiet = [t for t, _p, _f in arrivals if told + 0.05 < t < told + 0.35]
+    quiet = [t for t, _p, _f in arrivals if told + 0.1 < t < told + 0.3]
     assert quiet == [], f"{len(quiet)} requests during another worker's Retry-After"
     assert any(t >= told + 0.35 for t, _p, _f in arrivals)
 
