@@ -17,7 +17,8 @@ Contenders:
     batch, one slice per sample, ``torch.stack``).
 
 Also: starvation with a 20 ms simulated step (target < 1%), starvation-meter
-overhead (meter on vs off, target < 2%), and gather bandwidth vs single-thread memcpy
+overhead (meter on vs off, target < 2%), per-stage spans overhead (spans on vs off in
+one run, target < 2%; no plot: matplotlib would replace pillow-simd), and gather bandwidth vs single-thread memcpy
 (target >= 50%). Medians over repeats; ratios are datafuel / peer.
 """
 
@@ -197,37 +198,45 @@ def head_to_head(
     return res
 
 
+def paired(
+    shard_dir: Path, batches: int, repeats: int, kw_a: dict[str, Any], kw_b: dict[str, Any]
+) -> tuple[float, float, float]:
+    """Seconds per batch of loaders a and b, and the median ratio b/a over paired rounds.
+
+    Rounds alternate which loader goes first (shared-machine noise hits both alike).
+    """
+    a = Loader(shard_dir, B_TOK, seq_len=T, num_workers=2, **kw_a)
+    b = Loader(shard_dir, B_TOK, seq_len=T, num_workers=2, **kw_b)
+    ia, ib = endless(lambda: a), endless(lambda: b)
+    once(ia, batches)
+    once(ib, batches)
+    ta, tb, ratios = [], [], []
+    for r in range(2 * repeats + 1):
+        for _ in range(8):
+            next(ia)
+            next(ib)
+        if r % 2:
+            x, y = once(ia, batches), once(ib, batches)
+        else:
+            y, x = once(ib, batches), once(ia, batches)
+        ta.append(x)
+        tb.append(y)
+        ratios.append(y / x)
+    a.close()
+    b.close()
+    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+
+
 def meter_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
     """Throughput with the meter on vs off, plus an off-vs-off control, plus the meter's own cost.
 
     Loaders are compared in paired rounds with alternating order; the off/off control
-    shows how much of the difference is the machine, not the meter.
+    shows how much of the difference is the machine, not the meter. Spans are off in
+    both (they have their own comparison, :func:`spans_overhead`).
     """
-
-    def paired(meter_a: bool, meter_b: bool) -> tuple[float, float, float]:
-        a = Loader(shard_dir, B_TOK, seq_len=T, num_workers=2, meter=meter_a)
-        b = Loader(shard_dir, B_TOK, seq_len=T, num_workers=2, meter=meter_b)
-        ia, ib = endless(lambda: a), endless(lambda: b)
-        once(ia, batches)
-        once(ib, batches)
-        ta, tb, ratios = [], [], []
-        for r in range(2 * repeats + 1):
-            for _ in range(8):
-                next(ia)
-                next(ib)
-            if r % 2:
-                x, y = once(ia, batches), once(ib, batches)
-            else:
-                y, x = once(ib, batches), once(ia, batches)
-            ta.append(x)
-            tb.append(y)
-            ratios.append(y / x)
-        a.close()
-        b.close()
-        return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
-
-    m_off, m_on, ratio = paired(False, True)
-    _, _, control = paired(False, False)
+    off, on = {"meter": False, "spans": False}, {"meter": True, "spans": False}
+    m_off, m_on, ratio = paired(shard_dir, batches, repeats, off, on)
+    _, _, control = paired(shard_dir, batches, repeats, off, off)
     # the meter's cost in isolation: two perf_counter calls and one record() per batch
     from datafuel.loaders._stats import StarvationMeter
 
@@ -250,6 +259,39 @@ def meter_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
     print(
         f"  meter cost in isolation: {cost * 1e9:.0f} ns/batch = {100 * cost / m_off:.3f}% of a batch "
         "(target < 2%)"
+    )
+
+
+def spans_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
+    """Throughput with per-stage spans on vs off (meter on in both), an off/off control, and
+    the spans' own cost per batch in isolation (target < 2% of loader throughput)."""
+    from datafuel.loaders._spans import SpanRecorder, new_marks
+
+    off, on = {"spans": False}, {"spans": True}
+    s_off, s_on, ratio = paired(shard_dir, batches, repeats, off, on)
+    _, _, control = paired(shard_dir, batches, repeats, off, off)
+    rec = SpanRecorder()
+    ns = time.perf_counter_ns
+    n = 100_000
+    t0 = time.perf_counter_ns()
+    for j in range(n):  # what one batch adds: its marks, the worker's tuple, the loop's tuple
+        m = new_marks()
+        m[1] = ns()
+        m[2] = m[3] = ns()
+        m[4] = ns()
+        m[5] = m[6] = ns()
+        rec.batch((0, j, 0, j), m)
+        rec.wait((0, j, 0, j), m[0], m[-1])
+    cost = (time.perf_counter_ns() - t0) / n / 1e9
+    print("per-stage spans overhead (tokens 64x1024, no step, meter on):")
+    print(
+        f"  spans on {s_on * 1e3:.3f} ms/batch, off {s_off * 1e3:.3f} ms/batch; median paired "
+        f"ratio on/off {ratio:.4f} ({100 * (ratio - 1):+.2f}%); control off/off {control:.4f} "
+        f"({100 * (control - 1):+.2f}%: the machine's noise)"
+    )
+    print(
+        f"  spans cost in isolation: {cost * 1e9:.0f} ns/batch = {100 * cost / s_off:.3f}% of a "
+        "batch (target < 2%)"
     )
 
 
@@ -392,6 +434,7 @@ def main() -> None:
         )
         starvation(tok_dir, 100 if args.quick else 250, 20.0)
         meter_overhead(tok_dir, batches * 2, repeats + 2)
+        spans_overhead(tok_dir, batches * 2, repeats + 2)
         bandwidth(tok_dir, tab_dir, repeats)
 
 

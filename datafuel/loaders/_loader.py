@@ -34,7 +34,7 @@ from ._mixture import Mixture
 from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
 from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler
-from ._spans import STAGES, Marks, SpanRecorder, attribute, chrome_trace, profiling
+from ._spans import STAGES, SpanRecorder, attribute, chrome_trace, close_marks, new_marks, profiling
 from ._stats import StarvationMeter, StarvationReport
 from ._transform import BatchInfo, Transform
 from ._windows import DOCUMENT_FIELDS, PackedWindows, TokenWindows
@@ -47,6 +47,7 @@ __all__ = ["Batch", "Loader"]
 #: ``metrics()["loader/bottleneck_id"]`` indexes this
 BOTTLENECK_IDS = ("none", *STAGES, "handoff")
 
+_ns = time.perf_counter_ns
 _STATE_FORMAT = "datafuel-loader"
 _STATE_VERSION = 1
 
@@ -711,7 +712,12 @@ class Loader:
         if self._spans is not None:
             report = dataclasses.replace(
                 report,
-                **attribute(self._spans, starvation=report.starvation, workers=self.num_workers),
+                **attribute(
+                    self._spans,
+                    starvation=report.starvation,
+                    workers=self.num_workers,
+                    running=bool(self._live),
+                ),
             )
         if self.mixture is None or self._mix_counts is None:
             return report
@@ -867,28 +873,28 @@ class Loader:
         batch_index: int,
         starts: np.ndarray | None,
         ring: _Ring | None,
-        marks: Marks | None = None,
+        marks: list[int] | None = None,
     ) -> _Batch:
         """Batch ``job``: gather, transform, finite check, collate, copy (``marks`` each stage)."""
         if marks is not None:
-            marks.mark()  # sample order done; gather (and waiting for a free pinned slot)
+            marks[1] = _ns()  # sample order done; gather (and waiting for a free pinned slot)
         b = len(indices)
         sample_ids = indices if starts is None else starts
         slot = _ring_slot(ring, job, b)
         arrays: dict[str, np.ndarray | torch.Tensor]
         if self.transform is None:
             arrays, nbytes = self._read_batch(indices, starts, slot)
+            if marks is not None:
+                marks[2] = marks[3] = _ns()  # no transform
         else:
             info = BatchInfo(
                 indices=sample_ids, epoch=epoch, seed=self.seed, batch_index=batch_index
             )
             arrays, nbytes = self._transform_batch(indices, starts, info, marks), -1
-        if marks is not None:
-            marks.upto(3)  # finite check
         if self.check_finite:
             self._finite(arrays, sample_ids)
         if marks is not None:
-            marks.upto(4)  # collate
+            marks[4] = _ns()  # finite check done: collate
         made = self._collate(arrays, slot, job, b, nbytes, ring, marks)
         if self.mixture is not None:
             made.mix = np.bincount(np.asarray(arrays["source"]), minlength=len(self.mixture.names))
@@ -902,7 +908,7 @@ class Loader:
         b: int,
         nbytes: int,
         ring: _Ring | None,
-        marks: Marks | None,
+        marks: list[int] | None,
     ) -> _Batch:
         """Host tensors (a transform's output copied into the pinned slot), then the H2D copy."""
         if slot is not None and self.transform is not None:
@@ -914,10 +920,15 @@ class Loader:
             nbytes = sum(_nbytes(a) for a in arrays.values())
         if not self._cuda:
             tensors = Batch([(k, self._host_tensor(k, a)) for k, a in arrays.items()])
+            if marks is not None:
+                marks[5] = marks[6] = _ns()  # no copy
             return _Batch(tensors, nbytes, b)
         if marks is not None:
-            marks.upto(5)  # H2D copy
-        return self._to_device(arrays, job, b, nbytes, ring, timed=marks is not None)
+            marks[5] = _ns()  # H2D copy
+        made = self._to_device(arrays, job, b, nbytes, ring, timed=marks is not None)
+        if marks is not None:
+            marks[6] = _ns()
+        return made
 
     def _read_batch(
         self, indices: np.ndarray, starts: np.ndarray | None, slot: dict[str, np.ndarray] | None
@@ -992,7 +1003,7 @@ class Loader:
         indices: np.ndarray,
         starts: np.ndarray | None,
         info: BatchInfo,
-        marks: Marks | None = None,
+        marks: list[int] | None = None,
     ) -> dict[str, np.ndarray | torch.Tensor]:
         """The transform's checked output (the caller copies host arrays into the pinned slot)."""
         assert self.transform is not None
@@ -1002,8 +1013,11 @@ class Loader:
         else:
             raw = self.shards.gather(indices, self.fields)
         if marks is not None:
-            marks.mark()  # transform
-        return self._check_output(self.transform(raw, info), len(indices))
+            marks[2] = _ns()  # gather done: transform
+        out = self._check_output(self.transform(raw, info), len(indices))
+        if marks is not None:
+            marks[3] = _ns()  # finite check
+        return out
 
     def _host_tensor(self, name: str, a: np.ndarray | torch.Tensor) -> torch.Tensor:
         if isinstance(a, torch.Tensor):  # a transform's device tensor: device=None means the host
@@ -1253,6 +1267,8 @@ class _LoaderIter:
             self._handed_out_epoch()
             return
         self._ring = loader._take_ring()
+        if self._spans is not None:
+            self._spans.sample_cpu()
         # the closure holds the loader and the plan, never this iterator, so dropping the
         # iterator (break) runs __del__ and stops the threads at once
         produce = _producer(
@@ -1332,12 +1348,7 @@ class _LoaderIter:
     def _record(self, j: int, t0: int, t1: int, batch: _Batch) -> None:
         """The loop's wait ``[t0, t1]`` (ns) for batch ``j``: into the spans and the meter."""
         if self._spans is not None:
-            self._spans.wait(
-                (self._pass, j, self._epoch, self._first_batch + j),
-                t0,
-                t1,
-                threading.current_thread().name,
-            )
+            self._spans.wait((self._pass, j, self._epoch, self._first_batch + j), t0, t1)
         if self._meter is not None:
             self._meter.record(
                 wait=(t1 - t0) / 1e9,
@@ -1354,6 +1365,8 @@ class _LoaderIter:
             return
         self._closed = True
         self._loader._live.discard(self)
+        if self._spans is not None:
+            self._spans.sample_cpu()
         stuck = self._prefetcher is not None and self._prefetcher.close(timeout)
         if self._ring is not None and not stuck:
             # a worker still in a job may yet write into its pinned ring slot: then the
@@ -1440,7 +1453,7 @@ def _producer(
     pass_id: int = 0,
 ) -> Any:
     def produce(j: int) -> _Batch:
-        marks = None if spans is None else Marks()
+        marks = None if spans is None else new_marks()
         off, b = plan[j]
         idx = order[off : off + b]
         st = None if starts is None else starts[idx]
@@ -1448,14 +1461,14 @@ def _producer(
             made = loader._make_batch(j, idx, epoch, first_batch + j, st, ring, marks)
         except NonFiniteError:
             if marks is not None:
-                marks.abort()
+                close_marks(marks)
             raise
         except Exception as exc:
             if marks is not None:
-                marks.abort()
+                close_marks(marks)
             raise _Failure(exc, idx if st is None else st, first_batch + j) from exc
         if marks is not None and spans is not None:
-            marks.upto(len(STAGES))
+            close_marks(marks)
             spans.batch((pass_id, j, epoch, first_batch + j), marks, made.gpu)
         return made
 

@@ -48,7 +48,8 @@ BOTTLENECK_MIN_WAIT = 0.05
 SPAN_CAPACITY = 8192
 
 _ns = time.perf_counter_ns
-_cpu_ns = time.thread_time_ns
+_process_ns = time.process_time_ns
+_ident = threading.get_ident
 
 
 def _profiler_enabled() -> Any:
@@ -64,56 +65,47 @@ def _profiler_enabled() -> Any:
 profiling = _profiler_enabled()
 
 
-class Marks:
-    """The stage boundaries of one batch in a worker; ``record_function`` ranges while profiled."""
+def new_marks() -> list[int]:
+    """A batch's stage boundaries: ``marks[k]`` (``perf_counter_ns``) is where stage ``k``
+    starts and stage ``k - 1`` ends; ``marks[0]`` is set now, the producer sets the rest.
 
-    __slots__ = ("cpu", "range", "stage", "t")
+    A plain list (one store per boundary); while a ``torch.profiler`` records this
+    thread, a :class:`_ProfiledMarks` that also opens a ``record_function`` range per stage.
+    """
+    m = _ProfiledMarks() if profiling() else [0] * (len(STAGES) + 1)
+    m[0] = _ns()
+    return m
+
+
+class _ProfiledMarks(list):  # type: ignore[type-arg]
+    """Marks whose every store also ends the open ``record_function`` range and opens the next."""
+
+    __slots__ = ("range",)
 
     def __init__(self) -> None:
-        self.cpu = _cpu_ns()
-        self.t = [_ns()]
-        self.stage = 0
+        super().__init__([0] * (len(STAGES) + 1))
         self.range: Any = None
-        if profiling():
-            self._open()
 
-    def mark(self) -> None:
-        """End the current stage (the next one starts now)."""
-        self.t.append(_ns())
-        self.stage += 1
+    def __setitem__(self, k: Any, value: Any) -> None:
+        super().__setitem__(k, value)
+        self.close()
+        if isinstance(k, int) and k < len(STAGES):
+            from torch.profiler import record_function
+
+            self.range = record_function(f"datafuel.{STAGES[k]}")
+            self.range.__enter__()
+
+    def close(self) -> None:
+        """End the open range (the batch is done, or failed)."""
         if self.range is not None:
             self.range.__exit__(None, None, None)
             self.range = None
-            if self.stage < len(STAGES):
-                self._open()
 
-    def abort(self) -> None:
-        """The batch failed: close an open ``record_function`` range."""
-        if self.range is not None:
-            self.range.__exit__(None, None, None)
-            self.range = None
 
-    def upto(self, stage: int) -> None:
-        """End the current stage now and skip on to ``stage`` (skipped ones get zero length)."""
-        if self.stage >= stage:
-            return
-        t = self.t
-        t.append(_ns())
-        ranged = self.range is not None
-        if ranged:
-            self.range.__exit__(None, None, None)
-            self.range = None
-        while len(t) <= stage:
-            t.append(t[-1])
-        self.stage = stage
-        if ranged and stage < len(STAGES):
-            self._open()
-
-    def _open(self) -> None:
-        from torch.profiler import record_function
-
-        self.range = record_function(f"datafuel.{STAGES[self.stage]}")
-        self.range.__enter__()
+def close_marks(marks: list[int]) -> None:
+    """A batch failed: close its open ``record_function`` range, if any."""
+    if isinstance(marks, _ProfiledMarks):
+        marks.close()
 
 
 class SpanRecorder:
@@ -122,10 +114,10 @@ class SpanRecorder:
     Examples
     --------
     >>> r = SpanRecorder()
-    >>> m = Marks()
-    >>> m.upto(len(STAGES))
+    >>> m = new_marks()
+    >>> m[1:] = [m[0]] * len(STAGES)
     >>> r.batch((0, 0, 0, 0), m)
-    >>> r.wait((0, 0, 0, 0), m.t[0], m.t[-1], "MainThread")
+    >>> r.wait((0, 0, 0, 0), m[0], m[-1])
     >>> len(r.batches), len(r.waits)
     (1, 1)
     """
@@ -137,16 +129,39 @@ class SpanRecorder:
     def reset(self) -> None:
         self.batches: deque[tuple[Any, ...]] = deque(maxlen=self.capacity)
         self.waits: deque[tuple[Any, ...]] = deque(maxlen=self.capacity)
+        #: (perf_counter_ns, process CPU ns) at each pass's start and end
+        self.cpu: deque[tuple[int, int]] = deque(maxlen=self.capacity)
+        #: thread ident -> name (idents are recorded: cheaper than names)
+        self.names: dict[int, str] = getattr(self, "names", {})
 
-    def batch(self, key: tuple[int, int, int, int], marks: Marks, gpu: Any = None) -> None:
+    def _name(self, ident: int) -> None:
+        self.names[ident] = threading.current_thread().name
+
+    def batch(self, key: tuple[int, int, int, int], marks: list[int], gpu: Any = None) -> None:
         """A worker finished batch ``key`` = (pass, job, epoch, batch index)."""
-        self.batches.append(
-            (key, threading.current_thread().name, marks.t, _cpu_ns() - marks.cpu, gpu)
-        )
+        ident = _ident()
+        if ident not in self.names:
+            self._name(ident)
+        self.batches.append((key, ident, marks, gpu))
 
-    def wait(self, key: tuple[int, int, int, int], t0: int, t1: int, thread: str) -> None:
+    def wait(self, key: tuple[int, int, int, int], t0: int, t1: int) -> None:
         """The loop waited ``[t0, t1]`` (ns) in ``next()`` for batch ``key``."""
-        self.waits.append((key, t0, t1, thread))
+        self.waits.append((key, t0, t1, _ident()))
+
+    def sample_cpu(self) -> None:
+        """Note the process's CPU time now (a pass starts or ends): for :meth:`busy_cores`."""
+        self.cpu.append((_ns(), _process_ns()))
+
+    def busy_cores(self, running: bool = False) -> float:
+        """Average cores busy (the process's CPU time over wall time) from the first pass's
+        start to the last one's end (``running``: to now)."""
+        samples = list(self.cpu)
+        if not samples:
+            return 0.0
+        (t0, c0), (t1, c1) = samples[0], samples[-1]
+        if running or len(samples) < 2:
+            t1, c1 = _ns(), _process_ns()
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
 
     def snapshot(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Copies of both rings (safe while workers append)."""
@@ -176,7 +191,12 @@ def _cores() -> int:
 
 
 def attribute(
-    recorder: SpanRecorder, *, starvation: float, workers: int, cores: int | None = None
+    recorder: SpanRecorder,
+    *,
+    starvation: float,
+    workers: int,
+    cores: int | None = None,
+    running: bool = False,
 ) -> dict[str, Any]:
     """The per-stage breakdown, the bottleneck and one line of advice.
 
@@ -188,15 +208,9 @@ def attribute(
     cores = _cores() if cores is None else cores
     batches, waits = recorder.snapshot()
     n = len(batches)
-    total, cpu, gpu_ms = _stage_totals(batches)
+    total, gpu_ms = _stage_totals(batches)
     waited, wait_ns = _waited(waits, {b[0]: b[2] for b in batches})
-    loop_ns = 0
-    starts = [b[2][0] for b in batches] + [w[1] for w in waits]
-    ends = [b[2][-1] for b in batches] + [w[2] for w in waits]
-    elapsed = (max(ends) - min(starts)) if starts else 0
-    if waits and elapsed:
-        loop_ns = max(0, elapsed - wait_ns)  # the loop's own work between its waits
-    busy = (cpu + loop_ns) / elapsed if elapsed else 0.0
+    busy = recorder.busy_cores(running)
     worker_ns = sum(total.values())
     stages: dict[str, dict[str, float]] = {}
     for stage in (*STAGES, HANDOFF):
@@ -221,19 +235,17 @@ def attribute(
     }
 
 
-def _stage_totals(batches: list[tuple[Any, ...]]) -> tuple[dict[str, int], int, list[float]]:
-    """Nanoseconds per stage over ``batches``, their worker CPU time, copies' device ms."""
+def _stage_totals(batches: list[tuple[Any, ...]]) -> tuple[dict[str, int], list[float]]:
+    """Nanoseconds per stage over ``batches`` and the copies' device ms."""
     total = dict.fromkeys(STAGES, 0)
-    cpu = 0
     gpu_ms: list[float] = []
-    for _key, _thread, t, cpu_ns, gpu in batches:
-        cpu += cpu_ns
+    for _key, _thread, t, gpu in batches:
         for i, stage in enumerate(STAGES):
             total[stage] += t[i + 1] - t[i]
         g = _gpu_ms(gpu)
         if g is not None:
             gpu_ms.append(g)
-    return total, cpu, gpu_ms
+    return total, gpu_ms
 
 
 def _waited(
@@ -308,13 +320,13 @@ def chrome_trace(
     """
     batches, waits = recorder.snapshot()
     pid = os.getpid()
-    tids: dict[str, int] = {}
+    tids: dict[int, int] = {}  # thread ident -> track number
     loop_threads = {w[3] for w in waits}
 
-    def tid(name: str) -> int:
-        if name not in tids:
-            tids[name] = len(tids) + 1
-        return tids[name]
+    def tid(ident: int) -> int:
+        if ident not in tids:
+            tids[ident] = len(tids) + 1
+        return tids[ident]
 
     events: list[dict[str, Any]] = []
     produced: dict[Any, tuple[int, float]] = {}
@@ -323,8 +335,8 @@ def chrome_trace(
         events.extend(_batch_events(record, tr, pid))
         t = record[2]
         produced[record[0]] = (tr, (t[0] + t[-1]) / 2e3)
-    for n, (key, w0, w1, thread) in enumerate(waits):
-        tr = tid(thread)
+    for n, (key, w0, w1, ident) in enumerate(waits):
+        tr = tid(ident)
         events.append(_slice("wait", w0, w1, tr, pid, {"batch": key[3], "epoch": key[2]}))
         if key in produced:
             src, ts = produced[key]
@@ -332,8 +344,10 @@ def chrome_trace(
             events.append({**flow, "ph": "s", "ts": ts, "tid": src})
             events.append({**flow, "ph": "f", "bp": "e", "ts": (w0 + w1) / 2e3, "tid": tr})
     meta = [{"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": "datafuel"}}]
-    for name, tr in tids.items():
-        label = f"training loop ({name})" if name in loop_threads else name
+    live = {t.ident: t.name for t in threading.enumerate()}
+    for ident, tr in tids.items():
+        name = recorder.names.get(ident) or live.get(ident) or f"thread {ident}"
+        label = f"training loop ({name})" if ident in loop_threads else name
         meta.append(
             {"name": "thread_name", "ph": "M", "pid": pid, "tid": tr, "args": {"name": label}}
         )
@@ -345,8 +359,8 @@ def chrome_trace(
 
 def _batch_events(record: tuple[Any, ...], tid: int, pid: int) -> list[dict[str, Any]]:
     """One batch's slice on its worker's track, its (non-empty) stages nested inside."""
-    (pass_id, _job, epoch, index), _thread, t, cpu_ns, gpu = record
-    args = {"epoch": epoch, "batch": index, "pass": pass_id, "cpu_ms": cpu_ns / 1e6}
+    (pass_id, _job, epoch, index), _thread, t, gpu = record
+    args = {"epoch": epoch, "batch": index, "pass": pass_id}
     out = [_slice(f"batch {index}", t[0], t[-1], tid, pid, args)]
     for i, stage in enumerate(STAGES):
         if t[i + 1] > t[i]:
