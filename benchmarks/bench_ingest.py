@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ def make_records(n: int) -> list[dict[str, Any]]:
 
 
 def _serve(n: int, page_size: int, latency: float, conn: Any, stop: Any, style: str) -> None:
+    # http.server listens with a backlog of 5: 8+ clients connecting at once (FakeAPI
+    # closes each connection) would see SYNs dropped and retried after 1 s
+    ThreadingHTTPServer.request_queue_size = 128
     with FakeAPI(
         make_records(n), page_size=page_size, style=style, latency=latency, lifetime=3600
     ) as api:

@@ -34,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from datafuel.errors import HTTPError, PaginationError
+from datafuel.errors import HTTPError, PaginationError, SchemaError
 
+from ._flatten import flatten_record
 from ._paginate import PageRequest, PageResponse, Paginator, get_path
 from ._prefetch import FetchedPage, page_hash
 from ._throttle import Stopped, Throttle
@@ -79,6 +80,7 @@ class ConcurrentFetcher:
         self._last_hash = last_hash
         self._cv = threading.Condition()
         self._results: dict[int, PageResponse | _End | BaseException] = {}
+        self._rows: dict[int, list[dict[str, Any]]] = {}
         self._next_claim = first.index
         self._next_take = first.index
         #: no page at or past this index is requested: the end, an error, max_pages
@@ -132,6 +134,7 @@ class ConcurrentFetcher:
             try:
                 result = self._fetch(self._request(index))
                 self._throttle.succeeded()
+                self._flatten(index, result)
             except Stopped:
                 return
             except HTTPError as exc:
@@ -142,6 +145,16 @@ class ConcurrentFetcher:
             finally:
                 self._throttle.leave()
             self._deliver(index, result)
+
+    def _flatten(self, index: int, response: PageResponse) -> None:
+        """Flatten the page's records here, off the writer's path; the writer redoes a
+        page that fails (to raise the error naming the page and record)."""
+        try:
+            rows = [flatten_record(rec) for rec in response.records]
+        except SchemaError:
+            return
+        with self._cv:
+            self._rows[index] = rows
 
     def _deliver(self, index: int, result: PageResponse | _End | BaseException) -> None:
         with self._cv:
@@ -158,6 +171,7 @@ class ConcurrentFetcher:
                 self._bound, self._end_reason = index + 1, reason
                 for i in [i for i in self._results if i > index]:
                     del self._results[i]
+                    self._rows.pop(i, None)
             self._results[index] = result
             self._cv.notify_all()
 
@@ -261,7 +275,8 @@ class ConcurrentFetcher:
         reason: str | None,
     ) -> FetchedPage:
         state: dict[str, Any] = self._paginator.state_dict()
-        return FetchedPage(request, response, nxt, reason, state, self._last_hash)
+        rows = self._rows.pop(request.index, None)
+        return FetchedPage(request, response, nxt, reason, state, self._last_hash, rows)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the workers; answers still in flight are discarded."""

@@ -281,8 +281,8 @@ def _flatten_page(
 
     Each kept record's key joins ``seen_keys``.
     """
-    rows = []
-    for i, rec in enumerate(page.response.records):
+    rows = list(page.rows) if page.rows is not None else []
+    for i, rec in enumerate(page.response.records if page.rows is None else ()):
         try:
             rows.append(flatten_record(rec))
         except SchemaError as exc:

@@ -36,6 +36,8 @@ class FetchedPage:
     stop_reason: str | None
     paginator_state: dict[str, Any]
     last_hash: str | None
+    #: the records already flattened (by a concurrent worker), or ``None``
+    rows: list[dict[str, Any]] | None = None
 
 
 def page_hash(records: Any) -> str:

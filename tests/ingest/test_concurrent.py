@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,13 @@ from test_kill import expected_row
 from datafuel.errors import ConfigError, HTTPError, RetryExhaustedError
 from datafuel.ingest import RateLimiter, ingest, read_ingested
 from datafuel.ingest._throttle import Throttle
+
+
+@pytest.fixture(autouse=True)
+def _listen_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """http.server listens with a backlog of 5; 8 workers connecting at once (FakeAPI closes
+    each connection) would have SYNs dropped and retried a second later: timing noise."""
+    monkeypatch.setattr(ThreadingHTTPServer, "request_queue_size", 128)
 
 
 class TimedAPI(FakeAPI):
