@@ -90,6 +90,19 @@ def _summary(r: IngestResult) -> str:
     "> 1, no page past the last one it implies is requested.",
 )
 @click.option(
+    "--incremental",
+    default=None,
+    metavar="FIELD",
+    help="Keep the highest committed value of FIELD (e.g. updated_at, id); run again on a "
+    "finished OUT to fetch only newer records (sent as --since-param) into new parts.",
+)
+@click.option(
+    "--since-param",
+    default=None,
+    metavar="NAME",
+    help="Query parameter carrying the --incremental high value (default: the field name).",
+)
+@click.option(
     "--records-path",
     default=None,
     help="Dotted path to the records list in the body, e.g. data.items (default: the body is the list).",
@@ -200,6 +213,8 @@ def ingest(
     paginate: str,
     concurrency: int,
     total_field: str | None,
+    incremental: str | None,
+    since_param: str | None,
     records_path: str | None,
     primary_key: str | None,
     max_pages: int | None,
@@ -261,6 +276,8 @@ def ingest(
             on_progress=on_progress,
             concurrency=concurrency,
             total_field=total_field,
+            incremental=incremental,
+            since_param=since_param,
         )
     if as_json:
         echo_json(result.to_dict())

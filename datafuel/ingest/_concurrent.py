@@ -191,8 +191,9 @@ class ConcurrentFetcher:
                 page=self._first.index,
                 field=self._total_field,
             )
-        # page i holds records [i * step, (i + 1) * step): the last one holds record total - 1
-        last = max(self._first.index, math.ceil(total / self._step) - 1)
+        # the probe holds records [before, before + step); the last page holds record total - 1
+        before = self._paginator.position(self._first, self._step)
+        last = self._first.index + max(0, math.ceil((total - before) / self._step) - 1)
         if last + 1 < self._bound:
             self._bound, self._end_reason = last + 1, f"total count {total} reached"
 

@@ -42,7 +42,7 @@ from ._checkpoint import STATE_VERSION, Checkpoint, DriftLog
 from ._concurrent import ConcurrentFetcher
 from ._flatten import flatten_record
 from ._limits import DEFAULT_DEADLINE, DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, ResponseLimits
-from ._paginate import PageRequest, Paginator, make_paginator
+from ._paginate import PageRequest, Paginator, _with_params, make_paginator
 from ._prefetch import FetchedPage, Inline, Prefetcher, fetch_pages
 from ._ratelimit import RateLimiter
 from ._retry import RetryPolicy
@@ -163,6 +163,8 @@ class IngestState:
     _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: what ``_common_metadata`` holds now (``None``: not written by this run yet)
     common_schema: pa.Schema | None = None
+    #: ``--incremental FIELD``: its highest committed value is tracked in the state
+    incremental: str | None = None
 
     def finished(self, max_pages: int | None) -> bool:
         """The listing ended, or a ``max_pages`` stop that this run's limit does not lift."""
@@ -205,12 +207,13 @@ class IngestState:
         state (atomic): one commit."""
         rows, events = self._flatten_and_observe(pages)
         first, last = pages[0], pages[-1]
+        if self.incremental is not None:
+            _raise_high(self.state["incremental"], rows, first.request.index)
         if rows:
-            part = self.sink.write_part(
-                first.request.index,
-                self.tracker.to_table(rows),
-                {"datafuel.ingest.pages": f"{first.request.index}-{last.request.index}"},
-            )
+            meta = {"datafuel.ingest.pages": f"{first.request.index}-{last.request.index}"}
+            if "incremental" in self.state:
+                meta["datafuel.ingest.run"] = str(len(self.state["incremental"]["runs"]) - 1)
+            part = self.sink.write_part(first.request.index, self.tracker.to_table(rows), meta)
             self.state["parts"] += 1
             self.state["last_part"] = part.name
             # the schema of every part so far, before the state that commits them (rewritten
@@ -310,6 +313,77 @@ def _flatten_page(
             seen_keys.add(key)
             kept.append(row)
     return kept, len(rows) - len(kept)
+
+
+def _raise_high(inc: dict[str, Any], rows: list[dict[str, Any]], page: int) -> None:
+    """Raise ``inc["high"]`` to the largest value of ``inc["field"]`` in ``rows``."""
+    name = inc["field"]
+    values = [r[name] for r in rows if r.get(name) is not None]
+    if inc["high"] is not None:
+        values.append(inc["high"])
+    if not values:
+        return
+    kinds = {"number" if isinstance(v, (int, float)) else type(v).__name__ for v in values}
+    if kinds not in ({"number"}, {"str"}) or any(isinstance(v, bool) for v in values):
+        raise SchemaError(
+            f"page {page}: --incremental field {name!r} must hold only numbers or only strings "
+            f"(ISO dates) to be compared; got {sorted(kinds)}",
+            page=page,
+            field=name,
+        )
+    inc["high"] = max(values)
+
+
+def _committed_high(sink: ParquetSink, name: str) -> Any:
+    """The largest value of column ``name`` in the committed parts (``None`` without any)."""
+    high: Any = None
+    for part in sink.parts():
+        try:
+            schema = pq.read_schema(part)
+            if name not in schema.names:
+                continue
+            values = [v for v in pq.read_table(part, columns=[name]).column(0).to_pylist()]
+        except (pa.ArrowException, OSError) as exc:
+            raise IngestError(f"cannot read {name!r} from part {part}: {exc}", path=part) from exc
+        values = [v for v in values if v is not None] + ([high] if high is not None else [])
+        high = max(values) if values else high
+    return high
+
+
+def _start_incremental(
+    run: IngestState, field_name: str, since_param: str, page_size: int | None
+) -> bool:
+    """Track ``field_name``; on a finished output, start a run asking only for newer records.
+
+    Returns whether a new run was started (the checkpoint then says ``running`` again,
+    from the first page with ``since_param`` = the highest value committed).
+    """
+    state = run.state
+    inc = state.get("incremental")
+    if inc is None or inc.get("field") != field_name:
+        inc = state["incremental"] = {
+            "field": field_name,
+            "since_param": since_param,
+            "high": _committed_high(run.sink, field_name),
+            "runs": [{"run": 0, "first_page": 0, "since": None}],
+        }
+    inc["since_param"] = since_param
+    if state["status"] != "done":
+        return False
+    high = inc["high"]
+    first = run.paginator.first(run.url, page_size)
+    params = _with_params(first.params, **({since_param: high} if high is not None else {}))
+    pages = state["pages"]
+    first = PageRequest(first.url, params, pages, secret_params=run.secret_params)
+    inc["runs"].append({"run": len(inc["runs"]), "first_page": pages, "since": high})
+    run.paginator.load_state_dict({"seen": []})  # a new walk: its cursors are new too
+    state["status"], state["stop_reason"] = "running", None
+    state["next"], state["last_page_hash"] = first.to_json(), None
+    run.save()
+    log.info(
+        "incremental run %d from page %d: %s > %r", len(inc["runs"]) - 1, pages, field_name, high
+    )
+    return True
 
 
 def _open_or_resume(
@@ -564,6 +638,8 @@ def ingest(
     request_deadline: float = DEFAULT_DEADLINE,
     concurrency: int = DEFAULT_CONCURRENCY,
     total_field: str | None = None,
+    incremental: str | None = None,
+    since_param: str | None = None,
 ) -> IngestResult:
     """Pull every page of a JSON REST API into a Parquet dataset directory, resumably.
 
@@ -641,6 +717,17 @@ def ingest(
     total_field
         Dotted path to the total record count in the body (``"total"``): with
         ``concurrency`` > 1 no page past the last one it implies is requested.
+    incremental
+        A (flattened) field such as ``"updated_at"`` or ``"id"``: the highest value
+        committed is kept in the checkpoint (``incremental.high``, committed with the
+        page). Run again on a *finished* output, the ingest starts a new run from the
+        first page with ``since_param=<high>`` added to the query, appending new parts
+        (numbered on from the last page) with the same drift tracking; re-sent records
+        are dropped by ``primary_key``. ``incremental.runs`` lists each run's first page
+        (a part belongs to the last run starting at or before it; its Parquet metadata
+        ``datafuel.ingest.run`` says so too).
+    since_param
+        Query parameter that carries the high value (default: the field's name).
 
     Returns
     -------
@@ -700,6 +787,8 @@ def ingest(
                 limits=limits,
                 concurrency=concurrency,
                 total_field=total_field,
+                incremental=incremental,
+                since_param=since_param,
             )
     except DatafuelError as exc:
         _scrub(exc, policy)
@@ -738,6 +827,8 @@ def _ingest_locked(
     limits: ResponseLimits,
     concurrency: int,
     total_field: str | None,
+    incremental: str | None,
+    since_param: str | None,
 ) -> IngestResult:
     """:func:`ingest` once the lock of ``root`` is held."""
     paginator = make_paginator(paginate) if isinstance(paginate, str) else paginate
@@ -762,6 +853,9 @@ def _ingest_locked(
         secret_params=tuple(policy.secret_params),
         fsync=fsync,
     )
+    run.incremental = incremental
+    if incremental is not None:
+        _start_incremental(run, incremental, since_param or incremental, page_size)
     if run.finished(max_pages):
         return run.result(already_done=True)
     first = _next_request(run)

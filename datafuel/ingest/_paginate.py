@@ -168,6 +168,10 @@ class Paginator:
         """
         return None
 
+    def position(self, request: PageRequest, step: int) -> int:
+        """How many records of the listing come before ``request``'s page."""
+        return request.index * step
+
     # loop detection ------------------------------------------------------------------
     def _remember(
         self, value: str, request: PageRequest, what: str, *, shown: str | None = None
@@ -220,15 +224,30 @@ class PagePaginator(Paginator):
     def next(self, request: PageRequest, response: PageResponse) -> PageRequest | None:
         if not response.records:
             return None
-        number = self.first_page + request.index + 1
+        number = self._number(request) + 1  # from the request: a later run restarts at page 1
         return PageRequest(
             request.url,
             _with_params(request.params, **{self.page_param: number}),
             request.index + 1,
         )
 
+    def _number(self, request: PageRequest) -> int:
+        value = dict(request.params).get(self.page_param)
+        try:
+            return int(value) if value is not None else self.first_page + request.index
+        except ValueError:
+            raise PaginationError(
+                f"page {request.index} ({request.describe()}): --paginate page needs an integer "
+                f"{self.page_param!r} parameter. Got {value!r} instead.",
+                page=request.index,
+                field=self.page_param,
+            ) from None
+
+    def position(self, request: PageRequest, step: int) -> int:
+        return (self._number(request) - self.first_page) * step
+
     def planned(self, first: PageRequest, index: int, step: int) -> PageRequest | None:
-        number = self.first_page + index
+        number = self._number(first) + (index - first.index)
         return PageRequest(
             first.url, _with_params(first.params, **{self.page_param: number}), index
         )
@@ -261,6 +280,9 @@ class OffsetPaginator(Paginator):
             _with_params(request.params, **{self.offset_param: offset}),
             request.index + 1,
         )
+
+    def position(self, request: PageRequest, step: int) -> int:
+        return int(dict(request.params).get(self.offset_param, "0"))
 
     def planned(self, first: PageRequest, index: int, step: int) -> PageRequest | None:
         start = int(dict(first.params).get(self.offset_param, "0"))
