@@ -19,6 +19,7 @@ import click
 from datafuel.errors import ConfigError
 from datafuel.ingest import IngestProgress, IngestResult
 from datafuel.ingest import ingest as ingest_api
+from datafuel.ingest._html import HtmlSpec, parse_field
 from datafuel.ingest._ingest import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from datafuel.ingest._limits import (
     DEFAULT_DEADLINE,
@@ -88,6 +89,34 @@ def _summary(r: IngestResult) -> str:
     metavar="PATH",
     help="Dotted path to the total record count in the body (e.g. total): with --concurrency "
     "> 1, no page past the last one it implies is requested.",
+)
+@click.option(
+    "--html",
+    "html_mode",
+    is_flag=True,
+    help="The pages are HTML listings: records from --select/--field, the next page from "
+    "--next; robots.txt is obeyed and --rate defaults to 1/s.",
+)
+@click.option("--select", "select", default=None, metavar="CSS", help="HTML: one record's element.")
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    metavar="NAME=SELECTOR",
+    help="HTML: a column from CSS, CSS::text or CSS::attr(NAME) inside the record (repeatable).",
+)
+@click.option(
+    "--next", "next_sel", default=None, metavar="SELECTOR", help="HTML: the next page's link."
+)
+@click.option(
+    "--on-empty",
+    type=click.Choice(["fail", "skip"]),
+    default="skip",
+    show_default=True,
+    help="HTML: a page --select matches nothing on (layout drift, in _drift.jsonl).",
+)
+@click.option(
+    "--ignore-robots", is_flag=True, help="HTML: do not read robots.txt (a warning is logged)."
 )
 @click.option(
     "--incremental",
@@ -213,6 +242,12 @@ def ingest(
     paginate: str,
     concurrency: int,
     total_field: str | None,
+    html_mode: bool,
+    select: str | None,
+    fields: tuple[str, ...],
+    next_sel: str | None,
+    on_empty: str,
+    ignore_robots: bool,
     incremental: str | None,
     since_param: str | None,
     records_path: str | None,
@@ -253,6 +288,11 @@ def ingest(
     ***; one ingest at a time per OUT (a second gets an error naming the pid).
     """
     header_map = dict(parse_header(h) for h in headers)
+    html = None
+    if html_mode:
+        html = HtmlSpec(
+            select or "", dict(parse_field(f) for f in fields), next_sel, on_empty=on_empty
+        )
     with _verbose_log(verbose), _progress_bar(max_pages) as on_progress:
         result = ingest_api(
             url,
@@ -278,6 +318,8 @@ def ingest(
             total_field=total_field,
             incremental=incremental,
             since_param=since_param,
+            html=html,
+            ignore_robots=ignore_robots,
         )
     if as_json:
         echo_json(result.to_dict())

@@ -41,6 +41,7 @@ from datafuel.errors import (
 from ._checkpoint import STATE_VERSION, Checkpoint, DriftLog
 from ._concurrent import ConcurrentFetcher
 from ._flatten import flatten_record
+from ._html import DEFAULT_HTML_RATE, HtmlPaginator, HtmlSpec, RobotsPolicy
 from ._limits import DEFAULT_DEADLINE, DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, ResponseLimits
 from ._paginate import PageRequest, Paginator, _with_params, make_paginator
 from ._prefetch import FetchedPage, Inline, Prefetcher, fetch_pages
@@ -165,6 +166,8 @@ class IngestState:
     common_schema: pa.Schema | None = None
     #: ``--incremental FIELD``: its highest committed value is tracked in the state
     incremental: str | None = None
+    #: an HTML listing's ``--select``: a page it matches nothing on is layout drift
+    html_select: str | None = None
 
     def finished(self, max_pages: int | None) -> bool:
         """The listing ended, or a ``max_pages`` stop that this run's limit does not lift."""
@@ -242,6 +245,8 @@ class IngestState:
         for f in pages:
             page_rows, duplicates = _flatten_page(f, self.primary_key, self.seen_keys)
             self.state["duplicates"] += duplicates
+            if self.html_select is not None and not f.response.records:
+                events.append(DriftEvent(f.request.index, "no_records", self.html_select))
             if f.response.records:
                 events += self.tracker.observe(page_rows, page=f.request.index)
                 self.state["pages"] = f.request.index + 1
@@ -313,6 +318,28 @@ def _flatten_page(
             seen_keys.add(key)
             kept.append(row)
     return kept, len(rows) - len(kept)
+
+
+def _read_robots(url: str, timeout: float, transport: httpx.BaseTransport | None) -> RobotsPolicy:
+    """``robots.txt`` of ``url``'s origin (RFC 9309: a 4xx allows everything)."""
+    where = origin(url)
+    try:
+        with httpx.Client(timeout=timeout, transport=transport) as client:
+            resp = client.get(f"{where}/robots.txt")
+    except httpx.HTTPError as exc:
+        raise IngestError(
+            f"cannot read {where}/robots.txt ({type(exc).__name__}); not crawling without it "
+            "(--ignore-robots to override, if you may)"
+        ) from exc
+    if 400 <= resp.status_code < 500:
+        return RobotsPolicy(where, None)
+    if resp.status_code != 200:
+        raise IngestError(
+            f"{where}/robots.txt answered HTTP {resp.status_code}; RFC 9309 reads that as "
+            "'disallow all' (--ignore-robots to override, if you may)",
+            status=resp.status_code,
+        )
+    return RobotsPolicy(where, resp.text.splitlines())
 
 
 def _raise_high(inc: dict[str, Any], rows: list[dict[str, Any]], page: int) -> None:
@@ -640,6 +667,8 @@ def ingest(
     total_field: str | None = None,
     incremental: str | None = None,
     since_param: str | None = None,
+    html: HtmlSpec | None = None,
+    ignore_robots: bool = False,
 ) -> IngestResult:
     """Pull every page of a JSON REST API into a Parquet dataset directory, resumably.
 
@@ -728,6 +757,13 @@ def ingest(
         ``datafuel.ingest.run`` says so too).
     since_param
         Query parameter that carries the high value (default: the field's name).
+    html
+        An HTML listing instead of JSON (:class:`~datafuel.ingest._html.HtmlSpec`:
+        record selector, field selectors, next-link selector); ``paginate`` and
+        ``records_path`` are then unused. ``robots.txt`` of the start URL's origin is
+        obeyed (``ignore_robots=True`` opts out, with a logged warning) and ``rate``
+        defaults to 1 request/s. A page the record selector matches nothing on is a
+        ``no_records`` event in ``_drift.jsonl`` (``on_empty="skip"``) or an error.
 
     Returns
     -------
@@ -789,6 +825,8 @@ def ingest(
                 total_field=total_field,
                 incremental=incremental,
                 since_param=since_param,
+                html=html,
+                ignore_robots=ignore_robots,
             )
     except DatafuelError as exc:
         _scrub(exc, policy)
@@ -829,8 +867,19 @@ def _ingest_locked(
     total_field: str | None,
     incremental: str | None,
     since_param: str | None,
+    html: HtmlSpec | None,
+    ignore_robots: bool,
 ) -> IngestResult:
     """:func:`ingest` once the lock of ``root`` is held."""
+    robots = None
+    if html is not None:
+        paginate = HtmlPaginator(html)
+        if rate is None and rate_limiter is None:
+            rate = DEFAULT_HTML_RATE  # polite by default
+        if ignore_robots:
+            log.warning("--ignore-robots: not reading %s/robots.txt", origin(url))
+        else:
+            robots = _read_robots(url, timeout, transport)
     paginator = make_paginator(paginate) if isinstance(paginate, str) else paginate
     if retry is None:
         retry = RetryPolicy(max_attempts=max_attempts, base=retry_base)
@@ -854,6 +903,7 @@ def _ingest_locked(
         fsync=fsync,
     )
     run.incremental = incremental
+    run.html_select = html.select if html is not None else None
     if incremental is not None:
         _start_incremental(run, incremental, since_param or incremental, page_size)
     if run.finished(max_pages):
@@ -879,6 +929,8 @@ def _ingest_locked(
         secrets=policy,
         limits=limits,
         on_throttle=throttle.throttled if throttle is not None else None,
+        html=html,
+        robots=robots,
     )
     fetcher: Prefetcher | Inline | ConcurrentFetcher
     if throttle is not None:

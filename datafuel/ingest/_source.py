@@ -22,6 +22,7 @@ import httpx
 
 from datafuel.errors import HTTPError, PaginationError, RetryExhaustedError
 
+from ._html import HtmlSpec, RobotsPolicy
 from ._limits import DeadlineExceeded, ResponseLimits
 from ._paginate import PageRequest, PageResponse, get_path
 from ._ratelimit import RateLimiter
@@ -120,12 +121,16 @@ class RestSource:
         limits: ResponseLimits | None = None,
         max_redirects: int = MAX_REDIRECTS,
         on_throttle: Callable[[float], None] | None = None,
+        html: HtmlSpec | None = None,
+        robots: RobotsPolicy | None = None,
     ) -> None:
         self.records_path = records_path
         self.retry = retry if retry is not None else RetryPolicy()
         self.rate_limiter = rate_limiter
         self.on_retry = on_retry
         self.on_throttle = on_throttle
+        self.html = html
+        self.robots = robots
         self.requests = 0
         self._count_lock = threading.Lock()
         self.secrets = secrets
@@ -157,6 +162,8 @@ class RestSource:
         where = f"page {request.index} ({request.describe()})"
         until = time.monotonic() + self.limits.deadline
         url = request.full_url()
+        if self.robots is not None:
+            self.robots.check(url, request.describe(), request.index)
         visited = [url]
         while True:
             resp, body = self._get(url, request, until, where, policy)
@@ -179,6 +186,8 @@ class RestSource:
                 page=request.index,
                 status=status,
             )
+        if self.html is not None:
+            return _html_page(self.html, body, resp, request, where)
         try:
             parsed = self.limits.parse(body, where=where, page=request.index)
         except ValueError as exc:
@@ -344,3 +353,20 @@ class RestSource:
                 f"time(s); last error: {exc.reason}",
                 page=request.index,
             ) from (exc.__cause__ or exc)
+
+
+def _html_page(
+    html: HtmlSpec, body: bytes, resp: httpx.Response, request: PageRequest, where: str
+) -> PageResponse:
+    """Records from the ``--select``/``--field`` selectors; the next link in ``body``."""
+    records, nxt = html.extract(body, str(resp.url))
+    if not records and html.on_empty == "fail":
+        raise HTTPError(
+            f"{where}: --select {html.select!r} matches nothing on this page (its layout "
+            "changed?); --on-empty skip records it in the drift report and goes on",
+            page=request.index,
+            status=resp.status_code,
+        )
+    return PageResponse(
+        body={"next": nxt}, headers=resp.headers, url=str(resp.url), records=records
+    )
