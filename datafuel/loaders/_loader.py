@@ -303,6 +303,9 @@ class Loader:
         ``bottleneck`` stage with advice, and :meth:`trace` writes a Perfetto trace.
         While a ``torch.profiler`` is active, the stages (and the loop's wait) are also
         ``record_function`` ranges in the threads it records.
+    trace
+        A file to write :meth:`trace` to whenever a pass ends (its last batch, a
+        ``break``, :meth:`close`); needs ``spans=True``.
     stall_timeout
         Seconds the loop may wait in ``next()`` for one batch (default 600; ``None``:
         no limit). Past it, every thread's stack is dumped once (``faulthandler``, to
@@ -392,6 +395,7 @@ class Loader:
         check_finite: bool = True,
         meter: bool = True,
         spans: bool = True,
+        trace: str | os.PathLike[str] | None = None,
         stall_timeout: float | None = 600.0,
         collate_fn: Callable[..., Any] | None = None,
         persistent_workers: bool = False,
@@ -449,6 +453,7 @@ class Loader:
         if not isinstance(spans, bool):
             raise ConfigError(f"spans must be True or False. Got {spans!r} instead.", field="spans")
         self._spans = SpanRecorder() if spans else None
+        self._trace_path = _check_trace_path(trace, spans)
         self._pass_ids = itertools.count()
         self._live: weakref.WeakSet[_LoaderIter] = weakref.WeakSet()
         #: the latest pass's place: what state_dict saves (None: no pass since a load)
@@ -1184,6 +1189,23 @@ def _check_documents(value: Any, seq_len: int | None, transform: Any) -> bool | 
     return value  # type: ignore[no-any-return]
 
 
+def _check_trace_path(value: Any, spans: bool) -> str | os.PathLike[str] | None:
+    """``trace=``: None, or a file path (not a directory) that needs ``spans=True``."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ConfigError(
+            f"trace must be a file path or None. Got {value!r} instead.", field="trace"
+        )
+    if not spans:
+        raise ConfigError("trace= writes the per-stage spans; it needs spans=True.", field="trace")
+    if os.path.isdir(value):
+        raise ConfigError(
+            f"trace={str(value)!r} is a directory; name a file such as trace.json.", field="trace"
+        )
+    return value  # type: ignore[no-any-return]
+
+
 def _check_switch_interval(value: float | None) -> float | None:
     if value is None:
         return None
@@ -1373,6 +1395,8 @@ class _LoaderIter:
             # ring is dropped, and the next pass gets a fresh one
             self._loader._give_back_ring(self._ring)
         self._ring = None
+        if self._loader._trace_path is not None and self._prefetcher is not None:
+            self._loader.trace(self._loader._trace_path)
 
     def _wait_profiled(self, j: int, t0: int) -> _Batch:
         """:meth:`_wait_for` inside a ``record_function`` range (a torch profiler is on)."""

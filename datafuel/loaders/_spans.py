@@ -21,6 +21,7 @@ import json
 import os
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -44,6 +45,8 @@ STAGES = ("order", "gather", "transform", "finite", "collate", "copy")
 HANDOFF = "handoff"
 #: below this wait share of the loop's wall time, input is not the bottleneck
 BOTTLENECK_MIN_WAIT = 0.05
+_B_ROW = 4 + 1 + len(STAGES) + 1  # key, thread ident, marks
+_W_ROW = 4 + 2 + 1  # key, t0, t1, thread ident
 #: batches kept per loader (older ones drop out of the breakdown and the trace)
 SPAN_CAPACITY = 8192
 
@@ -52,17 +55,25 @@ _process_ns = time.process_time_ns
 _ident = threading.get_ident
 
 
-def _profiler_enabled() -> Any:
-    """The cheap check (one C call) for an active ``torch.profiler`` in this thread."""
+def _profiler_checks() -> tuple[Any, Any]:
+    """The process-wide flag module and the per-thread check of an active ``torch.profiler``."""
     try:
         import torch
+        import torch.autograd.profiler as autograd_profiler
 
-        return torch.autograd._profiler_enabled
+        return autograd_profiler, torch.autograd._profiler_enabled
     except (ImportError, AttributeError):  # pragma: no cover - torch is a loader dependency
-        return lambda: False
+        return None, lambda: False
 
 
-profiling = _profiler_enabled()
+_flag, _thread_profiled = _profiler_checks()
+
+
+def profiling() -> bool:
+    """Whether a ``torch.profiler`` records this thread: a module flag read, and only when
+    that is set the per-thread C call (which, made every batch from busy threads, cost
+    ~7% of the throughput of small batches: it is not free under GIL contention)."""
+    return bool(_flag is not None and _flag._is_profiler_enabled and _thread_profiled())
 
 
 def new_marks() -> list[int]:
@@ -118,7 +129,7 @@ class SpanRecorder:
     >>> m[1:] = [m[0]] * len(STAGES)
     >>> r.batch((0, 0, 0, 0), m)
     >>> r.wait((0, 0, 0, 0), m[0], m[-1])
-    >>> len(r.batches), len(r.waits)
+    >>> len(r), len(r.snapshot()[1])
     (1, 1)
     """
 
@@ -127,8 +138,12 @@ class SpanRecorder:
         self.reset()
 
     def reset(self) -> None:
-        self.batches: deque[tuple[Any, ...]] = deque(maxlen=self.capacity)
-        self.waits: deque[tuple[Any, ...]] = deque(maxlen=self.capacity)
+        # flat uint64 arrays, a row per batch: nothing per batch is kept as Python objects
+        # (keeping them cost ~5% of small-batch throughput: fresh memory every batch),
+        # and one extend() per record is a single C call, atomic under the GIL
+        self.batches = array("Q")  # rows of _B_ROW: pass, job, epoch, index, ident, 7 marks
+        self.waits = array("Q")  # rows of _W_ROW: pass, job, epoch, index, t0, t1, ident
+        self.gpu: deque[tuple[tuple[int, ...], Any]] = deque(maxlen=self.capacity)
         #: (perf_counter_ns, process CPU ns) at each pass's start and end
         self.cpu: deque[tuple[int, int]] = deque(maxlen=self.capacity)
         #: thread ident -> name (idents are recorded: cheaper than names)
@@ -142,11 +157,19 @@ class SpanRecorder:
         ident = _ident()
         if ident not in self.names:
             self._name(ident)
-        self.batches.append((key, ident, marks, gpu))
+        a = self.batches
+        a.extend((*key, ident, *marks))
+        if len(a) > 2 * _B_ROW * self.capacity:
+            del a[: _B_ROW * self.capacity]  # whole rows: every extend adds one
+        if gpu is not None:
+            self.gpu.append((key, gpu))
 
     def wait(self, key: tuple[int, int, int, int], t0: int, t1: int) -> None:
         """The loop waited ``[t0, t1]`` (ns) in ``next()`` for batch ``key``."""
-        self.waits.append((key, t0, t1, _ident()))
+        a = self.waits
+        a.extend((*key, t0, t1, _ident()))
+        if len(a) > 2 * _W_ROW * self.capacity:
+            del a[: _W_ROW * self.capacity]
 
     def sample_cpu(self) -> None:
         """Note the process's CPU time now (a pass starts or ends): for :meth:`busy_cores`."""
@@ -163,11 +186,32 @@ class SpanRecorder:
             t1, c1 = _ns(), _process_ns()
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def __len__(self) -> int:
+        """Batches recorded (at most ``capacity`` are reported)."""
+        return min(self.capacity, len(self.batches) // _B_ROW)
+
     def snapshot(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Copies of both rings (safe while workers append)."""
+        """The last ``capacity`` batches ``(key, ident, marks, gpu)`` and waits
+        ``(key, t0, t1, ident)`` (safe while workers append)."""
+        b = self.batches.tolist()  # one C call: a consistent copy
+        w = self.waits.tolist()
+        gpu = dict(self._gpu_items())
+        nb, nw = len(b) // _B_ROW, len(w) // _W_ROW
+        batches = []
+        for r in range(max(0, nb - self.capacity), nb):
+            row = b[r * _B_ROW : (r + 1) * _B_ROW]
+            key = tuple(row[:4])
+            batches.append((key, row[4], row[5:], gpu.get(key)))
+        waits = []
+        for r in range(max(0, nw - self.capacity), nw):
+            row = w[r * _W_ROW : (r + 1) * _W_ROW]
+            waits.append((tuple(row[:4]), row[4], row[5], row[6]))
+        return batches, waits
+
+    def _gpu_items(self) -> list[tuple[tuple[int, ...], Any]]:
         while True:
             try:
-                return list(self.batches), list(self.waits)
+                return list(self.gpu)
             except RuntimeError:  # "deque mutated during iteration": try again
                 continue
 
@@ -364,7 +408,7 @@ def _batch_events(record: tuple[Any, ...], tid: int, pid: int) -> list[dict[str,
     out = [_slice(f"batch {index}", t[0], t[-1], tid, pid, args)]
     for i, stage in enumerate(STAGES):
         if t[i + 1] > t[i]:
-            stage_args: dict[str, Any] = {"batch": index}
+            stage_args: dict[str, Any] = {"batch": index, "pass": pass_id}
             g = _gpu_ms(gpu) if stage == "copy" else None
             if g is not None:
                 stage_args["gpu_ms"] = g

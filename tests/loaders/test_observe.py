@@ -174,10 +174,10 @@ def _check_trace(trace: dict[str, Any]) -> list[dict[str, Any]]:
         per_tid[e["tid"]].append(e)
     for evs in per_tid.values():
         _check_nesting(evs)
-    stage_events: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    stage_events: dict[tuple[int, int, int], list[dict[str, Any]]] = defaultdict(list)
     for e in slices:
         if e["name"] in STAGES:
-            stage_events[(e["tid"], e["args"]["batch"])].append(e)
+            stage_events[(e["tid"], e["args"]["pass"], e["args"]["batch"])].append(e)
     for evs in stage_events.values():
         _check_stage_order(evs)
     return events  # type: ignore[no-any-return]
@@ -238,6 +238,26 @@ def test_trace_file(rows: Path, tmp_path: Path) -> None:
     assert sum(e["name"].startswith("batch ") for e in slices) == len(loader)
     assert {"order", "gather", "transform", "finite", "collate"} <= {e["name"] for e in slices}
     assert sum(e["ph"] == "s" for e in events) == len(loader)  # one arrow per batch
+
+
+def test_trace_argument_writes_at_each_pass_end(rows: Path, tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    loader = Loader(rows, 256, trace=path)
+    assert not path.exists()
+    drain(loader)
+    first = _check_trace(json.loads(path.read_text()))
+    assert sum(e["name"] == "wait" for e in first) == len(loader)
+    for _ in loader:  # a break writes it too, now with the second pass's first batch
+        break
+    loader.close()
+    second = _check_trace(json.loads(path.read_text()))
+    assert sum(e["name"] == "wait" for e in second) == len(loader) + 1
+    with pytest.raises(ConfigError, match="needs spans=True"):
+        Loader(rows, 256, trace=path, spans=False)
+    with pytest.raises(ConfigError, match="is a directory"):
+        Loader(rows, 256, trace=tmp_path)
+    with pytest.raises(ConfigError, match="file path or None"):
+        Loader(rows, 256, trace=5)  # type: ignore[arg-type]
 
 
 def test_trace_with_no_workers_nests_in_the_wait(rows: Path) -> None:
