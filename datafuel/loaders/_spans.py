@@ -1,11 +1,11 @@
 """Per-stage spans of every batch: where the input pipeline spends its time, and why the loop waits.
 
-A worker records one tuple per batch into a bounded ring (a ``deque`` with
-``maxlen``: its ``append`` is atomic, so no lock is taken on the hot path): the batch's
-key, the worker thread's name, seven ``perf_counter_ns`` marks that bound the six
-stages of :data:`STAGES` (sample order, gather, transform, finite check, collate, H2D
-copy; a stage a batch skips has zero length) and the thread's CPU time spent on it.
-The training loop records one tuple per batch for its wait inside ``next()``.
+A worker records one row per batch into a bounded flat ``uint64`` array (one
+``extend``, a single C call and so atomic under the GIL: no lock on the hot path, and
+no Python objects kept per batch): the batch's key, the worker thread's ident and
+seven ``perf_counter_ns`` marks that bound the six stages of :data:`STAGES` (sample
+order, gather, transform, finite check, collate, H2D copy; a stage a batch skips has
+zero length). The training loop records one row per batch for its wait in ``next()``.
 
 :func:`attribute` turns the rings into a per-stage breakdown: milliseconds per
 batch, each stage's share of worker time, and its share of the loop's wait (the
