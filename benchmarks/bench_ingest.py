@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import multiprocessing as mp
 import shutil
 import statistics
@@ -199,6 +200,8 @@ def main() -> None:
     ap.add_argument("--cursor", action="store_true", help="the cursor-pagination section too")
     args = ap.parse_args()
     pages_section(args.quick)
+    if importlib.util.find_spec("selectolax") is not None:
+        html_section(args.quick)
     if not args.cursor:
         return
     repeats = 3 if args.quick else 5
@@ -277,6 +280,159 @@ def pages_section(quick: bool) -> None:
                 rates = {name: got / med for name, (med, got) in results.items()}
                 base = rates["naive httpx loop, one write at end"]
                 asy = rates["naive asyncio+httpx, 8 in flight"]
+                for name, rate in rates.items():
+                    print(
+                        f"  {name:<42} {rate:>10,.0f} rec/s  x{rate / base:.2f} vs naive  "
+                        f"x{rate / asy:.2f} vs asyncio"
+                    )
+            finally:
+                server.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _html_page(page: int, pages: int, per_page: int) -> bytes:
+    if page > pages:
+        return b"<html><body><p>no more listings</p></body></html>"
+    items = "".join(
+        f'<article class="listing"><h2>House {page}-{i}</h2><span class="price">{page * 1000 + i}'
+        f'</span><a href="/item/{page}/{i}">see</a></article>'
+        for i in range(per_page)
+    )
+    return f"<html><body>{items}</body></html>".encode()
+
+
+def _serve_html(pages: int, per_page: int, latency: float, conn: Any, stop: Any) -> None:
+    from http.server import BaseHTTPRequestHandler
+    from urllib.parse import parse_qsl, urlsplit
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            split = urlsplit(self.path)
+            if split.path == "/robots.txt":
+                body, status = b"", 404
+            else:
+                page = int(dict(parse_qsl(split.query)).get("page", "1"))
+                body, status = _html_page(page, pages, per_page), 200
+            time.sleep(latency)
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    ThreadingHTTPServer.request_queue_size = 128
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conn.send(f"http://127.0.0.1:{server.server_address[1]}/list")
+    stop.wait()
+    server.shutdown()
+
+
+def _html_rows(body: bytes, url: str) -> list[dict[str, Any]]:
+    from urllib.parse import urljoin
+
+    from selectolax.lexbor import LexborHTMLParser
+
+    rows = []
+    for node in LexborHTMLParser(body).css("article.listing"):
+        h2, price, a = node.css_first("h2"), node.css_first(".price"), node.css_first("a")
+        rows.append(
+            {
+                "name": h2.text(strip=True) if h2 else None,
+                "price": price.text(strip=True) if price else None,
+                "url": urljoin(url, a.attributes.get("href") or "") if a else None,
+            }
+        )
+    return rows
+
+
+def naive_html(url: str, out: Path) -> int:
+    """requests + selectolax, one page after another until a page without listings."""
+    import requests
+
+    records: list[dict[str, Any]] = []
+    with requests.Session() as session:
+        page = 1
+        while True:
+            resp = session.get(url, params={"page": page}, timeout=30)
+            rows = _html_rows(resp.content, resp.url)
+            if not rows:
+                break
+            records.extend(rows)
+            page += 1
+    return _write_all(records, out)
+
+
+def naive_html_async(url: str, out: Path, in_flight: int = 8) -> int:
+    """asyncio + httpx.AsyncClient + selectolax, ``in_flight`` pages at a time."""
+
+    async def run() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        async with httpx.AsyncClient(timeout=30) as client:
+            page = 1
+            while True:
+                batch = range(page, page + in_flight)
+                replies = await asyncio.gather(
+                    *(client.get(url, params={"page": p}) for p in batch)
+                )
+                for r in replies:
+                    rows = _html_rows(r.content, str(r.url))
+                    if not rows:
+                        return records
+                    records.extend(rows)
+                page += in_flight
+
+    return _write_all(asyncio.run(run()), out)
+
+
+def run_html(url: str, out: Path, **kw: Any) -> int:
+    from datafuel.ingest._html import HtmlSpec
+
+    spec = HtmlSpec(
+        "article.listing", {"name": "h2::text", "price": ".price::text", "url": "a::attr(href)"}
+    )
+    return ingest(url, out, html=spec, rate=1e6, **kw).records  # the polite 1/s default off
+
+
+class HtmlServer(Server):
+    def __init__(self, pages: int, per_page: int, latency: float) -> None:
+        ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
+        parent, child = ctx.Pipe()
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(
+            target=_serve_html, args=(pages, per_page, latency, child, self._stop), daemon=True
+        )
+        self._proc.start()
+        self.url = parent.recv()
+
+
+def html_section(quick: bool) -> None:
+    """HTML listings: --html --concurrency 8 (fsync on) against requests and asyncio loops."""
+    repeats, per_page = (3 if quick else 5), 100
+    regimes = [("0 ms", 0.0, 60 if quick else 200), ("20 ms", 0.020, 40 if quick else 100)]
+    peers = {
+        "naive requests+selectolax loop": naive_html,
+        "naive asyncio+httpx+selectolax, 8": naive_html_async,
+        "datafuel --html --concurrency 8 (fsync)": lambda u, o: run_html(u, o, concurrency=8),
+    }
+    print(f"\nbench_ingest (HTML listings, page numbers): {per_page} listings/page")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-html-"))
+    try:
+        for label, latency, pages in regimes:
+            server = HtmlServer(pages, per_page, latency)
+            try:
+                print(f"\nlatency {label}/request, {pages} pages, {pages * per_page} records")
+                results = measure(peers, server.url, repeats, scratch)
+                rates = {name: got / med for name, (med, got) in results.items()}
+                base = rates["naive requests+selectolax loop"]
+                asy = rates["naive asyncio+httpx+selectolax, 8"]
                 for name, rate in rates.items():
                     print(
                         f"  {name:<42} {rate:>10,.0f} rec/s  x{rate / base:.2f} vs naive  "

@@ -320,6 +320,27 @@ def _flatten_page(
     return kept, len(rows) - len(kept)
 
 
+def _html_setup(
+    html: HtmlSpec,
+    url: str,
+    paginate: str | Paginator,
+    rate: float | None,
+    rate_limiter: RateLimiter | None,
+    ignore_robots: bool,
+    timeout: float,
+    transport: httpx.BaseTransport | None,
+) -> tuple[str | Paginator, float | None, RobotsPolicy | None]:
+    """An HTML listing's paginator, its polite default rate and its ``robots.txt``."""
+    if html.next is not None or paginate not in ("page", "offset"):
+        paginate = HtmlPaginator(html)  # follow the next link, one page at a time
+    if rate is None and rate_limiter is None:
+        rate = DEFAULT_HTML_RATE  # polite by default
+    if ignore_robots:
+        log.warning("--ignore-robots: not reading %s/robots.txt", origin(url))
+        return paginate, rate, None
+    return paginate, rate, _read_robots(url, timeout, transport)
+
+
 def _read_robots(url: str, timeout: float, transport: httpx.BaseTransport | None) -> RobotsPolicy:
     """``robots.txt`` of ``url``'s origin (RFC 9309: a 4xx allows everything)."""
     where = origin(url)
@@ -759,8 +780,9 @@ def ingest(
         Query parameter that carries the high value (default: the field's name).
     html
         An HTML listing instead of JSON (:class:`~datafuel.ingest._html.HtmlSpec`:
-        record selector, field selectors, next-link selector); ``paginate`` and
-        ``records_path`` are then unused. ``robots.txt`` of the start URL's origin is
+        record selector, field selectors, next-link selector); ``records_path`` is
+        then unused, and so is ``paginate`` when there is a next-link selector (without
+        one, ``"page"``/``"offset"`` number the pages, fetched ``concurrency`` at once). ``robots.txt`` of the start URL's origin is
         obeyed (``ignore_robots=True`` opts out, with a logged warning) and ``rate``
         defaults to 1 request/s. A page the record selector matches nothing on is a
         ``no_records`` event in ``_drift.jsonl`` (``on_empty="skip"``) or an error.
@@ -873,13 +895,9 @@ def _ingest_locked(
     """:func:`ingest` once the lock of ``root`` is held."""
     robots = None
     if html is not None:
-        paginate = HtmlPaginator(html)
-        if rate is None and rate_limiter is None:
-            rate = DEFAULT_HTML_RATE  # polite by default
-        if ignore_robots:
-            log.warning("--ignore-robots: not reading %s/robots.txt", origin(url))
-        else:
-            robots = _read_robots(url, timeout, transport)
+        paginate, rate, robots = _html_setup(
+            html, url, paginate, rate, rate_limiter, ignore_robots, timeout, transport
+        )
     paginator = make_paginator(paginate) if isinstance(paginate, str) else paginate
     if retry is None:
         retry = RetryPolicy(max_attempts=max_attempts, base=retry_base)

@@ -98,3 +98,18 @@ def test_html_cli_and_bad_selectors(tmp_path: Path, capsys: pytest.CaptureFixtur
         HtmlSpec("a", {"x": "b"}, on_empty="maybe")
     with pytest.raises(ConfigError, match="attr"):
         HtmlSpec("a", {"x": "b::attr()"})
+
+
+def test_numbered_html_pages_are_fetched_concurrently(tmp_path: Path) -> None:
+    def numbered(server: HostileServer, seen: Seen) -> Reply:
+        if seen.path == "/robots.txt":
+            return Reply(404, {}, b"")  # no robots.txt: everything allowed
+        page = int(seen.query.get("page", "1"))
+        return Reply(200, {}, page_html(page) if page <= 6 else b"<html><p>no more</p></html>")
+
+    spec = HtmlSpec(SPEC["select"], SPEC["fields"])  # no --next: --paginate page numbers them
+    with HostileServer(numbered) as srv:
+        r = ingest(srv.url("/list"), tmp_path / "o", html=spec, rate=1000.0, concurrency=4)
+    names = read_ingested(tmp_path / "o").column("name").to_pylist()
+    assert names == [f"House {p}-{i}" for p in range(1, 7) for i in range(3)]
+    assert r.stop_reason == "empty page"
