@@ -265,7 +265,17 @@ def meter_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
 def spans_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
     """Throughput with per-stage spans on vs off (meter on in both), an off/off control, and
     the spans' own cost per batch in isolation (target < 2% of loader throughput)."""
-    from datafuel.loaders._spans import SpanRecorder, new_marks
+    from datafuel.loaders._spans import (
+        COLLATE,
+        COPY,
+        END,
+        FINITE,
+        GATHER,
+        ORDER,
+        TRANSFORM,
+        SpanRecorder,
+        new_marks,
+    )
 
     off, on = {"spans": False}, {"spans": True}
     s_off, s_on, ratio = paired(shard_dir, batches, repeats, off, on)
@@ -275,13 +285,13 @@ def spans_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
     n = 100_000
     t0 = time.perf_counter_ns()
     for j in range(n):  # what one batch adds: its marks, the worker's tuple, the loop's tuple
-        m = new_marks()
-        m[1] = ns()
-        m[2] = m[3] = ns()
-        m[4] = ns()
-        m[5] = m[6] = ns()
-        rec.batch((0, j, 0, j), m)
-        rec.wait((0, j, 0, j), m[0], m[-1])
+        m = new_marks(0, j, 0, j)
+        m[GATHER] = ns()
+        m[TRANSFORM] = m[FINITE] = ns()
+        m[COLLATE] = ns()
+        m[COPY] = m[END] = ns()
+        rec.batch(m)
+        rec.wait((0, j, 0, j), m[ORDER], m[END])
     cost = (time.perf_counter_ns() - t0) / n / 1e9
     print("per-stage spans overhead (tokens 64x1024, no step, meter on):")
     print(

@@ -34,7 +34,21 @@ from ._mixture import Mixture
 from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
 from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler
-from ._spans import STAGES, SpanRecorder, attribute, chrome_trace, close_marks, new_marks, profiling
+from ._spans import (
+    COLLATE,
+    COPY,
+    END,
+    FINITE,
+    GATHER,
+    STAGES,
+    TRANSFORM,
+    SpanRecorder,
+    attribute,
+    chrome_trace,
+    close_marks,
+    new_marks,
+    profiling,
+)
 from ._stats import StarvationMeter, StarvationReport
 from ._transform import BatchInfo, Transform
 from ._windows import DOCUMENT_FIELDS, PackedWindows, TokenWindows
@@ -882,7 +896,7 @@ class Loader:
     ) -> _Batch:
         """Batch ``job``: gather, transform, finite check, collate, copy (``marks`` each stage)."""
         if marks is not None:
-            marks[1] = _ns()  # sample order done; gather (and waiting for a free pinned slot)
+            marks[GATHER] = _ns()  # sample order done; gather (and waiting for a free pinned slot)
         b = len(indices)
         sample_ids = indices if starts is None else starts
         slot = _ring_slot(ring, job, b)
@@ -890,7 +904,7 @@ class Loader:
         if self.transform is None:
             arrays, nbytes = self._read_batch(indices, starts, slot)
             if marks is not None:
-                marks[2] = marks[3] = _ns()  # no transform
+                marks[TRANSFORM] = marks[FINITE] = _ns()  # no transform
         else:
             info = BatchInfo(
                 indices=sample_ids, epoch=epoch, seed=self.seed, batch_index=batch_index
@@ -899,7 +913,7 @@ class Loader:
         if self.check_finite:
             self._finite(arrays, sample_ids)
         if marks is not None:
-            marks[4] = _ns()  # finite check done: collate
+            marks[COLLATE] = _ns()  # finite check done: collate
         made = self._collate(arrays, slot, job, b, nbytes, ring, marks)
         if self.mixture is not None:
             made.mix = np.bincount(np.asarray(arrays["source"]), minlength=len(self.mixture.names))
@@ -926,13 +940,13 @@ class Loader:
         if not self._cuda:
             tensors = Batch([(k, self._host_tensor(k, a)) for k, a in arrays.items()])
             if marks is not None:
-                marks[5] = marks[6] = _ns()  # no copy
+                marks[COPY] = marks[END] = _ns()  # no copy
             return _Batch(tensors, nbytes, b)
         if marks is not None:
-            marks[5] = _ns()  # H2D copy
+            marks[COPY] = _ns()  # H2D copy
         made = self._to_device(arrays, job, b, nbytes, ring, timed=marks is not None)
         if marks is not None:
-            marks[6] = _ns()
+            marks[END] = _ns()
         return made
 
     def _read_batch(
@@ -1018,10 +1032,10 @@ class Loader:
         else:
             raw = self.shards.gather(indices, self.fields)
         if marks is not None:
-            marks[2] = _ns()  # gather done: transform
+            marks[TRANSFORM] = _ns()  # gather done: transform
         out = self._check_output(self.transform(raw, info), len(indices))
         if marks is not None:
-            marks[3] = _ns()  # finite check
+            marks[FINITE] = _ns()  # finite check
         return out
 
     def _host_tensor(self, name: str, a: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -1477,7 +1491,7 @@ def _producer(
     pass_id: int = 0,
 ) -> Any:
     def produce(j: int) -> _Batch:
-        marks = None if spans is None else new_marks()
+        marks = None if spans is None else new_marks(pass_id, j, epoch, first_batch + j)
         off, b = plan[j]
         idx = order[off : off + b]
         st = None if starts is None else starts[idx]
@@ -1493,7 +1507,7 @@ def _producer(
             raise _Failure(exc, idx if st is None else st, first_batch + j) from exc
         if marks is not None and spans is not None:
             close_marks(marks)
-            spans.batch((pass_id, j, epoch, first_batch + j), marks, made.gpu)
+            spans.batch(marks, made.gpu)
         return made
 
     return produce

@@ -45,7 +45,7 @@ STAGES = ("order", "gather", "transform", "finite", "collate", "copy")
 HANDOFF = "handoff"
 #: below this wait share of the loop's wall time, input is not the bottleneck
 BOTTLENECK_MIN_WAIT = 0.05
-_B_ROW = 4 + 1 + len(STAGES) + 1  # key, thread ident, marks
+_B_ROW = 4 + 1 + len(STAGES) + 1  # key, thread ident, marks (see new_marks)
 _W_ROW = 4 + 2 + 1  # key, t0, t1, thread ident
 #: batches kept per loader (older ones drop out of the breakdown and the trace)
 SPAN_CAPACITY = 8192
@@ -76,15 +76,26 @@ def profiling() -> bool:
     return bool(_flag is not None and _flag._is_profiler_enabled and _thread_profiled())
 
 
-def new_marks() -> list[int]:
-    """A batch's stage boundaries: ``marks[k]`` (``perf_counter_ns``) is where stage ``k``
-    starts and stage ``k - 1`` ends; ``marks[0]`` is set now, the producer sets the rest.
+#: where each stage starts in a batch's record (``GATHER`` is also where order ends, ...)
+ORDER, GATHER, TRANSFORM, FINITE, COLLATE, COPY, END = range(5, 5 + len(STAGES) + 1)
+_HEADER = ORDER  # pass, job, epoch, batch index, thread ident
 
-    A plain list (one store per boundary); while a ``torch.profiler`` records this
-    thread, a :class:`_ProfiledMarks` that also opens a ``record_function`` range per stage.
+
+def new_marks(pass_id: int, job: int, epoch: int, index: int) -> list[int]:
+    """A batch's record: its key, its worker's ident, then its stage boundaries.
+
+    ``marks[ORDER]`` (``perf_counter_ns``) is set now; the producer sets
+    ``marks[GATHER]`` ... ``marks[END]``, each the end of one stage and the start of the
+    next. A plain list (one store per boundary; the recorder copies it in one C call);
+    while a ``torch.profiler`` records this thread, a :class:`_ProfiledMarks` that also
+    opens a ``record_function`` range per stage.
     """
-    m = _ProfiledMarks() if profiling() else [0] * (len(STAGES) + 1)
-    m[0] = _ns()
+    m = (
+        _ProfiledMarks(pass_id, job, epoch, index)
+        if profiling()
+        else [pass_id, job, epoch, index, 0, 0, 0, 0, 0, 0, 0, 0]
+    )
+    m[ORDER] = _ns()
     return m
 
 
@@ -93,17 +104,17 @@ class _ProfiledMarks(list):  # type: ignore[type-arg]
 
     __slots__ = ("range",)
 
-    def __init__(self) -> None:
-        super().__init__([0] * (len(STAGES) + 1))
+    def __init__(self, *key: int) -> None:
+        super().__init__([*key, 0] + [0] * (len(STAGES) + 1))
         self.range: Any = None
 
     def __setitem__(self, k: Any, value: Any) -> None:
         super().__setitem__(k, value)
         self.close()
-        if isinstance(k, int) and k < len(STAGES):
+        if isinstance(k, int) and ORDER <= k < END:
             from torch.profiler import record_function
 
-            self.range = record_function(f"datafuel.{STAGES[k]}")
+            self.range = record_function(f"datafuel.{STAGES[k - ORDER]}")
             self.range.__enter__()
 
     def close(self) -> None:
@@ -125,10 +136,11 @@ class SpanRecorder:
     Examples
     --------
     >>> r = SpanRecorder()
-    >>> m = new_marks()
-    >>> m[1:] = [m[0]] * len(STAGES)
-    >>> r.batch((0, 0, 0, 0), m)
-    >>> r.wait((0, 0, 0, 0), m[0], m[-1])
+    >>> m = new_marks(0, 0, 0, 0)
+    >>> for k in range(GATHER, END + 1):
+    ...     m[k] = m[ORDER]
+    >>> r.batch(m)
+    >>> r.wait((0, 0, 0, 0), m[ORDER], m[END])
     >>> len(r), len(r.snapshot()[1])
     (1, 1)
     """
@@ -152,17 +164,18 @@ class SpanRecorder:
     def _name(self, ident: int) -> None:
         self.names[ident] = threading.current_thread().name
 
-    def batch(self, key: tuple[int, int, int, int], marks: list[int], gpu: Any = None) -> None:
-        """A worker finished batch ``key`` = (pass, job, epoch, batch index)."""
+    def batch(self, marks: list[int], gpu: Any = None) -> None:
+        """A worker finished the batch of ``marks`` (from :func:`new_marks`, all set)."""
         ident = _ident()
         if ident not in self.names:
             self._name(ident)
+        list.__setitem__(marks, _HEADER - 1, ident)  # not a stage boundary
         a = self.batches
-        a.extend((*key, ident, *marks))
+        a.extend(marks)
         if len(a) > 2 * _B_ROW * self.capacity:
             del a[: _B_ROW * self.capacity]  # whole rows: every extend adds one
         if gpu is not None:
-            self.gpu.append((key, gpu))
+            self.gpu.append((tuple(marks[:4]), gpu))
 
     def wait(self, key: tuple[int, int, int, int], t0: int, t1: int) -> None:
         """The loop waited ``[t0, t1]`` (ns) in ``next()`` for batch ``key``."""
