@@ -301,7 +301,8 @@ def spans_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
     )
     print(
         f"  spans cost in isolation: {cost * 1e9:.0f} ns/batch = {100 * cost / s_off:.3f}% of a "
-        "batch (target < 2%)"
+        f"batch (target < 2%); on/off over the control {100 * (ratio / control - 1):+.2f}% "
+        "(the second loader of a pair runs slower on a loaded machine: the control measures it)"
     )
 
 
