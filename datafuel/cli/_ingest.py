@@ -79,9 +79,10 @@ def _summary(r: IngestResult) -> str:
     show_default=True,
     help="Pages in flight for page and offset pagination (committed in page order, exactly "
     "once). Cursor and link pagination are sequential by nature (each request needs the last "
-    "answer) and ignore it. A short page, an empty page or 204, a 404 past the first page, or "
-    "--total-field ends the listing; 429s halve it (AIMD). Use 1 for an API whose pages vary "
-    "in size or that shifts while paged.",
+    "answer) and ignore it. An empty page or 204, a 404 past the first page, or --total-field "
+    "ends the listing (a short page does not: pages may vary in size; with offsets, more "
+    "records after a short page are an error); 429s halve it (AIMD). Use 1 for an API that "
+    "shifts while paged.",
 )
 @click.option(
     "--total-field",

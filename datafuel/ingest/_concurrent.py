@@ -16,10 +16,15 @@ loop of :mod:`._ingest`.
   writer: the buffer is bounded.
 - **Probe**: the first page of a run is fetched alone; its record count is the page
   size ``step`` (offsets advance by it), whatever ``--page-size`` asked for.
-- **End of data**: an empty page (or a 204), a *short* page (fewer records than the
-  probe), a page at or past ``--total-field``'s count, or a 404 after the first page
-  ends the listing at that page. No page past it is requested any more, and answers
-  already in flight past it are discarded, never committed.
+- **End of data**: an empty page (or a 204), a page at or past ``--total-field``'s
+  count, or a 404 after the first page ends the listing at that page. No page past it
+  is requested any more, and answers already in flight past it are discarded, never
+  committed. A *short* page (fewer records than the probe) does not end it by itself:
+  an API whose pages vary in size would otherwise lose every page after the first
+  short one without a word. The page after it (an empty page, a 404) ends it, at the
+  cost of one request. With offset pagination a short page followed by more records
+  is an error: the offsets planned ahead skipped the records between (use
+  ``--concurrency 1``).
 - **Errors**: a page that fails (retries exhausted, a 4xx) stops new requests; the
   pages before it are committed, then the error is raised, as in a sequential run.
 - **Throttling**: every worker goes through one :class:`~._throttle.Throttle` (AIMD
@@ -42,6 +47,11 @@ from ._prefetch import FetchedPage, page_hash
 from ._throttle import Stopped, Throttle
 
 __all__ = ["ConcurrentFetcher"]
+
+
+def _holds(result: object) -> bool:
+    """Whether a delivered result is a page with records."""
+    return isinstance(result, PageResponse) and bool(result.records)
 
 
 @dataclass
@@ -87,6 +97,7 @@ class ConcurrentFetcher:
         self._bound = max_pages if max_pages is not None else math.inf
         self._end_reason: str | None = "max pages" if max_pages is not None else None
         self._step: int | None = None  # learnt from the probe (the run's first page)
+        self._short: int | None = None  # the first short page (offsets: nothing may follow)
         self._closed = False
         self._threads = [
             threading.Thread(target=self._work, name=f"datafuel-ingest-fetch-{i}", daemon=True)
@@ -206,8 +217,18 @@ class ConcurrentFetcher:
         n = len(result.records)
         if n == 0:
             return self._paginator.stop_reason()
-        if self._step is not None and n < self._step:
-            return f"short page ({n} < {self._step} records)"
+        if self._step is not None and n < self._step and index != self._first.index:
+            self._short = index if self._short is None else min(self._short, index)
+        if self._paginator.spec == "offset" and self._short is not None:
+            later = [i for i, r in self._results.items() if i > self._short and _holds(r)]
+            if index > self._short or later:  # (this page holds records: n > 0 here)
+                at = index if index > self._short else min(later)
+                raise PaginationError(
+                    f"page {self._short} returned fewer records than the run's first page "
+                    f"({self._step}), and page {at} after it returned more: the offsets "
+                    "planned ahead skipped the records between. Use --concurrency 1.",
+                    page=self._short,
+                )
         if self._step is not None and n > self._step and self._paginator.spec == "offset":
             raise PaginationError(
                 f"page {index} returned {n} records, more than the {self._step} of the run's "

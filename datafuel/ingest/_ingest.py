@@ -758,12 +758,15 @@ def ingest(
         pagination are walked one page at a time, as with ``1``). Pages are still
         committed strictly in page order (a bounded reorder buffer), exactly once. The
         run's first page is fetched alone and sets the page size; an empty page (or a
-        204), a *short* page (fewer records than that), a 404 after the first page, or
-        the ``total_field`` count ends the listing there, and the answers in flight
-        past it are discarded. A 429 (or a 503 with ``Retry-After``) halves the pages
-        in flight (AIMD, growing back by about one per round) and pauses every worker
-        for the ``Retry-After``; ``rate`` is shared by all of them. An API whose pages
-        vary in size before the end needs ``concurrency=1``.
+        204), a 404 after the first page, or the ``total_field`` count ends the listing
+        there, and the answers in flight past it are discarded. A *short* page (fewer
+        records than the first) does not end it: pages may vary in size, and the empty
+        page after the last one ends it at the cost of one request; with offset
+        pagination more records after a short page raise ``PaginationError`` (the
+        offsets planned ahead skipped some; use ``concurrency=1``). A 429 (or a 503 with
+        ``Retry-After``) halves the pages in flight (AIMD, growing back by about one per
+        round) and pauses every worker for the ``Retry-After``; ``rate`` is shared by
+        all of them.
     total_field
         Dotted path to the total record count in the body (``"total"``): with
         ``concurrency`` > 1 no page past the last one it implies is requested.
