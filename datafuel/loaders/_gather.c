@@ -94,6 +94,86 @@ static inline Py_ssize_t shard_of(const int64_t *offsets, Py_ssize_t n_shards, i
  * interval */
 #define RELEASE_BYTES ((Py_ssize_t)1 << 20)
 
+/* What both entry points take: the shards' buffers (taken only as a batch reads them),
+ * the offsets (checked: one entry per shard and one more, from 0, not decreasing), an
+ * int64 index of n entries and the output buffer. */
+typedef struct {
+    PyObject *seq;
+    Py_buffer offb, ib, ob;
+    int got_off, got_idx, got_out;
+    Py_buffer *views;
+    char *taken;
+    Py_ssize_t n_shards;
+} global_args;
+
+/* 0, or -1 with an exception set (close_global releases what was taken either way) */
+static int open_global(global_args *a, PyObject *srcs, PyObject *off, PyObject *idx,
+                       const char *idx_name, PyObject *out, int out_flags)
+{
+    memset(a, 0, sizeof *a);
+    if ((a->seq = PySequence_Fast(srcs, "srcs must be a sequence of buffers")) == NULL)
+        return -1;
+    a->n_shards = PySequence_Fast_GET_SIZE(a->seq);
+    if (get_index(off, &a->offb, "offsets") != 0)
+        return -1;
+    a->got_off = 1;
+    if (get_index(idx, &a->ib, idx_name) != 0)
+        return -1;
+    a->got_idx = 1;
+    if (PyObject_GetBuffer(out, &a->ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | out_flags) != 0)
+        return -1;
+    a->got_out = 1;
+    const int64_t *o = a->offb.buf;
+    if (a->n_shards < 1 || a->offb.len / 8 != a->n_shards + 1 || o[0] != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "offsets must have one entry per shard and one more, from 0 (%zd shards, "
+                     "%zd offsets)",
+                     a->n_shards, a->offb.len / 8);
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < a->n_shards; k++)
+        if (o[k + 1] < o[k]) {
+            PyErr_Format(PyExc_ValueError, "offsets must not decrease (entry %zd)", k + 1);
+            return -1;
+        }
+    a->views = PyMem_Calloc((size_t)a->n_shards, sizeof(Py_buffer));
+    a->taken = PyMem_Calloc((size_t)a->n_shards, 1);
+    if (a->views == NULL || a->taken == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* shard k's buffer, taken once; -1 with an exception */
+static int take_shard(global_args *a, Py_ssize_t k)
+{
+    if (a->taken[k])
+        return 0;
+    if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(a->seq, k), &a->views[k],
+                           PyBUF_C_CONTIGUOUS) != 0)
+        return -1;
+    a->taken[k] = 1;
+    return 0;
+}
+
+static void close_global(global_args *a)
+{
+    if (a->views != NULL && a->taken != NULL)
+        for (Py_ssize_t k = 0; k < a->n_shards; k++)
+            if (a->taken[k])
+                PyBuffer_Release(&a->views[k]);
+    PyMem_Free(a->views);
+    PyMem_Free(a->taken);
+    if (a->got_out)
+        PyBuffer_Release(&a->ob);
+    if (a->got_idx)
+        PyBuffer_Release(&a->ib);
+    if (a->got_off)
+        PyBuffer_Release(&a->offb);
+    Py_XDECREF(a->seq);
+}
+
 static PyObject *rows_at(PyObject *self, PyObject *args)
 {
     PyObject *srcs_obj, *off_obj, *idx_obj, *out_obj;
@@ -102,46 +182,22 @@ static PyObject *rows_at(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOnO:rows_at", &srcs_obj, &off_obj, &idx_obj, &row_bytes,
                           &out_obj))
         return NULL;
-    PyObject *result = NULL, *seq = NULL;
-    Py_buffer offb = {0}, idxb = {0}, ob = {0};
-    int got_off = 0, got_idx = 0, got_out = 0;
-    Py_buffer *views = NULL;
-    char *taken = NULL;
+    PyObject *result = NULL;
     int64_t *where = NULL;
-    Py_ssize_t n_shards = 0;
-    if ((seq = PySequence_Fast(srcs_obj, "srcs must be a sequence of buffers")) == NULL)
+    global_args a;
+    if (open_global(&a, srcs_obj, off_obj, idx_obj, "idx", out_obj, 0) != 0)
         goto done;
-    n_shards = PySequence_Fast_GET_SIZE(seq);
-    if (get_index(off_obj, &offb, "offsets") != 0)
-        goto done;
-    got_off = 1;
-    if (get_index(idx_obj, &idxb, "idx") != 0)
-        goto done;
-    got_idx = 1;
-    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0)
-        goto done;
-    got_out = 1;
-    const int64_t *off = offb.buf, *idx = idxb.buf;
-    Py_ssize_t n = idxb.len / 8;
-    if (n_shards < 1 || offb.len / 8 != n_shards + 1 || off[0] != 0 || row_bytes < 1 ||
-        ob.len / row_bytes != n || ob.len % row_bytes) {
+    const int64_t *off = a.offb.buf, *idx = a.ib.buf;
+    const Py_ssize_t n = a.ib.len / 8, n_shards = a.n_shards;
+    Py_buffer *views = a.views;
+    if (row_bytes < 1 || a.ob.len / row_bytes != n || a.ob.len % row_bytes) {
         PyErr_Format(PyExc_ValueError,
-                     "offsets must have one entry per shard and one more, from 0, and out n * "
-                     "row_bytes bytes (%zd shards, %zd offsets, n %zd, row_bytes %zd, out %zd "
-                     "bytes)",
-                     n_shards, offb.len / 8, n, row_bytes, ob.len);
+                     "out must be n * row_bytes bytes (n %zd, row_bytes %zd, out %zd bytes)", n,
+                     row_bytes, a.ob.len);
         goto done;
     }
-    for (Py_ssize_t k = 0; k < n_shards; k++)
-        if (off[k + 1] < off[k]) {
-            PyErr_Format(PyExc_ValueError, "offsets must not decrease (entry %zd)", k + 1);
-            goto done;
-        }
     const int64_t total = off[n_shards];
-    views = PyMem_Calloc((size_t)n_shards, sizeof(Py_buffer));
-    taken = PyMem_Calloc((size_t)n_shards, 1);
-    where = PyMem_Malloc((size_t)(2 * n + 1) * sizeof(int64_t));
-    if (views == NULL || taken == NULL || where == NULL) {
+    if ((where = PyMem_Malloc((size_t)(2 * n + 1) * sizeof(int64_t))) == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -155,12 +211,8 @@ static PyObject *rows_at(PyObject *self, PyObject *args)
             goto done;
         }
         Py_ssize_t k = shard_of(off, n_shards, g);
-        if (!taken[k]) {
-            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, k), &views[k],
-                                   PyBUF_C_CONTIGUOUS) != 0)
-                goto done;
-            taken[k] = 1;
-        }
+        if (take_shard(&a, k) != 0)
+            goto done;
         int64_t local = g - off[k];
         if (local >= views[k].len / row_bytes) {
             /* the buffer is short for its shard: not mapped yet (the caller maps it and
@@ -172,8 +224,8 @@ static PyObject *rows_at(PyObject *self, PyObject *args)
         where[2 * i + 1] = local;
     }
     {
-        PyThreadState *save = ob.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
-        char *dst = ob.buf;
+        PyThreadState *save = a.ob.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
+        char *dst = a.ob.buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             if (i + PREFETCH_AHEAD < n) {
                 const char *next = (const char *)views[where[2 * (i + PREFETCH_AHEAD)]].buf +
@@ -191,20 +243,8 @@ static PyObject *rows_at(PyObject *self, PyObject *args)
     result = Py_None;
     Py_INCREF(result);
 done:
-    if (views != NULL)
-        for (Py_ssize_t k = 0; k < n_shards; k++)
-            if (taken[k])
-                PyBuffer_Release(&views[k]);
-    PyMem_Free(views);
-    PyMem_Free(taken);
     PyMem_Free(where);
-    if (got_out)
-        PyBuffer_Release(&ob);
-    if (got_idx)
-        PyBuffer_Release(&idxb);
-    if (got_off)
-        PyBuffer_Release(&offb);
-    Py_XDECREF(seq);
+    close_global(&a);
     return result;
 }
 
@@ -219,53 +259,27 @@ static PyObject *windows_at(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOnOi:windows_at", &srcs_obj, &off_obj, &st_obj, &length,
                           &out_obj, &item))
         return NULL;
-    PyObject *result = NULL, *seq = NULL;
-    Py_buffer offb = {0}, stb = {0}, ob = {0};
-    int got_off = 0, got_st = 0, got_out = 0;
-    Py_buffer *views = NULL;
-    char *taken = NULL;
-    Py_ssize_t n_shards = 0;
-    if ((seq = PySequence_Fast(srcs_obj, "srcs must be a sequence of buffers")) == NULL)
+    PyObject *result = NULL;
+    global_args a;
+    if (open_global(&a, srcs_obj, off_obj, st_obj, "starts", out_obj, PyBUF_FORMAT) != 0)
         goto done;
-    n_shards = PySequence_Fast_GET_SIZE(seq);
-    if (get_index(off_obj, &offb, "offsets") != 0)
-        goto done;
-    got_off = 1;
-    if (get_index(st_obj, &stb, "starts") != 0)
-        goto done;
-    got_st = 1;
-    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0)
-        goto done;
-    got_out = 1;
-    const int64_t *off = offb.buf, *st = stb.buf;
-    Py_ssize_t n = stb.len / 8;
-    int os = (int)ob.itemsize;
+    const int64_t *off = a.offb.buf, *st = a.ib.buf;
+    const Py_ssize_t n = a.ib.len / 8, n_shards = a.n_shards;
+    Py_buffer *views = a.views;
+    const int os = (int)a.ob.itemsize;
     if (item != 2 && item != 4) {
         PyErr_Format(PyExc_ValueError, "the token size must be 2 or 4 bytes, got %d", item);
         goto done;
     }
-    if (n_shards < 1 || offb.len / 8 != n_shards + 1 || off[0] != 0 || length < 1 ||
-        (os != 2 && os != 4 && os != 8) || os < item || ob.len / length / os != n ||
-        ob.len != n * length * os) {
+    if (length < 1 || (os != 2 && os != 4 && os != 8) || os < item ||
+        a.ob.len / length / os != n || a.ob.len != n * length * os) {
         PyErr_Format(PyExc_ValueError,
-                     "offsets must have one entry per shard and one more, from 0; out (n, "
-                     "length) integers of 2, 4 or 8 bytes, at least the token size (%zd shards, "
-                     "%zd offsets, n %zd, length %zd, out %zd bytes of items of %d, tokens of %d)",
-                     n_shards, offb.len / 8, n, length, ob.len, os, item);
+                     "out must be (n, length) integers of 2, 4 or 8 bytes, at least the token "
+                     "size (n %zd, length %zd, out %zd bytes of items of %d, tokens of %d)",
+                     n, length, a.ob.len, os, item);
         goto done;
     }
-    for (Py_ssize_t k = 0; k < n_shards; k++)
-        if (off[k + 1] < off[k]) {
-            PyErr_Format(PyExc_ValueError, "offsets must not decrease (entry %zd)", k + 1);
-            goto done;
-        }
     const int64_t total = off[n_shards];
-    views = PyMem_Calloc((size_t)n_shards, sizeof(Py_buffer));
-    taken = PyMem_Calloc((size_t)n_shards, 1);
-    if (views == NULL || taken == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     /* every window checked, and each shard piece it reads taken and checked, before any copy */
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t s = st[i];
@@ -276,11 +290,9 @@ static PyObject *windows_at(PyObject *self, PyObject *args)
         for (int64_t pos = s, left = length; left > 0;) {
             Py_ssize_t k = shard_of(off, n_shards, pos);
             int64_t piece = off[k + 1] - pos < left ? off[k + 1] - pos : left;
-            if (!taken[k]) {
-                if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, k), &views[k],
-                                       PyBUF_C_CONTIGUOUS) != 0)
+            if (!a.taken[k]) {
+                if (take_shard(&a, k) != 0)
                     goto done;
-                taken[k] = 1;
                 if (views[k].len / item < off[k + 1] - off[k]) {
                     PyErr_Format(PyExc_ValueError,
                                  "shard %zd holds %zd tokens, fewer than its offsets say (%lld)",
@@ -293,8 +305,8 @@ static PyObject *windows_at(PyObject *self, PyObject *args)
         }
     }
     {
-        PyThreadState *save = ob.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
-        char *dst = ob.buf;
+        PyThreadState *save = a.ob.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
+        char *dst = a.ob.buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             if (i + 2 < n) {
                 Py_ssize_t k = shard_of(off, n_shards, st[i + 2]);
@@ -320,19 +332,7 @@ static PyObject *windows_at(PyObject *self, PyObject *args)
     result = Py_None;
     Py_INCREF(result);
 done:
-    if (views != NULL)
-        for (Py_ssize_t k = 0; k < n_shards; k++)
-            if (taken[k])
-                PyBuffer_Release(&views[k]);
-    PyMem_Free(views);
-    PyMem_Free(taken);
-    if (got_out)
-        PyBuffer_Release(&ob);
-    if (got_st)
-        PyBuffer_Release(&stb);
-    if (got_off)
-        PyBuffer_Release(&offb);
-    Py_XDECREF(seq);
+    close_global(&a);
     return result;
 }
 
