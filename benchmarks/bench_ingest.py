@@ -277,18 +277,26 @@ def pages_section(quick: bool) -> None:
                 shutil.rmtree(b)
                 print(f"\nlatency {label}/request, {pages} pages, {n} records (same table: {same})")
                 results = measure(peers, server.url, repeats, scratch)
-                rates = {name: got / med for name, (med, got) in results.items()}
-                base = rates["naive httpx loop, one write at end"]
-                asy = rates["naive asyncio+httpx, 8 in flight"]
-                for name, rate in rates.items():
-                    print(
-                        f"  {name:<42} {rate:>10,.0f} rec/s  x{rate / base:.2f} vs naive  "
-                        f"x{rate / asy:.2f} vs asyncio"
-                    )
+                print_rates(
+                    results,
+                    "naive httpx loop, one write at end",
+                    "naive asyncio+httpx, 8 in flight",
+                )
             finally:
                 server.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def print_rates(results: dict[str, tuple[float, int]], naive: str, asyncio_peer: str) -> None:
+    """Records/s of each contender, as ratios to the naive loop and the asyncio one."""
+    rates = {name: got / med for name, (med, got) in results.items()}
+    base, asy = rates[naive], rates[asyncio_peer]
+    for name, rate in rates.items():
+        print(
+            f"  {name:<42} {rate:>10,.0f} rec/s  x{rate / base:.2f} vs naive  "
+            f"x{rate / asy:.2f} vs asyncio"
+        )
 
 
 def _html_page(page: int, pages: int, per_page: int) -> bytes:
@@ -430,14 +438,9 @@ def html_section(quick: bool) -> None:
             try:
                 print(f"\nlatency {label}/request, {pages} pages, {pages * per_page} records")
                 results = measure(peers, server.url, repeats, scratch)
-                rates = {name: got / med for name, (med, got) in results.items()}
-                base = rates["naive requests+selectolax loop"]
-                asy = rates["naive asyncio+httpx+selectolax, 8"]
-                for name, rate in rates.items():
-                    print(
-                        f"  {name:<42} {rate:>10,.0f} rec/s  x{rate / base:.2f} vs naive  "
-                        f"x{rate / asy:.2f} vs asyncio"
-                    )
+                print_rates(
+                    results, "naive requests+selectolax loop", "naive asyncio+httpx+selectolax, 8"
+                )
             finally:
                 server.close()
     finally:

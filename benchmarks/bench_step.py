@@ -115,7 +115,8 @@ def run_workload(
     print(f"  datafuel gil vs peer gil: {ours_g:.1%} vs {peer_g:.1%}")
 
 
-def counter_rate(seconds: float) -> float:
+def with_counter(work: Callable[[], Any]) -> tuple[Any, float]:
+    """``work()`` beside a pure-Python counter thread: its result and the counter's rate."""
     stop, n = threading.Event(), [0]
 
     def count() -> None:
@@ -125,10 +126,14 @@ def counter_rate(seconds: float) -> float:
     t = threading.Thread(target=count)
     t0 = time.perf_counter()
     t.start()
-    time.sleep(seconds)
+    result = work()
     stop.set()
     t.join()
-    return n[0] / (time.perf_counter() - t0)
+    return result, n[0] / (time.perf_counter() - t0)
+
+
+def counter_rate(seconds: float) -> float:
+    return with_counter(lambda: time.sleep(seconds))[1]
 
 
 def epoch_rate(loader: Iterable[Any]) -> float:
@@ -140,19 +145,8 @@ def epoch_rate(loader: Iterable[Any]) -> float:
 
 
 def beside_counter(loader: Iterable[Any]) -> tuple[float, float]:
-    stop, n = threading.Event(), [0]
-
-    def count() -> None:
-        while not stop.is_set():
-            n[0] += 1
-
-    t = threading.Thread(target=count)
-    t0 = time.perf_counter()
-    t.start()
-    rate = epoch_rate(loader)
-    stop.set()
-    t.join()
-    return rate, n[0] / (time.perf_counter() - t0)
+    rate, count = with_counter(lambda: epoch_rate(loader))
+    return float(rate), count
 
 
 def gil_probe(ds: ShardSet, data: list[bytes], batch: int, rounds: int) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,24 +68,19 @@ class ParquetSink:
             meta = dict(table.schema.metadata or {})
             meta.update({k.encode(): v.encode() for k, v in metadata.items()})
             table = table.replace_schema_metadata(meta)
-        final = self.directory / part_name(page)
-        tmp = self.directory / f".{final.name}.tmp"
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, final)
-        if self.fsync:
-            fsync_dir(self.directory)
-        return final
+        return self._replace(part_name(page), lambda f: pq.write_table(table, f))
 
     def write_common_metadata(self, schema: pa.Schema) -> Path:
         """Replace ``_common_metadata`` with ``schema`` atomically (temp, fsync, rename)."""
-        final = self.directory / COMMON_METADATA
-        tmp = self.directory / f".{COMMON_METADATA}.tmp"
+        return self._replace(COMMON_METADATA, lambda f: pq.write_metadata(schema, f))
+
+    def _replace(self, name: str, write: Callable[[Any], None]) -> Path:
+        """``name`` in the directory, written by ``write(file)`` to a temporary file, fsynced
+        (when asked) and renamed into place: readers see the old file or the whole new one."""
+        final = self.directory / name
+        tmp = self.directory / f".{name}.tmp"
         with open(tmp, "wb") as f:
-            pq.write_metadata(schema, f)
+            write(f)
             f.flush()
             if self.fsync:
                 os.fsync(f.fileno())
