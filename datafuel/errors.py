@@ -35,6 +35,8 @@ __all__ = [
     "NotFittedError",
     "OutputError",
     "PaginationError",
+    "RemoteError",
+    "RemoteNotFoundError",
     "RetryExhaustedError",
     "SchemaError",
     "ShardError",
@@ -125,6 +127,15 @@ class ManifestError(ShardError, ValueError):
 
 class CorruptShardError(ShardError, ValueError):
     """A shard file is missing, truncated, resized or fails its checksum."""
+
+
+class RemoteError(ShardError):
+    """An object store could not be read or written: ``path`` is the object's URL (never a
+    credential), ``attempts`` how many tries were made."""
+
+
+class RemoteNotFoundError(RemoteError, FileNotFoundError):
+    """An object (or a shard set's manifest) is not in the bucket."""
 
 
 class DecodeError(InputDataError):
