@@ -22,6 +22,7 @@ without user info or query string: no credential reaches an error, a log or a fi
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 import threading
@@ -82,11 +83,20 @@ class RetryPolicy:
     def retrying(self, on_retry: Callable[[RetryCallState], None] | None = None) -> Retrying:
         return Retrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=self.initial, max=self.maximum),
+            wait=wait_exponential_jitter(**{_BACKOFF_BASE: self.initial}, max=self.maximum),
             retry=retry_if_exception(is_transient),
             before_sleep=on_retry,
             reraise=True,
         )
+
+
+# newer tenacity (9.2 here) renamed wait_exponential_jitter's ``initial`` to ``multiplier`` (the old
+# name warns: an error under ``-W error``); older releases know only ``initial``
+_BACKOFF_BASE = (
+    "multiplier"
+    if "multiplier" in inspect.signature(wait_exponential_jitter.__init__).parameters
+    else "initial"
+)
 
 
 _STATUS = re.compile(r"status(?: code)?:? (\d{3})", re.IGNORECASE)
