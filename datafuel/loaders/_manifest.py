@@ -23,6 +23,7 @@ __all__ = [
     "dump_json",
     "fsync_dir",
     "load_manifest",
+    "load_manifest_bytes",
 ]
 
 FORMAT_NAME = "datafuel-shards"
@@ -71,6 +72,18 @@ def load_manifest(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], di
     offsets are int64): a malformed manifest raises ManifestError naming the key.
     """
     mpath, manifest = _read_manifest(directory)
+    return _check_manifest(mpath, manifest)
+
+
+def load_manifest_bytes(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Field]]:
+    """:func:`load_manifest` of a manifest's bytes read elsewhere (an object store);
+    ``where`` names it in errors (its URL)."""
+    return _check_manifest(where, _parse_manifest(raw, where))
+
+
+def _check_manifest(
+    mpath: str, manifest: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Field]]:
     raw_fields = manifest.get("fields")
     if not isinstance(raw_fields, dict) or not raw_fields:
         raise ManifestError(f"{mpath}: 'fields' must be a non-empty object.", path=mpath)
@@ -135,6 +148,11 @@ def _read_manifest(directory: str | os.PathLike[str]) -> tuple[str, dict[str, An
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ManifestError(f"{mpath}: not a regular file.", path=mpath)
         raw = fh.read()
+    return mpath, _parse_manifest(raw, mpath)
+
+
+def _parse_manifest(raw: bytes, mpath: str) -> dict[str, Any]:
+    """The JSON object of a manifest's bytes, of this format and version."""
     try:
         manifest = json.loads(raw)
     except RecursionError as exc:
@@ -155,7 +173,7 @@ def _read_manifest(directory: str | os.PathLike[str]) -> tuple[str, dict[str, An
             f"version {FORMAT_VERSION}.",
             path=mpath,
         )
-    return mpath, manifest
+    return manifest
 
 
 def _reason(exc: OSError) -> str:

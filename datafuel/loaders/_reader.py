@@ -57,8 +57,15 @@ class ShardSet:
 
     def __init__(self, directory: str | os.PathLike[str], *, verify: bool = False) -> None:
         self.directory = Path(directory)
-        self.manifest, self.fields = load_manifest(self.directory)
+        self._setup(*load_manifest(self.directory))
         self._root = os.path.realpath(self.directory)
+        self._check_sizes()
+        if verify:
+            self.verify()
+
+    def _setup(self, manifest: dict[str, Any], fields: dict[str, Field]) -> None:
+        """The state every shard set keeps from its (validated) manifest."""
+        self.manifest, self.fields = manifest, fields
         self.shards: list[dict[str, Any]] = self.manifest["shards"]
         rows = np.array([s["rows"] for s in self.shards], dtype=np.int64)
         #: global index of each shard's first row, plus the total at the end
@@ -67,9 +74,6 @@ class ShardSet:
         #: per fixed field, the native gather's shard list (b"" until a shard is first read)
         #: and which shards it holds: built as gathers touch shards, never all at once
         self._srcs: dict[str, tuple[list[Any], np.ndarray]] = {}
-        self._check_sizes()
-        if verify:
-            self.verify()
 
     # -- metadata ----------------------------------------------------------------
     def __len__(self) -> int:

@@ -370,7 +370,9 @@ class ObjectStore:
 
         self._call("download", name, fetch)
 
-    def put_file(self, name: str, path: str | os.PathLike[str], *, sha256: str | None = None) -> None:
+    def put_file(
+        self, name: str, path: str | os.PathLike[str], *, sha256: str | None = None
+    ) -> None:
         """Upload the local file ``path`` as object ``name`` (its sha256 kept as metadata)."""
         import obstore
 

@@ -1,0 +1,456 @@
+"""``RemoteShardSet``: a shard set in object storage, read through the node's :class:`ShardCache`.
+
+A remote set is a :class:`ShardSet` whose files are mapped from the cache while a read
+holds them (*pinned*): between reads nothing of it is mapped, so the cache may evict any
+file no read is using. :meth:`RemoteShardSet.begin_pass` is how a :class:`Loader` hands
+over its pass's future: the files every batch will read, in order. The pass then
+
+- pins batch ``j``'s files before batch ``j`` is gathered, in batch order (two workers
+  never each hold half of what the other needs, so a limit that holds one batch's
+  files is enough to make progress);
+- prefetches the next files in that order on a few threads, far enough ahead that
+  downloads overlap the training step, as far as the limit allows without evicting a
+  file needed sooner than the one fetched;
+- tells the cache each file's next use, so that eviction removes the file needed
+  farthest in the future (Belady's rule) and never one in use.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from datafuel.errors import ConfigError, CorruptShardError, ManifestError, RemoteNotFoundError
+
+from ._cache import ShardCache, default_cache_dir
+from ._manifest import MANIFEST_NAME, load_manifest_bytes
+from ._reader import ShardSet
+from ._remote import ObjectStore, redact_url
+from ._tokens import TokenStream
+
+__all__ = ["RemoteShardSet", "open_cache"]
+
+_CACHES: dict[tuple[str, int | None], ShardCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+def open_cache(directory: str | os.PathLike[str] | None, limit: int | None) -> ShardCache:
+    """This process's :class:`ShardCache` for ``directory`` (one per directory and limit)."""
+    root = os.path.realpath(default_cache_dir() if directory is None else directory)
+    with _CACHES_LOCK:
+        cache = _CACHES.get((root, limit))
+        if cache is None:
+            cache = _CACHES[(root, limit)] = ShardCache(root, limit)
+        return cache
+
+
+class _URL(str):
+    """A remote set's location: prints as its URL, joins names with ``/``."""
+
+    def __truediv__(self, other: str) -> _URL:
+        return _URL(f"{self.rstrip('/')}/{other}")
+
+
+class RemoteShardSet(ShardSet):
+    """A shard set at ``url`` (``s3://bucket/prefix``, ``gs://``, ``az://``, ``https://``).
+
+    Parameters
+    ----------
+    url
+        Where the set's ``manifest.json`` and files are. The manifest is read (and
+        validated) at once; data files are downloaded when first read, verified
+        against the manifest's sha256, and kept in the cache.
+    cache_dir
+        The node's cache (default ``$DATAFUEL_CACHE_DIR``, else
+        ``~/.cache/datafuel/shards``), shared by every process and every set.
+    cache_limit
+        Most bytes the cache may hold (``None``: no limit).
+    verify
+        Download and check every file now.
+
+    Examples
+    --------
+    ``RemoteShardSet("s3://bucket/sets/train", cache_limit=8 << 30).gather([0, 5])``;
+    a :class:`Loader` given the URL opens one itself.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int | None = None,
+        verify: bool = False,
+    ) -> None:
+        self.store = ObjectStore(url)
+        self.url = redact_url(self.store.url)
+        self.directory = _URL(self.url)  # type: ignore[assignment]
+        where = f"{self.url}/{MANIFEST_NAME}"
+        try:
+            raw = self.store.get_bytes(MANIFEST_NAME)
+        except RemoteNotFoundError:
+            raise ManifestError(
+                f"{where}: no manifest. The prefix is not a shard set, or its upload has not "
+                "finished (a build uploads the manifest last).",
+                path=where,
+            ) from None
+        self._setup(*load_manifest_bytes(raw, where))
+        self._root = self.url
+        self.cache = open_cache(cache_dir, cache_limit)
+        self._pin_lock = threading.Lock()
+        #: (shard, field) -> [pin count, {part: descriptor}]
+        self._pins: dict[tuple[int, str], list[Any]] = {}
+        self._fd_of: dict[str, int] = {}  # sha256 -> a pinned descriptor of it
+        #: pinned for the set's lifetime (token streams, field_array)
+        self._forever: set[tuple[int, str]] = set()
+        #: sha256 -> the shards whose files have that content
+        self._shards_of: dict[str, list[int]] = {}
+        for k, shard in enumerate(self.shards):
+            for parts in shard["files"].values():
+                for entry in parts.values():
+                    self._shards_of.setdefault(entry["sha256"], []).append(k)
+        if verify:
+            self.verify()
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("ShardSet(", "RemoteShardSet(", 1)
+
+    def close(self) -> None:
+        """Let go of every pinned file (including token streams')."""
+        with self._pin_lock:
+            keys = list(self._pins)
+            self._forever.clear()
+        for key in keys:
+            with self._pin_lock:
+                entry = self._pins.get(key)
+                if entry is not None:
+                    entry[0] = 1
+            self._unpin([key])
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            return
+
+    # -- sizes ---------------------------------------------------------------------------
+    def shard_bytes(self, fields: Sequence[str] | None = None) -> np.ndarray:
+        """Bytes of each shard's files of ``fields`` (default all): what reading it costs."""
+        names = list(self.fields) if fields is None else list(fields)
+        return np.array(
+            [
+                sum(e["bytes"] for f in names for e in shard["files"][f].values())
+                for shard in self.shards
+            ],
+            dtype=np.int64,
+        )
+
+    # -- pins ----------------------------------------------------------------------------
+    def _fetcher(self, entry: dict[str, Any]) -> Any:
+        name, size, sha = entry["name"], entry["bytes"], entry["sha256"]
+
+        def fetch(fd: int) -> None:
+            self.store.download(name, fd, size=size, sha256=sha)
+
+        return fetch
+
+    def _pin(self, keys: Iterable[tuple[int, str]]) -> None:
+        done: list[tuple[int, str]] = []
+        try:
+            for key in keys:
+                with self._pin_lock:
+                    entry = self._pins.get(key)
+                    if entry is not None:
+                        entry[0] += 1
+                        done.append(key)
+                        continue
+                fds = self._pin_files(*key)
+                with self._pin_lock:
+                    entry = self._pins.get(key)
+                    if entry is not None:  # another thread pinned it meanwhile
+                        entry[0] += 1
+                        spare = fds
+                    else:
+                        self._pins[key] = [1, fds]
+                        for part, fd in fds.items():
+                            self._fd_of[self.shards[key[0]]["files"][key[1]][part]["sha256"]] = fd
+                        spare = {}
+                    done.append(key)
+                for fd in spare.values():
+                    self.cache.unpin(fd)
+        except BaseException:
+            self._unpin(done)
+            raise
+
+    def _pin_files(self, k: int, field: str) -> dict[str, int]:
+        fds: dict[str, int] = {}
+        try:
+            for part, entry in self.shards[k]["files"][field].items():
+                fd = self.cache.pin(entry["sha256"], entry["bytes"], self._fetcher(entry))
+                assert fd is not None
+                fds[part] = fd
+                size = os.fstat(fd).st_size
+                if size != entry["bytes"]:  # a cache file of another size under that name
+                    raise CorruptShardError(
+                        f"{self.cache.path_of(entry['sha256'])}: cached copy of "
+                        f"{self.url}/{entry['name']} is {size} bytes, the manifest says "
+                        f"{entry['bytes']}; remove it from the cache.",
+                        path=str(self.cache.path_of(entry["sha256"])),
+                        field=field,
+                    )
+        except BaseException:
+            for fd in fds.values():
+                self.cache.unpin(fd)
+            raise
+        return fds
+
+    def _unpin(self, keys: Iterable[tuple[int, str]]) -> None:
+        for key in keys:
+            with self._pin_lock:
+                entry = self._pins.get(key)
+                if entry is None:
+                    continue
+                entry[0] -= 1
+                if entry[0] > 0 or key in self._forever:
+                    continue
+                del self._pins[key]
+                k, field = key
+                self._maps.pop(key, None)
+                cached = self._srcs.get(field)
+                if cached is not None:
+                    cached[0][k] = b""
+                    cached[1][k] = False
+                fds = entry[1]
+                for part in fds:
+                    self._fd_of.pop(self.shards[k]["files"][field][part]["sha256"], None)
+            for fd in fds.values():
+                self.cache.unpin(fd)
+
+    def _keys(self, shards: Iterable[int], fields: Sequence[str]) -> list[tuple[int, str]]:
+        return [(int(k), f) for k in shards for f in fields]
+
+    # -- ShardSet hooks --------------------------------------------------------------------
+    def _check_sizes(self) -> None:  # files are checked (sha256) as they are downloaded
+        return
+
+    def _open(self, entry: dict[str, Any], field: str) -> int:
+        fd = self._fd_of.get(entry["sha256"])
+        if fd is None:  # read outside a pin (field_array): pin that shard for good
+            k = self._shards_of[entry["sha256"]][0]
+            with self._pin_lock:
+                self._forever.add((k, field))
+            self._pin([(k, field)])
+            fd = self._fd_of[entry["sha256"]]
+        return os.dup(fd)
+
+    def _mmap(self, shard: int, field: str) -> tuple[np.ndarray, np.ndarray | None]:
+        key = (shard, field)
+        hit = self._maps.get(key)
+        if hit is not None:
+            return hit
+        got = super()._mmap(shard, field)
+        spec = self.fields[field]
+        if spec.kind != "fixed" and self.shards[shard]["rows"]:
+            self._check_offsets(shard, self.shards[shard], field, spec)
+        return got
+
+    def gather(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        fields: Sequence[str] | None = None,
+        out: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, Any]:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        names = list(self.fields) if fields is None else list(fields)
+        for name in names:
+            self._check_field(name)
+        shards = np.unique(self._locate(idx)).tolist() if idx.size else []
+        keys = self._keys(shards, names)
+        self._pin(keys)
+        try:
+            return super().gather(idx, names, out)
+        finally:
+            self._unpin(keys)
+
+    def verify(self) -> None:
+        """Download (through the cache) and check every file's sha256; raise naming the first bad one."""
+        for k in range(self.num_shards):
+            keys = self._keys([k], list(self.fields))
+            self._pin(keys)
+            self._unpin(keys)
+
+    def token_stream(self, field: str = "tokens") -> TokenStream:
+        """The token stream, with every shard of ``field`` pinned for the set's lifetime
+        (token windows read across the whole stream): the cache must hold them all."""
+        self._check_field(field)
+        need = int(self.shard_bytes([field]).sum())
+        limit = self.cache.limit
+        if limit is not None and need > limit:
+            raise ConfigError(
+                f"{self.url}: token windows read the whole stream of field {field!r}, "
+                f"{need} bytes, but cache_limit is {limit}; raise cache_limit to at least {need}.",
+                field="cache_limit",
+            )
+        keys = self._keys(range(self.num_shards), [field])
+        with self._pin_lock:
+            self._forever.update(keys)
+        self._pin(keys)
+        return super().token_stream(field)
+
+    # -- a loader's pass -------------------------------------------------------------------
+    def begin_pass(
+        self,
+        batch_shards: Sequence[np.ndarray],
+        fields: Sequence[str],
+        *,
+        prefetch_threads: int = 4,
+    ) -> RemotePass:
+        """Start a pass that reads ``batch_shards[j]`` (shard ids) of ``fields`` for batch ``j``."""
+        return RemotePass(self, batch_shards, list(fields), prefetch_threads)
+
+
+class RemotePass:
+    """One loader pass over a :class:`RemoteShardSet`: ordered pins, prefetch, next uses."""
+
+    def __init__(
+        self,
+        shards: RemoteShardSet,
+        batch_shards: Sequence[np.ndarray],
+        fields: list[str],
+        prefetch_threads: int,
+    ) -> None:
+        self.set = shards
+        self.fields = fields
+        self.batch_shards = [np.asarray(b, np.int64) for b in batch_shards]
+        #: shard -> the batches that read it, ascending
+        uses: dict[int, list[int]] = {}
+        for j, b in enumerate(self.batch_shards):
+            for k in b.tolist():
+                uses.setdefault(k, []).append(j)
+        self._uses = uses
+        self._cond = threading.Condition()
+        self._next = 0  # the next batch allowed to pin
+        self._cursor = 0  # the lowest batch not yet released
+        self._done: set[int] = set()
+        self._closed = False
+        self._policy = shards.cache.add_policy(self.next_use)
+        self._threads = max(1, prefetch_threads)
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="datafuel-fetch")
+        self._prefetcher = threading.Thread(
+            target=self._prefetch, name="datafuel-prefetch", daemon=True
+        )
+        self._prefetcher.start()
+
+    # -- policy ------------------------------------------------------------------------
+    def _next_use_of_shard(self, k: int, cursor: int) -> float:
+        uses = self._uses.get(k)
+        if not uses:
+            return math.inf
+        i = bisect.bisect_left(uses, cursor)
+        return float(uses[i]) if i < len(uses) else math.inf
+
+    def next_use(self, sha: str) -> float:
+        """The batch that next reads the file ``sha`` (inf: none in this pass)."""
+        cursor = self._cursor
+        best = math.inf
+        for k in self.set._shards_of.get(sha, ()):
+            best = min(best, self._next_use_of_shard(k, cursor))
+        return best
+
+    # -- batches -------------------------------------------------------------------------
+    def acquire(self, j: int) -> list[tuple[int, str]]:
+        """Pin batch ``j``'s files once every earlier batch has pinned its own."""
+        with self._cond:
+            while self._next != j and not self._closed:
+                self._cond.wait(0.1)
+            if self._closed:
+                raise ConfigError("the loader pass was closed")
+        keys = self.set._keys(self.batch_shards[j].tolist(), self.fields)
+        try:
+            self.set._pin(keys)
+        finally:
+            with self._cond:
+                self._next = j + 1
+                self._cond.notify_all()
+        return keys
+
+    def release(self, j: int, keys: list[tuple[int, str]]) -> None:
+        self.set._unpin(keys)
+        with self._cond:
+            self._done.add(j)
+            while self._cursor in self._done:
+                self._done.discard(self._cursor)
+                self._cursor += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.set.cache.remove_policy(self._policy)
+
+    # -- prefetch ------------------------------------------------------------------------
+    def _upcoming(self) -> Iterable[tuple[int, dict[str, Any]]]:
+        """``(batch, file entry)`` of every file the pass reads, in first-use order from the cursor."""
+        seen: set[str] = set()
+        j = self._cursor
+        while j < len(self.batch_shards) and not self._closed:
+            if j < self._cursor:  # the loop got ahead of the prefetch: skip what it read
+                j = self._cursor
+                continue
+            for k in self.batch_shards[j].tolist():
+                for f in self.fields:
+                    for entry in self.set.shards[k]["files"][f].values():
+                        if entry["sha256"] not in seen:
+                            seen.add(entry["sha256"])
+                            yield j, entry
+            j += 1
+
+    def _prefetch(self) -> None:
+        """Fetch files in first-use order, a few at a time, while the limit allows."""
+        cache = self.set.cache
+        inflight: deque[Future[bool]] = deque()
+        try:
+            for j, entry in self._upcoming():
+                if cache.contains(entry["sha256"]):
+                    continue
+                while len(inflight) >= self._threads:
+                    inflight.popleft().result()
+                if self._closed:
+                    return
+                inflight.append(self._pool.submit(self._fetch_one, j, entry))
+            while inflight:
+                inflight.popleft().result()
+        except Exception:
+            return  # a failed prefetch is retried (and reported) by the batch that needs the file
+
+    def _fetch_one(self, j: int, entry: dict[str, Any]) -> bool:
+        if self._closed:
+            return True
+        cache = self.set.cache
+        while not self._closed:
+            fd = cache.pin(
+                entry["sha256"], entry["bytes"], self.set._fetcher(entry), prefetch_before=float(j)
+            )
+            if fd is not None:
+                cache.unpin(fd)
+                return True
+            if j <= self._cursor:  # needed now: the batch's own (demand) pin takes it
+                return True
+            self._wait_for_progress()
+        return True
+
+    def _wait_for_progress(self) -> None:
+        with self._cond:
+            cursor = self._cursor
+            while self._cursor == cursor and not self._closed:
+                self._cond.wait(0.05)
