@@ -1,7 +1,7 @@
 """``EpochSampler``: sample order per epoch, DDP split and exact resume state.
 
 The order of an epoch is a pure function of ``(seed, epoch)`` (a full permutation,
-or storage order without shuffling). Ranks consume it in *global steps*: step ``k``
+a shard-window order for remote shard sets, or storage order without shuffling). Ranks consume it in *global steps*: step ``k``
 takes the next ``world_size * b`` samples of the global order and rank ``r`` gets the
 ``r``-th run of ``b`` of them. The state is therefore one number that does not depend
 on the world size: how many samples of the epoch's global order all ranks have
@@ -19,7 +19,18 @@ import numpy as np
 from datafuel._checks import check_int
 from datafuel.errors import ConfigError
 
-__all__ = ["BatchPlan", "EpochBatchSampler", "EpochSampler", "MixtureSampler", "epoch_order"]
+__all__ = [
+    "BatchPlan",
+    "EpochBatchSampler",
+    "EpochSampler",
+    "MixtureSampler",
+    "epoch_order",
+    "max_shard_bytes_per_run",
+    "max_shards_per_run",
+    "shard_locality",
+    "shard_window_order",
+    "shard_window_run_bound",
+]
 
 _STATE_KEYS = ("epoch", "position", "seed", "shuffle", "num_samples", "kind")
 
@@ -36,6 +47,201 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> np.nd
     return rng.permutation(num_samples).astype(np.int64, copy=False)
 
 
+# -- shard-window order ----------------------------------------------------------------
+#: key units per shard rank: a row's sort key is ``rank * _KEY_UNIT + r``, ``r < window * _KEY_UNIT``
+_KEY_UNIT = 1 << 32
+
+
+def _shard_sizes(offsets: np.ndarray) -> np.ndarray:
+    """Rows per shard from ``ShardSet.offsets`` (first row of each shard, then the total)."""
+    offsets = np.asarray(offsets)
+    if (
+        offsets.ndim != 1
+        or offsets.size < 1
+        or not np.issubdtype(offsets.dtype, np.integer)
+        or offsets[0] != 0
+    ):
+        raise ConfigError(
+            "offsets must be a 1-d int array starting at 0 (each shard's first row, then the "
+            f"total). Got {offsets!r} instead."
+        )
+    sizes = np.diff(offsets.astype(np.int64))
+    if (sizes < 0).any():
+        raise ConfigError(
+            "offsets must be non-decreasing (each shard's first row, then the total)."
+        )
+    return sizes
+
+
+def shard_window_order(offsets: np.ndarray, seed: int, epoch: int, window: int) -> np.ndarray:
+    """A shard-aware epoch order: a permutation of ``range(offsets[-1])`` (int64).
+
+    Per epoch the shards are permuted (``pi``) and each row of the shard at rank ``i`` of
+    ``pi`` gets the sort key ``i * 2**32 + r``, ``r`` uniform in ``[0, w * 2**32)``; rows
+    are ordered by key (stable). With ``w = min(window, number of shards)`` this is
+    ``i + w * u`` with ``u ~ U[0, 1)`` in exact integer arithmetic: every row of the shard at
+    rank ``i`` lies strictly before every row of the shard at rank ``i + w``, so at most
+    ``w`` shards are *open* (have rows both before and after) between any two consecutive
+    positions, and a run of ``R`` positions touches at most
+    :func:`shard_window_run_bound` shards. ``window=1`` still shuffles inside each shard
+    (but reads the shards one after another, never two at once); ``window >=`` the number of shards
+    spreads every shard over the whole epoch but is *not* a full permutation (shards at
+    the two ends of ``pi`` still crowd the two ends of the epoch).
+
+    Pure function of ``(seed, epoch)`` and the shard sizes, never of the world size:
+    ``rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch, 0x5A12])``, then
+    ``pi = rng.permutation(num_shards)``, then ``r = rng.integers(0, w * 2**32, size=N,
+    dtype=np.int64)`` for the ``N`` rows laid out shard by shard in the order of ``pi``
+    (each shard's rows ascending), then a stable ``argsort`` of the keys.
+
+    >>> o = shard_window_order(np.array([0, 3, 3, 7]), seed=0, epoch=0, window=1)
+    >>> sorted(o.tolist()) == list(range(7))
+    True
+    """
+    check_int("window", window)
+    sizes = _shard_sizes(offsets)
+    num_shards = int(sizes.size)
+    total = int(sizes.sum())
+    w = min(window, max(num_shards, 1))
+    if num_shards + w >= 1 << 31:
+        raise ConfigError(f"shard_window_order takes fewer than 2**31 shards; got {num_shards}.")
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5A12])
+    pi = rng.permutation(num_shards)
+    sizes_pi = sizes[pi]
+    starts_pi = np.asarray(offsets, dtype=np.int64)[:-1][pi]
+    layout_start = np.cumsum(sizes_pi) - sizes_pi  # where each shard of pi starts in the layout
+    rank = np.repeat(np.arange(num_shards, dtype=np.int64), sizes_pi)
+    rows = np.repeat(starts_pi - layout_start, sizes_pi) + np.arange(total, dtype=np.int64)
+    r = rng.integers(0, w * _KEY_UNIT, size=total, dtype=np.int64)
+    keys = rank * _KEY_UNIT + r
+    return rows[np.argsort(keys, kind="stable")]
+
+
+def shard_window_run_bound(offsets: np.ndarray, window: int, run: int) -> int:
+    """The most distinct shards a run of ``run`` consecutive positions of *any*
+    :func:`shard_window_order` over ``offsets`` can touch (any seed, epoch, position).
+
+    ``min(run, non-empty shards, 2 * w + run // m)`` with ``w = min(window, shards)`` and
+    ``m`` the smallest non-empty shard. Why: the run's rows have keys in ``[a, b]``; the
+    shards it touches have ranks in ``(a / 2**32 - w, b / 2**32]``; of those, the ranks
+    more than ``w`` after the first's rank and at least ``w`` before the last's lie wholly
+    inside the run (so there are at most ``run // m`` non-empty ones), and the rest are at
+    most ``w`` at each end. A typical run touches about ``w + run / mean size + 1``; the
+    remote cache sizes itself with :func:`max_shard_bytes_per_run` on the actual order.
+    """
+    check_int("window", window)
+    check_int("run", run)
+    sizes = _shard_sizes(offsets)
+    nonempty = sizes[sizes > 0]
+    if nonempty.size == 0:
+        return 0
+    w = min(window, int(sizes.size))
+    return int(min(run, nonempty.size, 2 * w + run // int(nonempty.min())))
+
+
+def _shard_of(order: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Shard index of each position of ``order``."""
+    return np.searchsorted(np.asarray(offsets), np.asarray(order), side="right") - 1
+
+
+def _max_over_runs(order: np.ndarray, offsets: np.ndarray, run: int, weight: np.ndarray) -> int:
+    """Max over all runs of ``run`` consecutive positions of the summed ``weight`` of the
+    distinct shards in the run (a shard counts once, at its first position in the run)."""
+    check_int("run", run)
+    shard = _shard_of(order, offsets)
+    n = int(shard.size)
+    if n == 0:
+        return 0
+    pos = np.arange(n, dtype=np.int64)
+    by_shard = np.argsort(shard, kind="stable")  # positions grouped by shard, ascending
+    prev = np.full(n, -1, dtype=np.int64)  # previous position of the same shard
+    same = shard[by_shard[1:]] == shard[by_shard[:-1]]
+    prev[by_shard[1:][same]] = by_shard[:-1][same]
+    # position p is the first of its shard in the runs starting at s in [lo, p]
+    lo = np.maximum(prev + 1, pos - run + 1)
+    w = np.asarray(weight, dtype=np.int64)[shard]
+    diff = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(diff, np.maximum(lo, 0), w)
+    diff[pos + 1] -= w
+    per_start = np.cumsum(diff[:n])
+    return int(per_start[: max(1, n - run + 1)].max())
+
+
+def max_shards_per_run(order: np.ndarray, offsets: np.ndarray, run: int) -> int:
+    """The most distinct shards any ``run`` consecutive positions of ``order`` touch.
+
+    Every start counts, not only batch-aligned ones (an elastic resume shifts the
+    alignment). O(N log N).
+
+    >>> max_shards_per_run(np.arange(6), np.array([0, 2, 4, 6]), 3)
+    2
+    """
+    num_shards = np.asarray(offsets).size - 1
+    return _max_over_runs(order, offsets, run, np.ones(max(num_shards, 0), dtype=np.int64))
+
+
+def max_shard_bytes_per_run(
+    order: np.ndarray, offsets: np.ndarray, run: int, shard_bytes: np.ndarray
+) -> int:
+    """The largest total ``shard_bytes`` of the distinct shards any ``run`` consecutive
+    positions of ``order`` touch: what a shard cache must hold to serve one batch.
+
+    >>> max_shard_bytes_per_run(np.arange(6), np.array([0, 2, 4, 6]), 3, np.array([5, 1, 9]))
+    10
+    """
+    shard_bytes = np.asarray(shard_bytes)
+    if shard_bytes.shape != (np.asarray(offsets).size - 1,):
+        raise ConfigError(
+            f"shard_bytes must have one entry per shard ({np.asarray(offsets).size - 1}). "
+            f"Got shape {shard_bytes.shape} instead."
+        )
+    return _max_over_runs(order, offsets, run, shard_bytes)
+
+
+def shard_locality(order: np.ndarray, offsets: np.ndarray, batch_size: int) -> float:
+    """How much of storage order's shard clustering per batch an order keeps: 0 for a
+    full permutation (in expectation), 1 for storage order.
+
+    ``(P - P_rand) / (P_storage - P_rand)``, where ``P`` is the probability that two
+    distinct samples of one batch (``order`` cut into consecutive batches of
+    ``batch_size``, the last one shorter) come from the same shard, ``P_storage`` the same
+    for storage order, and ``P_rand = sum(n_s * (n_s - 1)) / (N * (N - 1))`` its exact
+    expectation under a uniformly random permutation. If samples of one shard correlate
+    (intra-shard correlation ``rho``), a batch mean's variance is ``sigma**2 / b * (1 +
+    (b - 1) * rho * P)`` (Kish's design effect), so this is the fraction of storage
+    order's excess gradient variance that the order keeps. 0 where no order can cluster
+    (one shard, batches of one). A position-rank correlation (Spearman) would not do:
+    a within-shard shuffle already scores ~0 on it.
+    """
+    check_int("batch_size", batch_size)
+    sizes = _shard_sizes(offsets)
+    n = int(sizes.sum())
+    if np.asarray(order).size != n:
+        raise ConfigError(f"order has {np.asarray(order).size} samples; offsets say {n}.")
+
+    def same_pairs(shard: np.ndarray) -> int:
+        key = (np.arange(n, dtype=np.int64) // batch_size) * max(sizes.size, 1) + shard
+        _, counts = np.unique(key, return_counts=True)
+        return int((counts * (counts - 1)).sum())
+
+    full, last = divmod(n, batch_size)
+    pairs = full * batch_size * (batch_size - 1) + last * (last - 1)
+    storage = same_pairs(_shard_of(np.arange(n, dtype=np.int64), offsets)) / max(pairs, 1)
+    rand = float((sizes * (sizes - 1)).sum()) / max(n * (n - 1), 1)
+    if pairs == 0 or storage - rand <= 0:
+        return 0.0
+    return (same_pairs(_shard_of(order, offsets)) / pairs - rand) / (storage - rand)
+
+
+def _check_shuffle(shuffle: Any) -> bool | str:
+    """``"shards"``, or the bool of anything else (as before); other strings are refused."""
+    if isinstance(shuffle, str):
+        if shuffle != "shards":
+            raise ConfigError(f'shuffle must be True, False or "shards". Got {shuffle!r} instead.')
+        return shuffle
+    return bool(shuffle)
+
+
 class EpochSampler:
     """Batches of sample positions for one rank, with resumable state.
 
@@ -46,7 +252,12 @@ class EpochSampler:
     batch_size
         Samples per batch on each rank.
     shuffle, seed
-        Permutation per ``(seed, epoch)``, or storage order.
+        ``True``: a full permutation per ``(seed, epoch)``; ``False``: storage order;
+        ``"shards"``: :func:`shard_window_order` per ``(seed, epoch)`` (for remote shard
+        sets: at most ``window`` shards open at a time), which needs ``offsets``.
+    offsets, window
+        With ``shuffle="shards"``: the shard set's offsets (each shard's first row, then
+        ``num_samples``) and the window of shards (``>= 1``) rows are mixed over.
     drop_last
         Drop the last, short global step. Otherwise it is kept, split evenly: every
         rank gets the same (smaller) last batch.
@@ -70,19 +281,35 @@ class EpochSampler:
         num_samples: int,
         batch_size: int,
         *,
-        shuffle: bool = True,
+        shuffle: bool | str = True,
         seed: int = 0,
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
         kind: str = "rows",
+        offsets: np.ndarray | None = None,
+        window: int | None = None,
     ) -> None:
         check_int("batch_size", batch_size)
         check_int("world_size", world_size)
         check_int("rank", rank, low=0, high=world_size - 1)
         self.num_samples = int(num_samples)
         self.batch_size = batch_size
-        self.shuffle = bool(shuffle)
+        #: ``True``, ``False`` or ``"shards"``
+        self.shuffle: bool | str = _check_shuffle(shuffle)
+        self.offsets: np.ndarray | None = None
+        self.window: int | None = None
+        if self.shuffle == "shards":
+            if offsets is None:
+                raise ConfigError('shuffle="shards" needs offsets (the shard set\'s offsets).')
+            self.window = check_int("window", window)
+            self.offsets = np.asarray(offsets, dtype=np.int64)
+            _shard_sizes(self.offsets)
+            if int(self.offsets[-1]) != self.num_samples:
+                raise ConfigError(
+                    f"offsets must end at num_samples={self.num_samples}. "
+                    f"Got {int(self.offsets[-1])} instead."
+                )
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.rank = rank
@@ -133,9 +360,11 @@ class EpochSampler:
             self.finish_epoch()
 
     def order(self, epoch: int | None = None) -> np.ndarray:
-        return epoch_order(
-            self.num_samples, self.seed, self.epoch if epoch is None else epoch, self.shuffle
-        )
+        e = self.epoch if epoch is None else epoch
+        if self.shuffle == "shards":
+            assert self.offsets is not None and self.window is not None
+            return shard_window_order(self.offsets, self.seed, e, self.window)
+        return epoch_order(self.num_samples, self.seed, e, bool(self.shuffle))
 
     def __iter__(self) -> Iterator[int]:
         """This rank's sample indices of the current epoch, from its start (a torch ``Sampler``)."""
@@ -166,8 +395,11 @@ class EpochSampler:
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Named, JSON-serialisable state: epoch and global position (world-size free)."""
-        return {
+        """Named, JSON-serialisable state: epoch and global position (world-size free).
+
+        With ``shuffle="shards"`` it also holds ``window``.
+        """
+        state: dict[str, Any] = {
             "epoch": self.epoch,
             "position": self.position,
             "seed": self.seed,
@@ -177,6 +409,9 @@ class EpochSampler:
             "world_size": self.world_size,
             "batch_size": self.batch_size,
         }
+        if self.shuffle == "shards":
+            state["window"] = self.window
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state; strict about missing keys and about a different order.
@@ -184,15 +419,19 @@ class EpochSampler:
         A state saved under another world size or batch size continues the same
         global order from the same position (no sample repeated or skipped).
         """
-        missing = [k for k in _STATE_KEYS if k not in state]
+        keys = _STATE_KEYS + (("window",) if self.shuffle == "shards" else ())
+        missing = [k for k in keys if k not in state]
         if missing:
             raise ConfigError(f"loader state is missing key(s) {missing}; got {sorted(state)}.")
-        for key, mine in (
+        checks: list[tuple[str, Any]] = [
             ("seed", self.seed),
             ("shuffle", self.shuffle),
             ("num_samples", self.num_samples),
             ("kind", self.kind),
-        ):
+        ]
+        if self.shuffle == "shards":
+            checks.append(("window", self.window))
+        for key, mine in checks:
             if state[key] != mine:
                 raise ConfigError(
                     f"loader state has {key}={state[key]!r} but this loader has {key}={mine!r}; "
