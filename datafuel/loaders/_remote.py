@@ -225,9 +225,20 @@ def _open_store(url: str, policy: RetryPolicy) -> Any:
         ) from None
 
 
+_XML_BODY = re.compile(r"<\?xml|<Error\b")
+_XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
+
+
 def _reason(exc: BaseException) -> str:
     """A one-line, credential-free reason from a store error."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip() or type(exc).__name__
+    body = _XML_BODY.search(text)
+    if body is not None:  # an S3/Azure error body: its code and message, not the rest
+        # (S3 echoes <AWSAccessKeyId>, <StringToSign> and <CanonicalRequest> in refusals)
+        found = dict.fromkeys(v for _, v in _XML_FIELD.findall(text[body.start() :]))
+        fields = " ".join(found)  # (obstore repeats the body: once each)
+        text = f"{text[: body.start()].rstrip()} {fields}".strip()
+    text = (text.splitlines() or [type(exc).__name__])[0]
     text = re.sub(r"(https?://)[^/@\s]+@", r"\1", text)  # user info
     text = re.sub(r"\?[^\s]*", "", text)  # query strings (presigned signatures)
     return text[:300]
