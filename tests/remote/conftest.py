@@ -93,7 +93,7 @@ class FaultProxy:
         self.latency = 0.0
         self.requests: list[tuple[str, str]] = []
         self.bytes_sent = 0
-        self._fail: list[tuple[int, str]] = []
+        self._fail: list[tuple[int, str, bytes | None]] = []
         self._drop: list[int] = []
         self._lock = threading.Lock()
         proxy = self
@@ -115,9 +115,13 @@ class FaultProxy:
         return f"FaultProxy({self.endpoint} -> {self.upstream[0]}:{self.upstream[1]})"
 
     # -- faults ---------------------------------------------------------------------------
-    def fail_next(self, n: int, status: int = 503, code: str = "SlowDown") -> None:
+    def fail_next(
+        self, n: int, status: int = 503, code: str = "SlowDown", body: bytes | None = None
+    ) -> None:
+        """The next ``n`` requests answer ``status`` with an S3 ``<Error>`` naming ``code``
+        (or with ``body`` as it is, when given)."""
         with self._lock:
-            self._fail.extend([(status, code)] * n)
+            self._fail.extend([(status, code, body)] * n)
 
     def drop_next(self, n: int, after_bytes: int = 0) -> None:
         with self._lock:
@@ -148,7 +152,9 @@ class FaultProxy:
         self._thread.join(timeout=5)
 
     # -- used by the handler --------------------------------------------------------------
-    def _arrived(self, method: str, path: str) -> tuple[tuple[int, str] | None, int | None]:
+    def _arrived(
+        self, method: str, path: str
+    ) -> tuple[tuple[int, str, bytes | None] | None, int | None]:
         """Record one request; the fault it gets (an error to answer, bytes to drop after)."""
         with self._lock:
             self.requests.append((method, path))
@@ -196,10 +202,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         method = self.command
         fail, drop = self.owner._arrived(method, self.path)
         if fail is not None:
-            status, code = fail
-            self._answer(
-                status, [("Content-Type", "application/xml")], _error_xml(status, code, self.path)
-            )
+            status, code, data = fail
+            if data is None:
+                data = _error_xml(status, code, self.path)
+            self._answer(status, [("Content-Type", "application/xml")], data)
             return
         try:
             status, headers, data, length = self._forward(method, body)
