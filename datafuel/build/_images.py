@@ -36,6 +36,7 @@ from ._common import (
     write_split_record,
 )
 from ._dedup import DedupOutcome, check_keep, resolve_dedup, write_dedup_report
+from ._remote_out import is_remote, run_remote
 
 __all__ = ["IMAGE_UNIT_FILES", "image_check", "image_keys_unit", "image_unit", "images"]
 
@@ -209,6 +210,7 @@ def images(
     dedup: str | None = None,
     dedup_keep: str = "all",
     dedup_distance: int = 10,
+    stage_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Write ``out/{train,val,test}`` image shard sets from an ImageFolder tree.
 
@@ -268,6 +270,8 @@ def images(
     >>> s["counts"], s["classes"]
     ({'train': 6, 'val': 2, 'test': 2}, ['cat', 'dog'])
     """
+    if is_remote(out):  # a bucket: built in a local stage, uploaded as it is finished
+        return run_remote(images, locals())
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"on_error must be 'fail' or 'skip'. Got {on_error!r} instead.")
     check_int("max_side", max_side, none_ok=True)

@@ -39,6 +39,7 @@ from datafuel.synthetic import (
 from datafuel.synthetic._resample import check_resample_args
 
 from ._common import Progress, Timer, engine_for, make_summary, prepare_out, report
+from ._remote_out import is_remote, run_remote
 
 __all__ = ["resample", "resample_unit"]
 
@@ -388,6 +389,7 @@ def resample(
     shard_bytes: int = 64 << 20,
     device: str | None = None,
     overwrite: bool = False,
+    stage_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Write a semi-synthetic copy of a token shard set, with the same document boundaries.
 
@@ -440,6 +442,8 @@ def resample(
     >>> 0 < c["fraction_changed"] <= c["fraction_above_threshold"] < 1
     True
     """
+    if is_remote(out):  # a bucket: built in a local stage, uploaded as it is finished
+        return run_remote(resample, locals())
     timer = Timer()
     check_resample_args(threshold, top_k, temperature)
     src, spec = _source(inputs, field)

@@ -34,6 +34,7 @@ from ._common import (
     write_split_record,
 )
 from ._dedup import DedupOutcome, check_keep, resolve_dedup, write_dedup_report
+from ._remote_out import is_remote, run_remote
 from ._tablecols import (
     categories_of,
     is_label,
@@ -538,6 +539,7 @@ def table(
     dedup: str | None = None,
     dedup_keep: str = "all",
     dedup_key: Sequence[str] = (),
+    stage_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Split a table, fit the recipe on train only, and write ``out/{train,val,test}``.
 
@@ -574,6 +576,8 @@ def table(
     >>> summary["counts"]["train"] > summary["counts"]["val"] > 0
     True
     """
+    if is_remote(out):  # a bucket: built in a local stage, uploaded as it is finished
+        return run_remote(table, locals())
     timer = Timer()
     path, out = str(inputs), Path(out)
     _check_options(impute, scale, max_missing)

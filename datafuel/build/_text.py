@@ -40,6 +40,7 @@ from ._common import (
     write_split_record,
 )
 from ._dedup import DedupOutcome, check_keep, resolve_dedup, write_dedup_report
+from ._remote_out import is_remote, run_remote
 
 __all__ = ["SharedTokenizer", "text", "text_unit"]
 
@@ -452,6 +453,7 @@ def text(
     overwrite: bool = False,
     dedup: str | None = None,
     dedup_keep: str = "all",
+    stage_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Split documents, fit a byte-level BPE on the train split, write token shard sets.
 
@@ -522,6 +524,8 @@ def text(
     >>> ShardSet(d / "out" / "train").token_stream("tokens").num_documents == s["counts"]["train"]
     True
     """
+    if is_remote(out):  # a bucket: built in a local stage, uploaded as it is finished
+        return run_remote(text, locals())
     method, explicit = resolve_dedup(dedup, "text")
     check_keep(dedup_keep)
     # the default leaves the configuration (and so every manifest) as it was before dedup

@@ -13,8 +13,10 @@ from ._common import (
     dedup_options,
     echo_dedup,
     echo_json,
+    echo_remote,
     overwrite_option,
     parse_fractions,
+    stage_dir_option,
 )
 from ._engine_opts import engine_options, open_engine
 
@@ -24,8 +26,8 @@ from ._engine_opts import engine_options, open_engine
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory.",
+    type=click.Path(file_okay=False),
+    help="Output directory, or a bucket URL (s3://bucket/prefix, gs://, az://).",
 )
 @click.option(
     "--split", "split", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions."
@@ -55,12 +57,13 @@ from ._engine_opts import engine_options, open_engine
     "--stratify", is_flag=True, help="Split each class separately (keeps class proportions)."
 )
 @overwrite_option
+@stage_dir_option
 @dedup_options("images")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
 def build_images(
     input_dir: Path,
-    out: Path,
+    out: str,
     split: str,
     seed: int,
     on_error: str,
@@ -69,6 +72,7 @@ def build_images(
     stratify: bool,
     as_json: bool,
     overwrite: bool,
+    stage_dir: str | None,
     dedup: str | None,
     dedup_keep: str,
     engine: str,
@@ -97,6 +101,7 @@ def build_images(
             engine=runner,
             on_progress=bars,
             overwrite=overwrite,
+            stage_dir=stage_dir,
             dedup=dedup,
             dedup_keep=dedup_keep,
         )
@@ -107,6 +112,7 @@ def build_images(
     click.echo(
         f"wrote {summary['total']} images of {len(summary['classes'])} classes to {out} ({counts}); "
         f"skipped {summary['skipped']}"
-        + (f" (listed in {out / 'skipped.json'})" if summary["skipped"] else "")
+        + (f" (listed in {out}/skipped.json)" if summary["skipped"] else "")
     )
     echo_dedup(summary, "image", out)
+    echo_remote(summary)

@@ -13,8 +13,10 @@ from ._common import (
     dedup_options,
     echo_dedup,
     echo_json,
+    echo_remote,
     overwrite_option,
     parse_fractions,
+    stage_dir_option,
 )
 from ._engine_opts import engine_options, open_engine
 
@@ -35,7 +37,12 @@ def _pair(text: str) -> tuple[float, float] | None:
 
 @click.command("table")
 @click.argument("input_path", metavar="INPUT")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output directory, or a bucket URL (s3://bucket/prefix, gs://, az://).",
+)
 @click.option("--target", default=None, help="Target column, written as field `y` (not a feature).")
 @click.option(
     "--split",
@@ -130,6 +137,7 @@ def _pair(text: str) -> tuple[float, float] | None:
     help="Close a shard once its data reaches this many bytes.",
 )
 @overwrite_option
+@stage_dir_option
 @dedup_options("table")
 @column_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -160,6 +168,7 @@ def build_table(
     shard_bytes: int,
     as_json: bool,
     overwrite: bool,
+    stage_dir: str | None,
     dedup: str | None,
     dedup_keep: str,
     dedup_key: tuple[str, ...],
@@ -231,6 +240,7 @@ def build_table(
             engine=runner,
             on_progress=bars,
             overwrite=overwrite,
+            stage_dir=stage_dir,
             dedup=dedup,
             dedup_keep=dedup_keep,
             dedup_key=list(dedup_key),
@@ -247,6 +257,7 @@ def build_table(
         f"{len(summary['columns'])} features"
     )
     echo_dedup(summary, "row", out)
+    echo_remote(summary)
     for col, kind in summary["coerced_columns"].items():
         click.echo(
             f"  {col}: widened to text by ingest drift, every value a number: read as {kind}"

@@ -11,8 +11,10 @@ from ._common import (
     dedup_options,
     echo_dedup,
     echo_json,
+    echo_remote,
     overwrite_option,
     parse_fractions,
+    stage_dir_option,
 )
 from ._engine_opts import engine_options, open_engine
 
@@ -33,7 +35,8 @@ def _size(text: str) -> int:
 @click.option(
     "--out",
     required=True,
-    help="Output directory (DIR/train, DIR/val, DIR/test, tokenizer.json, split.json).",
+    help="Output directory (DIR/train, DIR/val, DIR/test, tokenizer.json, split.json), or a "
+    "bucket URL (s3://bucket/prefix, gs://, az://).",
 )
 @click.option(
     "--vocab-size",
@@ -76,6 +79,7 @@ def _size(text: str) -> int:
 )
 @click.option("--shard-bytes", default="64MB", show_default=True, help="Target shard size.")
 @overwrite_option
+@stage_dir_option
 @dedup_options("text")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @engine_options
@@ -91,6 +95,7 @@ def build_text(
     shard_bytes: str,
     as_json: bool,
     overwrite: bool,
+    stage_dir: str | None,
     dedup: str | None,
     dedup_keep: str,
     engine: str,
@@ -129,6 +134,7 @@ def build_text(
             engine=runner,
             on_progress=bars,
             overwrite=overwrite,
+            stage_dir=stage_dir,
             dedup=dedup,
             dedup_keep=dedup_keep,
         )
@@ -156,6 +162,7 @@ def build_text(
         docs, tokens = summary["counts"][name], summary["tokens"][name]
         click.echo(f"{name:5s}: {docs:,} documents, {tokens:,} tokens -> {out}/{name}")
     echo_dedup(summary, "document", out)
+    echo_remote(summary)
     if summary.get("resumed"):
         click.echo("(already built with these arguments; nothing to do)")
     else:

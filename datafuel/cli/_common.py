@@ -91,6 +91,27 @@ overwrite_option = click.option(
 )
 
 
+#: ``--stage-dir`` of every build verb (see :mod:`datafuel.build._remote_out`).
+stage_dir_option = click.option(
+    "--stage-dir",
+    default=None,
+    metavar="DIR",
+    help="With --out s3://|gs://|az://...: build here, then upload [default: a folder "
+    "named after the URL under ~/.cache/datafuel/stage]. A rerun uploads only what is "
+    "missing.",
+)
+
+
+def echo_remote(summary: dict[str, Any]) -> None:
+    """One line on what a build to a bucket uploaded (nothing for a local build)."""
+    r = summary.get("remote")
+    if r:
+        click.echo(
+            f"uploaded {r['uploaded']} object(s), {r['uploaded_bytes'] / 1e6:.2f} MB, to "
+            f"{r['url']} ({r['already_there']} already there; staged in {r['stage_dir']})"
+        )
+
+
 def parse_fractions(text: str, *, option: str = "--split") -> tuple[float, ...]:
     """Parse '0.8,0.1,0.1' into floats; the split module checks that they sum to 1."""
     try:

@@ -7,12 +7,16 @@ import click
 from datafuel import build
 from datafuel.synthetic import format_report
 
-from ._common import StageBars, echo_json, overwrite_option
+from ._common import StageBars, echo_json, echo_remote, overwrite_option, stage_dir_option
 
 
 @click.command("resample")
 @click.argument("tokens_dir")
-@click.option("--out", required=True, help="Output directory for the resampled token shards.")
+@click.option(
+    "--out",
+    required=True,
+    help="Output directory for the resampled token shards, or a bucket URL (s3://bucket/prefix).",
+)
 @click.option(
     "--prior",
     default="ngram",
@@ -61,6 +65,7 @@ from ._common import StageBars, echo_json, overwrite_option
     help="Size of the diversity comparison sample.",
 )
 @overwrite_option
+@stage_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def resample(
     tokens_dir: str,
@@ -75,6 +80,7 @@ def resample(
     report_tokens: int,
     as_json: bool,
     overwrite: bool,
+    stage_dir: str | None,
 ) -> None:
     """Semi-synthetic token resampling: redraw tokens a frozen prior finds near-certain.
 
@@ -102,6 +108,7 @@ def resample(
             report_tokens=report_tokens,
             on_progress=bars,
             overwrite=overwrite,
+            stage_dir=stage_dir,
         )
     if as_json:
         echo_json(summary)
@@ -113,3 +120,4 @@ def resample(
     elif report.get("shards_resumed"):
         click.echo(f"({report['shards_resumed']} shard(s) were already done and skipped)")
     click.echo(f"wrote {out} and {out}/resample_report.json")
+    echo_remote(summary)

@@ -1,0 +1,372 @@
+"""Builds into object storage: ``out="s3://bucket/prefix"`` (also ``gs://``, ``az://``).
+
+A build to a bucket runs exactly as a local one, into a **staging directory** on this
+machine (``stage_dir=``/``--stage-dir``, else ``$XDG_CACHE_HOME/datafuel/stage/<h>``
+where ``h`` is the first 16 hex digits of the sha256 of the credential-free URL), and
+the stage is uploaded as it is finished:
+
+* each shard set when its sink closes (its manifest is on the stage's disk then):
+  its data files first, several at once, then ``manifest.json`` **last**; an older,
+  different manifest in the bucket is deleted *before* any data file is replaced, and
+  shard objects the new manifest does not name are deleted after it, so a reader
+  never sees a set whose manifest claims files it does not have;
+* once the build returns, every set again (only the ones not uploaded during this
+  run: a resumed build that found its output finished wrote nothing), then the
+  top-level files (``split.json``, ``recipe.json`` and its ``.npy``, ``tokenizer.json``,
+  ``dedup.json``, reports) after all sets. Hidden files (the lock, a build's resume
+  state, work folders) stay on the stage.
+
+Resume: an object already in the bucket with the local file's size and whose
+``sha256`` metadata is the local file's sha256 (taken from the manifest for shard
+files) is not uploaded again; everything else is. A build's bytes depend only on its
+arguments, so an interrupted build rerun on any machine (stage or not) uploads only
+what is missing. Objects go up with their sha256 as metadata.
+
+Before any heavy work the bucket is checked: one small probe object is written and
+deleted (``.datafuel-write-check``), and the prefix is listed; a missing bucket or a
+refusal is one :class:`~datafuel.errors.RemoteError` naming the URL. ``https://`` and
+``http://`` shard sets are read-only: a build there is a
+:class:`~datafuel.errors.ConfigError`. Credentials come from each cloud's standard
+environment (``AWS_*``...) and are never written anywhere: paths and messages carry
+the URL without user info or query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from datafuel.engine import Engine, RowsCallback, ShardSink, UnitFn
+from datafuel.errors import ConfigError, RemoteError
+from datafuel.loaders import Field
+from datafuel.loaders._remote import ObjectStore, is_remote, redact_url
+
+from ._common import engine_for
+
+__all__ = ["PROBE_NAME", "RemoteOut", "default_stage_dir", "is_remote", "run_remote"]
+
+#: The object written and deleted to check that the bucket takes writes.
+PROBE_NAME = ".datafuel-write-check"
+_MANIFEST = "manifest.json"
+_SPLITS = ("train", "val", "test")
+_SHARD_FILE = re.compile(r"^shard-\d{5,}\.[A-Za-z0-9_][A-Za-z0-9_-]*\.(bin|idx)$")
+_UPLOAD_THREADS = 8
+
+
+def default_stage_dir(url: str) -> Path:
+    """Where a build to ``url`` is staged: ``$XDG_CACHE_HOME/datafuel/stage/<sha256[:16]>``.
+
+    The digest is of the URL without user info, query or trailing slash, so no
+    credential reaches the path, and the same ``--out`` always stages in one place.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    key = hashlib.sha256(redact_url(url).rstrip("/").encode()).hexdigest()[:16]
+    return Path(base) / "datafuel" / "stage" / key
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_files(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every data file a manifest names (``{"name", "bytes", "sha256"}``), in shard order."""
+    return [
+        f
+        for s in manifest.get("shards", [])
+        for parts in s["files"].values()
+        for f in parts.values()
+    ]
+
+
+class RemoteOut:
+    """One build's bucket prefix and its local stage; uploads what the stage finishes.
+
+    Parameters
+    ----------
+    url
+        ``s3://bucket/prefix`` (or ``gs://``, ``az://``).
+    stage_dir
+        The staging directory (default :func:`default_stage_dir`).
+    """
+
+    def __init__(self, url: str, stage_dir: str | os.PathLike[str] | None = None) -> None:
+        scheme = url.partition("://")[0].lower()
+        if scheme in ("http", "https"):
+            raise ConfigError(
+                f"--out {redact_url(url)}: an {scheme}:// shard set is read-only; build to "
+                "s3://, gs:// or az:// (or a local directory) instead.",
+                path=redact_url(url),
+            )
+        self.url = redact_url(url).rstrip("/")
+        self.store = ObjectStore(url)
+        self.stage = Path(stage_dir) if stage_dir is not None else default_stage_dir(url)
+        self.stage = Path(os.path.abspath(self.stage))
+        #: object name -> size, as listed at the start (kept up to date by uploads)
+        self._listed: dict[str, int] = {}
+        #: set folder (relative to the stage) -> sha256 of the manifest uploaded this run
+        self._synced: dict[str, str] = {}
+        self.uploaded = 0
+        self.uploaded_bytes = 0
+        self.kept = 0
+        self.deleted = 0
+
+    def __repr__(self) -> str:
+        return f"RemoteOut({self.url!r}, stage_dir={str(self.stage)!r})"
+
+    # -- before the build -----------------------------------------------------------------
+    def check(self) -> None:
+        """Write and delete a probe object, then list the prefix: one RemoteError if refused."""
+        try:
+            self.store.put_bytes(PROBE_NAME, b"")
+            self.store.delete(PROBE_NAME)
+            self._listed = {o["path"]: o["size"] for o in self.store.list()}
+        except RemoteError as exc:
+            raise RemoteError(
+                f"--out {self.url}: cannot write the build there (does the bucket exist, and "
+                f"may these credentials write to it?): {exc}",
+                path=self.url,
+                attempts=getattr(exc, "attempts", None),
+            ) from None
+        self._listed.pop(PROBE_NAME, None)
+
+    # -- uploads --------------------------------------------------------------------------
+    def _key(self, rel: str, name: str) -> str:
+        return f"{rel}/{name}" if rel else name
+
+    def _present(self, key: str, size: int, sha256: str) -> bool:
+        """Whether ``key`` is in the bucket with this size and this sha256 metadata."""
+        if self._listed.get(key) != size:
+            return False
+        meta = self.store.head(key)
+        return (
+            meta is not None
+            and meta["size"] == size
+            and str(meta["attributes"].get("sha256", "")) == sha256
+        )
+
+    def _put(self, key: str, path: Path, size: int, sha256: str) -> bool:
+        """Upload ``path`` as ``key`` unless it is there already; whether it was uploaded."""
+        if self._present(key, size, sha256):
+            self.kept += 1
+            return False
+        self.store.put_file(key, path, sha256=sha256)
+        self._listed[key] = size
+        self.uploaded += 1
+        self.uploaded_bytes += size
+        return True
+
+    def _delete(self, key: str) -> None:
+        self.store.delete(key)
+        self._listed.pop(key, None)
+        self.deleted += 1
+
+    def _rel(self, directory: str | os.PathLike[str]) -> str:
+        d = Path(os.path.abspath(directory))
+        try:
+            rel = d.relative_to(self.stage).as_posix()
+        except ValueError:
+            raise ConfigError(
+                f"{d}: a shard set outside the stage {self.stage} cannot be uploaded to {self.url}."
+            ) from None
+        return "" if rel == "." else rel
+
+    def sync_set(self, directory: str | os.PathLike[str]) -> None:
+        """Upload the finished shard set ``directory`` (in the stage): data files, then manifest."""
+        import json
+
+        rel = self._rel(directory)
+        d = self.stage / rel
+        raw = (d / _MANIFEST).read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        if self._synced.get(rel) == digest:
+            return
+        files = _manifest_files(json.loads(raw))
+        mkey = self._key(rel, _MANIFEST)
+        if mkey in self._listed and not self._present(mkey, len(raw), digest):
+            self._delete(mkey)  # an older set: unreadable before any of its files change
+        with ThreadPoolExecutor(min(_UPLOAD_THREADS, max(1, len(files)))) as pool:
+            for _ in pool.map(
+                lambda f: self._put(
+                    self._key(rel, f["name"]), d / f["name"], f["bytes"], f["sha256"]
+                ),
+                files,
+            ):
+                pass
+        if not self._present(mkey, len(raw), digest):
+            self.store.put_bytes(mkey, raw, sha256=digest)
+            self._listed[mkey] = len(raw)
+            self.uploaded += 1
+            self.uploaded_bytes += len(raw)
+        else:
+            self.kept += 1
+        self._drop_stale(rel, {f["name"] for f in files})
+        self._synced[rel] = digest
+
+    def _set_objects(self, rel: str) -> list[str]:
+        """Shard objects listed directly in the set folder ``rel`` of the bucket."""
+        prefix = f"{rel}/" if rel else ""
+        return [
+            k for k in self._listed if k.startswith(prefix) and _SHARD_FILE.match(k[len(prefix) :])
+        ]
+
+    def _drop_stale(self, rel: str, keep: set[str]) -> None:
+        prefix = f"{rel}/" if rel else ""
+        for key in self._set_objects(rel):
+            if key[len(prefix) :] not in keep:
+                self._delete(key)
+
+    def _clear_set(self, rel: str) -> None:
+        """A set this build left empty (fraction 0): its manifest goes first, then its shards."""
+        mkey = self._key(rel, _MANIFEST)
+        if mkey in self._listed:
+            self._delete(mkey)
+        for key in self._set_objects(rel):
+            self._delete(key)
+
+    def finish(self) -> None:
+        """Upload every set not uploaded yet, then the top-level files (after the sets)."""
+        root_set = (
+            _read_json(self.stage / _MANIFEST) if (self.stage / _MANIFEST).is_file() else None
+        )
+        if root_set is not None:  # resample writes its set in out itself
+            self.sync_set(self.stage)
+        else:
+            self._sync_split_folders()
+        own = {f["name"] for f in _manifest_files(root_set)} | {_MANIFEST} if root_set else set()
+        for p in sorted(self.stage.iterdir()):
+            if p.name.startswith(".") or not p.is_file() or p.is_symlink() or p.name in own:
+                continue
+            self._put(p.name, p, p.stat().st_size, _sha256_file(p))
+
+    def _sync_split_folders(self) -> None:
+        """Each set folder of the stage uploaded; a split this build left empty cleared."""
+        for d in sorted(p for p in self.stage.iterdir() if p.is_dir() and not p.is_symlink()):
+            if d.name.startswith("."):
+                continue
+            if (d / _MANIFEST).is_file():
+                self.sync_set(d)
+            elif d.name in _SPLITS:
+                self._clear_set(d.name)
+        for name in _SPLITS:
+            if not (self.stage / name).is_dir():
+                self._clear_set(name)
+
+    def report(self) -> dict[str, Any]:
+        """What was uploaded: for the build's summary (``remote``)."""
+        return {
+            "url": self.url,
+            "stage_dir": str(self.stage),
+            "uploaded": self.uploaded,
+            "uploaded_bytes": self.uploaded_bytes,
+            "already_there": self.kept,
+            "deleted": self.deleted,
+        }
+
+
+def _read_json(path: Path) -> Any:
+    import json
+
+    return json.loads(path.read_text())
+
+
+class _UploadingSink(ShardSink):
+    """An engine's sink whose clean close also uploads the set it wrote."""
+
+    def __init__(self, inner: ShardSink, remote: RemoteOut) -> None:
+        self._inner = inner
+        self._remote = remote
+        self.directory = inner.directory
+
+    def submit(self, payload: Any) -> None:
+        self._inner.submit(payload)
+
+    def close(self) -> dict[str, Any]:
+        if self.manifest is not None:
+            return self.manifest
+        manifest = self._inner.close()
+        self._remote.sync_set(self.directory)
+        self.manifest = manifest
+        return manifest
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+
+class UploadingEngine(Engine):
+    """``inner`` whose shard sinks upload each set to ``remote`` as they close.
+
+    Ray workers still write their shards into the stage on the driver's filesystem;
+    the driver uploads them (as the local engine's driver does).
+    """
+
+    def __init__(self, inner: Engine, remote: RemoteOut) -> None:
+        self.inner = inner
+        self.remote = remote
+        self.name = inner.name
+
+    def __repr__(self) -> str:
+        return f"UploadingEngine({self.inner!r}, {self.remote!r})"
+
+    def map(
+        self,
+        fn: Callable[[Any, Any], Any],
+        items: Sequence[Any],
+        *,
+        shared: Any = None,
+        chunk: int = 256,
+    ) -> Iterator[Any]:
+        return self.inner.map(fn, items, shared=shared, chunk=chunk)
+
+    def shard_sink(
+        self,
+        directory: str | os.PathLike[str],
+        fields: Mapping[str, Field],
+        fn: UnitFn,
+        *,
+        shared: Any = None,
+        shard_bytes: int,
+        provenance: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        check_finite: bool = True,
+        on_rows: RowsCallback | None = None,
+    ) -> ShardSink:
+        inner = self.inner.shard_sink(
+            directory,
+            fields,
+            fn,
+            shared=shared,
+            shard_bytes=shard_bytes,
+            provenance=provenance,
+            metadata=metadata,
+            check_finite=check_finite,
+            on_rows=on_rows,
+        )
+        return _UploadingSink(inner, self.remote)
+
+    def close(self) -> None:
+        """The inner engine is closed by whoever made it."""
+
+
+def run_remote(build: Callable[..., dict[str, Any]], args: Mapping[str, Any]) -> dict[str, Any]:
+    """Run ``build(**args)`` into the stage of ``args["out"]`` (a bucket URL) and upload it.
+
+    ``args`` are the build's own arguments (its ``locals()`` on entry). The summary's
+    ``out`` is the URL (without credentials); ``remote`` says what was uploaded.
+    """
+    kw = dict(args)
+    url = str(kw.pop("out"))
+    remote = RemoteOut(url, kw.pop("stage_dir", None))
+    with engine_for(kw.pop("engine", None)) as runner:  # a bad engine name: refused first
+        remote.check()  # a missing or read-only bucket: refused before any work
+        summary = build(out=remote.stage, engine=UploadingEngine(runner, remote), **kw)
+        remote.finish()
+    return {**summary, "out": remote.url, "remote": remote.report()}

@@ -1,0 +1,284 @@
+"""Builds into a bucket: ``build.table|images|text|resample(..., out="s3://...")`` and the CLI.
+
+The bucket is moto behind the fault proxy (``conftest.py``); every build stages in a
+``tmp_path`` folder, and each test compares the objects with a local build's files.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datafuel import build
+from datafuel.build._remote_out import PROBE_NAME, default_stage_dir
+from datafuel.cli import main
+from datafuel.demo import write_corpus
+from datafuel.errors import ConfigError, RemoteError
+from datafuel.loaders._remote import ObjectStore
+
+HOUSES = str(files("datafuel") / "data" / "houses.csv")
+TABLE_KW: dict[str, Any] = {"target": "price", "drop": ["id"], "shard_bytes": 20_000}
+TEXT_KW: dict[str, Any] = {"vocab_size": 300, "shard_bytes": 3000, "batch_chars": 2500}
+
+
+def local_files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` a bucket build uploads: all but hidden ones (lock, state)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out[rel.as_posix()] = p.read_bytes()
+    return out
+
+
+def bucket_files(s3: Any, prefix: str) -> dict[str, bytes]:
+    return {k[len(prefix) + 1 :]: v for k, v in s3.objects(prefix + "/").items()}
+
+
+def data_puts(s3: Any) -> int:
+    """PUT requests of shard data files (not manifests, top-level files or the probe)."""
+    return s3.proxy.count("PUT", contains="/shard-")
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Any:
+    """``datafuel ARGV...`` in this process -> ``(exit status, stdout, stderr)``."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    d = tmp_path / "corpus"
+    d.mkdir()
+    write_corpus(d / "a.jsonl", 120, seed=1)
+    return d
+
+
+def test_table_to_s3_equals_a_local_build(s3: Any, tmp_path: Path) -> None:
+    local = build.table(HOUSES, tmp_path / "local", **TABLE_KW)
+    remote = build.table(HOUSES, s3.url("run/tab"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    assert remote["out"] == s3.url("run/tab") and remote["counts"] == local["counts"]
+    want = local_files(tmp_path / "local")
+    assert {"recipe.json", "split.json", "train/manifest.json"} <= set(want)
+    assert bucket_files(s3, "run/tab") == want
+    assert remote["remote"]["uploaded"] == len(want)
+    assert PROBE_NAME not in "".join(s3.objects())
+
+
+def test_text_to_s3_equals_a_local_build(s3: Any, tmp_path: Path, corpus: Path) -> None:
+    local = build.text([corpus], tmp_path / "local", **TEXT_KW)
+    remote = build.text([corpus], s3.url("txt"), stage_dir=tmp_path / "stage", **TEXT_KW)
+    assert remote["counts"] == local["counts"] and remote["out"] == s3.url("txt")
+    want = local_files(tmp_path / "local")
+    assert "tokenizer.json" in want and len([k for k in want if "/shard-" in k]) > 6
+    assert bucket_files(s3, "txt") == want
+    # the bucket's sets read back through the remote reader's store: sha256 kept as metadata
+    store = ObjectStore(s3.url("txt"))
+    m = json.loads(store.get_bytes("train/manifest.json"))
+    first = m["shards"][0]["files"]["tokens"]["bin"]
+    assert store.head(f"train/{first['name']}")["attributes"]["sha256"] == first["sha256"]
+
+
+def test_images_to_s3_equals_a_local_build(s3: Any, tmp_path: Path, folder: Path) -> None:
+    kw: dict[str, Any] = {"fractions": (0.6, 0.2, 0.2), "seed": 1, "shard_bytes": 5000}
+    build.images(folder, tmp_path / "local", **kw)
+    build.images(folder, s3.url("img"), stage_dir=tmp_path / "stage", **kw)
+    assert bucket_files(s3, "img") == local_files(tmp_path / "local")
+
+
+def test_resample_to_s3_equals_a_local_build(s3: Any, tmp_path: Path, corpus: Path) -> None:
+    build.text([corpus], tmp_path / "text", **TEXT_KW)
+    kw: dict[str, Any] = {"seed": 0, "report_tokens": 2000, "shard_bytes": 3000}
+    local = build.resample(tmp_path / "text" / "train", tmp_path / "local", **kw)
+    remote = build.resample(
+        tmp_path / "text" / "train", s3.url("rs"), stage_dir=tmp_path / "stage", **kw
+    )
+    want = local_files(tmp_path / "local")
+    assert "manifest.json" in want and "resample_report.json" in want
+    got = bucket_files(s3, "rs")
+    assert set(got) == set(want)
+    # the report holds the run's timings; every shard file and the manifest are identical
+    same = {k for k in want if k.startswith("shard-") or k == "manifest.json"}
+    assert {k: got[k] for k in same} == {k: want[k] for k in same}
+    assert remote["report"]["counts"] == local["report"]["counts"]
+
+
+def test_manifests_go_up_after_their_data_and_top_level_files_last(s3: Any, tmp_path: Path) -> None:
+    build.table(HOUSES, s3.url("o"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    puts = [p.split("?")[0] for m, p in s3.proxy.requests if m == "PUT" and PROBE_NAME not in p]
+    puts = [p.split(f"/{s3.bucket}/o/", 1)[1] for p in puts if f"/{s3.bucket}/o/" in p]
+    last_set_file = 0
+    for name in ("train", "val", "test"):
+        mine = [i for i, p in enumerate(puts) if p.startswith(f"{name}/")]
+        assert puts[mine[-1]] == f"{name}/manifest.json"  # after every data file of the set
+        last_set_file = max(last_set_file, mine[-1])
+    top = [i for i, p in enumerate(puts) if "/" not in p]
+    assert {puts[i] for i in top} >= {"split.json", "recipe.json"}
+    assert min(top) > last_set_file
+
+
+def test_rerun_uploads_nothing_again_and_a_deleted_object_alone(
+    s3: Any, tmp_path: Path, corpus: Path
+) -> None:
+    args = ([corpus], s3.url("t"))
+    first = build.text(*args, stage_dir=tmp_path / "stage", **TEXT_KW)
+    n = first["remote"]["uploaded"]
+    s3.proxy.reset_counts()
+    again = build.text(*args, stage_dir=tmp_path / "stage", **TEXT_KW)
+    assert data_puts(s3) == 0
+    # the only PUT is the write probe: manifests and top-level files are checked too
+    assert s3.proxy.count("PUT") == 1 and s3.proxy.count("PUT", contains=PROBE_NAME) == 1
+    assert again["remote"]["uploaded"] == 0 and again["remote"]["already_there"] == n
+
+    victim = "t/val/shard-00000.tokens.bin"
+    s3.client.delete_object(Bucket=s3.bucket, Key=victim)
+    s3.proxy.reset_counts()
+    # a new stage (another machine): the build is redone here, only the gap goes up
+    build.text(*args, stage_dir=tmp_path / "stage2", **TEXT_KW)
+    puts = [p for m, p in s3.proxy.requests if m == "PUT" and PROBE_NAME not in p]
+    assert len(puts) == 1 and puts[0].split("?")[0].endswith(f"/{s3.bucket}/{victim}")
+    assert bucket_files(s3, "t") == local_files(tmp_path / "stage")
+
+
+def test_a_changed_object_is_replaced(s3: Any, tmp_path: Path) -> None:
+    build.table(HOUSES, s3.url("c"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    key = "c/train/shard-00000.x.bin"
+    good = s3.objects(key)[key]
+    s3.put(key, b"\0" * len(good))  # same size, no sha256 metadata: not trusted
+    s3.proxy.reset_counts()
+    build.table(HOUSES, s3.url("c"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    assert data_puts(s3) == 1 and s3.objects(key)[key] == good
+
+
+def test_an_interrupted_upload_resumes_with_the_rest(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ObjectStore.put_file
+    done: list[str] = []
+
+    lock = threading.Lock()
+
+    def flaky(self: ObjectStore, name: str, path: Any, *, sha256: str | None = None) -> None:
+        with lock:  # uploads run several at once: exactly three get through
+            if len(done) >= 3:
+                raise RemoteError(f"{self.url_of(name)}: cannot upload it: connection lost")
+            done.append(name)
+        real(self, name, path, sha256=sha256)
+
+    monkeypatch.setattr(ObjectStore, "put_file", flaky)
+    with pytest.raises(RemoteError, match="connection lost"):
+        build.table(HOUSES, s3.url("i"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    got = s3.objects("i/")
+    assert any(k.endswith("manifest.json") for k in got) or len(done) < 4
+    for key in (k for k in got if k.endswith("manifest.json")):  # a visible set is whole
+        folder = key.rsplit("/", 1)[0]
+        for shard in json.loads(got[key])["shards"]:
+            for part in (f for parts in shard["files"].values() for f in parts.values()):
+                assert f"{folder}/{part['name']}" in got
+    assert "i/split.json" not in got  # top-level files go up after every set
+    monkeypatch.setattr(ObjectStore, "put_file", real)
+    s3.proxy.reset_counts()
+    summary = build.table(HOUSES, s3.url("i"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    want = local_files(tmp_path / "stage")
+    shard_files = [k for k in want if "/shard-" in k]
+    assert data_puts(s3) == len(shard_files) - 3 and len(shard_files) > 6
+    assert summary["remote"]["already_there"] >= 3  # and the manifest of a set finished
+    assert bucket_files(s3, "i") == want
+
+
+def test_a_split_left_empty_is_removed_from_the_bucket(s3: Any, tmp_path: Path) -> None:
+    build.table(HOUSES, s3.url("e"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    assert "e/test/manifest.json" in s3.objects("e/")
+    kw = {**TABLE_KW, "fractions": (0.9, 0.1, 0.0)}
+    build.table(HOUSES, s3.url("e"), stage_dir=tmp_path / "stage", **kw)
+    assert not any(k.startswith("e/test/") for k in s3.objects("e/"))
+    assert bucket_files(s3, "e") == local_files(tmp_path / "stage")
+
+
+def test_a_rebuild_with_fewer_shards_leaves_no_stale_object(s3: Any, tmp_path: Path) -> None:
+    build.table(HOUSES, s3.url("f"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    kw = {**TABLE_KW, "shard_bytes": 1 << 20}
+    build.table(HOUSES, s3.url("f"), stage_dir=tmp_path / "stage", **kw)
+    build.table(HOUSES, tmp_path / "local", **kw)
+    assert bucket_files(s3, "f") == local_files(tmp_path / "local")
+
+
+def test_missing_bucket_is_one_remote_error_before_any_work(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"s3://{s3.bucket}-missing/out"
+    with pytest.raises(RemoteError) as err:
+        build.table(HOUSES, url, stage_dir=tmp_path / "stage", **TABLE_KW)
+    assert url in str(err.value) and err.value.path == url
+    assert not (tmp_path / "stage").exists()  # nothing was read, fitted or written
+
+
+def test_refused_writes_are_one_remote_error(s3: Any, tmp_path: Path) -> None:
+    s3.proxy.fail_next(1, status=403, code="AccessDenied")
+    with pytest.raises(RemoteError, match="cannot write the build there") as err:
+        build.text([tmp_path], s3.url("ro"), stage_dir=tmp_path / "stage", **TEXT_KW)
+    assert s3.url("ro") in str(err.value)
+    assert not (tmp_path / "stage").exists()
+
+
+def test_https_out_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="read-only"):
+        build.table(HOUSES, "https://user:pw@example.com/sets?sig=1", **TABLE_KW)
+    with pytest.raises(ConfigError, match="read-only") as err:
+        build.text([tmp_path], "http://127.0.0.1:9/x", **TEXT_KW)
+    assert "pw" not in str(err.value)
+
+
+def test_default_stage_dir_is_in_the_cache_and_free_of_credentials(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    stage = default_stage_dir(s3.url("d"))
+    assert stage.parent == tmp_path / "cache" / "datafuel" / "stage" and len(stage.name) == 16
+    assert default_stage_dir(s3.url("d") + "/") == stage
+    summary = build.table(HOUSES, s3.url("d"), **TABLE_KW)
+    assert summary["remote"]["stage_dir"] == str(stage)
+    assert (stage / "train" / "manifest.json").is_file()
+
+
+def test_credentials_are_written_nowhere(
+    s3: Any, tmp_path: Path, corpus: Path, cli: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    code, stdout, stderr = cli(
+        "build", "text", str(corpus), "--out", s3.url("sec"), "--vocab-size", "300",
+        "--shard-bytes", "3000", "--stage-dir", str(tmp_path / "stage"), "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads(stdout)["out"] == s3.url("sec")
+    blobs = [stdout.encode(), stderr.encode(), caplog.text.encode()]
+    blobs += [p.read_bytes() for p in (tmp_path / "stage").rglob("*") if p.is_file()]
+    blobs += list(s3.objects().values())
+    assert len(blobs) > 10
+    for secret in (s3.secret, s3.key_id):
+        assert not [b for b in blobs if secret.encode() in b]
+
+
+def test_cli_builds_table_to_s3_and_resumes(s3: Any, tmp_path: Path, cli: Any) -> None:
+    args = ["build", "table", HOUSES, "--target", "price", "--drop", "id"]
+    args += ["--out", s3.url("cli"), "--stage-dir", str(tmp_path / "stage")]
+    code, stdout, stderr = cli(*args)
+    assert code == 0, stderr
+    assert s3.url("cli") in stdout
+    s3.proxy.reset_counts()
+    assert cli(*args)[0] == 0
+    assert data_puts(s3) == 0
+    code, _, stderr = cli("build", "table", HOUSES, "--out", "https://example.com/x")
+    assert code != 0 and "read-only" in stderr
