@@ -282,3 +282,14 @@ def test_cli_builds_table_to_s3_and_resumes(s3: Any, tmp_path: Path, cli: Any) -
     assert data_puts(s3) == 0
     code, _, stderr = cli("build", "table", HOUSES, "--out", "https://example.com/x")
     assert code != 0 and "read-only" in stderr
+
+
+def test_ray_engine_stages_on_the_driver_and_uploads_the_same_bytes(
+    ray_session: Any, s3: Any, tmp_path: Path
+) -> None:
+    build.table(HOUSES, tmp_path / "local", **TABLE_KW)
+    summary = build.table(
+        HOUSES, s3.url("ray"), engine="ray", stage_dir=tmp_path / "stage", **TABLE_KW
+    )
+    assert summary["engine"] == "ray"
+    assert bucket_files(s3, "ray") == local_files(tmp_path / "local")
