@@ -32,7 +32,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,7 +150,8 @@ class ShardCache:
 
     def used_bytes(self) -> int:
         """Bytes of every verified file and download in progress (what the limit bounds)."""
-        return sum(size for _, size, _ in self._scan(clean=False))
+        with self._locked():
+            return sum(size for _, size, _ in self._scan(clean=False))
 
     def pin(
         self,
@@ -213,7 +215,8 @@ class ShardCache:
         try:
             fetch(tfd)
             os.fchmod(tfd, 0o444)
-            os.rename(tmp, self.path_of(sha))  # visible only now: verified, whole
+            with self._locked():  # under the cache lock, so that a scan counts it once
+                os.rename(tmp, self.path_of(sha))  # visible only now: verified, whole
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -269,13 +272,9 @@ class ShardCache:
             )
         waited = 0.0
         while True:
-            with self._glock:
-                fcntl.flock(self._gfd, fcntl.LOCK_EX)
-                try:
-                    if self._make_room(size, before):
-                        return self._new_tmp(sha, size)
-                finally:
-                    fcntl.flock(self._gfd, fcntl.LOCK_UN)
+            with self._locked():
+                if self._make_room(size, before):
+                    return self._new_tmp(sha, size)
             if before is not None:
                 return None
             t0 = time.perf_counter()
@@ -284,6 +283,16 @@ class ShardCache:
             dt = time.perf_counter() - t0
             waited += dt
             self.stats.add(space_wait_s=dt)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The cache lock: this process's threads, then every process on the node."""
+        with self._glock:
+            fcntl.flock(self._gfd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._gfd, fcntl.LOCK_UN)
 
     def _make_room(self, size: int, before: float | None) -> bool:
         """Under the cache lock: evict (farthest next use first) until ``size`` fits."""

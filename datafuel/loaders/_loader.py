@@ -33,7 +33,9 @@ from datafuel.errors import ConfigError, DatafuelError, NonFiniteError, SchemaEr
 from ._mixture import Mixture
 from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
-from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler
+from ._remote import is_remote
+from ._remote_set import RemotePass, RemoteShardSet
+from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler, max_shard_bytes_per_run
 from ._spans import (
     COLLATE,
     COPY,
@@ -249,11 +251,28 @@ class Loader:
     Parameters
     ----------
     source
-        A shard directory or a :class:`ShardSet`.
+        A shard directory, a bucket URL (``s3://bucket/prefix``, ``gs://``, ``az://``,
+        ``https://``: a :class:`RemoteShardSet` read through the node's cache) or a
+        :class:`ShardSet`.
     batch_size
         Samples per batch on this rank.
     shuffle, seed
-        A full permutation per ``(seed, epoch)``; ``shuffle=False`` is storage order.
+        A full permutation per ``(seed, epoch)``; ``shuffle=False`` is storage order;
+        ``"shards"`` a shard-aware order (a permutation of the shards per epoch, rows
+        shuffled within a sliding window of ``shuffle_window`` shards; see FORMAT.md
+        "Sampling"), which is what ``shuffle=True`` means for a remote set: a full
+        permutation would read every shard all the time.
+    shuffle_window
+        Shards open at once in the ``"shards"`` order. Default: for a remote set with a
+        ``cache_limit``, half the shards the limit holds (the rest is room to
+        prefetch), else 16; never more than the shards there are.
+    cache_dir, cache_limit
+        For a remote set: the node's cache directory (default ``$DATAFUEL_CACHE_DIR``,
+        else ``~/.cache/datafuel/shards``; shared by every process, each file
+        downloaded once per node) and the most bytes it may hold (``None``: no limit).
+        A limit that cannot hold the files of one batch is refused here, naming the
+        bytes needed. Files are prefetched in the pass's order and the one needed
+        farthest in the future is evicted first.
     drop_last
         Drop the epoch's last, short batch.
     num_workers
@@ -392,7 +411,7 @@ class Loader:
         *,
         weights: Mapping[str, float] | None = None,
         num_samples: int | None = None,
-        shuffle: bool = True,
+        shuffle: bool | str = True,
         seed: int = 0,
         drop_last: bool = False,
         num_workers: int = 2,
@@ -414,6 +433,9 @@ class Loader:
         collate_fn: Callable[..., Any] | None = None,
         persistent_workers: bool = False,
         switch_interval: float | None = SWITCH_INTERVAL_S,
+        shuffle_window: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int | None = None,
     ) -> None:
         if collate_fn is not None:
             raise ConfigError(
@@ -424,7 +446,7 @@ class Loader:
         check_int("prefetch", prefetch)
         self.stall_timeout = _check_stall_timeout(stall_timeout)
         self.switch_interval = _check_switch_interval(switch_interval)
-        self._open(source, weights, num_samples)
+        self._open(source, weights, num_samples, cache_dir, cache_limit)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.prefetch = prefetch
@@ -441,7 +463,7 @@ class Loader:
         self._seq_len = seq_len
         sampler_type = EpochSampler
         if self.sources is not None:
-            size, kind = self._use_mixture(weights, num_samples, seq_len, fields, shuffle)
+            size, kind = self._use_mixture(weights, num_samples, seq_len, fields, bool(shuffle))
             sampler_type = MixtureSampler
         elif seq_len is not None:
             size, kind = self._use_token_windows(token_field, seq_len, fields)
@@ -453,13 +475,15 @@ class Loader:
         self.sampler = sampler_type(
             size,
             batch_size,
-            shuffle=shuffle,
             seed=seed,
             drop_last=drop_last,
             rank=self.rank,
             world_size=self.world_size,
             kind=kind,
+            **self._order_args(shuffle, shuffle_window),
         )
+        if isinstance(self.shards, RemoteShardSet) and self.windows is None:
+            self._check_cache_limit()
         self.batch_sampler = EpochBatchSampler(self.sampler)
         self.collate_fn: Callable[..., Any] | None = None
         self.persistent_workers = bool(persistent_workers)
@@ -478,14 +502,21 @@ class Loader:
         self._copy_stream: Any = None
         self._lock = threading.Lock()
 
-    def _open(self, source: Any, weights: Any, num_samples: int | None) -> None:
+    def _open(
+        self,
+        source: Any,
+        weights: Any,
+        num_samples: int | None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int | None = None,
+    ) -> None:
         """``self.shards`` (and a mixture's ``self.sources``) from the ``source`` argument."""
         self.mixture: Mixture | None = None
         self.sources: dict[str, ShardSet] | None = None
         self._mix_windows: list[TokenWindows] | None = None
         self._mix_counts: np.ndarray | None = None
         if isinstance(source, Mapping):
-            self.sources = _open_sources(source)
+            self.sources = _open_sources(source, cache_dir, cache_limit)
             self.shards = next(iter(self.sources.values()))
         elif weights is not None or num_samples is not None:
             raise ConfigError(
@@ -493,7 +524,83 @@ class Loader:
                 f"{{name: shard set}}. Got a single source {source!r}."
             )
         else:
-            self.shards = source if isinstance(source, ShardSet) else ShardSet(source)
+            self.shards = _open_set(source, cache_dir, cache_limit)
+
+    def _order_args(self, shuffle: Any, window: int | None) -> dict[str, Any]:
+        """The sampler's ``shuffle`` (and, for the shard-aware order, its offsets and window)."""
+        remote = isinstance(self.shards, RemoteShardSet)
+        if shuffle not in (True, False, "shards") or (
+            isinstance(shuffle, (int, float)) and not isinstance(shuffle, bool)
+        ):
+            raise ConfigError(
+                f"shuffle must be True, False or 'shards'. Got {shuffle!r} instead.",
+                field="shuffle",
+            )
+        if window is not None:
+            check_int("shuffle_window", window)
+        if shuffle is True and remote and self.windows is None and self.sources is None:
+            shuffle = "shards"
+        if shuffle != "shards":
+            if window is not None:
+                raise ConfigError(
+                    "shuffle_window is for shuffle='shards' (or a remote set's default order); "
+                    f"got shuffle={shuffle!r}.",
+                    field="shuffle_window",
+                )
+            return {"shuffle": shuffle}
+        if self.windows is not None or self.sources is not None:
+            raise ConfigError(
+                "shuffle='shards' orders rows; token windows and mixtures have their own orders "
+                "(use shuffle=True).",
+                field="shuffle",
+            )
+        return {
+            "shuffle": "shards",
+            "offsets": self.shards.offsets,
+            "window": window if window is not None else self._default_window(),
+        }
+
+    def _default_window(self) -> int:
+        n = max(1, self.shards.num_shards)
+        remote = self.shards if isinstance(self.shards, RemoteShardSet) else None
+        if remote is None or remote.cache.limit is None:
+            return min(n, 16)
+        limit = remote.cache.limit
+        biggest = int(remote.shard_bytes(self.fields).max(initial=1)) or 1
+        return max(1, min(n, (limit // biggest) // 2))
+
+    def _check_cache_limit(self) -> None:
+        """Refuse a cache limit that cannot hold the files of the batches of one epoch's order."""
+        assert isinstance(self.shards, RemoteShardSet)
+        limit = self.shards.cache.limit
+        if limit is None:
+            return
+        need = max_shard_bytes_per_run(
+            self.sampler.order(),
+            self.shards.offsets,
+            self.batch_size,
+            self.shards.shard_bytes(self.fields),
+        )
+        if need > limit:
+            raise ConfigError(
+                f"cache_limit={limit} bytes cannot hold the files one batch of {self.batch_size} "
+                f"reads from {self.shards.url}: the epoch's order needs {need} bytes at once. "
+                f"Raise cache_limit to at least {need}, or lower batch_size or shuffle_window.",
+                field="cache_limit",
+            )
+
+    def _begin_remote(
+        self, plan: Sequence[tuple[int, int]], order: np.ndarray
+    ) -> RemotePass | None:
+        """A remote set's pass: the shards each of this rank's batches reads, in order."""
+        if not isinstance(self.shards, RemoteShardSet) or self.windows is not None:
+            return None
+        offsets = self.shards.offsets
+        per_batch = [
+            np.unique(np.searchsorted(offsets, order[off : off + b], side="right") - 1)
+            for off, b in plan
+        ]
+        return self.shards.begin_pass(per_batch, self.fields)
 
     def _use_token_windows(
         self, token_field: str, seq_len: int, fields: Sequence[str] | None
@@ -893,10 +1000,32 @@ class Loader:
         starts: np.ndarray | None,
         ring: _Ring | None,
         marks: list[int] | None = None,
+        remote: RemotePass | None = None,
     ) -> _Batch:
         """Batch ``job``: gather, transform, finite check, collate, copy (``marks`` each stage)."""
         if marks is not None:
             marks[GATHER] = _ns()  # sample order done; gather (and waiting for a free pinned slot)
+        if remote is None:
+            return self._make_pinned(job, indices, epoch, batch_index, starts, ring, marks)
+        # a remote set: the batch's files pinned in batch order (downloaded unless prefetched),
+        # inside the gather span
+        keys = remote.acquire(job)
+        try:
+            return self._make_pinned(job, indices, epoch, batch_index, starts, ring, marks)
+        finally:
+            remote.release(job, keys)
+
+    def _make_pinned(
+        self,
+        job: int,
+        indices: np.ndarray,
+        epoch: int,
+        batch_index: int,
+        starts: np.ndarray | None,
+        ring: _Ring | None,
+        marks: list[int] | None,
+    ) -> _Batch:
+        """:meth:`_make_batch` once the batch's files are there."""
         b = len(indices)
         sample_ids = indices if starts is None else starts
         slot = _ring_slot(ring, job, b)
@@ -1144,7 +1273,28 @@ class Loader:
             )
 
 
-def _open_sources(source: Mapping[Any, Any]) -> dict[str, ShardSet]:
+def _open_set(
+    source: Any, cache_dir: str | os.PathLike[str] | None, cache_limit: int | None
+) -> ShardSet:
+    """A :class:`ShardSet` (a :class:`RemoteShardSet` for a bucket URL) from a source argument."""
+    if isinstance(source, ShardSet):
+        return source
+    if is_remote(source):
+        return RemoteShardSet(source, cache_dir=cache_dir, cache_limit=cache_limit)
+    if cache_dir is not None or cache_limit is not None:
+        raise ConfigError(
+            f"cache_dir= and cache_limit= are for a remote set (s3://, gs://, az://, https://); "
+            f"{source!r} is local and is read in place, never cached or evicted.",
+            field="cache_limit",
+        )
+    return ShardSet(source)
+
+
+def _open_sources(
+    source: Mapping[Any, Any],
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit: int | None = None,
+) -> dict[str, ShardSet]:
     """A mixture's sources by sorted name, each opened as a :class:`ShardSet`."""
     if not source:
         raise ConfigError("a mixture needs at least one source; got an empty mapping.")
@@ -1157,7 +1307,11 @@ def _open_sources(source: Mapping[Any, Any]) -> dict[str, ShardSet]:
             out[name] = value
         elif isinstance(value, (str, os.PathLike)):
             try:
-                out[name] = ShardSet(value)
+                out[name] = (
+                    RemoteShardSet(str(value), cache_dir=cache_dir, cache_limit=cache_limit)
+                    if is_remote(value)
+                    else ShardSet(value)
+                )
             except DatafuelError as exc:
                 exc.message = f"mixture source {name!r}: {exc.message}"
                 exc.args = (exc.message,)
@@ -1286,7 +1440,7 @@ class _LoaderIter:
         self._step = sampler.world_size
         self._first_batch = start // (sampler.world_size * sampler.batch_size)
         self._starts = (
-            loader.windows.starts(sampler.seed, self._epoch, sampler.shuffle)
+            loader.windows.starts(sampler.seed, self._epoch, bool(sampler.shuffle))
             if loader.windows is not None
             else None
         )
@@ -1297,12 +1451,14 @@ class _LoaderIter:
         self._spans = loader._spans
         self._pass = next(loader._pass_ids)
         self._ring: _Ring | None = None
+        self._remote: RemotePass | None = None
         self._prefetcher: Prefetcher[_Batch] | None = None
         self._last = time.perf_counter_ns()
         if not self._plan:  # restored at the epoch's end, or fewer samples than ranks
             self._handed_out_epoch()
             return
         self._ring = loader._take_ring()
+        self._remote = loader._begin_remote(self._plan, self._order)
         if self._spans is not None:
             self._spans.sample_cpu()
         # the closure holds the loader and the plan, never this iterator, so dropping the
@@ -1317,6 +1473,7 @@ class _LoaderIter:
             self._ring,
             self._spans,
             self._pass,
+            self._remote,
         )
         self._prefetcher = Prefetcher(
             produce,
@@ -1404,6 +1561,8 @@ class _LoaderIter:
         if self._spans is not None:
             self._spans.sample_cpu()
         stuck = self._prefetcher is not None and self._prefetcher.close(timeout)
+        if self._remote is not None:
+            self._remote.close()
         if self._ring is not None and not stuck:
             # a worker still in a job may yet write into its pinned ring slot: then the
             # ring is dropped, and the next pass gets a fresh one
@@ -1489,6 +1648,7 @@ def _producer(
     ring: _Ring | None,
     spans: SpanRecorder | None = None,
     pass_id: int = 0,
+    remote: RemotePass | None = None,
 ) -> Any:
     def produce(j: int) -> _Batch:
         marks = None if spans is None else new_marks(pass_id, j, epoch, first_batch + j)
@@ -1496,7 +1656,7 @@ def _producer(
         idx = order[off : off + b]
         st = None if starts is None else starts[idx]
         try:
-            made = loader._make_batch(j, idx, epoch, first_batch + j, st, ring, marks)
+            made = loader._make_batch(j, idx, epoch, first_batch + j, st, ring, marks, remote)
         except NonFiniteError:
             if marks is not None:
                 close_marks(marks)

@@ -83,7 +83,9 @@ class RetryPolicy:
     def retrying(self, on_retry: Callable[[RetryCallState], None] | None = None) -> Retrying:
         return Retrying(
             stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(**{_BACKOFF_BASE: self.initial}, max=self.maximum),
+            wait=wait_exponential_jitter(
+                **{_BACKOFF_BASE: self.initial}, max=self.maximum, jitter=self.initial
+            ),
             retry=retry_if_exception(is_transient),
             before_sleep=on_retry,
             reraise=True,
@@ -209,7 +211,7 @@ def _open_store(url: str, policy: RetryPolicy) -> Any:
     scheme = urlsplit(url).scheme.lower()
     try:
         if scheme in ("http", "https"):
-            return HTTPStore.from_url(url, client_options=opts, retry_config=retry)
+            return HTTPStore.from_url(url, client_options=opts, retry_config=retry)  # type: ignore[arg-type]
         kwargs: dict[str, Any] = {"client_options": opts, "retry_config": retry}
         if scheme == "s3":
             provider = _s3_credential_provider()

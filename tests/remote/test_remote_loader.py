@@ -1,0 +1,313 @@
+"""Remote shard sets through the cache: the same batches as local, within the limit, once per node.
+
+Every test reads a real shard set from a moto S3 server behind the fault proxy
+(tests/remote/conftest.py) and compares with the same set read locally.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datafuel.errors import ConfigError, CorruptShardError, ManifestError, WorkerError
+from datafuel.loaders import Loader, ShardSet, write_shards
+from datafuel.loaders._remote_set import RemoteShardSet
+
+ROWS = 6000
+
+
+@pytest.fixture
+def local_set(tmp_path: Path) -> Path:
+    """A table set of ~24 shards (x float32[6], y int64, id int64)."""
+    rng = np.random.default_rng(7)
+    d = tmp_path / "local"
+    write_shards(
+        d,
+        x=rng.normal(size=(ROWS, 6)).astype(np.float32),
+        y=rng.integers(0, 10, ROWS),
+        id=np.arange(ROWS),
+        shard_bytes=10_000,
+    )
+    return d
+
+
+@pytest.fixture
+def remote(s3, local_set: Path) -> str:
+    s3.upload_dir(local_set, "sets/train")
+    return s3.url("sets/train")
+
+
+def _batches(loader: Loader, limit: int | None = None) -> list[dict[str, np.ndarray]]:
+    it = iter(loader)
+    out = [{k: v.numpy().copy() for k, v in b.items()} for b in itertools.islice(it, limit)]
+    if limit is not None:
+        it.close()  # type: ignore[attr-defined]
+    return out
+
+
+def _same(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
+
+
+def _shard_file_bytes(d: Path) -> int:
+    return max(
+        sum(e["bytes"] for parts in s["files"].values() for e in parts.values())
+        for s in json.loads((d / "manifest.json").read_text())["shards"]
+    )
+
+
+def test_remote_batches_equal_local_over_two_epochs(remote, local_set, tmp_path):
+    limit = 8 * _shard_file_bytes(local_set)
+    r = Loader(remote, batch_size=50, seed=3, cache_dir=tmp_path / "c", cache_limit=limit)
+    assert r.sampler.shuffle == "shards" and r.sampler.window == 4  # half of the 8 shards it holds
+    loc = Loader(local_set, batch_size=50, seed=3, shuffle="shards", shuffle_window=4)
+    for _ in range(2):
+        _same(_batches(r), _batches(loc))
+    # the order is shuffled (not storage order) and every row is read once per epoch
+    ids = np.concatenate([b["id"] for b in _batches(r)])
+    assert sorted(ids.tolist()) == list(range(ROWS)) and not np.all(np.diff(ids) > 0)
+
+
+def test_resume_and_world_size_change_continue_the_local_order(remote, local_set, tmp_path):
+    kw = dict(batch_size=40, seed=1, shuffle="shards", shuffle_window=3)
+    cache = dict(cache_dir=tmp_path / "c", cache_limit=10 * _shard_file_bytes(local_set))
+    first = Loader(remote, **kw, **cache)
+    head = _batches(first, limit=7)
+    state = first.state_dict()
+    # resumed on two ranks (a world-size change): the rest of the same global order
+    ranks = []
+    for rank in range(2):
+        r = Loader(remote, **kw, **cache, rank=rank, world_size=2)
+        r.load_state_dict(state)
+        ranks.append(_batches(r))
+    loc = Loader(local_set, **kw)
+    whole = np.concatenate([b["id"] for b in _batches(loc)])
+    got = [b["id"] for b in head]
+    for a, b in zip(*ranks, strict=True):
+        got += [a["id"], b["id"]]
+    got_ids = np.concatenate(got)
+    assert np.array_equal(got_ids, whole[: got_ids.size])
+    assert whole.size - got_ids.size < 2  # what two ranks leave out of an epoch
+
+
+def test_cache_never_exceeds_its_limit_while_running(remote, local_set, tmp_path, s3):
+    limit = 6 * _shard_file_bytes(local_set)
+    cache_dir = tmp_path / "c"
+    s3.proxy.latency = 0.003
+    r = Loader(remote, batch_size=64, seed=0, cache_dir=cache_dir, cache_limit=limit)
+    peak = [0]
+    stop = threading.Event()
+
+    lock_fd = os.open(cache_dir / "cache.lock", os.O_RDWR | os.O_CREAT)
+
+    def sample() -> None:
+        # under the cache's lock, as reservations and evictions are: a consistent snapshot
+        # (a file moving from tmp/ to objects/ meanwhile is counted at most once)
+        while not stop.is_set():
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            total = 0
+            for sub in ("objects", "tmp"):
+                for p in (cache_dir / sub).iterdir() if (cache_dir / sub).exists() else ():
+                    total += p.stat().st_size  # nothing moves while the lock is held
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            peak[0] = max(peak[0], total)
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        for _ in range(2):
+            _batches(r)
+    finally:
+        stop.set()
+        t.join()
+        os.close(lock_fd)
+    assert 0 < peak[0] <= limit
+    stats = r.shards.cache.stats
+    assert stats.evictions > 0  # the limit was binding
+    # every download was needed: at most the files of the set, twice over (two epochs)
+    assert stats.downloads <= 2 * 3 * r.shards.num_shards
+
+
+def test_limit_too_small_for_one_batch_is_refused_naming_the_bytes(remote, local_set, tmp_path):
+    with pytest.raises(ConfigError, match=r"needs \d+ bytes") as err:
+        Loader(remote, batch_size=500, cache_dir=tmp_path, cache_limit=_shard_file_bytes(local_set))
+    assert err.value.field == "cache_limit"
+
+
+def test_local_set_is_never_cached(local_set, tmp_path):
+    with pytest.raises(ConfigError, match="local and is read in place"):
+        Loader(local_set, batch_size=8, cache_limit=1 << 20)
+
+
+def test_transient_errors_and_dropped_bodies_are_retried(remote, local_set, tmp_path, s3):
+    r = Loader(remote, batch_size=100, seed=5, shuffle=False, cache_dir=tmp_path / "c")
+    s3.proxy.fail_next(3)  # 503 SlowDown
+    s3.proxy.drop_next(2, after_bytes=100)
+    got = _batches(r)
+    _same(got, _batches(Loader(local_set, batch_size=100, seed=5, shuffle=False)))
+    assert r.shards.store.counters.retries >= 5
+
+
+def test_corrupt_object_is_refused_naming_it(remote, local_set, tmp_path, s3):
+    name = sorted(p.name for p in local_set.glob("shard-00003.x.bin"))[0]
+    key = f"sets/train/{name}"
+    data = bytearray((local_set / name).read_bytes())
+    data[10] ^= 0xFF  # same size, other content
+    s3.put(key, bytes(data))
+    r = Loader(remote, batch_size=ROWS, shuffle=False, cache_dir=tmp_path / "c")
+    with pytest.raises(WorkerError, match=rf"{s3.url(key)}: checksum mismatch"):
+        _batches(r)
+    assert not any((tmp_path / "c" / "objects").iterdir().__next__ is None for _ in ())
+    # nothing unverified became visible in the cache
+    shas = {p.name for p in (tmp_path / "c" / "objects").iterdir()}
+    manifest = json.loads((local_set / "manifest.json").read_text())
+    bad = manifest["shards"][3]["files"]["x"]["bin"]["sha256"]
+    assert bad not in shas
+    with pytest.raises(CorruptShardError, match="checksum mismatch"):
+        RemoteShardSet(remote, cache_dir=tmp_path / "c2").verify()
+
+
+def test_missing_manifest_and_missing_object_are_named(s3, local_set, tmp_path):
+    with pytest.raises(ManifestError, match=r"no manifest.*upload has not finished"):
+        RemoteShardSet(s3.url("nothing/here"), cache_dir=tmp_path)
+    s3.upload_dir(local_set, "part")
+    s3.client.delete_object(Bucket=s3.bucket, Key="part/shard-00000.y.bin")
+    r = RemoteShardSet(s3.url("part"), cache_dir=tmp_path)
+    with pytest.raises(Exception, match=r"shard-00000\.y\.bin: no such object"):
+        r.gather([0])
+
+
+def test_two_processes_share_one_cache_and_fetch_each_file_once(remote, local_set, tmp_path, s3):
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np
+        from datafuel.loaders import Loader
+        r = Loader({remote!r}, batch_size=64, seed=2, cache_dir={str(tmp_path / "c")!r})
+        n = sum(int(b["id"].sum()) for b in r)
+        print(n)
+        """
+    )
+    s3.proxy.latency = 0.005
+    s3.proxy.reset_counts()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs == [str(ROWS * (ROWS - 1) // 2)] * 2
+    gets = [path for method, path in s3.proxy.requests if method == "GET" and ".bin" in path]
+    assert len(gets) == len(set(gets)) == len(list(local_set.glob("*.bin")))
+
+
+def test_kill_during_downloads_then_restart_gives_the_same_batches(remote, local_set, tmp_path, s3):
+    cache = tmp_path / "c"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from datafuel.loaders import Loader
+        r = Loader({remote!r}, batch_size=64, seed=4, cache_dir={str(cache)!r})
+        for i, b in enumerate(r):
+            print(i, flush=True)
+        """
+    )
+    s3.proxy.latency = 0.05
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    for _ in range(3):  # a few batches in: downloads (and prefetches) are in flight
+        p.stdout.readline()
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    p.stdout.close()
+    verified = {f.name for f in (cache / "objects").iterdir()}
+    assert verified  # some files were finished before the kill
+    s3.proxy.latency = 0.0
+    s3.proxy.reset_counts()
+    r = Loader(remote, batch_size=64, seed=4, cache_dir=cache)
+    _same(
+        _batches(r),
+        _batches(
+            Loader(
+                local_set, batch_size=64, seed=4, shuffle="shards", shuffle_window=r.sampler.window
+            )
+        ),
+    )
+    manifest = json.loads((local_set / "manifest.json").read_text())
+    name_of = {
+        e["sha256"]: e["name"]
+        for s in manifest["shards"]
+        for parts in s["files"].values()
+        for e in parts.values()
+    }
+    fetched = {path.rsplit("/", 1)[-1] for m, path in s3.proxy.requests if m == "GET"}
+    assert not fetched & {name_of[s] for s in verified}  # verified files are not fetched again
+    assert not list((cache / "tmp").iterdir())  # the dead process's partial downloads are gone
+
+
+def test_credentials_never_reach_a_file(remote, local_set, tmp_path, s3):
+    cache = tmp_path / "c"
+    r = Loader(
+        remote, batch_size=128, cache_dir=cache, cache_limit=8 * _shard_file_bytes(local_set)
+    )
+    _batches(r)
+    r.trace(tmp_path / "trace.json")
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert s3.secret.encode() not in data and s3.key_id.encode() not in data, path
+
+
+def test_token_windows_from_a_bucket(s3, tmp_path):
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 500, rng.integers(5, 60)).astype(np.uint16) for _ in range(400)]
+    d = tmp_path / "tok"
+    write_shards(d, tokens=docs, shard_bytes=4000)
+    s3.upload_dir(d, "tok")
+    r = Loader(s3.url("tok"), batch_size=8, seq_len=16, seed=1, cache_dir=tmp_path / "c")
+    _same(_batches(r), _batches(Loader(d, batch_size=8, seq_len=16, seed=1)))
+    need = ShardSet(d).nbytes
+    with pytest.raises(ConfigError, match=f"at least {need}"):
+        Loader(
+            s3.url("tok"), batch_size=8, seq_len=16, cache_dir=tmp_path / "c2", cache_limit=need - 1
+        )
+
+
+def test_cache_shared_by_two_sets_with_the_same_files(s3, local_set, tmp_path):
+    s3.upload_dir(local_set, "a")
+    s3.upload_dir(local_set, "b")
+    cache = tmp_path / "c"
+    RemoteShardSet(s3.url("a"), cache_dir=cache).verify()
+    s3.proxy.reset_counts()
+    RemoteShardSet(s3.url("b"), cache_dir=cache).verify()
+    assert s3.proxy.count("GET", ".bin") == 0  # content-addressed: one copy for both
+    assert len(list((cache / "objects").iterdir())) == len(
+        {p.read_bytes() for p in local_set.glob("*.bin")}
+    )
+
+
+def test_shuffle_argument_checks(local_set):
+    with pytest.raises(ConfigError, match="shuffle must be"):
+        Loader(local_set, batch_size=4, shuffle="yes")
+    with pytest.raises(ConfigError, match="shuffle_window is for"):
+        Loader(local_set, batch_size=4, shuffle_window=3)
+    with pytest.raises(ConfigError, match="token windows and mixtures"):
+        write_shards(local_set.parent / "t", tokens=[np.arange(50, dtype=np.uint16)])
+        Loader(local_set.parent / "t", batch_size=2, seq_len=4, shuffle="shards")
+    _ = os
