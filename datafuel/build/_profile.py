@@ -17,6 +17,7 @@ from datafuel._checks import check_int
 from datafuel.errors import ConfigError, ManifestError
 from datafuel.loaders import ShardSet
 from datafuel.loaders._manifest import MANIFEST_NAME
+from datafuel.loaders._remote import is_remote
 
 from ._common import Progress, report
 
@@ -60,8 +61,31 @@ def build_root_error(path: str) -> ManifestError | None:
     )
 
 
-def open_shard_set(path: str, *, verify: bool = False) -> ShardSet:
-    """``ShardSet(path)``, or, on a build's output root, :func:`build_root_error`."""
+def open_shard_set(
+    path: str,
+    *,
+    verify: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit: int | None = None,
+) -> ShardSet:
+    """``ShardSet(path)``, or, on a build's output root, :func:`build_root_error`.
+
+    A bucket URL (``s3://``, ``gs://``, ``az://``, ``https://``) opens a
+    ``RemoteShardSet`` read through the node's cache
+    (``cache_dir``, ``cache_limit``); a local ``path`` given either is a ConfigError.
+    """
+    if is_remote(path):
+        from datafuel.loaders._remote_set import RemoteShardSet
+
+        return RemoteShardSet(path, cache_dir=cache_dir, cache_limit=cache_limit, verify=verify)
+    if cache_dir is not None or cache_limit is not None:
+        raise ConfigError(
+            "--cache-dir and --cache-limit (cache_dir=, cache_limit=) are for a bucket URL "
+            f"(s3://, gs://, az://, https://); {path} is local and is read in place, never "
+            "cached.",
+            field="cache_limit",
+            path=path,
+        )
     try:
         return ShardSet(path, verify=verify)
     except ManifestError as exc:
@@ -69,6 +93,31 @@ def open_shard_set(path: str, *, verify: bool = False) -> ShardSet:
         if hint is None:
             raise
         raise hint from exc
+
+
+def shard_set_location(shards: ShardSet, path: str) -> str:
+    """Where ``shards`` is, to print: a remote set's URL without credentials, else ``path``."""
+    url = getattr(shards, "url", None)
+    return url if isinstance(url, str) else path
+
+
+def _remote_report(shards: ShardSet) -> dict[str, Any] | None:
+    """A remote set's URL, cache and store counters (``None`` for a local set)."""
+    cache = getattr(shards, "cache", None)
+    store = getattr(shards, "store", None)
+    if cache is None or store is None:
+        return None
+
+    def counts(obj: Any) -> dict[str, Any]:
+        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+    return {
+        "url": shard_set_location(shards, ""),
+        "cache_dir": str(cache.root),
+        "cache_limit": cache.limit,
+        "cache": counts(cache.stats),
+        "store": counts(store.counters),
+    }
 
 
 def _image_transform(
@@ -164,6 +213,8 @@ def profile(
     epochs: int = 1,
     batches: int | None = None,
     trace: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit: int | None = None,
 ) -> dict[str, Any]:
     """Drive a :class:`~datafuel.loaders.Loader` over ``inputs`` with a simulated training step.
 
@@ -183,6 +234,10 @@ def profile(
     ``pil`` is :func:`datafuel.vision.pil_build` (pillow-simd or stock Pillow, which
     is about 3x slower at resizing). ``inputs`` that is a build's output root (it holds
     ``train``/``val``/... shard sets) is refused with "did you mean inputs/train".
+    ``inputs`` may be a bucket URL (``s3://bucket/prefix``, ``gs://``, ``az://``,
+    ``https://``): the Loader reads it through the node's cache (``cache_dir``,
+    ``cache_limit`` bytes), and the report's ``remote`` says what the cache and the
+    store did.
 
     The report also holds the loader's per-stage breakdown (``stages``: ms per batch,
     share of worker time, share of the loop's wait), the ``bottleneck`` stage and one
@@ -203,13 +258,60 @@ def profile(
     >>> r["starvation"] is None, r["samples_per_s"] > 0
     (True, True)
     """
-    from datafuel.loaders import (
-        Loader,
-    )  # torch: not for `datafuel inspect`, which shares this module
-
     _check_args(step_ms, step_kind, epochs, batches, trace)
     shards_dir = str(inputs)
-    shards = open_shard_set(shards_dir)
+    shards = open_shard_set(shards_dir, cache_dir=cache_dir, cache_limit=cache_limit)
+    try:
+        return _profile(
+            shards,
+            shard_set_location(shards, shards_dir),
+            seed=seed,
+            on_progress=on_progress,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            token_field=token_field,
+            step_ms=step_ms,
+            step_kind=step_kind,
+            workers=workers,
+            prefetch=prefetch,
+            device=device,
+            decode=decode,
+            size=size,
+            processes=processes,
+            epochs=epochs,
+            batches=batches,
+            trace=trace,
+        )
+    finally:
+        close = getattr(shards, "close", None)  # a remote set: let go of its pinned files
+        if close is not None:
+            close()
+
+
+def _profile(
+    shards: ShardSet,
+    shards_dir: str,
+    *,
+    seed: int,
+    on_progress: Progress | None,
+    batch_size: int,
+    seq_len: int | None,
+    token_field: str,
+    step_ms: float,
+    step_kind: str,
+    workers: int,
+    prefetch: int,
+    device: str,
+    decode: str | None,
+    size: int,
+    processes: int,
+    epochs: int,
+    batches: int | None,
+    trace: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    # torch: not for `datafuel inspect`, which shares this module
+    from datafuel.loaders import Loader
+
     transform, fields = None, None
     if decode is not None:
         if seq_len is not None:
@@ -255,6 +357,9 @@ def profile(
         from datafuel.vision import pil_build
 
         out["pil"] = pil_build()
+    remote = _remote_report(shards)
+    if remote is not None:
+        out["remote"] = remote
     out.update(
         {
             "path": shards_dir,

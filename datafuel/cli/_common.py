@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -100,6 +101,56 @@ stage_dir_option = click.option(
     "named after the URL under ~/.cache/datafuel/stage]. A rerun uploads only what is "
     "missing.",
 )
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_HELP = (
+    "a number of bytes, optionally with a K, M, G or T suffix (powers of 1024), like 512M or 8G"
+)
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?")
+
+
+def parse_size(text: str, *, option: str = "--cache-limit") -> int:
+    """Bytes from ``8G``, ``512M``, ``64KiB``, ``1.5GB`` or plain ``1048576`` (K/M/G/T are
+    powers of 1024); a clear ConfigError for anything else."""
+    m = _SIZE.fullmatch(text.strip().lower())
+    if m is None:
+        raise ConfigError(f"{option} must be {_SIZE_HELP}. Got {text!r} instead.", field=option)
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+class SizeType(click.ParamType):
+    """A byte count with an optional K/M/G/T suffix (see :func:`parse_size`)."""
+
+    name = "bytes"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ConfigError:
+            self.fail(f"expected {_SIZE_HELP}; got {value!r}.", param, ctx)
+
+
+def cache_options(fn: Any) -> Any:
+    """``--cache-dir`` and ``--cache-limit`` of a verb that reads a shard set (``inspect``,
+    ``profile``): where a bucket URL's files are cached on this node, and how much."""
+    fn = click.option(
+        "--cache-limit",
+        type=SizeType(),
+        default=None,
+        metavar="BYTES",
+        help="For a bucket URL: most bytes the cache may hold (512M, 8G, or plain bytes) "
+        "[default: no limit].",
+    )(fn)
+    return click.option(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="For a bucket URL (s3://, gs://, az://, https://): the node's shard cache "
+        "[default: $DATAFUEL_CACHE_DIR, else ~/.cache/datafuel/shards].",
+    )(fn)
 
 
 def echo_remote(summary: dict[str, Any]) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import click
 
-from datafuel.build._profile import build_root_error
+from datafuel.build._profile import build_root_error, open_shard_set, shard_set_location
 from datafuel.errors import ManifestError
 from datafuel.loaders import ShardSet
+from datafuel.loaders._remote import is_remote
 
-from ._common import echo_json
+from ._common import cache_options, echo_json
 
 
 def _human(n: float) -> str:
@@ -20,26 +21,50 @@ def _human(n: float) -> str:
     return f"{n} B"  # unreachable
 
 
-@click.command("inspect")
-@click.argument("shards_dir", type=click.Path(file_okay=False, path_type=str))
-@click.option("--verify", is_flag=True, help="Check every file's sha256 against the manifest.")
-@click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object.")
-def inspect_cmd(shards_dir: str, verify: bool, as_json: bool) -> None:
-    """Print the schema, shard count, rows and bytes of SHARDS_DIR (with --verify, check checksums).
-
-    For a set of encoded images it also names the active PIL (pillow-simd, or stock
-    Pillow with how to restore pillow-simd).
-    """
+def _open(path: str, verify: bool, cache_dir: str | None, cache_limit: int | None) -> ShardSet:
+    """The set at ``path``: a bucket URL through the cache; a local one (refusing cache
+    options) with "did you mean OUT/train" on a build's output root."""
+    if is_remote(path) or cache_dir is not None or cache_limit is not None:
+        return open_shard_set(path, verify=verify, cache_dir=cache_dir, cache_limit=cache_limit)
     try:
-        ds = ShardSet(shards_dir, verify=verify)
+        return ShardSet(path, verify=verify)
     except ManifestError as exc:
-        hint = build_root_error(shards_dir)
+        hint = build_root_error(path)
         if hint is None:
             raise
         raise hint from exc
+
+
+@click.command("inspect")
+@click.argument("shards_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check every file's sha256 against the manifest (a bucket URL: download every "
+    "file through the cache).",
+)
+@cache_options
+@click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object.")
+def inspect_cmd(
+    shards_dir: str,
+    verify: bool,
+    cache_dir: str | None,
+    cache_limit: int | None,
+    as_json: bool,
+) -> None:
+    """Print the schema, shard count, rows and bytes of SHARDS_DIR (with --verify, check checksums).
+
+    SHARDS_DIR may be a bucket URL (s3://bucket/prefix, gs://, az://, https://): the
+    manifest is read from the bucket, and --verify downloads every file into the
+    node's cache (--cache-dir, --cache-limit) and checks it. For a set of encoded
+    images it also names the active PIL (pillow-simd, or stock Pillow with how to
+    restore pillow-simd).
+    """
+    ds = _open(shards_dir, verify, cache_dir, cache_limit)
+    where = shard_set_location(ds, shards_dir)
     images = any(f.kind == "bytes" for f in ds.fields.values())
     info = {
-        "path": shards_dir,
+        "path": where,
         "format_version": ds.manifest["version"],
         "rows": len(ds),
         "shards": ds.num_shards,
@@ -56,7 +81,7 @@ def inspect_cmd(shards_dir: str, verify: bool, as_json: bool) -> None:
     if as_json:
         echo_json(info)
         return
-    click.echo(f"{shards_dir}: {len(ds)} rows in {ds.num_shards} shard(s), {_human(ds.nbytes)}")
+    click.echo(f"{where}: {len(ds)} rows in {ds.num_shards} shard(s), {_human(ds.nbytes)}")
     click.echo("fields:")
     for name, spec in ds.fields.items():
         shape = f" shape={list(spec.shape)}" if spec.kind == "fixed" else ""

@@ -9,7 +9,7 @@ import click
 
 from datafuel import build
 
-from ._common import StageBars, echo_json
+from ._common import StageBars, cache_options, echo_json
 
 __all__ = ["profile"]
 
@@ -69,6 +69,7 @@ __all__ = ["profile"]
     default=None,
     help="Write the run's per-stage spans as a Chrome/Perfetto trace (open in ui.perfetto.dev).",
 )
+@cache_options
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object.")
 def profile(
     shards_dir: str,
@@ -87,6 +88,8 @@ def profile(
     batches: int | None,
     seed: int,
     trace: str | None,
+    cache_dir: str | None,
+    cache_limit: int | None,
     as_json: bool,
 ) -> None:
     """Run the loader over SHARDS_DIR against a simulated training step; report throughput and GPU starvation.
@@ -94,7 +97,9 @@ def profile(
     Starvation is the fraction of wall time the training loop spent waiting inside
     next() for data (0: never waited, 1: only waited); it is measured against
     --step-ms (your training step's time): with the default 0 the report gives
-    throughput only. SHARDS_DIR is one shard set (a build's OUT/train, not OUT).
+    throughput only. SHARDS_DIR is one shard set (a build's OUT/train, not OUT), or a
+    bucket URL (s3://bucket/prefix, gs://, az://, https://) read through the node's
+    cache (--cache-dir, --cache-limit), as a Loader given the URL reads it.
     Per stage (gather, transform, finite check, collate, copy) it gives the time
     per batch and its share of the loop's wait, names the bottleneck with one line
     of advice, and --trace FILE writes a Perfetto trace.
@@ -124,12 +129,14 @@ def profile(
             seed=seed,
             on_progress=bars,
             trace=trace,
+            cache_dir=cache_dir,
+            cache_limit=cache_limit,
         )
     if as_json:
         echo_json(r)
         return
     click.echo(
-        f"{shards_dir}: {r['batches']} batches of {batch_size}"
+        f"{r.get('path', shards_dir)}: {r['batches']} batches of {batch_size}"
         + (f" windows of {seq_len + 1} tokens" if seq_len else "")
         + f" on {device}, step {step_ms:g} ms ({step_kind}), {workers} workers"
         + (f", {processes} decode processes" if processes else "")
@@ -146,6 +153,14 @@ def profile(
         )
         click.echo(f"  wait p50    {r['wait_p50_ms']:.3f} ms   p95 {r['wait_p95_ms']:.3f} ms")
     _echo_stages(r)
+    remote = r.get("remote")
+    if remote:
+        c, st = remote["cache"], remote["store"]
+        click.echo(
+            f"  cache       {c['downloads']} download(s), {c['bytes_downloaded'] / 1e6:,.2f} MB, "
+            f"{c['hits']} hit(s), {c['evictions']} eviction(s), {st['retries']} retried "
+            f"request(s) ({remote['cache_dir']})"
+        )
     if decode == "cpu":
         from datafuel.vision._cpu import pil_build_line
 
