@@ -401,7 +401,7 @@ def read_mosaic(
     limit under the dataset size evicted shards are downloaded again - within one epoch
     too, since its shuffle draws from several shards at once (smoke, 1.5 MB table, limit
     0.5x: 3.6 MB fetched in one epoch; even at 2x the table, 2 workers fetched 2 of 6
-    shards twice, a race between workers, not eviction). ``local`` is
+    shards twice; not investigated, the limit was never reached). ``local`` is
     guarded by shared memory named after it: ``clean_stale_shared_memory()`` is called
     first, and ``cache_dir`` must not be used by another live ``StreamingDataset``.
     Shuffle is Mosaic's default ``py1e`` (shuffle_block_size ~ 1<<18 samples, so for small
