@@ -74,6 +74,17 @@ class CacheStats:
                 setattr(self, k, getattr(self, k) + v)
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """Room reserved for one download: its lock and its preallocated temp file."""
+
+    sha: str
+    size: int
+    lock_fd: int
+    fd: int
+    tmp: Path
+
+
 class ShardCache:
     """The cache in ``directory``, bounded to ``limit`` bytes (``None``: unbounded).
 
@@ -153,21 +164,14 @@ class ShardCache:
         with self._locked():
             return sum(size for _, size, _ in self._scan(clean=False))
 
-    def pin(
-        self,
-        sha: str,
-        size: int,
-        fetch: Callable[[int], None],
-        *,
-        prefetch_before: float | None = None,
-    ) -> int | None:
+    def pin(self, sha: str, size: int, fetch: Callable[[int], None]) -> int:
         """A descriptor of ``objects/<sha>`` holding a shared lock; downloaded first if absent.
 
         ``fetch(fd)`` writes the object (``size`` bytes) into ``fd`` and checks it; it
-        runs at most once per node at a time. With ``prefetch_before`` (a prefetch of a
-        file next used at that time), no file needed sooner is evicted to make room,
-        and ``None`` is returned instead of waiting for space. Close the descriptor
-        (:meth:`unpin`) to let the file be evicted again.
+        runs at most once per node at a time (a second caller waits for the first). Room
+        is made by evicting the unpinned file needed farthest in the future, waiting
+        while every file is in use. Close the descriptor (:meth:`unpin`) to let the
+        file be evicted again.
         """
         fd = self._open_shared(sha)
         if fd is not None:
@@ -182,15 +186,65 @@ class ShardCache:
                 fd = self._open_shared(sha)
                 if fd is not None:  # downloaded meanwhile (by another process or thread)
                     return fd
-                reserved = self._reserve(sha, size, prefetch_before)
-                if reserved is None:
-                    return None
+                reserved = self._reserve(sha, size, None)
+                assert reserved is not None  # a demand waits for room
                 self._download(sha, size, fetch, *reserved)
                 fd = self._open_shared(sha)
                 if fd is not None:
                     return fd
             finally:
                 os.close(lock_fd)
+
+    def reserve(self, sha: str, size: int, *, before: float) -> Reservation | bool:
+        """Room for a prefetch of ``sha`` (next used at ``before``), without waiting.
+
+        True: nothing to do (it is cached, or another thread or process is downloading
+        it). False: no room without evicting a file needed sooner. Otherwise a
+        :class:`Reservation` holding the object's download lock and a preallocated temp
+        file, to :meth:`fill` (on any thread). A prefetcher that reserves in first-use
+        order never lets a later file take the room of an earlier one.
+        """
+        if self.contains(sha):
+            return True
+        lock_fd = os.open(
+            self.root / "locks" / f"{sha}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                return True  # being downloaded
+            if self.contains(sha):
+                os.close(lock_fd)
+                return True
+            got = self._reserve(sha, size, before)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        if got is None:
+            os.close(lock_fd)
+            return False
+        return Reservation(sha, size, lock_fd, *got)
+
+    def fill(self, reservation: Reservation, fetch: Callable[[int], None]) -> None:
+        r"""Download an object :meth:`reserve` made room for into place, then let go of its lock."""
+        try:
+            self._download(
+                reservation.sha, reservation.size, fetch, reservation.fd, reservation.tmp
+            )
+        finally:
+            os.close(reservation.lock_fd)
+
+    def cancel(self, reservation: Reservation) -> None:
+        """Give back, unused, the room :meth:`reserve` made (its temp file and its lock)."""
+        try:
+            os.close(reservation.fd)
+            reservation.tmp.unlink(missing_ok=True)
+        finally:
+            os.close(reservation.lock_fd)
+            with self._cond:
+                self._cond.notify_all()
 
     def unpin(self, fd: int) -> None:
         os.close(fd)

@@ -482,7 +482,11 @@ class Loader:
             kind=kind,
             **self._order_args(shuffle, shuffle_window),
         )
-        if isinstance(self.shards, RemoteShardSet) and self.windows is None:
+        if (
+            isinstance(self.shards, RemoteShardSet)
+            and self.windows is None
+            and self.sources is None
+        ):
             self._check_cache_limit()
         self.batch_sampler = EpochBatchSampler(self.sampler)
         self.collate_fn: Callable[..., Any] | None = None
@@ -590,16 +594,27 @@ class Loader:
             )
 
     def _begin_remote(
-        self, plan: Sequence[tuple[int, int]], order: np.ndarray
+        self, plan: Sequence[tuple[int, int]], order: np.ndarray, epoch: int
     ) -> RemotePass | None:
-        """A remote set's pass: the shards each of this rank's batches reads, in order."""
-        if not isinstance(self.shards, RemoteShardSet) or self.windows is not None:
+        """A remote set's pass: the shards each of this rank's batches reads, in order,
+        then those of the next epoch's batches (its order is known too): the cache keeps
+        and prefetches what the next epoch starts with instead of guessing."""
+        if (
+            not isinstance(self.shards, RemoteShardSet)
+            or self.windows is not None
+            or self.sources is not None  # a mixture's remote sources pin per gather
+        ):
             return None
         offsets = self.shards.offsets
-        per_batch = [
-            np.unique(np.searchsorted(offsets, order[off : off + b], side="right") - 1)
-            for off, b in plan
-        ]
+
+        def shards_of(p: Sequence[tuple[int, int]], o: np.ndarray) -> list[np.ndarray]:
+            return [
+                np.unique(np.searchsorted(offsets, o[a : a + b], side="right") - 1) for a, b in p
+            ]
+
+        per_batch = shards_of(plan, order) + shards_of(
+            self.sampler.plan(0), self.sampler.order(epoch + 1)
+        )
         return self.shards.begin_pass(per_batch, self.fields)
 
     def _use_token_windows(
@@ -1458,7 +1473,7 @@ class _LoaderIter:
             self._handed_out_epoch()
             return
         self._ring = loader._take_ring()
-        self._remote = loader._begin_remote(self._plan, self._order)
+        self._remote = loader._begin_remote(self._plan, self._order, self._epoch)
         if self._spans is not None:
             self._spans.sample_cpu()
         # the closure holds the loader and the plan, never this iterator, so dropping the

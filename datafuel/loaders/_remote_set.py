@@ -30,7 +30,7 @@ import numpy as np
 
 from datafuel.errors import ConfigError, CorruptShardError, ManifestError, RemoteNotFoundError
 
-from ._cache import ShardCache, default_cache_dir
+from ._cache import Reservation, ShardCache, default_cache_dir
 from ._manifest import MANIFEST_NAME, load_manifest_bytes
 from ._reader import ShardSet
 from ._remote import ObjectStore, redact_url
@@ -195,7 +195,6 @@ class RemoteShardSet(ShardSet):
         try:
             for part, entry in self.shards[k]["files"][field].items():
                 fd = self.cache.pin(entry["sha256"], entry["bytes"], self._fetcher(entry))
-                assert fd is not None
                 fds[part] = fd
                 size = os.fstat(fd).st_size
                 if size != entry["bytes"]:  # a cache file of another size under that name
@@ -395,7 +394,8 @@ class RemotePass:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # queued downloads run to their first line, which sees the close and cancels them
+        self._pool.shutdown(wait=False)
         self.set.cache.remove_policy(self._policy)
 
     # -- prefetch ------------------------------------------------------------------------
@@ -416,38 +416,51 @@ class RemotePass:
             j += 1
 
     def _prefetch(self) -> None:
-        """Fetch files in first-use order, a few at a time, while the limit allows."""
-        cache = self.set.cache
-        inflight: deque[Future[bool]] = deque()
+        """Reserve room for the files in first-use order, one after the other (a later file
+        never takes the room of an earlier one), and download them a few at a time."""
+        inflight: deque[Future[None]] = deque()
         try:
             for j, entry in self._upcoming():
-                if cache.contains(entry["sha256"]):
-                    continue
-                while len(inflight) >= self._threads:
-                    inflight.popleft().result()
+                self._prefetch_one(j, entry, inflight)
                 if self._closed:
                     return
-                inflight.append(self._pool.submit(self._fetch_one, j, entry))
+                while inflight and inflight[0].done():
+                    inflight.popleft().result()
             while inflight:
                 inflight.popleft().result()
         except Exception:
             return  # a failed prefetch is retried (and reported) by the batch that needs the file
 
-    def _fetch_one(self, j: int, entry: dict[str, Any]) -> bool:
-        if self._closed:
-            return True
+    def _prefetch_one(self, j: int, entry: dict[str, Any], inflight: deque[Future[None]]) -> None:
+        """Reserve ``entry`` (first read by batch ``j``), waiting for the loop to move on
+        while there is no room, then hand its download to the pool."""
         cache = self.set.cache
         while not self._closed:
-            fd = cache.pin(
-                entry["sha256"], entry["bytes"], self.set._fetcher(entry), prefetch_before=float(j)
-            )
-            if fd is not None:
-                cache.unpin(fd)
-                return True
-            if j <= self._cursor:  # needed now: the batch's own (demand) pin takes it
-                return True
-            self._wait_for_progress()
-        return True
+            got = cache.reserve(entry["sha256"], entry["bytes"], before=float(j))
+            if got is True:
+                return
+            if got is False:  # no room without evicting a file needed sooner
+                if j <= self._cursor:
+                    return  # needed now: the batch's own pin fetches it
+                self._wait_for_progress()
+                continue
+            try:
+                while len(inflight) >= self._threads:
+                    inflight.popleft().result()
+                # RuntimeError when the pass closed (its pool shut down) meanwhile
+                inflight.append(self._pool.submit(self._fill, got, entry))
+            except BaseException:
+                self.set.cache.cancel(got)  # nobody may wait on a reservation never filled
+                raise
+            return
+
+    def _fill(self, reservation: Reservation, entry: dict[str, Any]) -> None:
+        """Download a reserved file, unless the pass closed meanwhile (then give the room
+        and the object's lock back: a later pass must not wait on it)."""
+        if self._closed:
+            self.set.cache.cancel(reservation)
+        else:
+            self.set.cache.fill(reservation, self.set._fetcher(entry))
 
     def _wait_for_progress(self) -> None:
         with self._cond:

@@ -85,7 +85,7 @@ def test_remote_batches_equal_local_over_two_epochs(remote, local_set, tmp_path)
 
 
 def test_resume_and_world_size_change_continue_the_local_order(remote, local_set, tmp_path):
-    kw = dict(batch_size=40, seed=1, shuffle="shards", shuffle_window=3)
+    kw = dict(batch_size=40, seed=1, shuffle="shards", shuffle_window=3, stall_timeout=30)
     cache = dict(cache_dir=tmp_path / "c", cache_limit=10 * _shard_file_bytes(local_set))
     first = Loader(remote, **kw, **cache)
     head = _batches(first, limit=7)
@@ -311,3 +311,12 @@ def test_shuffle_argument_checks(local_set):
         write_shards(local_set.parent / "t", tokens=[np.arange(50, dtype=np.uint16)])
         Loader(local_set.parent / "t", batch_size=2, seq_len=4, shuffle="shards")
     _ = os
+
+
+def test_a_mixture_of_remote_and_local_sources(s3, local_set, tmp_path):
+    s3.upload_dir(local_set, "mix/a")
+    sources = {"a": s3.url("mix/a"), "b": str(local_set)}
+    kw = dict(weights={"a": 0.5, "b": 0.5}, batch_size=32, num_samples=640, seed=0)
+    remote = _batches(Loader(sources, cache_dir=tmp_path / "c", **kw))
+    local = _batches(Loader({"a": str(local_set), "b": str(local_set)}, **kw))
+    _same(remote, local)
