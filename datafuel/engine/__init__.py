@@ -21,7 +21,11 @@ How (the canonical order and the cut):
   once its data reaches ``shard_bytes``, a function of the rows only), and a write
   task writes shard ``k`` from its rows into the output directory
   (:func:`~datafuel.loaders.write_shard`, temp folder + rename). The driver writes
-  the manifest once, last (:func:`~datafuel.loaders.write_manifest`).
+  the manifest once, last (:func:`~datafuel.loaders.write_manifest`). Into a bucket
+  (``shard_sink(..., upload=ShardUpload(url))``, a build with ``--out s3://...``) a
+  write task writes shard ``k`` on its worker's disk and uploads it itself, returning
+  the files' sizes and sha256: the driver's directory receives only the manifest, and
+  no filesystem is shared; the workers use their own environment's credentials.
 * The fits that need the whole train split run on the driver, exactly as in the
   local build, so the fitted state is identical: the recipe (sparse-row rule,
   KNN donors, winsorization quantiles, scaler statistics) and the BPE tokenizer
@@ -55,7 +59,7 @@ Examples
 
 from __future__ import annotations
 
-from ._base import Engine, RowsCallback, ShardSink, UnitFn
+from ._base import Engine, RowsCallback, ShardSink, ShardUpload, UnitFn
 from ._local import LocalEngine
 from ._plan import ShardCutter, ShardPlan, unit_ranges
 from ._ray import RayEngine
@@ -70,6 +74,7 @@ __all__ = [
     "ShardCutter",
     "ShardPlan",
     "ShardSink",
+    "ShardUpload",
     "UnitFn",
     "get_engine",
     "unit_ranges",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +18,7 @@ __all__ = [
     "Packed",
     "RowsCallback",
     "ShardSink",
+    "ShardUpload",
     "UnitFn",
     "concat_rows",
     "map_chunk",
@@ -118,6 +120,22 @@ def concat_rows(
     return out
 
 
+@dataclass(frozen=True)
+class ShardUpload:
+    """Where an engine whose tasks upload their own shards (``uploads_shards``) puts them.
+
+    ``url`` is the credential-free URL of the shard set's folder in the bucket
+    (``s3://bucket/prefix/train``); the workers open it with their own environment's
+    credentials. ``listed`` maps the names of objects already in that folder to their
+    sizes (a listing taken before the set started): a shard file not listed with its
+    size is uploaded without asking the bucket first; one listed with its size is
+    uploaded unless its ``sha256`` metadata is the file's (one HEAD request).
+    """
+
+    url: str
+    listed: Mapping[str, int] = field(default_factory=dict)
+
+
 class ShardSink(ABC):
     """A shard set being written from work units; :meth:`close` writes the manifest.
 
@@ -164,6 +182,9 @@ class Engine(ABC):
     """Where a build's per-record work runs: this process (``local``) or a Ray cluster."""
 
     name: str = ""
+    #: whether :meth:`shard_sink` takes ``upload=ShardUpload(...)``: its tasks then upload
+    #: the shard files themselves and the sink's directory receives only the manifest.
+    uploads_shards: bool = False
 
     @abstractmethod
     def map(

@@ -12,6 +12,22 @@ How a shard set is written (see the package docstring for the guarantees):
    directory (:func:`datafuel.loaders.write_shard`: temp folder, then rename).
 3. When every write task has returned its entry the driver writes the manifest, once.
 
+Into a bucket (``shard_sink(..., upload=ShardUpload(url))``, what a build with
+``--out s3://...`` asks for): a write task writes shard ``k`` into a temporary folder
+on its own worker's disk, uploads its files to ``url`` (``ObjectStore.put_file`` with
+the sha256 as metadata, retried inside the store), removes the folder, and returns the
+entry (name, bytes, sha256 of each file) to the driver. A file already in the bucket
+with the same size and ``sha256`` metadata is not uploaded again (a HEAD first, only
+for names the set's listing holds with that size). The driver's directory receives
+only the manifest, written from the entries, so the build needs no filesystem shared
+with the workers. The workers reach the bucket with the credentials of **their own
+environment** (``AWS_*``, ``GOOGLE_*``, ``AZURE_*`` as for ``ObjectStore``): on a
+local instance started by this process they inherit the driver's; on a cluster, set
+them on every node (the environment ``ray start`` runs in, an instance role, a
+mounted credentials file). They are deliberately not shipped with the tasks, nor
+through ``runtime_env={"env_vars": ...}``: that would store the secrets in Ray's GCS
+(and its dashboard and logs) for anyone with access to the cluster.
+
 At most ``max_in_flight`` unit tasks and as many write tasks are pending per shard
 set, so the driver's memory and the object store hold a bounded window of the data
 (plus the rows of the shard being filled). A worker that dies is retried by Ray
@@ -24,16 +40,28 @@ error, naming the same file or row, is raised on the driver.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from datafuel._checks import check_int
-from datafuel.errors import ConfigError, DatafuelError, EngineError
+from datafuel.errors import ConfigError, DatafuelError, EngineError, ManifestError
 from datafuel.loaders import Field, ShardWriter
 from datafuel.loaders._parts import start_shard_set, write_manifest, write_shard
 
-from ._base import Engine, RowsCallback, ShardSink, UnitFn, concat_rows, map_chunk, pack_rows
+from ._base import (
+    Engine,
+    RowsCallback,
+    ShardSink,
+    ShardUpload,
+    UnitFn,
+    concat_rows,
+    map_chunk,
+    pack_rows,
+)
 from ._plan import ShardCutter, ShardPlan, row_bytes
 
 __all__ = ["RayEngine", "import_ray"]
@@ -74,6 +102,108 @@ def _write_plan(
     return write_shard(
         directory, fields, batch, shard=number, first_row=first_row, check_finite=check_finite
     )
+
+
+#: one ObjectStore per set URL per worker process (its client and connections reused)
+_STORES: dict[str, Any] = {}
+
+
+def _store(url: str) -> Any:
+    store = _STORES.get(url)
+    if store is None:
+        from datafuel.loaders._remote import ObjectStore
+
+        store = _STORES[url] = ObjectStore(url)
+    return store
+
+
+def _upload_plan(
+    url: str,
+    listed: Mapping[str, int],
+    fields: Mapping[str, Field],
+    number: int,
+    first_row: int,
+    ranges: list[tuple[int, int]],
+    check_finite: bool,
+    *batches: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Shard ``number`` written on this worker's disk and uploaded to ``url``: its entry, counts."""
+    batch = concat_rows(fields, batches, ranges)
+    store = _store(url)
+    counts = {"uploaded": 0, "uploaded_bytes": 0, "already_there": 0}
+    tmp = tempfile.mkdtemp(prefix=f"datafuel-shard-{number:05d}-")
+    try:
+        entry = write_shard(
+            tmp, fields, batch, shard=number, first_row=first_row, check_finite=check_finite
+        )
+        for parts in entry["files"].values():
+            for f in parts.values():
+                name, size, sha = str(f["name"]), int(f["bytes"]), str(f["sha256"])
+                if listed.get(name) == size:
+                    meta = store.head(name)
+                    if (
+                        meta is not None
+                        and meta["size"] == size
+                        and str(meta["attributes"].get("sha256", "")) == sha
+                    ):
+                        counts["already_there"] += 1
+                        continue
+                store.put_file(name, os.path.join(tmp, name), sha256=sha)
+                counts["uploaded"] += 1
+                counts["uploaded_bytes"] += size
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return entry, counts
+
+
+_SHARD_FILE = re.compile(r"^shard-\d{5,}\.[A-Za-z0-9_-]+\.(bin|idx)$")
+
+
+def _clear_shard_files(directory: Path) -> None:
+    """Shard files an earlier build left in ``directory``: the new manifest will not name them."""
+    for p in directory.iterdir():
+        if _SHARD_FILE.match(p.name) and p.is_file():
+            p.unlink()
+
+
+def _write_uploaded_manifest(
+    directory: str | os.PathLike[str],
+    fields: Mapping[str, Field],
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    provenance: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """:func:`~datafuel.loaders.write_manifest` for shards that are in the bucket, not here.
+
+    The same bytes (``ShardWriter`` writes it from the same entries); what is not checked
+    is that the files are in ``directory``: the workers uploaded them and returned each
+    file's size and sha256.
+    """
+    from datafuel.loaders._parts import _NO_CUT
+
+    for k, entry in enumerate(entries):
+        files = entry.get("files") if isinstance(entry, Mapping) else None
+        if not isinstance(files, Mapping) or set(files) != set(fields):
+            raise ManifestError(
+                f"{directory}: entry for shard {k} must list files for exactly the fields "
+                f"{sorted(fields)}.",
+                path=directory,
+            )
+        for parts in files.values():
+            for f in parts.values():
+                if not str(f["name"]).startswith(f"shard-{k:05d}."):
+                    raise ManifestError(
+                        f"{directory}: entry {k} names {f['name']!r}, which is not a file of "
+                        f"shard {k}.",
+                        path=directory,
+                    )
+    writer = ShardWriter(
+        directory, fields, shard_bytes=_NO_CUT, provenance=provenance, metadata=metadata
+    )
+    writer._shards = [{"rows": int(e["rows"]), "files": dict(e["files"])} for e in entries]
+    writer._total = sum(s["rows"] for s in writer._shards)
+    return writer.close()
 
 
 _REMOTES: dict[str, Any] = {}
@@ -132,6 +262,7 @@ class _RaySink(ShardSink):
         metadata: Mapping[str, Any] | None,
         check_finite: bool,
         on_rows: RowsCallback | None,
+        upload: ShardUpload | None = None,
     ) -> None:
         # the same checks as ShardWriter (fields, shard_bytes, JSON-able provenance), up front
         ShardWriter(
@@ -149,9 +280,19 @@ class _RaySink(ShardSink):
         self._window = engine._window()
         self._opts = {"max_retries": engine.max_retries}
         start_shard_set(self.directory)
+        self._upload = upload
+        #: what the write tasks uploaded (``upload`` only): files, bytes, files already there
+        self.upload_stats = {"uploaded": 0, "uploaded_bytes": 0, "already_there": 0}
+        if upload is not None:
+            _clear_shard_files(self.directory)  # only the manifest is written here
+            listed = {str(k): int(v) for k, v in upload.listed.items()}
+            self._target: tuple[Any, ...] = (upload.url.rstrip("/"), ray.put(listed))
+            self._write_task = _remote(ray, _upload_plan).options(**self._opts)
+        else:
+            self._target = (self._dir,)
+            self._write_task = _remote(ray, _write_plan).options(**self._opts)
         self._shared = ray.put(shared)
         self._unit_task = _remote(ray, _run_unit).options(num_returns=2, **self._opts)
-        self._write_task = _remote(ray, _write_plan).options(**self._opts)
         self._cutter = ShardCutter(shard_bytes)
         self._units: dict[int, tuple[Any, Any]] = {}  # submitted, sizes not read yet
         self._held: dict[int, Any] = {}  # rows of units the open shard still needs
@@ -191,7 +332,13 @@ class _RaySink(ShardSink):
         refs = [self._held[u] for u, _, _ in plan.pieces]
         ranges = [(s, e) for _, s, e in plan.pieces]
         ref = self._write_task.remote(
-            self._dir, self._fields, plan.number, plan.first_row, ranges, self._check_finite, *refs
+            *self._target,
+            self._fields,
+            plan.number,
+            plan.first_row,
+            ranges,
+            self._check_finite,
+            *refs,
         )
         self._writes[ref] = plan.number
         while len(self._writes) > self._window:
@@ -207,7 +354,12 @@ class _RaySink(ShardSink):
             ready, _ = self._ray.wait(pending, num_returns=len(pending), timeout=0)
         for ref in ready:
             k = self._writes.pop(ref)
-            self._entries[k] = _get(self._ray, ref, f"{self.directory}: shard {k}")
+            got = _get(self._ray, ref, f"{self.directory}: shard {k}")
+            if self._upload is not None:
+                got, counts = got
+                for key, n in counts.items():
+                    self.upload_stats[key] += int(n)
+            self._entries[k] = got
 
     def close(self) -> dict[str, Any]:
         if self.manifest is not None:
@@ -222,7 +374,8 @@ class _RaySink(ShardSink):
             self._reap(block=True)
         entries = [self._entries[k] for k in range(self._cutter.shards)]
         self._done = True
-        self.manifest = write_manifest(
+        finish = write_manifest if self._upload is None else _write_uploaded_manifest
+        self.manifest = finish(
             self.directory,
             self._fields,
             entries,
@@ -248,7 +401,10 @@ class RayEngine(Engine):
         A running cluster (``ray://host:10001`` or ``host:6379``, what ``ray.init``
         takes); ``None`` joins the cluster this process is already connected to, or
         starts a local one. Workers write shards to the output path, so on a
-        multi-node cluster it must be a filesystem every node mounts at that path.
+        multi-node cluster it must be a filesystem every node mounts at that path;
+        a build into a bucket (``--out s3://...``) needs none: each worker uploads
+        the shards it writes, with the credentials of its own environment (see the
+        module docstring: set them on the nodes, never in ``runtime_env``).
     num_cpus
         CPUs of a local instance started here (default: all). Ignored with ``address``.
     max_retries
@@ -270,6 +426,7 @@ class RayEngine(Engine):
     """
 
     name = "ray"
+    uploads_shards = True
 
     def __init__(
         self,
@@ -357,7 +514,9 @@ class RayEngine(Engine):
         metadata: Mapping[str, Any] | None = None,
         check_finite: bool = True,
         on_rows: RowsCallback | None = None,
+        upload: ShardUpload | None = None,
     ) -> ShardSink:
+        """A Ray shard sink; with ``upload`` the write tasks upload the shards themselves."""
         return _RaySink(
             self,
             directory,
@@ -369,4 +528,5 @@ class RayEngine(Engine):
             metadata=metadata,
             check_finite=check_finite,
             on_rows=on_rows,
+            upload=upload,
         )
