@@ -16,6 +16,17 @@ the stage is uploaded as it is finished:
   ``dedup.json``, reports) after all sets. Hidden files (the lock, a build's resume
   state, work folders) stay on the stage.
 
+With ``--engine ray`` the workers upload the shards themselves (the engine's
+``uploads_shards``; see :mod:`datafuel.engine._ray`): each write task writes its shard
+on its own worker's disk, uploads it and returns the files' sizes and sha256, so the
+stage receives only each set's manifest and the top-level files, and a Ray build to a
+bucket needs no filesystem shared between the driver and the workers. The older
+manifest of a set is then deleted when the set starts (before any worker replaces a
+file), and the new one still goes up last, after every task returned. The workers
+read the credentials from **their own** environment: a local Ray instance started by
+the build inherits the driver's; on a cluster they must be set on every node (never
+through ``runtime_env={"env_vars": ...}``, which would keep the secrets in Ray's GCS).
+
 Resume: an object already in the bucket with the local file's size and whose
 ``sha256`` metadata is the local file's sha256 (taken from the manifest for shard
 files) is not uploaded again; everything else is. A build's bytes depend only on its
@@ -41,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from datafuel.engine import Engine, RowsCallback, ShardSink, UnitFn
+from datafuel.engine import Engine, RowsCallback, ShardSink, ShardUpload, UnitFn
 from datafuel.errors import ConfigError, RemoteError
 from datafuel.loaders import Field
 from datafuel.loaders._remote import ObjectStore, is_remote, redact_url
@@ -179,8 +190,57 @@ class RemoteOut:
             ) from None
         return "" if rel == "." else rel
 
-    def sync_set(self, directory: str | os.PathLike[str]) -> None:
-        """Upload the finished shard set ``directory`` (in the stage): data files, then manifest."""
+    def set_url(self, rel: str) -> str:
+        """The credential-free URL of the set folder ``rel`` (what the workers upload to)."""
+        return f"{self.url}/{rel}" if rel else self.url
+
+    def begin_worker_set(self, directory: str | os.PathLike[str]) -> ShardUpload:
+        """Before workers upload the set ``directory``: its older manifest deleted; where to put it.
+
+        The returned :class:`~datafuel.engine.ShardUpload` carries the set folder's URL
+        and the shard objects listed there (name -> size) for the workers' resume check.
+        """
+        rel = self._rel(directory)
+        mkey = self._key(rel, _MANIFEST)
+        if mkey in self._listed:
+            self._delete(mkey)  # unreadable before any worker replaces one of its files
+        prefix = f"{rel}/" if rel else ""
+        listed = {k[len(prefix) :]: self._listed[k] for k in self._set_objects(rel)}
+        self._synced.pop(rel, None)
+        return ShardUpload(self.set_url(rel), listed)
+
+    def add_worker_uploads(self, counts: Mapping[str, int]) -> None:
+        """Count what the workers uploaded (and found there) for :meth:`report`."""
+        self.uploaded += int(counts.get("uploaded", 0))
+        self.uploaded_bytes += int(counts.get("uploaded_bytes", 0))
+        self.kept += int(counts.get("already_there", 0))
+
+    def _put_data(self, rel: str, d: Path, f: Mapping[str, Any], in_bucket: bool) -> None:
+        key = self._key(rel, str(f["name"]))
+        if in_bucket:  # uploaded (or found whole) by a worker: size and sha256 checked there
+            self._listed[key] = int(f["bytes"])
+            return
+        path = d / str(f["name"])
+        if not path.is_file():  # a set a Ray build's workers uploaded, found whole here
+            if not self._present(key, f["bytes"], f["sha256"]):
+                raise RemoteError(
+                    f"{self.url_of(key)}: not in the bucket and not on the stage {d} (a Ray "
+                    "build's workers uploaded it); build again to write it.",
+                    path=self.url_of(key),
+                )
+            self.kept += 1
+            return
+        self._put(key, path, f["bytes"], f["sha256"])
+
+    def url_of(self, key: str) -> str:
+        return f"{self.url}/{key}"
+
+    def sync_set(self, directory: str | os.PathLike[str], *, in_bucket: bool = False) -> None:
+        """Upload the finished shard set ``directory`` (in the stage): data files, then manifest.
+
+        ``in_bucket``: the workers uploaded the data files already (the stage holds the
+        manifest alone); only the manifest goes up, then stale shard objects are deleted.
+        """
         import json
 
         rel = self._rel(directory)
@@ -194,12 +254,7 @@ class RemoteOut:
         if mkey in self._listed and not self._present(mkey, len(raw), digest):
             self._delete(mkey)  # an older set: unreadable before any of its files change
         with ThreadPoolExecutor(min(_UPLOAD_THREADS, max(1, len(files)))) as pool:
-            for _ in pool.map(
-                lambda f: self._put(
-                    self._key(rel, f["name"]), d / f["name"], f["bytes"], f["sha256"]
-                ),
-                files,
-            ):
+            for _ in pool.map(lambda f: self._put_data(rel, d, f, in_bucket), files):
                 pass
         if not self._present(mkey, len(raw), digest):
             self.store.put_bytes(mkey, raw, sha256=digest)
@@ -279,11 +334,16 @@ def _read_json(path: Path) -> Any:
 
 
 class _UploadingSink(ShardSink):
-    """An engine's sink whose clean close also uploads the set it wrote."""
+    """An engine's sink whose clean close also uploads the set it wrote.
 
-    def __init__(self, inner: ShardSink, remote: RemoteOut) -> None:
+    ``in_bucket``: the inner sink's tasks uploaded the data files themselves (Ray);
+    the close uploads the manifest alone.
+    """
+
+    def __init__(self, inner: ShardSink, remote: RemoteOut, *, in_bucket: bool = False) -> None:
         self._inner = inner
         self._remote = remote
+        self._in_bucket = in_bucket
         self.directory = inner.directory
 
     def submit(self, payload: Any) -> None:
@@ -293,19 +353,25 @@ class _UploadingSink(ShardSink):
         if self.manifest is not None:
             return self.manifest
         manifest = self._inner.close()
-        self._remote.sync_set(self.directory)
+        if self._in_bucket:
+            self._remote.add_worker_uploads(getattr(self._inner, "upload_stats", {}))
+        self._remote.sync_set(self.directory, in_bucket=self._in_bucket)
         self.manifest = manifest
         return manifest
 
     def abort(self) -> None:
         self._inner.abort()
+        if self._in_bucket:  # what the workers uploaded before the failure still counts
+            self._remote.add_worker_uploads(getattr(self._inner, "upload_stats", {}))
 
 
 class UploadingEngine(Engine):
     """``inner`` whose shard sinks upload each set to ``remote`` as they close.
 
-    Ray workers still write their shards into the stage on the driver's filesystem;
-    the driver uploads them (as the local engine's driver does).
+    An engine whose tasks upload their own shards (``inner.uploads_shards``: Ray) is
+    given the set's bucket folder, and its workers write and upload the shard files
+    (the stage gets the manifest alone); otherwise (local) the driver uploads each set
+    from the stage when its sink closes.
     """
 
     def __init__(self, inner: Engine, remote: RemoteOut) -> None:
@@ -339,17 +405,19 @@ class UploadingEngine(Engine):
         check_finite: bool = True,
         on_rows: RowsCallback | None = None,
     ) -> ShardSink:
-        inner = self.inner.shard_sink(
-            directory,
-            fields,
-            fn,
-            shared=shared,
-            shard_bytes=shard_bytes,
-            provenance=provenance,
-            metadata=metadata,
-            check_finite=check_finite,
-            on_rows=on_rows,
-        )
+        kw: dict[str, Any] = {
+            "shared": shared,
+            "shard_bytes": shard_bytes,
+            "provenance": provenance,
+            "metadata": metadata,
+            "check_finite": check_finite,
+            "on_rows": on_rows,
+        }
+        if getattr(self.inner, "uploads_shards", False):
+            upload = self.remote.begin_worker_set(directory)
+            inner = self.inner.shard_sink(directory, fields, fn, upload=upload, **kw)  # type: ignore[call-arg]
+            return _UploadingSink(inner, self.remote, in_bucket=True)
+        inner = self.inner.shard_sink(directory, fields, fn, **kw)
         return _UploadingSink(inner, self.remote)
 
     def close(self) -> None:

@@ -284,12 +284,109 @@ def test_cli_builds_table_to_s3_and_resumes(s3: Any, tmp_path: Path, cli: Any) -
     assert code != 0 and "read-only" in stderr
 
 
-def test_ray_engine_stages_on_the_driver_and_uploads_the_same_bytes(
-    ray_session: Any, s3: Any, tmp_path: Path
-) -> None:
-    build.table(HOUSES, tmp_path / "local", **TABLE_KW)
-    summary = build.table(
-        HOUSES, s3.url("ray"), engine="ray", stage_dir=tmp_path / "stage", **TABLE_KW
+# -- Ray: the workers upload their own shards ------------------------------------------
+#: The driver of a Ray build, in a fresh process: the Ray instance it starts has the
+#: bucket's environment (the test's ``AWS_*``), as the nodes of a cluster must have it.
+#: The driver's ``ObjectStore.put_file`` is spied on (the workers' is not: they import
+#: datafuel themselves), so what the driver uploaded is known apart from the workers.
+_RAY_DRIVER = """
+import json, sys
+from pathlib import Path
+import ray
+from datafuel import build
+from datafuel.loaders._remote import ObjectStore
+
+kind, src, url, stage, kw, victim = sys.argv[1:7]
+src, kw = json.loads(src), json.loads(kw)
+driver_puts = []
+real = ObjectStore.put_file
+def spy(self, name, path, *, sha256=None):
+    driver_puts.append(name)
+    return real(self, name, path, sha256=sha256)
+ObjectStore.put_file = spy
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+runs = []
+for run in range(2 if victim else 1):
+    if run:
+        ObjectStore(url).delete(victim)
+        ObjectStore(url).head("--second-run--")  # a marker in the proxy's request log
+    driver_puts.clear()
+    summary = getattr(build, kind)(src, url, engine="ray", stage_dir=stage, **kw)
+    staged = sorted(p.name for p in Path(stage).rglob("shard-*"))
+    runs.append({"summary": summary, "driver_puts": list(driver_puts), "staged": staged})
+ray.shutdown()
+print(json.dumps(runs))
+"""
+
+
+def _ray_driver(
+    kind: str, src: Any, url: str, stage: Path, kw: dict[str, Any], victim: str = ""
+) -> list[dict[str, Any]]:
+    """Run ``_RAY_DRIVER`` in a fresh process (its env: this test's bucket); each run's record."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'datafuel[ray]'")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    argv = [kind, json.dumps(src), url, str(stage), json.dumps(kw), victim]
+    proc = subprocess.run(
+        [sys.executable, "-c", _RAY_DRIVER, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert summary["engine"] == "ray"
-    assert bucket_files(s3, "ray") == local_files(tmp_path / "local")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for run in runs:  # the driver uploaded no shard file and its stage holds none
+        assert not [n for n in run["driver_puts"] if "shard-" in n], run["driver_puts"]
+        assert run["staged"] == []
+    return runs
+
+
+def test_ray_workers_upload_their_shards_the_same_bytes_and_resume(s3: Any, tmp_path: Path) -> None:
+    build.table(HOUSES, tmp_path / "local", **TABLE_KW)
+    want = local_files(tmp_path / "local")
+    shards = sorted(k for k in want if "/shard-" in k)
+    assert len(shards) > 6
+    victim = "train/shard-00000.x.bin"
+    stage = tmp_path / "stage"
+    first, second = _ray_driver("table", HOUSES, s3.url("ray"), stage, TABLE_KW, victim)
+    assert first["summary"]["engine"] == "ray" and first["summary"]["out"] == s3.url("ray")
+    assert bucket_files(s3, "ray") == want  # the local engine's bytes, file for file
+    # the driver uploaded no shard file and its stage holds none (checked in _ray_driver)
+    assert (tmp_path / "stage" / "train" / "manifest.json").is_file()
+    marker = next(
+        i for i, (m, p) in enumerate(s3.proxy.requests) if m == "HEAD" and "--second-run--" in p
+    )
+    shard_puts = [
+        p.split("?")[0].split(f"/{s3.bucket}/ray/", 1)[1]
+        for m, p in s3.proxy.requests
+        if m == "PUT" and "/shard-" in p
+    ]
+    before = [p for m, p in s3.proxy.requests[:marker] if m == "PUT" and "/shard-" in p]
+    assert sorted(shard_puts[: len(before)]) == shards  # every shard file once
+    assert first["summary"]["remote"]["uploaded"] == len(want)
+    # the rerun: the deleted object alone goes up again (the workers checked the rest)
+    assert shard_puts[len(before) :] == [victim]
+    assert second["summary"]["remote"]["already_there"] >= len(shards) - 1
+    assert bucket_files(s3, "ray") == want
+
+
+@pytest.mark.parametrize("kind", ["text", "images"])
+def test_ray_workers_upload_text_and_image_shards(
+    s3: Any, tmp_path: Path, corpus: Path, folder: Path, kind: str
+) -> None:
+    if kind == "text":
+        src: Any = [str(corpus)]
+        kw: dict[str, Any] = TEXT_KW
+    else:
+        src, kw = str(folder), {"fractions": (0.6, 0.2, 0.2), "seed": 1, "shard_bytes": 5000}
+    getattr(build, kind)(src, tmp_path / "local", **kw)
+    (run,) = _ray_driver(kind, src, s3.url(kind), tmp_path / "stage", kw)
+    want = local_files(tmp_path / "local")
+    assert len([k for k in want if "/shard-" in k]) > 3
+    assert bucket_files(s3, kind) == want
+    assert s3.proxy.count("PUT", contains="/shard-") == len([k for k in want if "/shard-" in k])
+    assert run["summary"]["remote"]["uploaded"] == len(want)
