@@ -374,19 +374,28 @@ def test_ray_workers_upload_their_shards_the_same_bytes_and_resume(s3: Any, tmp_
     assert bucket_files(s3, "ray") == want
 
 
-@pytest.mark.parametrize("kind", ["text", "images"])
-def test_ray_workers_upload_text_and_image_shards(
+@pytest.mark.parametrize("kind", ["text", "images", "resample"])
+def test_ray_workers_upload_text_image_and_resample_shards(
     s3: Any, tmp_path: Path, corpus: Path, folder: Path, kind: str
 ) -> None:
+    kw: dict[str, Any]
     if kind == "text":
         src: Any = [str(corpus)]
-        kw: dict[str, Any] = TEXT_KW
-    else:
+        kw = TEXT_KW
+    elif kind == "images":
         src, kw = str(folder), {"fractions": (0.6, 0.2, 0.2), "seed": 1, "shard_bytes": 5000}
+    else:  # the resample's work folder is still in the stage: one machine here
+        build.text([corpus], tmp_path / "text", **TEXT_KW)
+        src, kw = str(tmp_path / "text" / "train"), {"seed": 0, "report_tokens": 2000}
+        kw["shard_bytes"] = 3000
     getattr(build, kind)(src, tmp_path / "local", **kw)
     (run,) = _ray_driver(kind, src, s3.url(kind), tmp_path / "stage", kw)
     want = local_files(tmp_path / "local")
-    assert len([k for k in want if "/shard-" in k]) > 3
-    assert bucket_files(s3, kind) == want
-    assert s3.proxy.count("PUT", contains="/shard-") == len([k for k in want if "/shard-" in k])
+    shards = [k for k in want if "shard-" in k]
+    assert len(shards) > 3
+    got = bucket_files(s3, kind)
+    assert set(got) == set(want)
+    same = set(want) - {"resample_report.json"}  # the report holds the run's timings
+    assert {k: got[k] for k in same} == {k: want[k] for k in same}
+    assert s3.proxy.count("PUT", contains="/shard-") == len(shards)
     assert run["summary"]["remote"]["uploaded"] == len(want)
