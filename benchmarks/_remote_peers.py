@@ -86,8 +86,14 @@ def _timed_loop(
     waited = 0.0
     first_batch_s = None
     rows_ok = True
+    # a peer that thrashes its cache can take an hour for what the others do in a minute:
+    # DATAFUEL_BENCH_PEER_DEADLINE_S stops it there (the figures cover what it did)
+    deadline = float(os.environ.get("DATAFUEL_BENCH_PEER_DEADLINE_S", "inf"))
+    finished = True
     t0 = time.perf_counter()
     for _ in range(epochs):
+        if not finished:
+            break
         seen: list[np.ndarray] = []
         it: Iterator[Any] = iter(batches_per_epoch)
         while True:
@@ -106,6 +112,9 @@ def _timed_loop(
             samples += len(ids)
             if step_s > 0:
                 time.sleep(step_s)
+            if time.perf_counter() - t0 > deadline:
+                finished = False
+                break
         got = np.concatenate(seen) if seen else np.empty(0, np.int64)
         rows_ok = rows_ok and len(got) == n_rows and len(np.unique(got)) == n_rows
     wall = time.perf_counter() - t0
@@ -115,7 +124,8 @@ def _timed_loop(
         "samples_per_s": samples / wall if wall > 0 else 0.0,
         "starvation": waited / wall if wall > 0 else 0.0,
         "first_batch_s": first_batch_s,
-        "rows_ok": bool(rows_ok),
+        "rows_ok": bool(rows_ok) and finished,
+        "finished": finished,
     }
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from datafuel._checks import check_int
-from datafuel.errors import ConfigError, DatafuelError, EngineError, ManifestError
+from datafuel.errors import ConfigError, DatafuelError, EngineError
 from datafuel.loaders import Field, ShardWriter
 from datafuel.loaders._parts import start_shard_set, write_manifest, write_shard
 
@@ -164,46 +164,6 @@ def _clear_shard_files(directory: Path) -> None:
     for p in directory.iterdir():
         if _SHARD_FILE.match(p.name) and p.is_file():
             p.unlink()
-
-
-def _write_uploaded_manifest(
-    directory: str | os.PathLike[str],
-    fields: Mapping[str, Field],
-    entries: Sequence[Mapping[str, Any]],
-    *,
-    provenance: Mapping[str, Any] | None,
-    metadata: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """:func:`~datafuel.loaders.write_manifest` for shards that are in the bucket, not here.
-
-    The same bytes (``ShardWriter`` writes it from the same entries); what is not checked
-    is that the files are in ``directory``: the workers uploaded them and returned each
-    file's size and sha256.
-    """
-    from datafuel.loaders._parts import _NO_CUT
-
-    for k, entry in enumerate(entries):
-        files = entry.get("files") if isinstance(entry, Mapping) else None
-        if not isinstance(files, Mapping) or set(files) != set(fields):
-            raise ManifestError(
-                f"{directory}: entry for shard {k} must list files for exactly the fields "
-                f"{sorted(fields)}.",
-                path=directory,
-            )
-        for parts in files.values():
-            for f in parts.values():
-                if not str(f["name"]).startswith(f"shard-{k:05d}."):
-                    raise ManifestError(
-                        f"{directory}: entry {k} names {f['name']!r}, which is not a file of "
-                        f"shard {k}.",
-                        path=directory,
-                    )
-    writer = ShardWriter(
-        directory, fields, shard_bytes=_NO_CUT, provenance=provenance, metadata=metadata
-    )
-    writer._shards = [{"rows": int(e["rows"]), "files": dict(e["files"])} for e in entries]
-    writer._total = sum(s["rows"] for s in writer._shards)
-    return writer.close()
 
 
 _REMOTES: dict[str, Any] = {}
@@ -374,13 +334,13 @@ class _RaySink(ShardSink):
             self._reap(block=True)
         entries = [self._entries[k] for k in range(self._cutter.shards)]
         self._done = True
-        finish = write_manifest if self._upload is None else _write_uploaded_manifest
-        self.manifest = finish(
+        self.manifest = write_manifest(
             self.directory,
             self._fields,
             entries,
             provenance=self._provenance,
             metadata=self._metadata,
+            files_here=self._upload is None,  # else the workers uploaded the files
         )
         return self.manifest
 

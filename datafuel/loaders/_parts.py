@@ -184,6 +184,7 @@ def write_manifest(
     *,
     provenance: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    files_here: bool = True,
 ) -> dict[str, Any]:
     """Write the manifest of shards ``0 .. len(entries) - 1`` (last, atomically); return it.
 
@@ -192,7 +193,9 @@ def write_manifest(
     and metadata (``datafuel_version`` is added to the provenance). Every file an
     entry names must be in ``directory`` with the recorded size; shard files no
     entry names (an earlier, larger build) and temporary folders of interrupted
-    :func:`write_shard` calls are removed.
+    :func:`write_shard` calls are removed. ``files_here=False``: the files are elsewhere
+    (Ray workers uploaded them to a bucket and returned their sizes and sha256), so
+    their presence here is not checked.
     """
     path = Path(directory)
     writer = ShardWriter(
@@ -216,7 +219,7 @@ def write_manifest(
                         f"{path}: entry {k} names {f['name']!r}, which is not a file of shard {k}.",
                         path=path,
                     )
-                if not file.is_file() or file.stat().st_size != f["bytes"]:
+                if files_here and (not file.is_file() or file.stat().st_size != f["bytes"]):
                     raise ManifestError(
                         f"{file}: missing or not {f['bytes']} bytes; shard {k} was not written "
                         "completely.",
