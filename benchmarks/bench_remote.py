@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEP_S = 0.020
 LATENCY_S = 0.020
 #: a peer still reading after this many seconds is stopped there (its figures cover what it read)
-PEER_DEADLINE_S = 240.0
+PEER_DEADLINE_S = 120.0
 _WORK: list[str | None] = [None]  # every file the run writes goes under this directory
 
 
