@@ -398,7 +398,7 @@ def _table(rep: dict[str, Any]) -> str:
             f"{name:9} {p['samples_per_s']:9.0f} samples/s  starvation {p['starvation'] * 100:5.2f}%  "
             f"fetched {p['bytes_fetched'] / 1e6:7.1f} MB  rows ok {p['rows_ok']}"
             f"{'' if p['finished'] else f' (stopped after {PEER_DEADLINE_S:.0f} s)'}  -> datafuel "
-            f"{p['datafuel_speedup']:.2f}x samples/s, {p['datafuel_bytes_ratio']:.2f}x bytes per sample"
+            f"{p['datafuel_speedup']:.2f}x samples/s, {p['datafuel_bytes_ratio']:.3g}x bytes per sample"
         )
     return "\n".join(lines)
 
