@@ -30,7 +30,7 @@ import torch
 from datafuel._checks import check_int
 from datafuel.errors import ConfigError, DatafuelError, NonFiniteError, SchemaError, WorkerError
 
-from ._mixture import Mixture
+from ._mixture import Mixture, Schedule
 from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
 from ._remote import is_remote
@@ -409,7 +409,7 @@ class Loader:
         source: str | os.PathLike[str] | ShardSet | Mapping[str, str | os.PathLike[str] | ShardSet],
         batch_size: int,
         *,
-        weights: Mapping[str, float] | None = None,
+        weights: Mapping[str, float] | Schedule | None = None,
         num_samples: int | None = None,
         shuffle: bool | str = True,
         seed: int = 0,
@@ -639,7 +639,7 @@ class Loader:
 
     def _use_mixture(
         self,
-        weights: Mapping[str, float] | None,
+        weights: Mapping[str, float] | Schedule | None,
         num_samples: int | None,
         seq_len: int | None,
         fields: Sequence[str] | None,
