@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +82,59 @@ def test_incremental_field_of_mixed_types_is_refused(tmp_path: Path) -> None:
     with HostileServer(api) as srv:
         with pytest.raises(SchemaError, match="--incremental field 'updated'"):
             ingest(srv.url(), tmp_path / "o", incremental="updated", concurrency=1)
+
+
+class _SlowSinceAPI(SinceAPI):
+    """:class:`SinceAPI` with a delay per page, so that a kill lands mid-run."""
+
+    def __call__(self, server: HostileServer, seen: Seen) -> Reply:
+        time.sleep(0.01)
+        return super().__call__(server, seen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_sigkill_during_an_incremental_run_then_rerun_loses_and_repeats_nothing(
+    tmp_path: Path, concurrency: int
+) -> None:
+    rng = random.Random(concurrency)
+    out = tmp_path / "o"
+    api = _SlowSinceAPI([rec(i, 1 + i // 10) for i in range(35)], page_size=3)
+    kw: dict[str, Any] = {"primary_key": "id", "incremental": "updated", "since_param": "since"}
+    with HostileServer(api) as srv:
+        ingest(srv.url(), out, concurrency=concurrency, **kw)  # the first, finished run
+        api.records += [rec(100 + i, 5 + i // 20) for i in range(90)]  # days 05..09
+        cmd = [
+            sys.executable, "-m", "datafuel", "ingest", srv.url(), "--out", str(out),
+            "--primary-key", "id", "--incremental", "updated", "--since-param", "since",
+            "--concurrency", str(concurrency),
+        ]  # fmt: skip
+        state = out / "_state.json"
+        kills = 0
+        for _ in range(3):
+            before = state.stat().st_mtime_ns
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 30
+                while (
+                    state.stat().st_mtime_ns == before
+                    and proc.poll() is None
+                    and time.monotonic() < deadline
+                ):
+                    time.sleep(0.002)
+                time.sleep(rng.uniform(0.0, 0.1))
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    kills += 1
+            finally:
+                proc.wait(timeout=30)
+            if proc.returncode == 0:
+                break
+        final = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert final.returncode == 0, final.stderr
+    assert kills >= 1, "the kills all came too late to interrupt anything"
+    ids = read_ingested(out).column("id").to_pylist()
+    assert ids == list(range(35)) + [100 + i for i in range(90)]  # no duplicate, no gap
+    st = json.loads(state.read_text())
+    assert st["status"] == "done" and st["incremental"]["high"] == "2026-01-09"
+    assert not list(out.glob(".*.tmp"))
