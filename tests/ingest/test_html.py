@@ -113,3 +113,70 @@ def test_numbered_html_pages_are_fetched_concurrently(tmp_path: Path) -> None:
     names = read_ingested(tmp_path / "o").column("name").to_pylist()
     assert names == [f"House {p}-{i}" for p in range(1, 7) for i in range(3)]
     assert r.stop_reason == "empty page"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paginate", ["next", "page"])
+def test_sigkill_during_an_html_listing_then_rerun_gives_every_item_once(
+    tmp_path: Path, paginate: str
+) -> None:
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pages = 40
+
+    def listing(server: HostileServer, seen: Seen) -> Reply:
+        if seen.path == "/robots.txt":
+            return Reply(404, {}, b"")
+        page = int(seen.query.get("page", "1"))
+        time.sleep(0.01)  # so that the kills land mid-run
+        if page > pages:
+            return Reply(200, {}, b"<html><p>no more</p></html>")
+        items = "".join(
+            f'<article class="listing"><h2>House {page}-{i}</h2></article>' for i in range(3)
+        )
+        nxt = f'<a rel="next" href="?page={page + 1}">next</a>' if page < pages else ""
+        return Reply(200, {"Content-Type": "text/html"}, f"<html>{items}{nxt}</html>".encode())
+
+    rng = random.Random(7)
+    out = tmp_path / "o"
+    with HostileServer(listing) as srv:
+        cmd = [sys.executable, "-m", "datafuel", "ingest", srv.url("/list"), "--out", str(out)]
+        cmd += ["--html", "--select", "article.listing", "--field", "name=h2::text"]
+        cmd += ["--rate", "1000"]
+        if paginate == "next":
+            cmd += ["--next", "a[rel=next]::attr(href)"]
+        else:
+            cmd += ["--paginate", "page", "--concurrency", "4"]
+        state = out / "_state.json"
+        kills = 0
+        for _ in range(3):
+            before = state.stat().st_mtime_ns if state.exists() else None
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 30
+                while (
+                    (state.stat().st_mtime_ns if state.exists() else None) == before
+                    and proc.poll() is None
+                    and time.monotonic() < deadline
+                ):
+                    time.sleep(0.002)
+                time.sleep(rng.uniform(0.0, 0.15))
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    kills += 1
+            finally:
+                proc.wait(timeout=30)
+            if proc.returncode == 0:
+                break
+        final = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert final.returncode == 0, final.stderr
+    assert kills >= 1, "the kills all came too late to interrupt anything"
+    names = read_ingested(out).column("name").to_pylist()
+    assert names == [f"House {p}-{i}" for p in range(1, pages + 1) for i in range(3)]
+    assert json.loads(state.read_text())["status"] == "done"
+    assert not list(out.glob(".*.tmp"))
