@@ -507,6 +507,8 @@ def _resume(run: IngestState, saved: dict[str, Any], config: dict[str, Any]) -> 
     old = saved["config"]
     same_url = old["url"] in (config["url"], run.url)  # redacted, or as checkpoints before 2
     differs = [k for k in _IDENTITY if (not same_url if k == "url" else old.get(k) != config[k])]
+    if old.get("html") != config.get("html"):
+        differs.append("html")
     if differs:
         raise ConfigError(
             f"{run.root} holds an ingest of a different source ({_describe_config(old)}); this run asks "
@@ -914,6 +916,8 @@ def _ingest_locked(
         "primary_key": primary_key,
         "page_size": page_size,
     }
+    if html is not None:  # another selector on the same pages is another source
+        config["html"] = html.spec
     run = _open_or_resume(
         root,
         paginator,

@@ -180,3 +180,28 @@ def test_sigkill_during_an_html_listing_then_rerun_gives_every_item_once(
     assert names == [f"House {p}-{i}" for p in range(1, pages + 1) for i in range(3)]
     assert json.loads(state.read_text())["status"] == "done"
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_rerun_with_other_selectors_is_refused(tmp_path: Path) -> None:
+    """Numbered pages (no --next) have the paginator 'page' either way: the selectors are
+    what tells the two listings apart, and a rerun with others must not mix their parts."""
+
+    def numbered(server: HostileServer, seen: Seen) -> Reply:
+        if seen.path == "/robots.txt":
+            return Reply(404, {}, b"")
+        page = int(seen.query.get("page", "1"))
+        return Reply(200, {}, page_html(page) if page <= 3 else b"<html><p>no more</p></html>")
+
+    out = tmp_path / "o"
+    spec = HtmlSpec(SPEC["select"], SPEC["fields"])
+    with HostileServer(numbered) as srv:
+        first = ingest(srv.url("/list"), out, html=spec, rate=1000.0)
+        other = HtmlSpec("article.card", SPEC["fields"])
+        with pytest.raises(ConfigError, match="differs in html"):
+            ingest(srv.url("/list"), out, html=other, rate=1000.0)
+        with pytest.raises(ConfigError, match="differs in html"):  # JSON records on HTML parts
+            ingest(srv.url("/list"), out, rate=1000.0)
+        again = ingest(
+            srv.url("/list"), out, html=HtmlSpec(SPEC["select"], SPEC["fields"]), rate=1000.0
+        )
+    assert first.records == 9 and again.records == 9 == read_ingested(out).num_rows
