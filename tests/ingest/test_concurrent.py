@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 from hostile_server import HostileServer, Reply, Seen, json_reply
 from ingest_server import FakeAPI, listings
+from kill_helpers import kill_at_random_moments
 from test_kill import expected_row
 
 from datafuel.errors import ConfigError, HTTPError, PaginationError, RetryExhaustedError
@@ -127,27 +126,8 @@ def test_six_sigkills_during_a_concurrency_8_run_then_rerun_gives_exact_ground_t
             "--timeout",
             "5",
         ]
-        kills = 0
         state_file = out / "_state.json"
-
-        def stamp() -> int | None:
-            return state_file.stat().st_mtime_ns if state_file.exists() else None
-
-        for _ in range(6):
-            before = stamp()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                deadline = time.monotonic() + 30
-                while stamp() == before and proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.002)
-                time.sleep(rng.uniform(0.0, 0.12))  # then kill at a random moment
-                if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    kills += 1
-            finally:
-                proc.wait(timeout=30)
-            if proc.returncode == 0:
-                break
+        kills = kill_at_random_moments(cmd, state_file, rng, attempts=6, max_delay=0.12)
         final = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert final.returncode == 0, final.stderr
         assert kills == 6, f"only {kills} of the 6 kills interrupted a run"

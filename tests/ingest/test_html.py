@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from hostile_server import HostileServer, Reply, Seen
+from kill_helpers import kill_at_random_moments
 
 from datafuel.errors import ConfigError, IngestError
 
@@ -120,13 +125,6 @@ def test_numbered_html_pages_are_fetched_concurrently(tmp_path: Path) -> None:
 def test_sigkill_during_an_html_listing_then_rerun_gives_every_item_once(
     tmp_path: Path, paginate: str
 ) -> None:
-    import os
-    import random
-    import signal
-    import subprocess
-    import sys
-    import time
-
     pages = 40
 
     def listing(server: HostileServer, seen: Seen) -> Reply:
@@ -153,26 +151,7 @@ def test_sigkill_during_an_html_listing_then_rerun_gives_every_item_once(
         else:
             cmd += ["--paginate", "page", "--concurrency", "4"]
         state = out / "_state.json"
-        kills = 0
-        for _ in range(3):
-            before = state.stat().st_mtime_ns if state.exists() else None
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                deadline = time.monotonic() + 30
-                while (
-                    (state.stat().st_mtime_ns if state.exists() else None) == before
-                    and proc.poll() is None
-                    and time.monotonic() < deadline
-                ):
-                    time.sleep(0.002)
-                time.sleep(rng.uniform(0.0, 0.15))
-                if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    kills += 1
-            finally:
-                proc.wait(timeout=30)
-            if proc.returncode == 0:
-                break
+        kills = kill_at_random_moments(cmd, state, rng, attempts=3, max_delay=0.15)
         final = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert final.returncode == 0, final.stderr
     assert kills >= 1, "the kills all came too late to interrupt anything"

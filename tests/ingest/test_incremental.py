@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from hostile_server import HostileServer, Reply, Seen, json_reply
+from kill_helpers import kill_at_random_moments
 
 from datafuel.errors import SchemaError
 from datafuel.ingest import ingest, read_ingested
@@ -110,26 +109,7 @@ def test_sigkill_during_an_incremental_run_then_rerun_loses_and_repeats_nothing(
             "--concurrency", str(concurrency),
         ]  # fmt: skip
         state = out / "_state.json"
-        kills = 0
-        for _ in range(3):
-            before = state.stat().st_mtime_ns
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                deadline = time.monotonic() + 30
-                while (
-                    state.stat().st_mtime_ns == before
-                    and proc.poll() is None
-                    and time.monotonic() < deadline
-                ):
-                    time.sleep(0.002)
-                time.sleep(rng.uniform(0.0, 0.1))
-                if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    kills += 1
-            finally:
-                proc.wait(timeout=30)
-            if proc.returncode == 0:
-                break
+        kills = kill_at_random_moments(cmd, state, rng, attempts=3, max_delay=0.1)
         final = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert final.returncode == 0, final.stderr
     assert kills >= 1, "the kills all came too late to interrupt anything"

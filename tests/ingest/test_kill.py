@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ingest_server import FakeAPI, listings
+from kill_helpers import kill_at_random_moments
 
 from datafuel.ingest import ingest, read_ingested
 
@@ -69,28 +67,8 @@ def test_sigkill_at_random_moments_then_rerun_gives_exact_ground_truth(
             "--timeout",
             "5",
         ]
-        kills = 0
         state_file = out / "_state.json"
-
-        def stamp() -> int | None:
-            return state_file.stat().st_mtime_ns if state_file.exists() else None
-
-        for _ in range(4):
-            before = stamp()
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                # wait until this run is ingesting (its first checkpoint write), not importing
-                deadline = time.monotonic() + 30
-                while stamp() == before and proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.002)
-                time.sleep(rng.uniform(0.0, 0.25))  # then kill at a random moment
-                if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    kills += 1
-            finally:
-                proc.wait(timeout=30)
-            if proc.returncode == 0:
-                break
+        kills = kill_at_random_moments(cmd, state_file, rng, attempts=4, max_delay=0.25)
         final = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert final.returncode == 0, final.stderr
         assert kills >= 2, "the kills all came too late to interrupt anything"
