@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from datafuel._checks import check_int
@@ -31,6 +32,11 @@ STARVATION_NOT_MEASURED = (
     "not measured: pass --step-ms MS (your training step) to measure how long the loop "
     "waits for data; with no step the loop only waits, so only throughput is measured"
 )
+#: seconds between two ``on_rate`` calls (at most)
+RATE_EVERY_S = 0.5
+
+#: ``on_rate({"samples_per_s", "wait_share", "batches"})``: the live rate of a profile run
+Rate = Callable[[dict[str, float]], None]
 
 
 def build_root_error(path: str) -> ManifestError | None:
@@ -151,12 +157,58 @@ def _fixed_fields(shards: ShardSet, shards_dir: str) -> list[str]:
     return fields
 
 
+class _RateMeter:
+    """The loop's samples/s and wait share since the last call, from the loader's meter.
+
+    Reads only what the meter appended since the previous call (a slice of its
+    per-batch arrays and its sample count): cheap at :data:`RATE_EVERY_S`, unlike
+    ``loader.stats()``, which also attributes the spans.
+    """
+
+    def __init__(self, loader: Loader, on_rate: Rate) -> None:
+        self.meter = loader._meter
+        self.on_rate = on_rate
+        self.seen = 0
+        self.samples = 0
+        self.next_at = time.perf_counter() + RATE_EVERY_S
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if now < self.next_at or self.meter is None:
+            return
+        self.next_at = now + RATE_EVERY_S
+        m = self.meter
+        n = len(m._wait)
+        if n < self.seen:  # the meter was reset
+            self.seen = self.samples = 0
+        wall = sum(m._wall[self.seen : n])
+        wait = sum(m._wait[self.seen : n])
+        samples = m._samples - self.samples
+        self.seen, self.samples = n, m._samples
+        if wall > 0:
+            self.on_rate(
+                {
+                    "samples_per_s": samples / wall,
+                    "wait_share": min(1.0, wait / wall),
+                    "batches": float(done),
+                }
+            )
+
+
 def _drive(
-    loader: Loader, total: int, step_s: float, cuda: bool, tick: Any, step_kind: str = "sleep"
+    loader: Loader,
+    total: int,
+    step_s: float,
+    cuda: bool,
+    tick: Any,
+    step_kind: str = "sleep",
+    on_rate: Rate | None = None,
 ) -> None:
-    """Take ``total`` batches (across epochs), spending ``step_s`` per batch as the step."""
+    """Take ``total`` batches (across epochs), spending ``step_s`` per batch as the step;
+    ``on_rate`` gets the live rate at most every :data:`RATE_EVERY_S` seconds."""
     from datafuel.loaders._step import simulated_step
 
+    rate = None if on_rate is None else _RateMeter(loader, on_rate)
     done = 0
     while done < total:
         progressed = False
@@ -171,6 +223,8 @@ def _drive(
             del batch
             done += 1
             tick(1)
+            if rate is not None:
+                rate(done)
             if done >= total:
                 break
         if not progressed:
@@ -183,6 +237,7 @@ def _check_args(
     epochs: int,
     batches: int | None,
     trace: str | os.PathLike[str] | None,
+    plot: str | os.PathLike[str] | None = None,
 ) -> None:
     if step_ms < 0:
         raise ConfigError(f"--step-ms must be >= 0. Got {step_ms} instead.")
@@ -192,6 +247,17 @@ def _check_args(
     check_int("--batches", batches, none_ok=True)
     if trace is not None and (not str(trace) or os.path.isdir(trace)):
         raise ConfigError(f"--trace must name a file, such as trace.json. Got {str(trace)!r}.")
+    if plot is not None:
+        if not str(plot) or os.path.isdir(plot):
+            raise ConfigError(f"--plot must name a file, such as profile.png. Got {str(plot)!r}.")
+        parent = os.path.dirname(os.path.abspath(plot))
+        if not os.path.isdir(parent):
+            raise ConfigError(
+                f"--plot {str(plot)!r}: its directory {parent} does not exist.", path=parent
+            )
+        from datafuel.loaders._plot import check_matplotlib
+
+        check_matplotlib()  # before the run, not after it
 
 
 def profile(
@@ -213,6 +279,8 @@ def profile(
     epochs: int = 1,
     batches: int | None = None,
     trace: str | os.PathLike[str] | None = None,
+    plot: str | os.PathLike[str] | None = None,
+    on_rate: Rate | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_limit: int | None = None,
 ) -> dict[str, Any]:
@@ -242,7 +310,13 @@ def profile(
     The report also holds the loader's per-stage breakdown (``stages``: ms per batch,
     share of worker time, share of the loop's wait), the ``bottleneck`` stage and one
     line of ``advice``; ``trace`` writes the run's Chrome/Perfetto trace to that file
-    (:meth:`~datafuel.loaders.Loader.trace`).
+    (:meth:`~datafuel.loaders.Loader.trace`). ``plot`` draws the run into that PNG
+    (1200 x 900 pixels: the loop's heartbeat, busy or waiting for data; throughput
+    over time; each worker's time per stage; the bottleneck and advice in the title;
+    :func:`datafuel.loaders._plot.profile_plot`; needs matplotlib, the ``plot`` extra).
+    ``on_rate`` is called during the run, at most twice a second, with the loop's
+    ``samples_per_s`` and ``wait_share`` since the previous call and the ``batches``
+    taken so far (what ``datafuel profile`` shows beside its bar).
 
     Examples
     --------
@@ -258,7 +332,7 @@ def profile(
     >>> r["starvation"] is None, r["samples_per_s"] > 0
     (True, True)
     """
-    _check_args(step_ms, step_kind, epochs, batches, trace)
+    _check_args(step_ms, step_kind, epochs, batches, trace, plot)
     shards_dir = str(inputs)
     shards = open_shard_set(shards_dir, cache_dir=cache_dir, cache_limit=cache_limit)
     try:
@@ -281,6 +355,8 @@ def profile(
             epochs=epochs,
             batches=batches,
             trace=trace,
+            plot=plot,
+            on_rate=on_rate,
         )
     finally:
         close = getattr(shards, "close", None)  # a remote set: let go of its pinned files
@@ -308,6 +384,8 @@ def _profile(
     epochs: int,
     batches: int | None,
     trace: str | os.PathLike[str] | None,
+    plot: str | os.PathLike[str] | None = None,
+    on_rate: Rate | None = None,
 ) -> dict[str, Any]:
     # torch: not for `datafuel inspect`, which shares this module
     from datafuel.loaders import Loader
@@ -341,6 +419,7 @@ def _profile(
             device.startswith("cuda"),
             report(on_progress, "profile", total),
             step_kind,
+            on_rate,
         )
     elapsed = time.perf_counter() - t0
     close = getattr(transform, "close", None)
@@ -350,6 +429,18 @@ def _profile(
     if trace is not None:
         loader.trace(trace)
         out["trace"] = str(trace)
+    if plot is not None:
+        from datafuel.loaders._plot import profile_plot
+
+        title = (
+            f"{shards_dir}: batches of {batch_size}"
+            + (f" windows of {seq_len + 1} tokens" if seq_len else "")
+            + f", step {step_ms:g} ms ({step_kind}), {workers} workers"
+            + (f", --decode {decode}" if decode else "")
+            + (f", {processes} decode processes" if processes else "")
+        )
+        profile_plot(loader, plot, title=title)
+        out["plot"] = str(plot)
     if not step_ms:  # the loop did nothing but wait: a "starvation" of ~1 would say nothing
         out["starvation"] = None
         out["starvation_note"] = STARVATION_NOT_MEASURED

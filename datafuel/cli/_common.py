@@ -60,6 +60,13 @@ class StageBars:
             if n:
                 bar.update(n)
 
+    def postfix(self, stage: str, text: str) -> None:
+        """Show ``text`` after ``stage``'s bar (drawn at its next update or redraw)."""
+        with self._lock:
+            bar = self._bars.get(stage)
+            if bar is not None and not bar.disable:
+                bar.set_postfix_str(text, refresh=False)
+
     def _redraw(self) -> None:
         while not self._stop.wait(self.tick):
             with self._lock:

@@ -69,6 +69,14 @@ __all__ = ["profile"]
     default=None,
     help="Write the run's per-stage spans as a Chrome/Perfetto trace (open in ui.perfetto.dev).",
 )
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Draw the run into this PNG (1200 x 900): the loop's heartbeat (busy or waiting for "
+    "data), throughput over time, each worker's time per stage (needs matplotlib: "
+    "pip install 'datafuel[plot]').",
+)
 @cache_options
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object.")
 def profile(
@@ -88,6 +96,7 @@ def profile(
     batches: int | None,
     seed: int,
     trace: str | None,
+    plot: str | None,
     cache_dir: str | None,
     cache_limit: int | None,
     as_json: bool,
@@ -102,7 +111,8 @@ def profile(
     cache (--cache-dir, --cache-limit), as a Loader given the URL reads it.
     Per stage (gather, transform, finite check, collate, copy) it gives the time
     per batch and its share of the loop's wait, names the bottleneck with one line
-    of advice, and --trace FILE writes a Perfetto trace.
+    of advice, --trace FILE writes a Perfetto trace and --plot FILE a PNG of the run.
+    On a terminal the bar shows the live samples/s and wait share.
     With --decode cpu it names the active PIL (pillow-simd or stock Pillow). In Python:
     datafuel.build.profile(SHARDS_DIR, batch_size=B, seq_len=T, step_ms=MS); by hand:
 
@@ -129,6 +139,8 @@ def profile(
             seed=seed,
             on_progress=bars,
             trace=trace,
+            plot=plot,
+            on_rate=lambda r: bars.postfix("profile", live_rate(r)),
             cache_dir=cache_dir,
             cache_limit=cache_limit,
         )
@@ -193,3 +205,10 @@ def _echo_stages(r: dict[str, Any]) -> None:
     click.echo(f"  bottleneck  {r['bottleneck']}: {r['advice']}")
     if r.get("trace"):
         click.echo(f"  trace       {r['trace']} (open in https://ui.perfetto.dev)")
+    if r.get("plot"):
+        click.echo(f"  plot        {r['plot']}")
+
+
+def live_rate(rate: dict[str, float]) -> str:
+    """The bar's postfix: ``12,345 samples/s, wait 3.1%``."""
+    return f"{rate['samples_per_s']:,.0f} samples/s, wait {100 * rate['wait_share']:.1f}%"

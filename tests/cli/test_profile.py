@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +258,88 @@ def test_trace_to_a_directory_is_refused(cli: Cli, rows_dir: Path, tmp_path: Pat
 
     with pytest.raises(ConfigError, match="--trace must name a file"):
         build.profile(rows_dir, trace=tmp_path)
+
+
+def test_plot_writes_the_png_and_says_where(cli: Cli, rows_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "profile.png"
+    argv = ["profile", str(rows_dir), "--batch-size", "32", "--step-ms", "1", "--plot", str(png)]
+    rc, out, err = cli(*argv)
+    assert rc == 0, err
+    assert f"  plot        {png}\n" in out
+    with Image.open(png) as im:
+        im.load()
+        assert im.format == "PNG" and im.size == (1200, 900)  # as --help and the README say
+    png.unlink()
+    rc, out, err = cli(*argv, "--json")
+    assert rc == 0, err
+    assert json.loads(out)["plot"] == str(png) and png.is_file()
+
+
+def test_plot_refusals_come_before_the_run(
+    cli: Cli, rows_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datafuel import build
+    from datafuel.build import _profile
+    from datafuel.errors import ConfigError
+
+    rc, _, err = cli(*["profile", str(rows_dir), "--plot", str(tmp_path)])
+    assert rc != 0 and "--plot" in err
+    with pytest.raises(ConfigError, match="--plot must name a file, such as profile.png"):
+        build.profile(rows_dir, plot=tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        build.profile(rows_dir, plot=tmp_path / "nowhere" / "p.png")
+
+    def no_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the loader ran before the plot was refused")
+
+    monkeypatch.setattr(_profile, "_drive", no_run)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ConfigError, match=r"pip install 'datafuel\[plot\]'"):
+        build.profile(rows_dir, plot=tmp_path / "p.png")
+    rc, _, err = cli(*["profile", str(rows_dir), "--plot", str(tmp_path / "p.png")])
+    assert rc != 0 and "needs matplotlib" in err and "scripts/setup.sh" in err
+
+
+def test_on_rate_reports_the_live_rate_at_most_twice_a_second(token_dir: Path) -> None:
+    from datafuel import build
+
+    seen: list[tuple[float, dict[str, float]]] = []
+    r = build.profile(
+        token_dir,
+        seq_len=32,
+        batch_size=8,
+        step_ms=10,
+        batches=130,  # ~1.3 s of steps
+        on_rate=lambda rate: seen.append((time.perf_counter(), rate)),
+    )
+    assert 1 <= len(seen) <= 3, seen
+    for _, rate in seen:
+        assert set(rate) == {"samples_per_s", "wait_share", "batches"}
+        assert 0 < rate["samples_per_s"] < 8 / 0.009  # a 10 ms step bounds it
+        assert 0.0 <= rate["wait_share"] <= 1.0
+        assert 0 < rate["batches"] <= r["batches"]
+    times = [t for t, _ in seen]
+    assert all(b - a >= 0.45 for a, b in itertools.pairwise(times))
+
+
+def profile_command(token_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "datafuel", "profile", str(token_dir), "--seq-len", "32",
+            "--batch-size", "8", "--step-ms", "10", "--batches", "200"]  # fmt: skip
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pty")
+def test_live_rate_on_a_terminal_and_quiet_in_a_pipe(token_dir: Path) -> None:
+    from test_progress_tty import run_on_a_pty
+
+    rc, screen = run_on_a_pty(profile_command(token_dir))  # ~2 s of 10 ms steps
+    assert rc == 0, screen
+    live = re.findall(r"profile: .*?([\d,]+) samples/s, wait (\d+\.\d)%", screen)
+    assert live, screen[-2000:]
+    assert all(0.0 <= float(w) <= 100.0 for _, w in live)
+    proc = subprocess.run(profile_command(token_dir), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no bar, no live rate in a pipe
+    assert "  samples/s   " in proc.stdout  # the report itself

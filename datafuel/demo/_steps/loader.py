@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from datafuel import build
-from datafuel.errors import DatafuelError
+from datafuel.errors import ConfigError, DatafuelError
 from datafuel.loaders import Loader, ShardSet, fixed, ragged, write_shards
+from datafuel.loaders._plot import check_matplotlib
 
 from .._context import DemoContext
 
@@ -29,6 +30,15 @@ def _shard_sets(value: Any, found: list[Path]) -> None:
             p = p / "train"  # a `datafuel build` output directory
         if (p / "manifest.json").is_file() and p not in found:
             found.append(p)
+
+
+def _has_matplotlib() -> bool:
+    """Whether the profile plot can be drawn (matplotlib is an optional extra)."""
+    try:
+        check_matplotlib()
+    except ConfigError:
+        return False
+    return True
 
 
 def _train_rows(ctx: DemoContext) -> Path:
@@ -108,11 +118,20 @@ def _train_tokens(ctx: DemoContext) -> Path:
 def run(ctx: DemoContext) -> None:
     rows = _train_rows(ctx)
     tokens = _train_tokens(ctx)
-    prof = build.profile(str(tokens), batch_size=32, seq_len=64, step_ms=5, batches=40)
-    ctx.say(
-        f"datafuel profile {tokens.name} --seq-len 64 --step-ms 5: {prof['samples_per_s']:,.0f} samples/s, "
-        f"starvation {prof['starvation']:.3f}"
+    # a step that holds the GIL, as a real loop's Python does: thread workers share it
+    plot = ctx.workdir / "profile.png" if _has_matplotlib() else None
+    prof = build.profile(
+        str(tokens), batch_size=32, seq_len=64, step_ms=5, step_kind="gil", batches=200, plot=plot
     )
+    ctx.say(
+        f"datafuel profile {tokens.name} --seq-len 64 --step-ms 5 --step-kind gil --batches 200: "
+        f"{prof['samples_per_s']:,.0f} samples/s, starvation {prof['starvation']:.3f}; "
+        f"bottleneck {prof['bottleneck']}: {prof['advice']}"
+    )
+    if plot is None:
+        ctx.say("  no profile.png: matplotlib is not installed (pip install 'datafuel[plot]')")
+    else:
+        ctx.say(f"  --plot {plot}: the loop's heartbeat, throughput and each worker's stages")
     prof = build.profile(str(rows), batch_size=256, step_ms=0, epochs=2)
     ctx.say(
         f"datafuel profile {rows.name} --step-ms 0: {prof['samples_per_s']:,.0f} samples/s, "
