@@ -358,33 +358,36 @@ class ShardSet:
             if not dst.flags.c_contiguous:
                 return None
             if row_bytes:
-                cached = self._srcs.get(name)
-                if cached is None:
-                    cached = self._srcs[name] = (
-                        [b""] * self.num_shards,
-                        np.zeros(self.num_shards, bool),
-                    )
-                srcs, mapped = cached
-                while (
-                    status := _gather.rows_at(srcs, self.offsets, idx, row_bytes, dst)
-                ) is not None:
-                    if isinstance(status, int):
-                        bad = int(idx[status])
-                        raise IndexError(
-                            f"sample index {bad} is out of range for {self.directory} with "
-                            f"{len(self)} rows."
-                        )
-                    k = int(status[0])  # a shard this field has not read yet: map it
-                    if mapped[k]:  # _mmap shapes a shard to its rows: not expected
-                        raise CorruptShardError(
-                            f"{self.directory}: shard {k} of field {name!r} is shorter "
-                            "than its rows.",
-                            field=name,
-                        )
-                    srcs[k] = self._mmap(k, name)[0]
-                    mapped[k] = True
+                self._rows_into(name, idx, row_bytes, dst)
             result[name] = dst
         return result
+
+    def _rows_into(self, name: str, idx: np.ndarray, row_bytes: int, dst: np.ndarray) -> None:
+        """One ``_gather.rows_at`` into ``dst``, mapping each shard it finds unmapped."""
+        assert _gather is not None
+        cached = self._srcs.get(name)
+        if cached is None:
+            cached = self._srcs[name] = ([b""] * self.num_shards, np.zeros(self.num_shards, bool))
+        srcs, mapped = cached
+        seen: set[int] = set()  # shards this call found mapped (or mapped itself)
+        while (status := _gather.rows_at(srcs, self.offsets, idx, row_bytes, dst)) is not None:
+            if isinstance(status, int):
+                bad = int(idx[status])
+                raise IndexError(
+                    f"sample index {bad} is out of range for {self.directory} with "
+                    f"{len(self)} rows."
+                )
+            k = int(status[0])  # a shard this field has not read yet: map it
+            if k in seen:  # _mmap shapes a shard to its rows: not expected
+                raise CorruptShardError(
+                    f"{self.directory}: shard {k} of field {name!r} is shorter than its rows.",
+                    field=name,
+                )
+            seen.add(k)
+            # another worker may have mapped it since rows_at looked: then just call again
+            if not mapped[k]:
+                srcs[k] = self._mmap(k, name)[0]
+                mapped[k] = True
 
     def _check_out(self, name: str, spec: Field, n: int, dst: np.ndarray | None) -> np.ndarray:
         """``dst`` checked (or a new array) for ``n`` rows of the fixed field ``name``."""

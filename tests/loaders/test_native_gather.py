@@ -160,3 +160,42 @@ def test_global_kernels_report_out_of_range_and_unmapped_shards() -> None:
     assert G.windows_at(tok, i64(0, 100, 110), i64(0, 103), 8, w, 2) == 1
     assert G.windows_at(tok, i64(0, 100, 110), i64(95, 102), 8, w, 2) is None
     np.testing.assert_array_equal(w, [np.arange(95, 103), np.arange(102, 110)])
+
+
+def test_two_threads_mapping_the_same_shard_at_once_both_succeed(rows, monkeypatch) -> None:
+    # thread A and thread B both find shard k unmapped; A maps it while B is between
+    # rows_at's answer and its check: B must call again, not call the shard short
+    import threading
+    import time
+    import types
+
+    ds, x, _, _ = rows
+    real = G.rows_at
+    both = threading.Barrier(2)
+
+    def rows_at(*args):
+        status = real(*args)
+        if isinstance(status, tuple):  # both threads see the shard unmapped, then one maps it
+            both.wait(timeout=5)
+            if threading.current_thread().name == "b":
+                time.sleep(0.05)
+        return status
+
+    monkeypatch.setattr(reader_mod, "_gather", types.SimpleNamespace(rows_at=rows_at))
+    idx = np.arange(10, 20)
+    got: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        try:
+            got[name] = ds.gather(idx, ["x"])["x"]
+        except Exception as exc:
+            got[name] = exc
+
+    threads = [threading.Thread(target=run, args=(n,), name=n) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in ("a", "b"):
+        assert isinstance(got[name], np.ndarray), got[name]
+        np.testing.assert_array_equal(got[name], x[idx])
