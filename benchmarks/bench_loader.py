@@ -18,7 +18,7 @@ Contenders:
 
 Also: starvation with a 20 ms simulated step (target < 1%), starvation-meter
 overhead (meter on vs off, target < 2%), per-stage spans overhead (spans on vs off in
-one run, target < 2%; no plot: matplotlib would replace pillow-simd), and gather bandwidth vs single-thread memcpy
+one run, target < 2%), and gather bandwidth vs single-thread memcpy
 (target >= 50%). Medians over repeats; ratios are datafuel / peer.
 """
 
@@ -265,33 +265,28 @@ def meter_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
 def spans_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
     """Throughput with per-stage spans on vs off (meter on in both), an off/off control, and
     the spans' own cost per batch in isolation (target < 2% of loader throughput)."""
-    from datafuel.loaders._spans import (
-        COLLATE,
-        COPY,
-        END,
-        FINITE,
-        GATHER,
-        ORDER,
-        TRANSFORM,
-        SpanRecorder,
-        new_marks,
-    )
+    from datafuel.loaders._spans import COLLATE, COPY, END, FINITE, GATHER, TRANSFORM, SpanRecorder
 
     off, on = {"spans": False}, {"spans": True}
     s_off, s_on, ratio = paired(shard_dir, batches, repeats, off, on)
     _, _, control = paired(shard_dir, batches, repeats, off, off)
     rec = SpanRecorder()
-    ns = time.perf_counter_ns
-    n = 100_000
+    begin, wait, done = rec.begin, rec.wait, rec.batch
+    n = 200_000
     t0 = time.perf_counter_ns()
-    for j in range(n):  # what one batch adds: its marks, the worker's tuple, the loop's tuple
-        m = new_marks(0, j, 0, j)
-        m[GATHER] = ns()
-        m[TRANSFORM] = m[FINITE] = ns()
-        m[COLLATE] = ns()
-        m[COPY] = m[END] = ns()
-        rec.batch(m)
-        rec.wait((0, j, 0, j), m[ORDER], m[END])
+    for j in range(n):  # what one batch adds, as the Loader calls it (no transform, no copy)
+        m = begin(0, j, 0, j)
+        m.stamp(GATHER)
+        m.stamp(TRANSFORM, FINITE)
+        m.stamp(COLLATE)
+        m.stamp(COPY, END)
+        done(m, None)
+        wait(0, j, 0, j, 1, 2)
+    empty = time.perf_counter_ns()
+    for _j in range(n):
+        pass
+    t1 = time.perf_counter_ns()
+    cost = ((empty - t0) - (t1 - empty)) / n / 1e9
     cost = (time.perf_counter_ns() - t0) / n / 1e9
     print("per-stage spans overhead (tokens 64x1024, no step, meter on):")
     print(
@@ -300,7 +295,7 @@ def spans_overhead(shard_dir: Path, batches: int, repeats: int) -> None:
         f"({100 * (control - 1):+.2f}%: the machine's noise)"
     )
     print(
-        f"  spans cost in isolation: {cost * 1e9:.0f} ns/batch = {100 * cost / s_off:.3f}% of a "
+        f"  spans cost in isolation ({'C' if rec.native else 'Python'} rings): {cost * 1e9:.0f} ns/batch = {100 * cost / s_off:.3f}% of a "
         f"batch (target < 2%); on/off over the control {100 * (ratio / control - 1):+.2f}% "
         "(the second loader of a pair runs slower on a loaded machine: the control measures it)"
     )

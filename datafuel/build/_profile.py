@@ -430,8 +430,6 @@ def _profile(
         loader.trace(trace)
         out["trace"] = str(trace)
     if plot is not None:
-        from datafuel.loaders._plot import profile_plot
-
         title = (
             f"{shards_dir}: batches of {batch_size}"
             + (f" windows of {seq_len + 1} tokens" if seq_len else "")
@@ -439,7 +437,7 @@ def _profile(
             + (f", --decode {decode}" if decode else "")
             + (f", {processes} decode processes" if processes else "")
         )
-        profile_plot(loader, plot, title=title)
+        loader.plot(plot, title=title)
         out["plot"] = str(plot)
     if not step_ms:  # the loop did nothing but wait: a "starvation" of ~1 would say nothing
         out["starvation"] = None

@@ -48,7 +48,6 @@ from ._spans import (
     attribute,
     chrome_trace,
     close_marks,
-    new_marks,
     profiling,
 )
 from ._stats import StarvationMeter, StarvationReport
@@ -63,7 +62,6 @@ __all__ = ["Batch", "Loader"]
 #: ``metrics()["loader/bottleneck_id"]`` indexes this
 BOTTLENECK_IDS = ("none", *STAGES, "handoff")
 
-_ns = time.perf_counter_ns
 _STATE_FORMAT = "datafuel-loader"
 _STATE_VERSION = 1
 
@@ -908,6 +906,16 @@ class Loader:
             raise ConfigError("this loader was built with spans=False; there is no trace.")
         return chrome_trace(self._spans, path)
 
+    def plot(self, path: str | os.PathLike[str], *, title: str | None = None) -> dict[str, Any]:
+        """Draw the recorded spans into a PNG at ``path``: the heartbeat (the loop busy or
+        waiting over time), throughput over time and each thread's time per stage, titled
+        with the bottleneck and its advice; 1200 x 900 pixels. Needs matplotlib
+        (``pip install 'datafuel[plot]'``). Returns ``{"path", "width", "height", "title"}``.
+        """
+        from ._plot import profile_plot
+
+        return profile_plot(self, path, title=title)
+
     def metrics(self, prefix: str = "loader/") -> dict[str, float | str]:
         """A flat dict for experiment trackers: ``wandb.log(loader.metrics())``.
 
@@ -1014,12 +1022,12 @@ class Loader:
         batch_index: int,
         starts: np.ndarray | None,
         ring: _Ring | None,
-        marks: list[int] | None = None,
+        marks: Any = None,
         remote: RemotePass | None = None,
     ) -> _Batch:
         """Batch ``job``: gather, transform, finite check, collate, copy (``marks`` each stage)."""
         if marks is not None:
-            marks[GATHER] = _ns()  # sample order done; gather (and waiting for a free pinned slot)
+            marks.stamp(GATHER)  # sample order done; gather (and waiting for a free pinned slot)
         if remote is None:
             return self._make_pinned(job, indices, epoch, batch_index, starts, ring, marks)
         # a remote set: the batch's files pinned in batch order (downloaded unless prefetched),
@@ -1038,7 +1046,7 @@ class Loader:
         batch_index: int,
         starts: np.ndarray | None,
         ring: _Ring | None,
-        marks: list[int] | None,
+        marks: Any,
     ) -> _Batch:
         """:meth:`_make_batch` once the batch's files are there."""
         b = len(indices)
@@ -1048,7 +1056,7 @@ class Loader:
         if self.transform is None:
             arrays, nbytes = self._read_batch(indices, starts, slot)
             if marks is not None:
-                marks[TRANSFORM] = marks[FINITE] = _ns()  # no transform
+                marks.stamp(TRANSFORM, FINITE)  # no transform
         else:
             info = BatchInfo(
                 indices=sample_ids, epoch=epoch, seed=self.seed, batch_index=batch_index
@@ -1057,7 +1065,7 @@ class Loader:
         if self.check_finite:
             self._finite(arrays, sample_ids)
         if marks is not None:
-            marks[COLLATE] = _ns()  # finite check done: collate
+            marks.stamp(COLLATE)  # finite check done: collate
         made = self._collate(arrays, slot, job, b, nbytes, ring, marks)
         if self.mixture is not None:
             made.mix = np.bincount(np.asarray(arrays["source"]), minlength=len(self.mixture.names))
@@ -1071,7 +1079,7 @@ class Loader:
         b: int,
         nbytes: int,
         ring: _Ring | None,
-        marks: list[int] | None,
+        marks: Any,
     ) -> _Batch:
         """Host tensors (a transform's output copied into the pinned slot), then the H2D copy."""
         if slot is not None and self.transform is not None:
@@ -1084,13 +1092,13 @@ class Loader:
         if not self._cuda:
             tensors = Batch([(k, self._host_tensor(k, a)) for k, a in arrays.items()])
             if marks is not None:
-                marks[COPY] = marks[END] = _ns()  # no copy
+                marks.stamp(COPY, END)  # no copy
             return _Batch(tensors, nbytes, b)
         if marks is not None:
-            marks[COPY] = _ns()  # H2D copy
+            marks.stamp(COPY)  # H2D copy
         made = self._to_device(arrays, job, b, nbytes, ring, timed=marks is not None)
         if marks is not None:
-            marks[END] = _ns()
+            marks.stamp(END)
         return made
 
     def _read_batch(
@@ -1166,7 +1174,7 @@ class Loader:
         indices: np.ndarray,
         starts: np.ndarray | None,
         info: BatchInfo,
-        marks: list[int] | None = None,
+        marks: Any = None,
     ) -> dict[str, np.ndarray | torch.Tensor]:
         """The transform's checked output (the caller copies host arrays into the pinned slot)."""
         assert self.transform is not None
@@ -1176,10 +1184,10 @@ class Loader:
         else:
             raw = self.shards.gather(indices, self.fields)
         if marks is not None:
-            marks[TRANSFORM] = _ns()  # gather done: transform
+            marks.stamp(TRANSFORM)  # gather done: transform
         out = self._check_output(self.transform(raw, info), len(indices))
         if marks is not None:
-            marks[FINITE] = _ns()  # finite check
+            marks.stamp(FINITE)  # finite check
         return out
 
     def _host_tensor(self, name: str, a: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -1497,6 +1505,8 @@ class _LoaderIter:
             depth=loader.prefetch,
             switch_interval=loader.switch_interval,
         )
+        if self._spans is not None:
+            self._spans.name_threads(self._prefetcher.threads)
         loader._live.add(self)
 
     def __iter__(self) -> _LoaderIter:
@@ -1556,7 +1566,7 @@ class _LoaderIter:
     def _record(self, j: int, t0: int, t1: int, batch: _Batch) -> None:
         """The loop's wait ``[t0, t1]`` (ns) for batch ``j``: into the spans and the meter."""
         if self._spans is not None:
-            self._spans.wait((self._pass, j, self._epoch, self._first_batch + j), t0, t1)
+            self._spans.wait(self._pass, j, self._epoch, self._first_batch + j, t0, t1)
         if self._meter is not None:
             self._meter.record(
                 wait=(t1 - t0) / 1e9,
@@ -1666,7 +1676,7 @@ def _producer(
     remote: RemotePass | None = None,
 ) -> Any:
     def produce(j: int) -> _Batch:
-        marks = None if spans is None else new_marks(pass_id, j, epoch, first_batch + j)
+        marks = None if spans is None else spans.begin(pass_id, j, epoch, first_batch + j)
         off, b = plan[j]
         idx = order[off : off + b]
         st = None if starts is None else starts[idx]
@@ -1681,8 +1691,7 @@ def _producer(
                 close_marks(marks)
             raise _Failure(exc, idx if st is None else st, first_batch + j) from exc
         if marks is not None and spans is not None:
-            close_marks(marks)
-            spans.batch(marks, made.gpu)
+            spans.batch(marks, made.gpu)  # (ends a profiled batch's open range)
         return made
 
     return produce

@@ -154,6 +154,11 @@ class Prefetcher(Generic[T]):
         for t in self._threads:
             t.start()
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads (started; none with ``num_workers=0``)."""
+        return list(self._threads)
+
     def _work(self) -> None:
         cv = self._cv
         while True:

@@ -13,10 +13,20 @@ import numpy as np
 import pytest
 
 from datafuel.errors import ConfigError, DatafuelError, OutputError
-from datafuel.loaders import Loader, ShardSet, write_shards
+from datafuel.loaders import Loader, ShardSet, _spans, write_shards
 from datafuel.loaders._spans import STAGES, SpanRecorder, advice, attribute
 
 SLOW_S = 0.004  # the slowed stage's time per batch
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def rings(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on the C rings (_spanring) and on the Python fallback."""
+    if request.param == "python":
+        monkeypatch.setattr(_spans, "_spanring", None)
+    elif _spans._spanring is None:
+        pytest.skip("the _spanring extension did not build here")
+    return str(request.param)
 
 
 @pytest.fixture()
@@ -341,8 +351,8 @@ def test_log_to_any_writer(rows: Path) -> None:
 def test_log_to_tensorboard(rows: Path, tmp_path: Path) -> None:
     pytest.importorskip(
         "tensorboard",
-        reason="tensorboard is an optional extra; not installed here because installing it "
-        "pulls in stock Pillow, which would replace pillow-simd",
+        reason="tensorboard is an optional extra (datafuel[tensorboard]; scripts/setup.sh dev "
+        "installs it and puts pillow-simd back after it)",
     )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter

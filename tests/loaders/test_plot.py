@@ -125,3 +125,14 @@ def test_the_demo_without_matplotlib_says_so(
     assert not (tmp_path / "profile.png").exists()
     note = "no profile.png: matplotlib is not installed (pip install 'datafuel[plot]')"
     assert any(line.strip() == note for line in lines), lines
+
+
+def test_loader_plot_method(tmp_path: Path) -> None:
+    write_shards(tmp_path / "s", x=np.zeros((256, 4), np.float32))
+    loader = Loader(tmp_path / "s", 32)
+    for _ in loader:
+        pass
+    out = loader.plot(tmp_path / "p.png", title="mine")
+    assert out["title"].startswith("mine")
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.size == (out["width"], out["height"]) == (1200, 900)

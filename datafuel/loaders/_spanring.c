@@ -1,0 +1,438 @@
+/* The per-stage spans' rings, in C: what a batch's spans cost is the Loader's overhead.
+ *
+ * Written by hand because the pure-Python recorder (datafuel/loaders/_spans.py, still the
+ * fallback when this extension did not build) spent ~1.4 us a batch: a 12-int list built,
+ * converted int by int into an array('Q') and trimmed, plus a tuple per wait. On the token
+ * benchmark's 50 us batches that was ~3% of the Loader's throughput (the target is < 2%).
+ *
+ * A Ring is a fixed block of `capacity` rows of `width` uint64 values, allocated once and
+ * overwritten in place (oldest first): no allocation, conversion or trimming per batch.
+ *
+ *   ring.begin(pass, job, epoch, index) -> Marks
+ *       reserves the next row (a batch's record), writes its key, the calling thread's
+ *       ident and the first stage boundary (CLOCK_MONOTONIC ns, the clock of
+ *       time.perf_counter_ns on Linux), and returns a Marks: a view of that row whose
+ *       `marks[k] = ns` stores go straight into the ring. While `flag._is_profiler_enabled`
+ *       is true (a torch.profiler is on), begin() calls `hook(pass, job, epoch, index)`
+ *       instead, which returns a Marks subclass that also opens record_function ranges.
+ *   ring.begin_as(cls, pass, job, epoch, index) -> a `cls` (a Marks subclass) on a new row
+ *   ring.put(v0, ..., v{width-2})  -> one row: the values, then the calling thread's ident
+ *   ring.snapshot() -> (bytes, rows): the rows, oldest first, copied under the GIL
+ *   ring.reset()
+ *
+ * Every call runs with the GIL held and none releases it, so rows are reserved and written
+ * atomically with respect to other Python threads: no lock. A Marks keeps its Ring alive and
+ * only ever writes inside its own row, so a stale Marks (its row reused after `capacity` newer
+ * batches, or after reset()) can only write a wrong value, never out of bounds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define KEY 4 /* pass, job, epoch, index */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t *buf;
+    Py_ssize_t capacity; /* rows */
+    Py_ssize_t width;    /* values per row */
+    uint64_t count;      /* rows written since the last reset */
+    PyObject *flag;      /* an object with _is_profiler_enabled, or NULL */
+    PyObject *hook;      /* callable(pass, job, epoch, index) -> Marks, or NULL */
+} Ring;
+
+typedef struct {
+    PyObject_HEAD
+    Ring *ring;
+    Py_ssize_t off; /* the row starts at ring->buf[off] */
+} Marks;
+
+static PyTypeObject RingType;
+static PyTypeObject MarksType;
+
+/* -- Marks: a view of one row ------------------------------------------------------------- */
+
+/* Not GC-tracked: a Marks refers only to its Ring, which never refers back (a Marks is made
+ * per batch, and untracked objects do not count toward the collector's thresholds). */
+static void marks_dealloc(Marks *self)
+{
+    Py_CLEAR(self->ring);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t marks_index(Marks *self, PyObject *key)
+{
+    if (self->ring == NULL) {
+        PyErr_SetString(PyExc_ValueError, "these marks are not attached to a ring");
+        return -1;
+    }
+    Py_ssize_t k = PyNumber_AsSsize_t(key, PyExc_IndexError);
+    if (k == -1 && PyErr_Occurred())
+        return -1;
+    if (k < 0)
+        k += self->ring->width;
+    if (k < 0 || k >= self->ring->width) {
+        PyErr_SetString(PyExc_IndexError, "marks index out of range");
+        return -1;
+    }
+    return k;
+}
+
+static PyObject *marks_getitem(Marks *self, PyObject *key)
+{
+    Py_ssize_t k = marks_index(self, key);
+    if (k < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(self->ring->buf[self->off + k]);
+}
+
+static int marks_setitem(Marks *self, PyObject *key, PyObject *value)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "marks cannot be deleted");
+        return -1;
+    }
+    Py_ssize_t k = marks_index(self, key);
+    if (k < 0)
+        return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    self->ring->buf[self->off + k] = (uint64_t)v;
+    return 0;
+}
+
+static Py_ssize_t marks_len(Marks *self)
+{
+    return self->ring == NULL ? 0 : self->ring->width;
+}
+
+/* marks.stamp(k, ...): the clock now into each index given (one stage ends, the next begins) */
+static PyObject *marks_stamp(Marks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t t = now_ns();
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        Py_ssize_t k = marks_index(self, args[i]);
+        if (k < 0)
+            return NULL;
+        self->ring->buf[self->off + k] = t;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *marks_key(Marks *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->ring == NULL)
+        return PyTuple_New(0);
+    uint64_t *row = self->ring->buf + self->off;
+    return Py_BuildValue("(KKKK)", (unsigned long long)row[0], (unsigned long long)row[1],
+                         (unsigned long long)row[2], (unsigned long long)row[3]);
+}
+
+static PyObject *marks_tolist(Marks *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t n = marks_len(self);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(self->ring->buf[self->off + i]);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
+static PyMappingMethods marks_mapping = {
+    (lenfunc)marks_len,
+    (binaryfunc)marks_getitem,
+    (objobjargproc)marks_setitem,
+};
+
+static PyMethodDef marks_methods[] = {
+    {"stamp", (PyCFunction)(void (*)(void))marks_stamp, METH_FASTCALL,
+     "stamp(k, ...): the clock now (ns) into marks[k] for each k given."},
+    {"key", (PyCFunction)marks_key, METH_NOARGS, "The row's key: (pass, job, epoch, index)."},
+    {"tolist", (PyCFunction)marks_tolist, METH_NOARGS, "The row's values as a list."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MarksType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "datafuel.loaders._spanring.Marks",
+    .tp_basicsize = sizeof(Marks),
+    .tp_dealloc = (destructor)marks_dealloc,
+    .tp_as_mapping = &marks_mapping,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_methods = marks_methods,
+    .tp_doc = "One batch's record in a Ring: marks[k] = ns stores into the ring's row.",
+};
+
+/* -- Ring --------------------------------------------------------------------------------- */
+
+static uint64_t *next_row(Ring *self)
+{
+    uint64_t *row = self->buf + (Py_ssize_t)(self->count % (uint64_t)self->capacity) * self->width;
+    self->count++;
+    return row;
+}
+
+static int read_key(PyObject *const *args, uint64_t *key)
+{
+    for (int i = 0; i < KEY; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(args[i]);
+        if (v == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        key[i] = (uint64_t)v;
+    }
+    return 0;
+}
+
+static PyObject *new_marks(Ring *self, PyTypeObject *cls, PyObject *const *args)
+{
+    uint64_t key[KEY];
+    if (read_key(args, key) < 0)
+        return NULL;
+    Marks *m = (Marks *)cls->tp_alloc(cls, 0);
+    if (m == NULL)
+        return NULL;
+    uint64_t *row = next_row(self);
+    memset(row, 0, (size_t)self->width * sizeof(uint64_t));
+    memcpy(row, key, sizeof key);
+    row[KEY] = (uint64_t)PyThread_get_thread_ident();
+    row[KEY + 1] = now_ns();
+    Py_INCREF(self);
+    m->ring = self;
+    m->off = row - self->buf;
+    return (PyObject *)m;
+}
+
+static PyObject *ring_begin(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != KEY) {
+        PyErr_SetString(PyExc_TypeError, "begin(pass, job, epoch, index)");
+        return NULL;
+    }
+    if (self->flag != NULL && self->hook != NULL) {
+        PyObject *on = PyObject_GetAttrString(self->flag, "_is_profiler_enabled");
+        if (on == NULL)
+            PyErr_Clear();
+        else {
+            int yes = PyObject_IsTrue(on);
+            Py_DECREF(on);
+            if (yes < 0)
+                return NULL;
+            if (yes)
+                return PyObject_Vectorcall(self->hook, args, (size_t)nargs, NULL);
+        }
+    }
+    return new_marks(self, &MarksType, args);
+}
+
+static PyObject *ring_begin_as(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != KEY + 1 || !PyType_Check(args[0]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[0], &MarksType)) {
+        PyErr_SetString(PyExc_TypeError, "begin_as(MarksSubclass, pass, job, epoch, index)");
+        return NULL;
+    }
+    return new_marks(self, (PyTypeObject *)args[0], args + 1);
+}
+
+static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != self->width - 1) {
+        PyErr_Format(PyExc_TypeError, "put() takes %zd values (the row, less the thread ident)",
+                     self->width - 1);
+        return NULL;
+    }
+    uint64_t vals[64];
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(args[i]);
+        if (v == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        vals[i] = (uint64_t)v;
+    }
+    uint64_t *row = next_row(self);
+    memcpy(row, vals, (size_t)nargs * sizeof(uint64_t));
+    row[nargs] = (uint64_t)PyThread_get_thread_ident();
+    Py_RETURN_NONE;
+}
+
+static PyObject *ring_snapshot(Ring *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t rows = self->count < (uint64_t)self->capacity ? (Py_ssize_t)self->count
+                                                              : self->capacity;
+    size_t row_bytes = (size_t)self->width * sizeof(uint64_t);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(rows * row_bytes));
+    if (out == NULL)
+        return NULL;
+    char *dst = PyBytes_AS_STRING(out);
+    uint64_t first = self->count - (uint64_t)rows; /* the oldest row kept */
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        Py_ssize_t slot = (Py_ssize_t)((first + (uint64_t)r) % (uint64_t)self->capacity);
+        memcpy(dst + (size_t)r * row_bytes, self->buf + slot * self->width, row_bytes);
+    }
+    return Py_BuildValue("(Nn)", out, rows);
+}
+
+static PyObject *ring_reset(Ring *self, PyObject *Py_UNUSED(ignored))
+{
+    self->count = 0;
+    memset(self->buf, 0, (size_t)self->capacity * (size_t)self->width * sizeof(uint64_t));
+    Py_RETURN_NONE;
+}
+
+static PyObject *ring_get_count(Ring *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->count);
+}
+
+static int ring_init(Ring *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"capacity", "width", "flag", "hook", NULL};
+    Py_ssize_t capacity, width;
+    PyObject *flag = Py_None, *hook = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nn|OO", kwlist, &capacity, &width, &flag, &hook))
+        return -1;
+    if (capacity < 1 || width < KEY + 2 || width > 64) {
+        PyErr_SetString(PyExc_ValueError, "Ring needs capacity >= 1 and 6 <= width <= 64");
+        return -1;
+    }
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "hook must be callable");
+        return -1;
+    }
+    if (self->buf != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Ring is already initialised");
+        return -1;
+    }
+    if ((size_t)capacity > PY_SSIZE_T_MAX / sizeof(uint64_t) / (size_t)width) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->buf = PyMem_Calloc((size_t)capacity * (size_t)width, sizeof(uint64_t));
+    if (self->buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->capacity = capacity;
+    self->width = width;
+    self->count = 0;
+    if (flag != Py_None && hook != Py_None) {
+        Py_INCREF(flag);
+        Py_INCREF(hook);
+        self->flag = flag;
+        self->hook = hook;
+    }
+    return 0;
+}
+
+static int ring_traverse(Ring *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->flag);
+    Py_VISIT(self->hook);
+    return 0;
+}
+
+static int ring_clear(Ring *self)
+{
+    Py_CLEAR(self->flag);
+    Py_CLEAR(self->hook);
+    return 0;
+}
+
+static void ring_dealloc(Ring *self)
+{
+    PyObject_GC_UnTrack(self);
+    ring_clear(self);
+    PyMem_Free(self->buf);
+    self->buf = NULL;
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef ring_methods[] = {
+    {"begin", (PyCFunction)(void (*)(void))ring_begin, METH_FASTCALL,
+     "begin(pass, job, epoch, index) -> Marks on a new row (or the hook's, while profiling)."},
+    {"begin_as", (PyCFunction)(void (*)(void))ring_begin_as, METH_FASTCALL,
+     "begin_as(cls, pass, job, epoch, index) -> a cls (Marks subclass) on a new row."},
+    {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL,
+     "put(v0, ...) -> one row: the values, then the calling thread's ident."},
+    {"snapshot", (PyCFunction)ring_snapshot, METH_NOARGS,
+     "(bytes, rows): the kept rows, oldest first, as native uint64."},
+    {"reset", (PyCFunction)ring_reset, METH_NOARGS, "Forget every row."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef ring_getset[] = {
+    {"count", (getter)ring_get_count, NULL, "Rows written since the last reset.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef ring_members[] = {
+    {"capacity", T_PYSSIZET, offsetof(Ring, capacity), READONLY, "Rows kept."},
+    {"width", T_PYSSIZET, offsetof(Ring, width), READONLY, "Values per row."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "datafuel.loaders._spanring.Ring",
+    .tp_basicsize = sizeof(Ring),
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)ring_traverse,
+    .tp_clear = (inquiry)ring_clear,
+    .tp_methods = ring_methods,
+    .tp_members = ring_members,
+    .tp_getset = ring_getset,
+    .tp_init = (initproc)ring_init,
+    .tp_new = PyType_GenericNew,
+    .tp_doc = "Ring(capacity, width, flag=None, hook=None): rows of uint64 spans, overwritten oldest first.",
+};
+
+static PyObject *mod_now(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(now_ns());
+}
+
+static PyMethodDef module_methods[] = {
+    {"now", (PyCFunction)mod_now, METH_NOARGS, "The ring's clock (CLOCK_MONOTONIC), in ns."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_spanring",
+    "Fixed rings of per-stage span rows for the Loader (see _spans.py).", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__spanring(void)
+{
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&MarksType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&RingType);
+    Py_INCREF(&MarksType);
+    if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0 ||
+        PyModule_AddObject(m, "Marks", (PyObject *)&MarksType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

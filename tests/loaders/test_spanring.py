@@ -1,0 +1,163 @@
+"""The per-stage spans' rings in C (``_spanring``): rows in place, oldest first, bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from array import array
+
+import pytest
+
+from datafuel.loaders import _spans
+from datafuel.loaders._spans import END, GATHER, ORDER, TRANSFORM, SpanRecorder
+
+_spanring = pytest.importorskip("datafuel.loaders._spanring")
+Ring, Marks = _spanring.Ring, _spanring.Marks
+
+
+def rows(ring: object, width: int) -> list[list[int]]:
+    data, n = ring.snapshot()  # type: ignore[attr-defined]
+    a = array("Q")
+    a.frombytes(data)
+    flat = a.tolist()
+    assert len(flat) == n * width
+    return [flat[i * width : (i + 1) * width] for i in range(n)]
+
+
+def test_clock_is_perf_counter_ns() -> None:
+    before = time.perf_counter_ns()
+    now = _spanring.now()
+    after = time.perf_counter_ns()
+    assert before <= now <= after
+
+
+def test_begin_writes_key_ident_and_first_mark() -> None:
+    r = Ring(4, 12)
+    t0 = time.perf_counter_ns()
+    m = r.begin(3, 1, 2, 9)
+    assert isinstance(m, Marks) and len(m) == 12
+    assert m.key() == (3, 1, 2, 9)
+    assert m[4] == threading.get_ident()
+    assert t0 <= m[ORDER] <= time.perf_counter_ns()
+    assert m.tolist()[ORDER + 1 :] == [0] * 6
+    m.stamp(GATHER)
+    m.stamp(TRANSFORM, END)
+    assert m[ORDER] <= m[GATHER] <= m[TRANSFORM] == m[END]
+    m[7] = 12345
+    assert rows(r, 12)[0] == m.tolist() and m[-5] == 12345
+
+
+def test_ring_keeps_the_last_capacity_rows_oldest_first() -> None:
+    r = Ring(3, 7)
+    for i in range(5):
+        r.put(0, i, 0, i, 10 * i, 10 * i + 1)
+    got = rows(r, 7)
+    assert [row[1] for row in got] == [2, 3, 4]
+    assert got[0][4:6] == [20, 21] and got[0][6] == threading.get_ident()
+    assert r.count == 5 and r.capacity == 3 and r.width == 7
+    r.reset()
+    assert r.count == 0 and rows(r, 7) == []
+
+
+def test_a_stale_marks_writes_only_its_own_row() -> None:
+    r = Ring(2, 12)
+    old = r.begin(0, 0, 0, 0)
+    r.begin(0, 1, 0, 1)
+    r.begin(0, 2, 0, 2)  # reuses old's row
+    old.stamp(END)  # a wrong value in that row, never outside the block
+    got = rows(r, 12)
+    assert [row[1] for row in got] == [1, 2]
+    r.reset()
+    old[11] = 7
+    assert rows(r, 12) == []
+
+
+def test_bad_calls_are_errors() -> None:
+    r = Ring(2, 7)
+    with pytest.raises(TypeError, match="6 values"):
+        r.put(1, 2)
+    with pytest.raises(TypeError, match="begin"):
+        r.begin(1, 2)
+    with pytest.raises(OverflowError):
+        r.put(-1, 0, 0, 0, 0, 0)
+    m = Ring(2, 12).begin(0, 0, 0, 0)
+    with pytest.raises(IndexError):
+        m[12] = 1
+    with pytest.raises(IndexError):
+        m.stamp(99)
+    with pytest.raises(TypeError):
+        del m[3]
+    with pytest.raises(TypeError):
+        m["x"] = 1
+    with pytest.raises(ValueError):
+        Ring(0, 7)
+    with pytest.raises(ValueError):
+        Ring(4, 3)
+    with pytest.raises(TypeError, match="begin_as"):
+        r.begin_as(list, 0, 0, 0, 0)
+    with pytest.raises(TypeError, match="hook"):
+        Ring(2, 12, object(), 5)
+
+
+def test_hook_runs_while_the_flag_is_on() -> None:
+    class Flag:
+        _is_profiler_enabled = False
+
+    seen: list[tuple[int, ...]] = []
+
+    def hook(*key: int) -> object:
+        seen.append(key)
+        return "hooked"
+
+    r = Ring(4, 12, Flag, hook)
+    assert isinstance(r.begin(0, 1, 2, 3), Marks)
+    Flag._is_profiler_enabled = True
+    assert r.begin(0, 1, 2, 3) == "hooked" and seen == [(0, 1, 2, 3)]
+
+
+def test_threads_write_their_own_rows() -> None:
+    r = Ring(10_000, 12)
+    idents: dict[int, int] = {}
+
+    def work(w: int) -> None:
+        idents[w] = threading.get_ident()
+        for j in range(2000):
+            m = r.begin(0, w, 0, j)
+            m.stamp(GATHER, TRANSFORM, END)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = rows(r, 12)
+    assert len(got) == 8000
+    for w in range(4):
+        mine = [row for row in got if row[1] == w]
+        assert [row[3] for row in mine] == list(range(2000))
+        assert {row[4] for row in mine} == {idents[w]}
+        assert all(row[ORDER] <= row[GATHER] <= row[END] for row in mine)
+
+
+def test_recorder_skips_batches_in_flight_and_counts_finished_ones() -> None:
+    rec = SpanRecorder(capacity=8)
+    assert rec.native
+    done = rec.begin(0, 0, 0, 0)
+    done.stamp(GATHER, TRANSFORM, 7, 8, 9, END)
+    rec.batch(done)
+    rec.begin(0, 1, 0, 1).stamp(GATHER)  # in flight (or failed): END never stamped
+    batches, _ = rec.snapshot()
+    assert [b[0] for b in batches] == [(0, 0, 0, 0)] and len(rec) == 1
+
+
+def test_recorder_falls_back_to_python_rings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_spans, "_spanring", None)
+    rec = SpanRecorder(capacity=4)
+    assert not rec.native
+    for j in range(6):
+        m = rec.begin(0, j, 0, j)
+        m.stamp(GATHER, TRANSFORM, 7, 8, 9, END)
+        rec.batch(m)
+        rec.wait(0, j, 0, j, m[ORDER], m[END])
+    batches, waits = rec.snapshot()
+    assert [b[0][1] for b in batches] == [2, 3, 4, 5] and len(waits) == 4
