@@ -24,7 +24,7 @@ import io
 import os
 import textwrap
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +32,6 @@ from datafuel._fs import atomic_write_bytes
 from datafuel.errors import ConfigError, OutputError
 
 from ._spans import STAGES
-
-if TYPE_CHECKING:
-    from ._loader import Loader
 
 __all__ = ["BINS", "HEIGHT", "WIDTH", "check_matplotlib", "profile_plot"]
 
@@ -77,7 +74,7 @@ def check_matplotlib() -> tuple[Any, Any]:
 
 
 def profile_plot(
-    loader: Loader, path: str | os.PathLike[str], *, title: str | None = None
+    loader: Any, path: str | os.PathLike[str], *, title: str | None = None
 ) -> dict[str, Any]:
     """Draw the loader's heartbeat, throughput and per-stage time into the PNG ``path``.
 
