@@ -6,7 +6,10 @@ regions, scales, boxes and output sizes, huge and negative included), ``vision._
 .pack_rgb`` (real RGBX images with wrong sizes and outputs) and ``clean._knnselect``
 (``update``, ``update_partial``, ``exact``, ``rank`` with random shapes, formats,
 indices and NaN/inf content) and ``loaders._gather`` (``rows_at``, ``windows_at`` with
-offsets that lie about the shards, placeholders and out-of-range indices). Every call must return or raise a ``ValueError``/``TypeError``/
+offsets that lie about the shards, placeholders and out-of-range indices;
+``document_fields`` with unsorted, repeated or out-of-range boundaries, starts out of
+range, and outputs of wrong formats or too small). Every call must return or raise a
+``ValueError``/``TypeError``/
 ``BufferError``/``OverflowError``; a crash, or under AddressSanitizer any bad read or
 write, ends the process with a non-zero status (``scripts/fuzz_asan.sh`` builds the
 extensions with ASan and runs this).
@@ -281,6 +284,41 @@ def fuzz_gather(r: random.Random) -> None:
     call(_gather.windows_at, toks, tok_off, gst, length, win, r.choice((2, 2, 4, 3)))
 
 
+def fuzz_documents(r: random.Random) -> None:
+    # mostly well-formed calls (so the kernel writes), each with a chance of one lie
+    g = np.random.default_rng(r.randrange(2**32))
+    total = r.choice((0, 1, 2, 17, 300, 300, 5000, 5000))
+    t = r.choice((1, 2, 3, 8, 64)) if r.random() < 0.97 else r.choice((0, -1, 2**40))
+    u = np.unique(g.integers(1, max(2, total), r.randrange(0, 200)))
+    if r.random() < 0.2 and u.size:  # disorder, repeats, entries outside (0, total)
+        i, j = r.randrange(u.size), r.randrange(u.size)
+        op = r.random()
+        if op < 0.4:
+            u[i], u[j] = u[j], u[i]
+        elif op < 0.7:
+            u[i] = u[j]
+        else:
+            u[i] = r.choice((0, -5, total, total + 3, 2**62))
+    if r.random() < 0.03:
+        u = u.astype(r.choice((np.int32, np.uint64, np.float64)))
+    n = r.randrange(0, 40)
+    hi = max(1, total - max(t, 0))
+    st = g.integers(0, hi, n)
+    if r.random() < 0.1 and n:
+        st[r.randrange(n)] = r.choice((-1, hi, total, 2**62, -(2**62)))
+    if r.random() < 0.03:
+        st = st.astype(r.choice((np.int32, np.uint64)))
+    tt = max(0, min(t, 64))
+    rows = n if r.random() > 0.05 else r.choice((0, n + 1, max(0, n - 1)))
+    pos = np.zeros((rows, tt), np.int64 if r.random() > 0.03 else np.int32)
+    mask = np.zeros((rows, tt), np.bool_ if r.random() > 0.03 else np.int16)
+    cu_n = n * max(tt, 1) + 1  # room for every input to start a segment
+    if r.random() < 0.2:  # or less room than the batch may need
+        cu_n = n * r.choice((1, 2, 4)) + r.choice((1, 0, -1))
+    cu = np.zeros(max(0, cu_n), np.int32 if r.random() > 0.03 else np.int64)
+    call(_gather.document_fields, u, st, t, total, pos, mask, cu)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20000, help="calls per target at most")
@@ -301,6 +339,7 @@ def main() -> int:
         lambda: fuzz_pack(r),
         lambda: fuzz_knn(r),
         lambda: fuzz_gather(r),
+        lambda: fuzz_documents(r),
     ]
     t0 = time.monotonic()
     rounds = 0

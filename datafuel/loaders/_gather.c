@@ -31,6 +31,22 @@
  *     or 8 bytes, at least as wide as the tokens (widened as they are copied). Returns
  *     None once copied, or an int i, copying nothing, when window i does not fit in
  *     [0, total). Only the shards the windows read are looked at.
+ *
+ * document_fields(boundaries, starts, seq_len, total, positions, mask, cu_seqlens)
+ *     The document fields of the windows [s, s + seq_len + 1) of starts (int64, n), in one
+ *     pass over the outputs (FORMAT.md, "Document fields"): boundaries (int64, sorted,
+ *     strictly increasing, inside (0, total)) are the document starts; the T = seq_len
+ *     inputs of a window are cut before every boundary d with s < d < s + T. Writes
+ *     positions (int64, n * T: each input's place in its segment), mask (1-byte bools,
+ *     n * T: 0 on a segment's last input whose target starts the next document; a
+ *     window's last input only when s + T is a boundary) and cu_seqlens (int32, at least
+ *     one more entry than the batch has segments: the flat start of every segment, then
+ *     n * T to the end). Returns max_seqlen, the longest segment (0 for no window).
+ *     Every start must lie in [0, total - T - 1] and n * T must fit in int32. The
+ *     boundaries are searched, not scanned (per window a binary search for its first
+ *     one after s, then a walk), so their order is checked only where a batch reads
+ *     them: entries found out of order raise. Malformed arguments raise ValueError
+ *     (or TypeError, BufferError) before anything is written.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -336,11 +352,201 @@ done:
     return result;
 }
 
+
+/* ---- document_fields: position_ids, loss_mask, cu_seqlens of token windows ----------- */
+
+/* a writable C-contiguous buffer of `count` items of `size` bytes whose format is one of
+ * `formats` (one letter each); -1 with an exception */
+static int get_out(PyObject *obj, Py_buffer *view, const char *name, Py_ssize_t size,
+                   const char *formats, Py_ssize_t count)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '=' || *f == '@' || *f == '<')
+        f++;
+    if (view->itemsize != size || f[0] == '\0' || f[1] != '\0' || strchr(formats, f[0]) == NULL ||
+        view->len / size < count) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a writable contiguous buffer of at least %zd items of %zd bytes "
+                     "(format one of '%s'); got %zd bytes of items of %zd, format '%s'",
+                     name, count, size, formats, view->len, view->itemsize, view->format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* index of the first boundary > s (u ascending): branch-free so that a batch's searches,
+ * run in lockstep, overlap their cache misses */
+static void first_after(const int64_t *u, Py_ssize_t nu, const int64_t *s, Py_ssize_t n,
+                        Py_ssize_t *lo)
+{
+    if (nu == 0) {
+        for (Py_ssize_t j = 0; j < n; j++)
+            lo[j] = 0;
+        return;
+    }
+    for (Py_ssize_t j = 0; j < n; j++)
+        lo[j] = 0;
+    /* invariant: the answer lies in [lo, lo + len] (u[lo - 1] <= s where lo > 0) */
+    Py_ssize_t len = nu;
+    while (len > 1) {
+        Py_ssize_t half = len / 2;
+        for (Py_ssize_t j = 0; j < n; j++)
+            lo[j] += u[lo[j] + half - 1] <= s[j] ? half : 0;
+        len -= half;
+    }
+    for (Py_ssize_t j = 0; j < n; j++)
+        lo[j] += u[lo[j]] <= s[j];
+}
+
+static PyObject *document_fields(PyObject *self, PyObject *args)
+{
+    PyObject *u_obj, *st_obj, *pos_obj, *mask_obj, *cu_obj;
+    Py_ssize_t t;
+    long long total;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnLOOO:document_fields", &u_obj, &st_obj, &t, &total,
+                          &pos_obj, &mask_obj, &cu_obj))
+        return NULL;
+    PyObject *result = NULL;
+    Py_buffer ub, sb, pb, mb, cb;
+    int got = 0; /* how many of the five views are held, in that order */
+    Py_ssize_t *lo = NULL;
+    int64_t *ramp = NULL;
+    if (get_index(u_obj, &ub, "boundaries") != 0)
+        goto done;
+    got++;
+    if (get_index(st_obj, &sb, "starts") != 0)
+        goto done;
+    got++;
+    const int64_t *u = ub.buf, *st = sb.buf;
+    const Py_ssize_t nu = ub.len / 8, n = sb.len / 8;
+    if (t < 1 || total < 0 || (n > 0 && t > (INT32_MAX - 1) / n)) {
+        PyErr_Format(PyExc_ValueError,
+                     "seq_len must be >= 1, total >= 0 and n * seq_len < 2**31 (n %zd, seq_len "
+                     "%zd, total %lld)",
+                     n, t, total);
+        goto done;
+    }
+    const Py_ssize_t flat = n * t;
+    if (get_out(pos_obj, &pb, "positions", 8, "ql", flat) != 0)
+        goto done;
+    got++;
+    if (get_out(mask_obj, &mb, "mask", 1, "?Bb", flat) != 0)
+        goto done;
+    got++;
+    if (get_out(cu_obj, &cb, "cu_seqlens", 4, "iI", 1) != 0)
+        goto done;
+    got++;
+    const Py_ssize_t n_cu = cb.len / 4;
+    if (nu > 0 && (u[0] <= 0 || u[nu - 1] >= total)) {
+        PyErr_Format(PyExc_ValueError,
+                     "boundaries must lie inside (0, total) (total %lld; first %lld, last %lld)",
+                     total, (long long)u[0], (long long)u[nu - 1]);
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (st[j] < 0 || st[j] > total - t - 1) {
+            PyErr_Format(PyExc_ValueError,
+                         "starts[%zd] = %lld is not a window start: windows of %zd tokens of a "
+                         "stream of %lld need starts in [0, %lld]",
+                         j, (long long)st[j], t + 1, total, total - t - 1);
+            goto done;
+        }
+    /* lo: each window's first boundary after its start; ramp: 0 .. T - 1, the positions
+     * of a segment copied (memcpy's wide stores) rather than counted */
+    lo = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(Py_ssize_t));
+    ramp = PyMem_Malloc((size_t)(n > 0 ? t : 1) * sizeof(int64_t));
+    if (lo == NULL || ramp == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < (n > 0 ? t : 0); k++)
+        ramp[k] = k;
+    PyThreadState *save = pb.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
+    first_after(u, nu, st, n, lo);
+    /* checked before anything is written: every boundary a window reads in order, and the
+     * batch's segments fit in cu_seqlens */
+    Py_ssize_t segments = 0, bad = -1;
+    for (Py_ssize_t j = 0; j < n && bad < 0; j++) {
+        const int64_t s = st[j], end = s + t;
+        Py_ssize_t i = lo[j];
+        if ((i > 0 && u[i - 1] > s) || (i < nu && u[i] <= s))
+            bad = i;
+        for (int64_t prev = s; bad < 0 && i < nu && u[i] < end; prev = u[i], i++) {
+            if (u[i] <= prev)
+                bad = i;
+            segments++;
+        }
+        segments++;
+    }
+    if (bad >= 0 || segments > n_cu - 1) {
+        if (save != NULL)
+            PyEval_RestoreThread(save);
+        if (bad >= 0)
+            PyErr_Format(PyExc_ValueError,
+                         "boundaries must be sorted and strictly increasing (entry %zd is out "
+                         "of order)",
+                         bad);
+        else
+            PyErr_Format(PyExc_ValueError,
+                         "cu_seqlens holds %zd entries; the batch has %zd segments and needs "
+                         "one more",
+                         n_cu, segments);
+        goto done;
+    }
+    int64_t *pos = pb.buf;
+    char *mask = mb.buf;
+    int32_t *cu = cb.buf;
+    Py_ssize_t c = 0;
+    int64_t longest = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        const int64_t s = st[j], end = s + t;
+        const Py_ssize_t base = j * t;
+        Py_ssize_t i = lo[j];
+        int64_t a = 0; /* the segment's first input in the window */
+        for (;;) {
+            const int inner = i < nu && u[i] < end;
+            const int64_t z = inner ? u[i] - s : t; /* its end */
+            memcpy(pos + base + a, ramp, (size_t)(z - a) * sizeof(int64_t));
+            memset(mask + base + a, 1, (size_t)(z - a));
+            cu[c++] = (int32_t)(base + a);
+            if (z - a > longest)
+                longest = z - a;
+            if (!inner) {
+                if (i < nu && u[i] == end)
+                    mask[base + t - 1] = 0; /* the last target starts a document */
+                break;
+            }
+            mask[base + z - 1] = 0;
+            a = z;
+            i++;
+        }
+    }
+    for (; c < n_cu; c++)
+        cu[c] = (int32_t)flat;
+    if (save != NULL)
+        PyEval_RestoreThread(save);
+    result = PyLong_FromLongLong(longest);
+done:
+    PyMem_Free(lo);
+    PyMem_Free(ramp);
+    Py_buffer *views[] = {&ub, &sb, &pb, &mb, &cb};
+    for (int k = 0; k < got; k++)
+        PyBuffer_Release(views[k]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"windows_at", windows_at, METH_VARARGS,
      "windows_at(srcs, offsets, starts, length, out, token_size): windows of global starts."},
     {"rows_at", rows_at, METH_VARARGS,
      "rows_at(srcs, offsets, idx, row_bytes, out): rows of global indices into batch order."},
+    {"document_fields", document_fields, METH_VARARGS,
+     "document_fields(boundaries, starts, seq_len, total, positions, mask, cu_seqlens): "
+     "the document fields of token windows; returns max_seqlen."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,3 +5,13 @@ def rows_at(
 def windows_at(
     srcs: object, offsets: object, starts: object, length: int, out: object, token_size: int, /
 ) -> int | None: ...
+def document_fields(
+    boundaries: object,
+    starts: object,
+    seq_len: int,
+    total: int,
+    positions: object,
+    mask: object,
+    cu_seqlens: object,
+    /,
+) -> int: ...

@@ -28,6 +28,11 @@ from datafuel._checks import check_int
 
 from ._tokens import TokenStream
 
+try:  # the one-pass document fields (optional C extension, see _gather.c)
+    from . import _gather
+except ImportError:  # pragma: no cover - the numpy path below stays the reference
+    _gather = None  # type: ignore[assignment]
+
 __all__ = ["DOCUMENT_FIELDS", "PackedWindows", "TokenWindows"]
 
 #: the fields ``documents=`` adds to a token batch, in batch order
@@ -160,7 +165,41 @@ class TokenWindows:
         last segment, whose final target ``s + T`` crosses only when ``s + T`` is a
         document start.
         """
-        s = np.asarray(starts, dtype=np.int64).reshape(-1)
+        s = np.ascontiguousarray(starts, dtype=np.int64).reshape(-1)
+        if _gather is not None:
+            return self._native_fields(s, out)
+        return self._numpy_fields(s, out)
+
+    def _native_fields(
+        self, s: np.ndarray, out: dict[str, np.ndarray] | None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`document_fields` in one pass over the outputs (``_gather.document_fields``),
+        into ``out``'s ``position_ids`` and ``loss_mask`` when they are contiguous."""
+        b, t = s.size, self.seq_len
+        pos = mask = None
+        if out is not None and "position_ids" in out:
+            pos, mask = out["position_ids"], out["loss_mask"]
+            if not (_fits(pos, np.int64, (b, t)) and _fits(mask, np.bool_, (b, t))):
+                return self._numpy_fields(s, out)  # a strided slot: numpy writes through it
+        if pos is None or mask is None:
+            pos = np.empty((b, t), np.int64)
+            mask = np.empty((b, t), np.bool_)
+        cu = np.empty(b * self.max_segments + 1, np.int32)
+        longest = _gather.document_fields(
+            self.boundaries, s, t, self.stream.num_tokens, pos, mask, cu
+        )
+        return {
+            "position_ids": pos,
+            "cu_seqlens": cu,
+            "max_seqlen": np.array(longest, np.int32),
+            "loss_mask": mask,
+        }
+
+    def _numpy_fields(
+        self, s: np.ndarray, out: dict[str, np.ndarray] | None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`document_fields` in numpy (the reference, and the path without the C
+        extension)."""
         b = s.size
         if b == 0:
             lo = counts = np.zeros(0, np.int64)
@@ -353,6 +392,11 @@ def _best_fit(lengths: np.ndarray, capacity: int) -> np.ndarray:
                 by_room[room] = []
             by_room[room].append(w)
     return window
+
+
+def _fits(a: np.ndarray, dtype: type, shape: tuple[int, int]) -> bool:
+    """Whether ``a`` is a writable C-contiguous array of ``dtype`` and ``shape``."""
+    return a.dtype == dtype and a.shape == shape and a.flags.c_contiguous and a.flags.writeable
 
 
 class _Arange:

@@ -19,8 +19,10 @@ import pytest
 import torch
 from loader_helpers import check_resume, take
 
+import datafuel.loaders._windows as windows_mod
 from datafuel.errors import ConfigError, DatafuelError, SchemaError
 from datafuel.loaders import Loader, PackedWindows, ShardSet, ShardWriter, fixed, ragged
+from datafuel.loaders._windows import TokenWindows
 
 FIELDS = ("position_ids", "cu_seqlens", "max_seqlen", "loss_mask")
 
@@ -99,9 +101,20 @@ def zipf_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndar
     return write_corpus(tmp_path_factory.mktemp("zipf"), lens), lens
 
 
+@pytest.fixture(params=["native", "numpy"])
+def fields_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on the C kernel (``_gather.document_fields``) and on the numpy path."""
+    if request.param == "native":
+        if windows_mod._gather is None:
+            pytest.skip("the C extension did not build")
+    else:
+        monkeypatch.setattr(windows_mod, "_gather", None)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fields_equal_the_boundaries_of_the_raw_documents(
-    zipf_corpus: tuple[Path, np.ndarray], seed: int
+    zipf_corpus: tuple[Path, np.ndarray], seed: int, fields_path: str
 ) -> None:
     d, lens = zipf_corpus
     did = doc_ids(lens)
@@ -122,6 +135,85 @@ def test_fields_equal_the_boundaries_of_the_raw_documents(
         windows += len(tok)
     assert windows >= 2000
     assert loader.state_dict() == plain.state_dict()
+
+
+# -- the C kernel against the numpy path ------------------------------------------------
+def both_paths(
+    w: TokenWindows, starts: np.ndarray, out: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The fields of ``starts`` from the C kernel, checked equal (dtypes, shapes, values)
+    to the numpy path's."""
+    s = np.asarray(starts, np.int64)
+    got = w._native_fields(s, out)
+    want = w._numpy_fields(s, None)
+    assert list(got) == list(want) == list(FIELDS)
+    for k in FIELDS:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    return got
+
+
+def special_starts(w: TokenWindows) -> tuple[np.ndarray, np.ndarray]:
+    """Starts with a boundary exactly at ``s``, ``s + 1``, ``s + T - 1``, ``s + T`` and
+    ``s + T + 1``; and the starts of the windows that hold ``max_segments`` segments."""
+    u, t, n = w.boundaries, w.seq_len, w.stream.num_tokens
+    edge = np.concatenate([u, u - 1, u - t + 1, u - t, u - t - 1, [0, n - t - 1]])
+    dense = np.zeros(0, np.int64)
+    if u.size and t > 1:
+        reach = np.searchsorted(u, u + (t - 1), side="left") - np.arange(u.size)
+        dense = u[reach == reach.max()] - 1
+    return np.unique(edge[(edge >= 0) & (edge <= n - t - 1)]), dense[dense <= n - t - 1]
+
+
+@pytest.mark.skipif(windows_mod._gather is None, reason="the C extension did not build")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("T", [1, 2, 7, 48, 300])
+def test_native_fields_equal_the_numpy_path(tmp_path: Path, seed: int, T: int) -> None:
+    rng = np.random.default_rng(seed)
+    lens = zipf_lengths(rng, 3000, cap=400)  # many documents of one token, some empty
+    lens[rng.random(lens.size) < 0.05] = 1
+    d = write_corpus(tmp_path / "z", lens, shard_bytes=1 << 13)  # windows across shards
+    stream = ShardSet(d).token_stream("tokens")
+    assert len(stream.shard_starts) > 10
+    w = TokenWindows(stream, T)
+    n = stream.num_tokens
+    edge, dense = special_starts(w)
+    for s in np.array_split(edge, max(1, edge.size // 64)):
+        both_paths(w, s)
+    # windows of max_segments segments each: cu_seqlens full but for its last entry
+    dense = np.resize(dense, 64) if dense.size else np.zeros(64, np.int64)
+    got = both_paths(w, dense)
+    cu = got["cu_seqlens"]
+    if T > 1 and w.boundaries.size:
+        assert w.max_segments > 1 and cu.size == 64 * w.max_segments + 1
+        assert (cu[:-1] < 64 * T).all() and cu[-1] == 64 * T
+    for k in range(20):  # random starts off the epoch grid, and batches of the grid
+        both_paths(w, rng.integers(0, n - T, int(rng.integers(1, 70))))
+        grid = w.starts(seed, k, shuffle=True)
+        both_paths(w, grid[rng.permutation(grid.size)[:64]])
+    empty = both_paths(w, np.zeros(0, np.int64))
+    assert empty["position_ids"].shape == (0, T) and empty["cu_seqlens"].tolist() == [0]
+    # into the loader's reused slots, which come back filled
+    s = rng.integers(0, n - T, 16)
+    slot = {"position_ids": np.full((16, T), -1), "loss_mask": np.zeros((16, T), bool)}
+    got = both_paths(w, s, out=slot)
+    assert got["position_ids"] is slot["position_ids"] and got["loss_mask"] is slot["loss_mask"]
+    # a strided slot takes the numpy path, with the same values
+    wide = np.zeros((16, 2 * T), np.int64)
+    strided = {"position_ids": wide[:, ::2], "loss_mask": np.zeros((16, T), bool)}
+    got = both_paths(w, s, out=strided)
+    np.testing.assert_array_equal(wide[:, ::2], got["position_ids"])
+
+
+@pytest.mark.skipif(windows_mod._gather is None, reason="the C extension did not build")
+def test_native_fields_of_a_stream_without_boundaries(tmp_path: Path) -> None:
+    w = TokenWindows(
+        ShardSet(write_corpus(tmp_path / "one", np.array([500]))).token_stream("tokens"), 16
+    )
+    assert w.boundaries.size == 0 and w.max_segments == 1
+    got = both_paths(w, np.array([0, 3, 483]))
+    assert got["cu_seqlens"].tolist() == [0, 16, 32, 48] and int(got["max_seqlen"]) == 16
+    assert got["loss_mask"].all()
 
 
 def test_max_segments_is_the_most_any_window_can_hold(

@@ -199,3 +199,89 @@ def test_two_threads_mapping_the_same_shard_at_once_both_succeed(rows, monkeypat
     for name in ("a", "b"):
         assert isinstance(got[name], np.ndarray), got[name]
         np.testing.assert_array_equal(got[name], x[idx])
+
+
+# -- document_fields: position_ids, loss_mask, cu_seqlens of token windows ------------------
+def _doc_args(**change):
+    """A valid call (boundaries 5, 9, 20 of a 40-token stream; windows of T = 8), changed."""
+    a = {
+        "boundaries": np.array([5, 9, 20], np.int64),
+        "starts": np.array([0, 12, 31], np.int64),
+        "seq_len": 8,
+        "total": 40,
+        "positions": np.full((3, 8), -7, np.int64),
+        "mask": np.zeros((3, 8), bool),
+        "cu_seqlens": np.full(3 * 3 + 1, -7, np.int32),
+    }
+    a.update(change)
+    return a
+
+
+def test_document_fields_one_pass() -> None:
+    a = _doc_args()
+    assert G.document_fields(*a.values()) == 8  # the longest segment
+    # window 0: cut at 5 (inputs 0..7); window 12: cut at 20 = s + T (last target
+    # crosses); window 31: no boundary
+    np.testing.assert_array_equal(
+        a["positions"], [[0, 1, 2, 3, 4, 0, 1, 2], np.arange(8), np.arange(8)]
+    )
+    np.testing.assert_array_equal(a["mask"], [[1, 1, 1, 1, 0, 1, 1, 1], [1] * 7 + [0], [1] * 8])
+    assert a["cu_seqlens"].tolist() == [0, 5, 8, 16] + [24] * 6
+
+
+def _bad_document_calls():
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    yield _doc_args(boundaries=i64(5, 3, 20))  # out of order where window 0 reads
+    yield _doc_args(boundaries=i64(5, 6, 6, 20))  # repeated
+    yield _doc_args(boundaries=i64(5, 9, 17, 14, 20))  # inside window 12
+    yield _doc_args(boundaries=i64(5, 9, 13, 12, 20))  # around window 12's start
+    yield _doc_args(boundaries=i64(0, 9, 20))  # not inside (0, total)
+    yield _doc_args(boundaries=i64(5, 9, 40))
+    yield _doc_args(boundaries=np.array([5, 9, 20], np.int32))
+    yield _doc_args(starts=i64(0, 12, 32))  # the window would run past the stream
+    yield _doc_args(starts=i64(-1, 12, 31))
+    yield _doc_args(starts=np.array([0, 12, 31], np.uint64))
+    yield _doc_args(seq_len=0)
+    yield _doc_args(total=-1)
+    yield _doc_args(positions=np.full((3, 7), -7, np.int64))  # too small
+    yield _doc_args(positions=np.full((3, 8), -7, np.int32))
+    yield _doc_args(positions=np.full((3, 8), -7.0))
+    yield _doc_args(mask=np.zeros((3, 7), bool))
+    yield _doc_args(mask=np.zeros((3, 8), np.int16))
+    yield _doc_args(cu_seqlens=np.full(4, -7, np.int32))  # 5 segments need 6 entries
+    yield _doc_args(cu_seqlens=np.full(10, -7, np.int64))
+    ro = np.full((3, 8), -7, np.int64)
+    ro.flags.writeable = False
+    yield _doc_args(positions=ro)
+    big = np.zeros(2, np.int64)
+    yield _doc_args(starts=big, seq_len=2**30, total=2**40)  # n * T past int32
+
+
+@pytest.mark.parametrize("args", list(_bad_document_calls()))
+def test_bad_document_calls_raise_and_write_nothing(args) -> None:
+    before = {k: v.copy() for k, v in args.items() if isinstance(v, np.ndarray)}
+    with pytest.raises((ValueError, TypeError, BufferError)):
+        G.document_fields(*args.values())
+    for k, v in before.items():
+        np.testing.assert_array_equal(args[k], v, err_msg=k)
+
+
+def test_document_fields_check_the_order_only_where_a_batch_reads() -> None:
+    # boundaries are searched, not scanned: disorder between entries no window reads is
+    # not seen (the loader's boundaries are sorted by construction); the call stays
+    # inside its buffers and answers as for the entries it read
+    a = _doc_args(boundaries=np.array([5, 9, 20, 3], np.int64))
+    assert G.document_fields(*a.values()) == 8
+    np.testing.assert_array_equal(a["positions"][0], [0, 1, 2, 3, 4, 0, 1, 2])
+
+
+def test_document_fields_of_an_empty_batch() -> None:
+    cu = np.full(1, -7, np.int32)
+    a = _doc_args(
+        starts=np.zeros(0, np.int64),
+        positions=np.zeros((0, 8), np.int64),
+        mask=np.zeros((0, 8), bool),
+        cu_seqlens=cu,
+    )
+    assert G.document_fields(*a.values()) == 0
+    assert cu.tolist() == [0]
