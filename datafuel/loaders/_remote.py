@@ -11,6 +11,12 @@ standard configuration read the way its own SDK reads it (``AWS_ENDPOINT_URL``,
 ``AZURE_STORAGE_ACCOUNT_KEY``...). AWS profiles (``AWS_PROFILE``, ``~/.aws/config``) go
 through boto3's credential chain when boto3 is installed.
 
+Plain-http endpoints (an S3-compatible store on a LAN, Azurite, a GCS emulator) are allowed
+when the environment names one: ``AWS_ENDPOINT_URL=http://…``, ``AZURE_STORAGE_ENDPOINT=http://…``
+(or ``AZURE_STORAGE_USE_EMULATOR=true`` with ``AZURITE_BLOB_STORAGE_URL``, which obstore
+handles itself), ``GOOGLE_BASE_URL=http://…`` or a service-account key whose
+``gcs_base_url`` is ``http://…`` (with ``"disable_oauth": true`` for an emulator).
+
 Retries are ours, not obstore's (its own are turned off): tenacity with exponential
 backoff and jitter on timeouts, 5xx answers (S3's ``503 SlowDown`` included), 408/429
 and dropped connections, so that every retry is counted and an exhausted one raises
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 import re
 import threading
@@ -141,7 +148,10 @@ def is_transient(exc: BaseException) -> bool:
         return code >= 500 or code in (408, 429)
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
-    low = text.lower()
+    # obstore's "Debug source" dump names its own ``retry_timeout`` in every error: not a timeout
+    low = text.lower().replace("retry_timeout", "")
+    if "builder error" in low:  # a request that cannot be built (a URL the client refuses)
+        return False
     return any(t in low for t in _TRANSIENT_TEXT)
 
 
@@ -171,12 +181,50 @@ def _client_options(url: str, policy: RetryPolicy) -> dict[str, Any]:
         "connect_timeout": timedelta(seconds=min(policy.timeout, 10.0)),
     }
     scheme = urlsplit(url).scheme.lower()
-    endpoint = ""
-    if scheme == "s3":
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
-    if scheme == "http" or endpoint.lower().startswith("http://"):
-        opts["allow_http"] = True  # an S3-compatible store on a LAN
+    if scheme == "http" or _endpoint_of(scheme).lower().startswith("http://"):
+        opts["allow_http"] = True  # an S3-compatible store on a LAN, Azurite, a GCS emulator
     return opts
+
+
+_AZURE_SCHEMES = ("az", "abfs", "abfss", "azure")
+
+
+def _endpoint_of(scheme: str) -> str:
+    """The endpoint the environment gives ``scheme``'s store (``""``: the cloud's own).
+
+    The variables obstore reads itself: ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``;
+    ``AZURE_STORAGE_ENDPOINT``/``AZURE_ENDPOINT`` (with ``AZURE_STORAGE_USE_EMULATOR``
+    obstore goes to ``AZURITE_BLOB_STORAGE_URL`` and allows http itself);
+    ``GOOGLE_BASE_URL``, else the ``gcs_base_url`` of the service-account key
+    (``GOOGLE_SERVICE_ACCOUNT_KEY``, or the file at ``GOOGLE_SERVICE_ACCOUNT``/
+    ``GOOGLE_SERVICE_ACCOUNT_PATH``: the way to point obstore at a GCS emulator).
+    Only the URL is taken from a key; nothing else in it is kept.
+    """
+    env = os.environ.get
+    if scheme == "s3":
+        return env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL") or ""
+    if scheme in _AZURE_SCHEMES:
+        return env("AZURE_STORAGE_ENDPOINT") or env("AZURE_ENDPOINT") or ""
+    if scheme == "gs":
+        return env("GOOGLE_BASE_URL") or _gcs_key_base_url()
+    return ""
+
+
+def _gcs_key_base_url() -> str:
+    text = os.environ.get("GOOGLE_SERVICE_ACCOUNT_KEY", "")
+    path = os.environ.get("GOOGLE_SERVICE_ACCOUNT") or os.environ.get("GOOGLE_SERVICE_ACCOUNT_PATH")
+    if not text and path:
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as fh:
+                text = fh.read(1 << 20)
+        except OSError:
+            return ""  # obstore reports the unreadable key when it opens the store
+    try:
+        key = json.loads(text) if text else None
+    except ValueError:
+        return ""
+    base = key.get("gcs_base_url") if isinstance(key, dict) else None
+    return base if isinstance(base, str) else ""
 
 
 def _s3_credential_provider() -> Any:
