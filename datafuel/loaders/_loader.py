@@ -34,7 +34,7 @@ from ._mixture import Mixture, Schedule
 from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
 from ._remote import is_remote
-from ._remote_set import RemotePass, RemoteShardSet
+from ._remote_set import BatchShards, RemotePass, RemoteShardSet
 from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler, max_shard_bytes_per_run
 from ._spans import (
     COLLATE,
@@ -603,15 +603,9 @@ class Loader:
             or self.sources is not None  # a mixture's remote sources pin per gather
         ):
             return None
-        offsets = self.shards.offsets
-
-        def shards_of(p: Sequence[tuple[int, int]], o: np.ndarray) -> list[np.ndarray]:
-            return [
-                np.unique(np.searchsorted(offsets, o[a : a + b], side="right") - 1) for a, b in p
-            ]
-
-        per_batch = shards_of(plan, order) + shards_of(
-            self.sampler.plan(0), self.sampler.order(epoch + 1)
+        per_batch = BatchShards.of_plans(
+            [(plan, order), (self.sampler.plan(0), self.sampler.order(epoch + 1))],
+            self.shards.offsets,
         )
         return self.shards.begin_pass(per_batch, self.fields)
 

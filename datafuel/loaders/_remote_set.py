@@ -17,7 +17,6 @@ over its pass's future: the files every batch will read, in order. The pass then
 
 from __future__ import annotations
 
-import bisect
 import math
 import os
 import threading
@@ -311,13 +310,99 @@ class RemoteShardSet(ShardSet):
     # -- a loader's pass -------------------------------------------------------------------
     def begin_pass(
         self,
-        batch_shards: Sequence[np.ndarray],
+        batch_shards: BatchShards | Sequence[np.ndarray],
         fields: Sequence[str],
         *,
         prefetch_threads: int = 4,
     ) -> RemotePass:
-        """Start a pass that reads ``batch_shards[j]`` (shard ids) of ``fields`` for batch ``j``."""
+        """Start a pass that reads shards ``batch_shards[j]`` of ``fields`` for batch ``j``
+        (a :class:`BatchShards`, or one array of shard ids per batch)."""
+        if not isinstance(batch_shards, BatchShards):
+            batch_shards = BatchShards.from_lists(batch_shards)
         return RemotePass(self, batch_shards, list(fields), prefetch_threads)
+
+
+class BatchShards:
+    """The shards each batch of a pass reads, as two CSR tables (no Python per batch).
+
+    ``shards(j)``: batch ``j``'s shard ids, ascending; ``uses(k)``: the batches that
+    read shard ``k``, ascending. Built with a few numpy passes over the pass's sample
+    order (:meth:`of_plans`), in chunks so a large epoch never needs more than a few
+    arrays of ``_CHUNK`` samples at once.
+
+    Examples
+    --------
+    >>> order, offsets = np.array([0, 5, 6, 7]), np.array([0, 5, 10])
+    >>> bs = BatchShards.of_plans([([(0, 2), (2, 2)], order)], offsets)
+    >>> bs.shards(0).tolist(), bs.shards(1).tolist(), bs.uses(1).tolist(), len(bs)
+    ([0, 1], [1], [0, 1], 2)
+    """
+
+    def __init__(self, ptr: np.ndarray, shard: np.ndarray, num_shards: int) -> None:
+        self.ptr = ptr  # batch j's shards: shard[ptr[j] : ptr[j + 1]]
+        self.shard = shard
+        by_shard = np.argsort(shard, kind="stable")  # batches stay ascending per shard
+        batch = np.repeat(np.arange(ptr.size - 1, dtype=np.int64), np.diff(ptr))
+        self.use_batch = batch[by_shard]
+        counts = np.bincount(shard, minlength=num_shards)
+        self.use_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return self.ptr.size - 1
+
+    def shards(self, j: int) -> np.ndarray:
+        return self.shard[self.ptr[j] : self.ptr[j + 1]]
+
+    def uses(self, k: int) -> np.ndarray:
+        if k >= self.use_ptr.size - 1:
+            return self.use_batch[:0]
+        return self.use_batch[self.use_ptr[k] : self.use_ptr[k + 1]]
+
+    @classmethod
+    def from_lists(cls, per_batch: Sequence[np.ndarray]) -> BatchShards:
+        arrays = [np.unique(np.asarray(b, np.int64)) for b in per_batch]
+        ptr = np.concatenate([[0], np.cumsum([a.size for a in arrays])]).astype(np.int64)
+        shard = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+        return cls(ptr, shard.astype(np.int64), int(shard.max()) + 1 if shard.size else 0)
+
+    @classmethod
+    def of_plans(
+        cls, plans: Sequence[tuple[Sequence[tuple[int, int]], np.ndarray]], offsets: np.ndarray
+    ) -> BatchShards:
+        """The batches of each ``(plan, order)`` in turn, numbered on from one to the next
+        (``plan``: ``(start, size)`` into ``order``, the pass's sample ids; ``offsets``:
+        the set's shard offsets)."""
+        num_shards = max(1, offsets.size - 1)
+        ptrs, shards = [np.zeros(1, np.int64)], []
+        base = 0
+        for plan, order in plans:
+            p = np.asarray(plan, np.int64).reshape(-1, 2)
+            if not p.shape[0]:
+                continue
+            step = max(1, _CHUNK // max(1, int(p[:, 1].max())))
+            for c in range(0, p.shape[0], step):
+                part = p[c : c + step]
+                sizes = part[:, 1]
+                firsts = np.cumsum(sizes) - sizes
+                within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(firsts, sizes)
+                ids = order[np.repeat(part[:, 0], sizes) + within]
+                k = np.searchsorted(offsets, ids, side="right") - 1
+                batch = np.repeat(np.arange(part.shape[0], dtype=np.int64), sizes)
+                key = batch * num_shards + k
+                key.sort()  # a sort and a compare: np.unique's hash path is ~10x slower here
+                if key.size:
+                    key = key[np.concatenate([[True], key[1:] != key[:-1]])]
+                kb, ks = np.divmod(key, num_shards)
+                ptr = np.searchsorted(kb, np.arange(1, part.shape[0] + 1), side="left")
+                ptrs.append(ptr.astype(np.int64) + base)
+                shards.append(ks.astype(np.int64))
+                base += kb.size
+        shard = np.concatenate(shards) if shards else np.zeros(0, np.int64)
+        return cls(np.concatenate(ptrs), shard, offsets.size - 1)
+
+
+#: samples per chunk of :meth:`BatchShards.of_plans` (bounds its temporary arrays)
+_CHUNK = 1 << 20
 
 
 class RemotePass:
@@ -326,19 +411,13 @@ class RemotePass:
     def __init__(
         self,
         shards: RemoteShardSet,
-        batch_shards: Sequence[np.ndarray],
+        batch_shards: BatchShards,
         fields: list[str],
         prefetch_threads: int,
     ) -> None:
         self.set = shards
         self.fields = fields
-        self.batch_shards = [np.asarray(b, np.int64) for b in batch_shards]
-        #: shard -> the batches that read it, ascending
-        uses: dict[int, list[int]] = {}
-        for j, b in enumerate(self.batch_shards):
-            for k in b.tolist():
-                uses.setdefault(k, []).append(j)
-        self._uses = uses
+        self.batch_shards = batch_shards
         self._cond = threading.Condition()
         self._next = 0  # the next batch allowed to pin
         self._cursor = 0  # the lowest batch not yet released
@@ -354,11 +433,9 @@ class RemotePass:
 
     # -- policy ------------------------------------------------------------------------
     def _next_use_of_shard(self, k: int, cursor: int) -> float:
-        uses = self._uses.get(k)
-        if not uses:
-            return math.inf
-        i = bisect.bisect_left(uses, cursor)
-        return float(uses[i]) if i < len(uses) else math.inf
+        uses = self.batch_shards.uses(k)
+        i = int(np.searchsorted(uses, cursor, side="left"))
+        return float(uses[i]) if i < uses.size else math.inf
 
     def next_use(self, sha: str) -> float:
         """The batch that next reads the file ``sha`` (inf: none in this pass)."""
@@ -376,7 +453,7 @@ class RemotePass:
                 self._cond.wait(0.1)
             if self._closed:
                 raise ConfigError("the loader pass was closed")
-        keys = self.set._keys(self.batch_shards[j].tolist(), self.fields)
+        keys = self.set._keys(self.batch_shards.shards(j).tolist(), self.fields)
         try:
             self.set._pin(keys)
         finally:
@@ -421,7 +498,7 @@ class RemotePass:
             if j > self._cursor + PREFETCH_BATCHES:
                 self._wait_for_progress()
                 continue
-            for k in self.batch_shards[j].tolist():
+            for k in self.batch_shards.shards(j).tolist():
                 for f in self.fields:
                     for entry in self.set.shards[k]["files"][f].values():
                         yield j, entry
