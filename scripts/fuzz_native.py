@@ -8,8 +8,9 @@ regions, scales, boxes and output sizes, huge and negative included), ``vision._
 indices and NaN/inf content) and ``loaders._gather`` (``rows_at``, ``windows_at`` with
 offsets that lie about the shards, placeholders and out-of-range indices;
 ``document_fields`` with unsorted, repeated or out-of-range boundaries, starts out of
-range, and outputs of wrong formats or too small). Every call must return or raise a
-``ValueError``/``TypeError``/
+range, and outputs of wrong formats or too small) and, where it was built,
+``dedup._hamming`` (``pairs`` and ``cross`` with wrong formats, shapes, row
+ranges and distances). Every call must return or raise a ``ValueError``/``TypeError``/
 ``BufferError``/``OverflowError``; a crash, or under AddressSanitizer any bad read or
 write, ends the process with a non-zero status (``scripts/fuzz_asan.sh`` builds the
 extensions with ASan and runs this).
@@ -41,6 +42,11 @@ from datafuel.clean import _knnselect as knn
 from datafuel.loaders import _gather
 from datafuel.vision import _jpegregion as jr
 from datafuel.vision import _pack
+
+try:  # optional: fuzzed where it was built (scripts/fuzz_asan.sh builds its own list)
+    from datafuel.dedup import _hamming
+except ImportError:
+    _hamming = None  # type: ignore[assignment]
 
 OK_ERRORS = (ValueError, TypeError, BufferError, OverflowError)
 
@@ -284,6 +290,23 @@ def fuzz_gather(r: random.Random) -> None:
     call(_gather.windows_at, toks, tok_off, gst, length, win, r.choice((2, 2, 4, 3)))
 
 
+def fuzz_hamming(r: random.Random) -> None:
+    n = r.choice((0, 1, 2, 3, 7, 16, 17, 33, 100))
+    dtype = r.choice((np.uint64, np.uint64, np.uint64, np.int64, np.uint32, np.float64))
+    h = np.frombuffer(np.random.default_rng(r.randrange(1 << 30)).bytes(n * 8), np.uint64)
+    if r.random() < 0.3:  # copies and near copies, so that pairs are found and stored
+        h = np.concatenate([h, h[: n // 2] ^ np.uint64(r.randrange(1 << 8))])
+    hashes: object = h.view(np.int64) if dtype is np.int64 else h.astype(dtype)
+    if r.random() < 0.1:
+        hashes = np.zeros((n, 2), np.uint64)[:, 0]  # not contiguous
+    md = r.choice((0, 1, 3, 10, 32, 63, 64, -1, 65, 2**31 - 1))
+    m = h.size
+    r0 = r.choice((0, 0, r.randrange(-2, m + 3)))
+    r1 = r.choice((m, m, r.randrange(-2, m + 3)))
+    call(_hamming.pairs, hashes, md, r0, r1)
+    call(_hamming.cross, hashes, h[: r.randrange(0, m + 1)].copy(), md)
+
+
 def fuzz_documents(r: random.Random) -> None:
     # mostly well-formed calls (so the kernel writes), each with a chance of one lie
     g = np.random.default_rng(r.randrange(2**32))
@@ -326,11 +349,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     build = os.environ.get("DATAFUEL_FUZZ_BUILD")  # scripts/fuzz_asan.sh: its ASan builds
-    for mod in (jr, _pack, knn, _gather):
+    mods = [m for m in (jr, _pack, knn, _gather, _hamming) if m is not None]
+    for mod in mods:
         if build and not str(mod.__file__).startswith(build):
             print(f"fuzz: {mod.__name__} is {mod.__file__}, not the build in {build}")
             return 2
-    print("fuzz: " + ", ".join(str(m.__file__) for m in (jr, _pack, knn, _gather)))
+    print("fuzz: " + ", ".join(str(m.__file__) for m in mods))
     r = random.Random(args.seed)
     seeds = seed_jpegs()
     targets = [
@@ -341,6 +365,8 @@ def main() -> int:
         lambda: fuzz_gather(r),
         lambda: fuzz_documents(r),
     ]
+    if _hamming is not None:
+        targets.append(lambda: fuzz_hamming(r))
     t0 = time.monotonic()
     rounds = 0
     while rounds < args.rounds:
