@@ -13,7 +13,12 @@ loop of :mod:`._ingest`.
   the writer only the run of consecutive pages from the next uncommitted one, so the
   checkpoint protocol (part, drift lines, state) is unchanged and exactly-once. A
   worker does not start page *i* while *i* is ``window`` pages or more ahead of the
-  writer: the buffer is bounded.
+  first page that has not arrived yet, nor more than ``window`` + 64 pages ahead of the
+  writer: the buffer is bounded. Pages that arrived in order and wait only for the
+  writer's commit (its fsyncs) count towards the 64 (and towards 64 MiB of bodies), not
+  the window, so fetching goes on while the writer is on the disk; a slow page holds
+  back no more than ``window`` pages behind it, and past the end of the data no more
+  than ``window`` requests are in flight.
 - **Probe**: the first page of a run is fetched alone; its record count is the page
   size ``step`` (offsets advance by it), whatever ``--page-size`` asked for.
 - **End of data**: an empty page (or a 204), a page at or past ``--total-field``'s
@@ -39,14 +44,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from datafuel.errors import HTTPError, PaginationError, SchemaError
+from datafuel.errors import HTTPError, PaginationError
 
-from ._flatten import flatten_record
 from ._paginate import PageRequest, PageResponse, Paginator, get_path
-from ._prefetch import FetchedPage, page_hash
+from ._prefetch import FetchedPage, page_hash, try_columns
 from ._throttle import Stopped, Throttle
 
 __all__ = ["ConcurrentFetcher"]
+
+
+#: pages, and body bytes, that may wait for the writer's commit beyond the window
+READY_PAGES = 64
+READY_BYTES = 64 * 1024 * 1024
+
+
+def _size(result: object) -> int:
+    return result.size if isinstance(result, PageResponse) else 0
 
 
 def _holds(result: object) -> bool:
@@ -88,11 +101,18 @@ class ConcurrentFetcher:
         concurrency = throttle.ceiling
         self._window = window if window is not None else max(2 * concurrency, 8)
         self._last_hash = last_hash
-        self._cv = threading.Condition()
+        lock = threading.Lock()
+        #: the writer waits on ``_cv`` for the next page, the workers on ``_room`` for the
+        #: probe and for room in the buffer: a delivered page wakes the writer only
+        self._cv = threading.Condition(lock)
+        self._room = threading.Condition(lock)
         self._results: dict[int, PageResponse | _End | BaseException] = {}
-        self._rows: dict[int, list[dict[str, Any]]] = {}
+        self._columns: dict[int, dict[str, list[Any]]] = {}
         self._next_claim = first.index
         self._next_take = first.index
+        #: the first page not arrived yet (those from ``_next_take`` to it wait for the writer)
+        self._head = first.index
+        self._buffered = 0  # body bytes of the pages waiting in ``_results``
         #: no page at or past this index is requested: the end, an error, max_pages
         self._bound = max_pages if max_pages is not None else math.inf
         self._end_reason: str | None = "max pages" if max_pages is not None else None
@@ -114,11 +134,18 @@ class ConcurrentFetcher:
                 if self._closed or self._next_claim >= self._bound:
                     return None
                 probing = self._step is None and self._next_claim > self._first.index
-                if not probing and self._next_claim - self._next_take < self._window:
+                if not probing and self._room_for(self._next_claim):
                     index = self._next_claim
                     self._next_claim += 1
                     return index
-                self._cv.wait(0.05)
+                self._room.wait(0.05)
+
+    def _room_for(self, index: int) -> bool:
+        """Whether page ``index`` may be fetched now (the buffer's bounds)."""
+        window, ahead = self._window, index - self._next_take
+        if index - self._head >= window:
+            return False
+        return ahead < window or (ahead < window + READY_PAGES and self._buffered < READY_BYTES)
 
     def _request(self, index: int) -> PageRequest:
         if index == self._first.index:
@@ -158,19 +185,17 @@ class ConcurrentFetcher:
             self._deliver(index, result)
 
     def _flatten(self, index: int, response: PageResponse) -> None:
-        """Flatten the page's records here, off the writer's path; the writer redoes a
-        page that fails (to raise the error naming the page and record)."""
-        try:
-            rows = [flatten_record(rec) for rec in response.records]
-        except SchemaError:
-            return
-        with self._cv:
-            self._rows[index] = rows
+        """Flatten the page's records into columns here, off the writer's path; the writer
+        redoes a page that fails (to raise the error naming the page and record)."""
+        columns = try_columns(response.records)
+        if columns is not None:
+            with self._cv:
+                self._columns[index] = columns
 
     def _deliver(self, index: int, result: PageResponse | _End | BaseException) -> None:
         with self._cv:
             if index >= self._bound:  # in flight past the end: discarded
-                self._cv.notify_all()
+                self._cv.notify()
                 return
             try:
                 if isinstance(result, PageResponse) and index == self._first.index:
@@ -181,10 +206,16 @@ class ConcurrentFetcher:
             if reason is not None:
                 self._bound, self._end_reason = index + 1, reason
                 for i in [i for i in self._results if i > index]:
-                    del self._results[i]
-                    self._rows.pop(i, None)
+                    self._buffered -= _size(self._results.pop(i))
+                    self._columns.pop(i, None)
             self._results[index] = result
-            self._cv.notify_all()
+            self._buffered += _size(result)
+            gap = index == self._head
+            while self._head in self._results:
+                self._head += 1
+            self._cv.notify()
+            if gap or reason is not None or index == self._first.index:
+                self._room.notify_all()  # the window moved, a new bound, or the probe
 
     def _learn(self, probe: PageResponse) -> None:
         """The page size from the probe, and the last page from a total count."""
@@ -250,6 +281,7 @@ class ConcurrentFetcher:
             while len(pages) < limit and self._next_take in self._results:
                 index = self._next_take
                 result = self._results.pop(index)
+                self._buffered -= _size(result)
                 self._next_take += 1
                 if isinstance(result, BaseException):
                     error = result
@@ -261,7 +293,7 @@ class ConcurrentFetcher:
                     break
                 if pages[-1].next is None:
                     break
-            self._cv.notify_all()
+            self._room.notify_all()  # room in the buffer
             ended = error is not None or (bool(pages) and pages[-1].next is None)
             if not pages and error is None and self._next_take >= self._bound:
                 ended = True
@@ -297,14 +329,15 @@ class ConcurrentFetcher:
         reason: str | None,
     ) -> FetchedPage:
         state: dict[str, Any] = self._paginator.state_dict()
-        rows = self._rows.pop(request.index, None)
-        return FetchedPage(request, response, nxt, reason, state, self._last_hash, rows)
+        columns = self._columns.pop(request.index, None)
+        return FetchedPage(request, response, nxt, reason, state, self._last_hash, columns)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the workers; answers still in flight are discarded."""
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+            self._room.notify_all()
         self._throttle.stop()
         for t in self._threads:
             t.join(timeout if timeout is not None else 30.0)

@@ -19,7 +19,7 @@ import urllib.robotparser
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from datafuel.errors import ConfigError, IngestError
 
@@ -33,6 +33,30 @@ DEFAULT_HTML_RATE = 1.0
 USER_AGENT = "datafuel-ingest"
 _PSEUDO = re.compile(r"^(?P<css>.*?)(?:::(?P<kind>text|attr)(?:\((?P<attr>[^)]*)\))?)?$", re.S)
 _URL_ATTRS = frozenset({"href", "src"})
+#: a path-absolute reference (``/item/7?x=1#top``) with no dot segment, empty segment,
+#: ``;``, empty query or empty fragment, of plain URL characters only: ``urljoin`` gives
+#: the base's origin + it verbatim
+_PLAIN_PATH = re.compile(
+    r"/(?:[A-Za-z0-9_~!$&'()*+,=:@%-][A-Za-z0-9._~!$&'()*+,=:@%-]*"
+    r"(?:/[A-Za-z0-9_~!$&'()*+,=:@%-][A-Za-z0-9._~!$&'()*+,=:@%-]*)*/?)?"
+    r"(?:\?[A-Za-z0-9._~!$&'()*+,=:@%/?-]+)?(?:#[A-Za-z0-9._~!$&'()*+,=:@%/?#-]+)?\Z"
+)
+
+
+class _Base:
+    """A page URL to resolve references against: ``urljoin``, with its result for the
+    common ``/path`` reference built without re-parsing the base each time."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        plain = parts.scheme in ("http", "https") and bool(parts.netloc)
+        self._origin = f"{parts.scheme}://{parts.netloc}" if plain else None
+
+    def join(self, ref: str) -> str:
+        if self._origin is not None and _PLAIN_PATH.match(ref):
+            return self._origin + ref
+        return urljoin(self.url, ref)
 
 
 @dataclass(frozen=True)
@@ -40,7 +64,7 @@ class _Selector:
     css: str
     attr: str | None  # None: the text
 
-    def first(self, node: Any, base: str) -> str | None:
+    def first(self, node: Any, base: _Base) -> str | None:
         found = node.css_first(self.css) if self.css else node
         if found is None:
             return None
@@ -50,7 +74,7 @@ class _Selector:
         value = found.attributes.get(self.attr)
         if value is None:
             return None
-        return urljoin(base, value.strip()) if self.attr in _URL_ATTRS else value
+        return base.join(value.strip()) if self.attr in _URL_ATTRS else value
 
 
 def _selector(text: str, what: str) -> _Selector:
@@ -120,10 +144,12 @@ class HtmlSpec:
     def extract(self, body: bytes, url: str) -> tuple[list[dict[str, Any]], str | None]:
         """The page's records and the absolute URL of the next page (``None``: the last)."""
         tree = self._parser(body)
-        records = []
-        for node in tree.css(self.select):
-            records.append({name: sel.first(node, url) for name, sel in self.fields.items()})
-        nxt = self.next.first(tree, url) if self.next is not None else None
+        base = _Base(url)
+        fields = list(self.fields.items())
+        records = [
+            {name: sel.first(node, base) for name, sel in fields} for node in tree.css(self.select)
+        ]
+        nxt = self.next.first(tree, base) if self.next is not None else None
         if nxt is not None and self.next is not None and self.next.attr not in _URL_ATTRS:
             nxt = urljoin(url, nxt)
         return records, nxt

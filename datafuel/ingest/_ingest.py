@@ -40,7 +40,7 @@ from datafuel.errors import (
 
 from ._checkpoint import STATE_VERSION, Checkpoint, DriftLog
 from ._concurrent import ConcurrentFetcher
-from ._flatten import flatten_record
+from ._flatten import flatten_columns, flatten_record
 from ._html import DEFAULT_HTML_RATE, HtmlPaginator, HtmlSpec, RobotsPolicy
 from ._limits import DEFAULT_DEADLINE, DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, ResponseLimits
 from ._paginate import PageRequest, Paginator, _with_params, make_paginator
@@ -208,15 +208,16 @@ class IngestState:
     def commit(self, pages: list[FetchedPage]) -> None:
         """Part (temp, fsync, rename) -> ``_common_metadata`` (same) -> drift lines (fsync) ->
         state (atomic): one commit."""
-        rows, events = self._flatten_and_observe(pages)
+        columns, rows, events = self._flatten_and_observe(pages)
         first, last = pages[0], pages[-1]
         if self.incremental is not None:
-            _raise_high(self.state["incremental"], rows, first.request.index)
+            _raise_high(self.state["incremental"], columns, first.request.index)
         if rows:
             meta = {"datafuel.ingest.pages": f"{first.request.index}-{last.request.index}"}
             if "incremental" in self.state:
                 meta["datafuel.ingest.run"] = str(len(self.state["incremental"]["runs"]) - 1)
-            part = self.sink.write_part(first.request.index, self.tracker.to_table(rows), meta)
+            table = self.tracker.table_from_columns(columns)
+            part = self.sink.write_part(first.request.index, table, meta)
             self.state["parts"] += 1
             self.state["last_part"] = part.name
             # the schema of every part so far, before the state that commits them (rewritten
@@ -228,31 +229,33 @@ class IngestState:
         self.state["drift_bytes"] = self.drift.append(e.to_json() for e in events)
         for e in events:
             log.info("page %d: drift %s", e.page, e.to_json())
-        self._advance(last, len(rows), len(events))
+        self._advance(last, rows, len(events))
         self.save()
-        log.debug(
-            "pages %d-%d committed: %d rows", first.request.index, last.request.index, len(rows)
-        )
+        log.debug("pages %d-%d committed: %d rows", first.request.index, last.request.index, rows)
         if self.on_progress is not None and (rows or last.response.records):
-            self.on_progress(self._progress(last, len(rows)))
+            self.on_progress(self._progress(last, rows))
 
     def _flatten_and_observe(
         self, pages: list[FetchedPage]
-    ) -> tuple[list[dict[str, Any]], list[DriftEvent]]:
-        """The group's new rows, merged page by page into the schema, and its drift events."""
-        rows: list[dict[str, Any]] = []
+    ) -> tuple[list[tuple[dict[str, list[Any]], int]], int, list[DriftEvent]]:
+        """The group's new rows as ``(columns, rows)`` per page, merged page by page into
+        the schema; their number; and the group's drift events."""
+        columns: list[tuple[dict[str, list[Any]], int]] = []
+        total = 0
         events: list[DriftEvent] = []
         for f in pages:
-            page_rows, duplicates = _flatten_page(f, self.primary_key, self.seen_keys)
+            cols, n, duplicates = _flatten_page(f, self.primary_key, self.seen_keys)
             self.state["duplicates"] += duplicates
             if self.html_select is not None and not f.response.records:
                 events.append(DriftEvent(f.request.index, "no_records", self.html_select))
             if f.response.records:
-                events += self.tracker.observe(page_rows, page=f.request.index)
+                events += self.tracker.observe_columns(cols, n, page=f.request.index)
                 self.state["pages"] = f.request.index + 1
                 self.new_pages += 1
-            rows += page_rows
-        return rows, events
+            if n:
+                columns.append((cols, n))
+                total += n
+        return columns, total, events
 
     def _advance(self, last: FetchedPage, rows: int, events: int) -> None:
         """Move the checkpoint past ``last``, the group's last page."""
@@ -284,27 +287,20 @@ class IngestState:
 
 def _flatten_page(
     page: FetchedPage, primary_key: str | None, seen_keys: set[str]
-) -> tuple[list[dict[str, Any]], int]:
-    """``page``'s records flattened, less those whose key is in ``seen_keys``; and how many those were.
+) -> tuple[dict[str, list[Any]], int, int]:
+    """``page``'s records flattened into columns, less those whose key is in ``seen_keys``;
+    how many records are left; and how many were dropped.
 
     Each kept record's key joins ``seen_keys``.
     """
-    rows = list(page.rows) if page.rows is not None else []
-    for i, rec in enumerate(page.response.records if page.rows is None else ()):
-        try:
-            rows.append(flatten_record(rec))
-        except SchemaError as exc:
-            raise SchemaError(
-                f"page {page.request.index} ({page.request.describe()}), record {i}: {exc}",
-                page=page.request.index,
-                row=i,
-                field=exc.field,
-            ) from exc
-    if primary_key is None:
-        return rows, 0
-    kept = []
-    for i, row in enumerate(rows):
-        value = row.get(primary_key)
+    records = page.response.records
+    cols = page.columns if page.columns is not None else _page_columns(page)
+    n = len(records)
+    if primary_key is None or not n:
+        return cols, n, 0
+    keys = cols.get(primary_key)
+    kept: list[int] = []
+    for i, value in enumerate(keys if keys is not None else [None] * n):
         if value is None:
             raise SchemaError(
                 f"page {page.request.index} ({page.request.describe()}), record {i} has no "
@@ -316,8 +312,32 @@ def _flatten_page(
         key = str(value)
         if key not in seen_keys:
             seen_keys.add(key)
-            kept.append(row)
-    return kept, len(rows) - len(kept)
+            kept.append(i)
+    if len(kept) == n:
+        return cols, n, 0
+    # flattened again from the kept records: a name only the dropped ones had is not the
+    # page's (its drift is computed without them), which the columns cannot tell apart
+    # from a null
+    return flatten_columns([records[i] for i in kept]), len(kept), n - len(kept)
+
+
+def _page_columns(page: FetchedPage) -> dict[str, list[Any]]:
+    """``page``'s records as columns; a record that cannot be flattened is named in the error."""
+    records = page.response.records
+    try:
+        return flatten_columns(records)
+    except SchemaError:
+        for i, rec in enumerate(records):  # which record: the same check, one at a time
+            try:
+                flatten_record(rec)
+            except SchemaError as one:
+                raise SchemaError(
+                    f"page {page.request.index} ({page.request.describe()}), record {i}: {one}",
+                    page=page.request.index,
+                    row=i,
+                    field=one.field,
+                ) from one
+        raise
 
 
 def _html_setup(
@@ -363,10 +383,12 @@ def _read_robots(url: str, timeout: float, transport: httpx.BaseTransport | None
     return RobotsPolicy(where, resp.text.splitlines())
 
 
-def _raise_high(inc: dict[str, Any], rows: list[dict[str, Any]], page: int) -> None:
-    """Raise ``inc["high"]`` to the largest value of ``inc["field"]`` in ``rows``."""
+def _raise_high(
+    inc: dict[str, Any], columns: list[tuple[dict[str, list[Any]], int]], page: int
+) -> None:
+    """Raise ``inc["high"]`` to the largest value of ``inc["field"]`` in the pages' ``columns``."""
     name = inc["field"]
-    values = [r[name] for r in rows if r.get(name) is not None]
+    values = [v for cols, _ in columns for v in cols.get(name, ()) if v is not None]
     if inc["high"] is not None:
         values.append(inc["high"])
     if not values:
@@ -909,7 +931,7 @@ def _ingest_locked(
     if rate_limiter is None and rate is not None:
         rate_limiter = RateLimiter(rate)
     shown_url = policy.redact(url)
-    config = {
+    config: dict[str, Any] = {
         "url": shown_url,  # secret values as ***
         "paginate": paginator.spec,
         "records_path": records_path,

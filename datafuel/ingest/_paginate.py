@@ -89,12 +89,16 @@ class PageRequest:
 
 @dataclass
 class PageResponse:
-    """What a paginator may look at: the parsed body, headers, final URL and records."""
+    """What a paginator may look at: the parsed body, headers, final URL and records.
+
+    ``size`` is the body's length in bytes as received (what it costs to keep it).
+    """
 
     body: Any
     headers: Mapping[str, str]
     url: str
     records: Sequence[Any]
+    size: int = 0
 
 
 def get_path(obj: Any, path: str) -> Any:

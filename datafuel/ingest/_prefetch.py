@@ -15,15 +15,16 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from datafuel.errors import PaginationError
+from datafuel.errors import PaginationError, SchemaError
 
+from ._flatten import flatten_columns
 from ._paginate import PageRequest, PageResponse, Paginator
 
-__all__ = ["FetchedPage", "Inline", "Prefetcher", "fetch_pages", "page_hash"]
+__all__ = ["FetchedPage", "Inline", "Prefetcher", "fetch_pages", "page_hash", "try_columns"]
 
 
 @dataclass
@@ -36,8 +37,18 @@ class FetchedPage:
     stop_reason: str | None
     paginator_state: dict[str, Any]
     last_hash: str | None
-    #: the records already flattened (by a concurrent worker), or ``None``
-    rows: list[dict[str, Any]] | None = None
+    #: the records already flattened into columns off the writer's path (by the fetch
+    #: thread: :func:`flatten_columns`), or ``None`` (the writer flattens them)
+    columns: dict[str, list[Any]] | None = None
+
+
+def try_columns(records: Sequence[Any]) -> dict[str, list[Any]] | None:
+    """``records`` flattened into columns, or ``None`` if one cannot be flattened (the
+    writer then flattens them again to raise the error that names the page and record)."""
+    try:
+        return flatten_columns(records)
+    except SchemaError:
+        return None
 
 
 def page_hash(records: Any) -> str:
@@ -123,6 +134,7 @@ class Prefetcher:
     def _run(self) -> None:
         try:
             for page in self._pages:
+                page.columns = try_columns(page.response.records)  # off the writer's path
                 if not self._put(page):
                     return
         except BaseException as exc:  # handed to the writer thread, which re-raises it

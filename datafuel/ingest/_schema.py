@@ -30,6 +30,11 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 _EXACT_FLOAT_INT = 2**53
 _FAST_TYPES: dict[type, str] = {type(None): "null", bool: "bool", float: "float", str: "string"}
 _INT64 = 2**63
+_NONE = type(None)
+_FLOAT_OR_NONE = frozenset({float, _NONE})
+_STR_OR_NONE = frozenset({str, _NONE})
+#: the type of a column whose values' Python types are exactly these (``None`` aside)
+_ONE_KIND: dict[type, str] = {str: "string", float: "float", bool: "bool"}
 
 
 def value_type(value: Any) -> str:
@@ -111,7 +116,31 @@ class SchemaTracker:
         """Merge a page's rows into the schema and return its drift events."""
         if not rows:
             return []
-        page_types, page_big = _page_types(rows)
+        return self._observe_types(page, *_page_types(rows))
+
+    def observe_columns(
+        self, columns: Mapping[str, Sequence[Any]], rows: int, *, page: int
+    ) -> list[DriftEvent]:
+        """:meth:`observe` for a page of ``rows`` records flattened into columns
+        (:func:`~datafuel.ingest._flatten.flatten_columns`).
+
+        Each column is typed in one pass over its values; the schema and the events
+        are those :meth:`observe` gives for the same page as rows.
+        """
+        if not rows:
+            return []
+        page_types: dict[str, str] = {}
+        page_big: set[str] = set()
+        for key, values in columns.items():
+            t, big = column_type(values)
+            page_types[key] = t
+            if big:
+                page_big.add(key)
+        return self._observe_types(page, page_types, page_big)
+
+    def _observe_types(
+        self, page: int, page_types: dict[str, str], page_big: set[str]
+    ) -> list[DriftEvent]:
         events = self._merge(page, page_types, page_big)
         events += self._mark_absent(page, page_types)
         self.pages_seen += 1
@@ -160,6 +189,18 @@ class SchemaTracker:
             arrays.append(_column(values, t))
         return pa.Table.from_arrays(arrays, schema=self.arrow_schema)
 
+    def table_from_columns(self, pages: Sequence[tuple[Mapping[str, list[Any]], int]]) -> pa.Table:
+        """:meth:`to_table` for pages flattened into columns: ``(columns, rows)`` each,
+        concatenated in order; the same table as :meth:`to_table` on the pages' rows."""
+        arrays = []
+        for name, t in self.columns.items():
+            values: list[Any] = []
+            for cols, n in pages:
+                col = cols.get(name)
+                values += col if col is not None else [None] * n
+            arrays.append(_column(values, t))
+        return pa.Table.from_arrays(arrays, schema=self.arrow_schema)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "columns": dict(self.columns),
@@ -176,12 +217,16 @@ class SchemaTracker:
 
 
 def _column(values: Iterable[Any], t: str) -> pa.Array:
-    vals = list(values)
+    vals = values if isinstance(values, list) else list(values)
     if t == "null":
         return pa.nulls(len(vals))
     if t == "float":
+        if set(map(type, vals)) <= _FLOAT_OR_NONE:  # nothing to convert (no ints)
+            return pa.array(vals, type=pa.float64())
         return pa.array([None if v is None else float(v) for v in vals], type=pa.float64())
     if t == "string":
+        if set(map(type, vals)) <= _STR_OR_NONE:  # JSON text already
+            return pa.array(vals, type=pa.string())
         return pa.array([None if v is None else _as_json_text(v) for v in vals], type=pa.string())
     return pa.array(vals, type=ARROW_TYPES[t])
 
@@ -212,3 +257,56 @@ def _page_types(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], set[
                     t if prev is None else merge_types(prev, t, big_int=key in page_big)
                 )
     return page_types, page_big
+
+
+def column_type(values: Sequence[Any]) -> tuple[str, bool]:
+    """One column's type merged over ``values`` (as :func:`_page_types` merges a key's
+    values), and whether it holds an int beyond float precision (|v| > 2**53).
+
+    The Python types present are found in one pass at C speed (``set(map(type, ...))``);
+    a column of one JSON type, or of ints and floats all within +-2**53, is typed from
+    that set and its int extremes; anything else is typed value by value.
+
+    Examples
+    --------
+    >>> column_type([1, None, 2.5])
+    ('float', False)
+    >>> column_type([2**60, 1.5])
+    ('string', True)
+    """
+    kinds = set(map(type, values))
+    kinds.discard(_NONE)
+    if not kinds:
+        return "null", False
+    if len(kinds) == 1:
+        (kind,) = kinds
+        one = _ONE_KIND.get(kind)
+        if one is not None:
+            return one, False
+    if kinds <= _INT_FLOAT:
+        ints = values if kinds == _INT_ONLY and None not in values else None
+        if ints is None:
+            ints = [v for v in values if type(v) is int]
+        if not ints or (min(ints) >= -_EXACT_FLOAT_INT and max(ints) <= _EXACT_FLOAT_INT):
+            return ("int" if kinds == _INT_ONLY else "float"), False
+    return _exact_type(values)
+
+
+_INT_FLOAT = frozenset({int, float})
+_INT_ONLY = frozenset({int})
+
+
+def _exact_type(values: Iterable[Any]) -> tuple[str, bool]:
+    """:func:`column_type` value by value: exactly the rules of :func:`_page_types`."""
+    merged: str | None = None
+    big = False
+    fast = _FAST_TYPES
+    for value in values:
+        if value is None:
+            continue
+        t = fast.get(type(value)) or value_type(value)
+        if t == "int" and not -_EXACT_FLOAT_INT <= value <= _EXACT_FLOAT_INT:
+            big = True
+        if merged != t:
+            merged = t if merged is None else merge_types(merged, t, big_int=big)
+    return merged or "null", big

@@ -193,7 +193,9 @@ class RestSource:
         except ValueError as exc:
             raise TransientError(f"the body is not valid JSON ({exc})") from exc
         records = self._records(parsed, request)
-        return PageResponse(body=parsed, headers=resp.headers, url=str(resp.url), records=records)
+        return PageResponse(
+            body=parsed, headers=resp.headers, url=str(resp.url), records=records, size=len(body)
+        )
 
     def _get(
         self, url: str, request: PageRequest, until: float, where: str, policy: SecretPolicy
@@ -368,5 +370,5 @@ def _html_page(
             status=resp.status_code,
         )
     return PageResponse(
-        body={"next": nxt}, headers=resp.headers, url=str(resp.url), records=records
+        body={"next": nxt}, headers=resp.headers, url=str(resp.url), records=records, size=len(body)
     )

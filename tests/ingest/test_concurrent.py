@@ -94,11 +94,11 @@ def test_six_sigkills_during_a_concurrency_8_run_then_rerun_gives_exact_ground_t
     tmp_path: Path, seed: int
 ) -> None:
     rng = random.Random(seed)
-    truth = listings(600, drift_at=300)
+    truth = listings(1200, drift_at=600)
     out = tmp_path / "out"
     with FakeAPI(
         truth,
-        page_size=3,  # 200 pages of >= 20 ms each, 8 in flight: the kills land mid-run
+        page_size=3,  # 400 pages of >= 20 ms each, 8 in flight: the six kills land mid-run
         style="page",
         latency=0.020,
         fault_rate=0.04,
@@ -135,9 +135,9 @@ def test_six_sigkills_during_a_concurrency_8_run_then_rerun_gives_exact_ground_t
     table = read_ingested(out)
     assert table.to_pylist() == [expected_row(r) for r in truth]  # no duplicate, no gap
     state = json.loads(state_file.read_text())
-    assert state["status"] == "done" and state["records"] == 600
+    assert state["status"] == "done" and state["records"] == 1200
     firsts = sorted(int(p.name[5:13]) for p in out.glob("part-*.parquet"))
-    assert firsts[0] == 0 and firsts == sorted(set(firsts)) and firsts[-1] <= 199
+    assert firsts[0] == 0 and firsts == sorted(set(firsts)) and firsts[-1] <= 399
     assert not list(out.glob(".*.tmp"))
 
 
