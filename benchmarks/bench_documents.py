@@ -13,14 +13,18 @@ Same shard set, same seed, same windows for every contender, page cache warm:
 Measured in alternating rounds (shared-machine noise hits all alike), each round a
 fixed number of batches after 8 untimed ones; the figure is the median over rounds.
 The overhead target is <= 3% of plain windows' throughput. Also printed: the fields'
-own cost per batch in one thread (``document_fields``) beside the token gather, and
-both loaders beside a simulated training step (``--step-ms``, a sleep), where what
-matters is whether the loop waits.
+own cost per batch in one thread (``document_fields``: the C kernel and the numpy
+path) beside the token gather, the memory roofline for the fields' bytes (a memset and
+an ``np.copyto`` of as many bytes: ``position_ids`` alone is as large as the widened
+tokens, so writing it costs about what the gather's writes do), and both loaders beside
+a simulated training step (``--step-ms``, a sleep), where what matters is whether the
+loop waits.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import tempfile
 import time
@@ -31,6 +35,7 @@ from typing import Any
 import numpy as np
 from _timing import median_time
 
+import datafuel.loaders._windows as windows_mod
 from datafuel.loaders import Loader, ShardWriter, ragged
 
 T = 1024  # context length: windows of T + 1 tokens
@@ -78,6 +83,67 @@ def rounds(
             if r:
                 times[label].append((time.perf_counter() - t0) / batches)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def one_thread(docs: Loader, base: float) -> None:
+    """The fields' own cost in one thread beside the token gather, and their roofline."""
+    # the work itself, in one thread: the same 64 windows of the epoch's order
+    w = docs.windows
+    order = docs.sampler.order()
+    starts = w.starts(0, 0, True)
+    batch_starts = [starts[order[i : i + B]] for i in range(0, 50 * B, B)]
+    out = np.empty((B, T + 1), np.int64)
+    k = iter(range(10**9))
+    t_read, _ = median_time(
+        lambda: w.read(batch_starts[next(k) % 50], out=out), 7, warmup=1, inner=50
+    )
+    t_doc, _ = median_time(
+        lambda: w.document_fields(batch_starts[next(k) % 50]), 7, warmup=1, inner=50
+    )
+    print(
+        f"one thread: token gather {t_read * 1e6:.1f} us/batch, document fields "
+        f"{t_doc * 1e6:.1f} us/batch ({t_doc / t_read:.2f}x the gather)"
+    )
+    slot = {"position_ids": np.empty((B, T), np.int64), "loss_mask": np.empty((B, T), bool)}
+    t_slot, _ = median_time(
+        lambda: w.document_fields(batch_starts[next(k) % 50], out=slot), 7, warmup=1, inner=50
+    )
+    if windows_mod._gather is not None:
+        native = windows_mod._gather
+        windows_mod._gather = None  # the numpy path, for the record
+        try:
+            t_np, _ = median_time(
+                lambda: w.document_fields(batch_starts[next(k) % 50], out=slot),
+                7,
+                warmup=1,
+                inner=50,
+            )
+        finally:
+            windows_mod._gather = native
+        path = f"C kernel; the numpy path {t_np * 1e6:.1f} us/batch"
+    else:
+        path = "numpy path: the C extension did not build"
+    print(f"  document fields into reused buffers {t_slot * 1e6:.1f} us/batch ({path})")
+    # the memory roofline: the fields' bytes (position_ids as many as the widened
+    # tokens, loss_mask one byte an input) written by memset, and copied by np.copyto
+    pos, mask = slot["position_ids"], slot["loss_mask"]
+    src_pos, src_mask = np.ones_like(pos), np.ones_like(mask)
+    nbytes = pos.nbytes + mask.nbytes
+    t_set, _ = median_time(
+        lambda: (ctypes.memset(pos.ctypes.data, 0, pos.nbytes), mask.fill(True)),
+        7,
+        warmup=1,
+        inner=50,
+    )
+    t_copy, _ = median_time(
+        lambda: (np.copyto(pos, src_pos), np.copyto(mask, src_mask)), 7, warmup=1, inner=50
+    )
+    print(
+        f"  roofline for the fields' {nbytes / 1e3:.0f} kB: memset {t_set * 1e6:.1f} us "
+        f"({nbytes / t_set / 1e9:.0f} GB/s), np.copyto {t_copy * 1e6:.1f} us; as a share "
+        f"of a plain batch ({base * 1e6:.1f} us): {100 * t_set / base:+.1f}% .. "
+        f"{100 * t_copy / base:+.1f}%"
+    )
 
 
 def main() -> None:
@@ -130,23 +196,7 @@ def main() -> None:
         over = 100 * (res["documents=True"] / base - 1)
         print(f"documents=True overhead vs plain windows: {over:+.1f}% (target <= 3%)")
 
-        # the work itself, in one thread: the same 64 windows of the epoch's order
-        w = docs.windows
-        order = docs.sampler.order()
-        starts = w.starts(0, 0, True)
-        batch_starts = [starts[order[i : i + B]] for i in range(0, 50 * B, B)]
-        out = np.empty((B, T + 1), np.int64)
-        k = iter(range(10**9))
-        t_read, _ = median_time(
-            lambda: w.read(batch_starts[next(k) % 50], out=out), 7, warmup=1, inner=50
-        )
-        t_doc, _ = median_time(
-            lambda: w.document_fields(batch_starts[next(k) % 50]), 7, warmup=1, inner=50
-        )
-        print(
-            f"one thread: token gather {t_read * 1e6:.1f} us/batch, document fields "
-            f"{t_doc * 1e6:.1f} us/batch ({t_doc / t_read:.2f}x the gather)"
-        )
+        one_thread(docs, base)
 
         if args.step_ms > 0:
             step = args.step_ms / 1e3

@@ -281,6 +281,9 @@ class PackedWindows:
         # segments of the inputs: each piece, then the padding when it reaches an input
         pad_seg = self.used < seq_len
         self.max_segments = int((counts + pad_seg).max()) if n else 1
+        #: windows that are one whole stream window (a piece of ``T + 1`` tokens, no
+        #: padding): read as plain windows are, in one native copy
+        self.full = (counts == 1) & (self.used == self.length)
 
     def __len__(self) -> int:
         return self.num_windows
@@ -304,10 +307,26 @@ class PackedWindows:
 
     def read(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Windows ``ids`` as a ``(len(ids), seq_len + 1)`` array of tokens and padding."""
+        w = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if out is None:
+            out = np.empty((w.size, self.length), dtype=self.stream.dtype)
+        if w.size == 0 or int(w.min()) < 0 or int(w.max()) >= self.num_windows:
+            return self._read_pieces(w, out)  # (out-of-range ids raise there, named)
+        full = self.full[w]
+        if bool(full.all()):  # the usual batch of long documents: plain windows
+            return self.stream.windows(self.piece_start[self.ptr[w]], self.length, out=out)
+        if bool(full.any()):
+            sel = np.flatnonzero(full)
+            out[sel] = self.stream.windows(self.piece_start[self.ptr[w[sel]]], self.length)
+            rest = np.flatnonzero(~full)
+            out[rest] = self._read_pieces(w[rest], np.empty((rest.size, self.length), out.dtype))
+            return out
+        return self._read_pieces(w, out)
+
+    def _read_pieces(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """:meth:`read` piece by piece in numpy (windows of several pieces or padding)."""
         pidx, counts = self._batch_pieces(ids)
         b = counts.size
-        if out is None:
-            out = np.empty((b, self.length), dtype=self.stream.dtype)
         out.fill(self.pad_id)
         lens = self.piece_len[pidx]
         n_tok = int(lens.sum())
@@ -325,8 +344,54 @@ class PackedWindows:
         self, ids: np.ndarray, out: dict[str, np.ndarray] | None = None
     ) -> dict[str, np.ndarray]:
         """The document fields of windows ``ids``: one segment per piece, then padding."""
-        pidx, counts = self._batch_pieces(ids)
-        w = np.asarray(ids, dtype=np.int64).reshape(-1)
+        w = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        if _gather is not None and w.size:
+            return self._native_fields(w, out)
+        return self._numpy_fields(w, out)
+
+    def _native_fields(
+        self, w: np.ndarray, out: dict[str, np.ndarray] | None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`document_fields` by the token windows' kernel over a virtual stream of
+        the batch's windows laid end to end (``T + 1`` slots each): its boundaries are
+        the pieces' starts after a window's first, and where the padding begins; then
+        every target of the padding is masked."""
+        pidx, counts = self._batch_pieces(w)
+        b, t, length = w.size, self.seq_len, self.length
+        base = np.repeat(np.arange(b, dtype=np.int64) * length, counts)
+        first = np.zeros(pidx.size, bool)
+        first[np.cumsum(counts) - counts] = True
+        used = self.used[w]
+        padded = np.flatnonzero(used <= t)  # padding from an input, or only in slot T
+        bounds = np.concatenate(
+            [(base + self.piece_off[pidx])[~first], padded * length + used[padded]]
+        )
+        bounds.sort()
+        pos = mask = None
+        if out is not None and "position_ids" in out:
+            pos, mask = out["position_ids"], out["loss_mask"]
+            if not (_fits(pos, np.int64, (b, t)) and _fits(mask, np.bool_, (b, t))):
+                return self._numpy_fields(w, out)
+        if pos is None or mask is None:
+            pos = np.empty((b, t), np.int64)
+            mask = np.empty((b, t), np.bool_)
+        cu = np.empty(b * self.max_segments + 1, np.int32)
+        starts = np.arange(b, dtype=np.int64) * length
+        longest = _gather.document_fields(bounds, starts, t, b * length, pos, mask, cu)
+        for j in padded[used[padded] < t].tolist():  # no target of the padding counts
+            mask[j, used[j] :] = False
+        return {
+            "position_ids": pos,
+            "cu_seqlens": cu,
+            "max_seqlen": np.array(longest, np.int32),
+            "loss_mask": mask,
+        }
+
+    def _numpy_fields(
+        self, w: np.ndarray, out: dict[str, np.ndarray] | None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`document_fields` in numpy (the reference)."""
+        pidx, counts = self._batch_pieces(w)
         t = self.seq_len
         used = self.used[w]
         has_pad = used < t

@@ -216,6 +216,35 @@ def test_native_fields_of_a_stream_without_boundaries(tmp_path: Path) -> None:
     assert got["loss_mask"].all()
 
 
+@pytest.mark.skipif(windows_mod._gather is None, reason="the C extension did not build")
+@pytest.mark.parametrize("T", [1, 2, 7, 48])
+def test_packed_fast_paths_equal_the_numpy_path(tmp_path: Path, T: int) -> None:
+    rng = np.random.default_rng(T)
+    lens = zipf_lengths(rng, 2000, cap=200)
+    d = write_corpus(tmp_path / "p", lens, shard_bytes=1 << 12)  # pieces across shards
+    p = PackedWindows(ShardSet(d).token_stream("tokens"), T)
+    if T > 2:  # batches of whole windows, and of pieces (T = 1: every piece is whole)
+        assert 0 < int(p.full.sum()) < len(p)
+    cases = [
+        np.flatnonzero(p.full)[:40],  # only whole windows: one native copy
+        np.flatnonzero(~p.full)[:40],
+        np.flatnonzero(p.used == T)[:8],  # padding only in slot T
+        *(rng.integers(0, len(p), int(rng.integers(1, 70))) for _ in range(20)),
+    ]
+    for ids in cases:
+        if not ids.size:
+            continue
+        got, want = p._native_fields(ids, None), p._numpy_fields(ids, None)
+        for k in FIELDS:
+            assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+        for dtype in (np.uint32, np.int64):
+            ref = p._read_pieces(ids, np.zeros((ids.size, T + 1), dtype))
+            np.testing.assert_array_equal(p.read(ids, out=np.zeros_like(ref)), ref)
+    with pytest.raises(IndexError, match="packed window id out of range"):
+        p.read(np.array([0, len(p)]))
+
+
 def test_max_segments_is_the_most_any_window_can_hold(
     zipf_corpus: tuple[Path, np.ndarray],
 ) -> None:
