@@ -394,7 +394,7 @@ static void first_after(const int64_t *u, Py_ssize_t nu, const int64_t *s, Py_ss
     while (len > 1) {
         Py_ssize_t half = len / 2;
         for (Py_ssize_t j = 0; j < n; j++)
-            lo[j] += u[lo[j] + half - 1] <= s[j] ? half : 0;
+            lo[j] += half & -(Py_ssize_t)(u[lo[j] + half - 1] <= s[j]);
         len -= half;
     }
     for (Py_ssize_t j = 0; j < n; j++)
