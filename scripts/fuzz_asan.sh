@@ -28,6 +28,8 @@ build datafuel/vision/_jpegregion.c datafuel.vision._jpegregion -ljpeg -lm -lpth
 build datafuel/vision/_pack.c datafuel.vision._pack
 build datafuel/clean/_knnselect.c datafuel.clean._knnselect -lm
 build datafuel/loaders/_gather.c datafuel.loaders._gather
+build datafuel/dedup/_hamming.c datafuel.dedup._hamming
+build datafuel/loaders/_spanring.c datafuel.loaders._spanring
 
 # Python itself is not built with ASan: preload the runtime, and do not report the
 # interpreter's deliberate never-freed allocations as leaks

@@ -47,8 +47,12 @@ try:  # optional: fuzzed where it was built (scripts/fuzz_asan.sh builds its own
     from datafuel.dedup import _hamming
 except ImportError:
     _hamming = None  # type: ignore[assignment]
+try:
+    from datafuel.loaders import _spanring
+except ImportError:  # pragma: no cover
+    _spanring = None  # type: ignore[assignment]
 
-OK_ERRORS = (ValueError, TypeError, BufferError, OverflowError)
+OK_ERRORS = (ValueError, TypeError, BufferError, OverflowError, IndexError)
 
 
 def seed_jpegs() -> list[bytes]:
@@ -307,6 +311,37 @@ def fuzz_hamming(r: random.Random) -> None:
     call(_hamming.cross, hashes, h[: r.randrange(0, m + 1)].copy(), md)
 
 
+def fuzz_spanring(r: random.Random) -> None:
+    # rings of odd shapes, rows reserved and overwritten past capacity, marks kept past
+    # their row's reuse and a reset, indices and values out of range
+    ring = _spanring.Ring(r.choice((1, 2, 3, 17)), r.choice((6, 7, 12, 64)))
+    keep = []
+    for _ in range(r.randrange(1, 40)):
+        key = [r.choice((0, 1, 2**63, 2**64 - 1, -1, 2**64)) for _ in range(4)]
+        if r.random() < 0.5:
+            try:
+                keep.append(ring.begin(*key))
+            except (OverflowError, TypeError):
+                continue
+        else:
+            vals = [
+                r.choice((0, 5, 2**64 - 1, -1))
+                for _ in range(r.choice((ring.width - 1, ring.width, 2)))
+            ]
+            call(ring.put, *vals)
+        if keep and r.random() < 0.5:
+            m = r.choice(keep)
+            call(m.stamp, *[r.randrange(-70, 70) for _ in range(r.randrange(0, 4))])
+            call(m.__setitem__, r.randrange(-70, 70), r.choice((0, 1, 2**64 - 1, -1, 2**64)))
+            call(m.__getitem__, r.randrange(-70, 70))
+        if r.random() < 0.05:
+            ring.reset()
+    call(ring.snapshot)
+    for m in keep:
+        call(m.key)
+        call(m.tolist)
+
+
 def fuzz_documents(r: random.Random) -> None:
     # mostly well-formed calls (so the kernel writes), each with a chance of one lie
     g = np.random.default_rng(r.randrange(2**32))
@@ -349,7 +384,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     build = os.environ.get("DATAFUEL_FUZZ_BUILD")  # scripts/fuzz_asan.sh: its ASan builds
-    mods = [m for m in (jr, _pack, knn, _gather, _hamming) if m is not None]
+    mods = [m for m in (jr, _pack, knn, _gather, _hamming, _spanring) if m is not None]
     for mod in mods:
         if build and not str(mod.__file__).startswith(build):
             print(f"fuzz: {mod.__name__} is {mod.__file__}, not the build in {build}")
@@ -367,6 +402,8 @@ def main() -> int:
     ]
     if _hamming is not None:
         targets.append(lambda: fuzz_hamming(r))
+    if _spanring is not None:
+        targets.append(lambda: fuzz_spanring(r))
     t0 = time.monotonic()
     rounds = 0
     while rounds < args.rounds:
