@@ -50,7 +50,7 @@ from ._retry import RetryPolicy
 from ._schema import DriftEvent, SchemaTracker
 from ._secrets import SecretPolicy, check_headers, origin, redact_url
 from ._sink import ParquetSink, part_index
-from ._source import RestSource
+from ._source import RestSource, ssl_context
 from ._throttle import Throttle
 
 __all__ = ["IngestProgress", "IngestResult", "ingest"]
@@ -365,7 +365,7 @@ def _read_robots(url: str, timeout: float, transport: httpx.BaseTransport | None
     """``robots.txt`` of ``url``'s origin (RFC 9309: a 4xx allows everything)."""
     where = origin(url)
     try:
-        with httpx.Client(timeout=timeout, transport=transport) as client:
+        with httpx.Client(timeout=timeout, transport=transport, verify=ssl_context()) as client:
             resp = client.get(f"{where}/robots.txt")
     except httpx.HTTPError as exc:
         raise IngestError(
