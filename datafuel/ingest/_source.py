@@ -160,12 +160,43 @@ class RestSource:
         self.limits = limits if limits is not None else ResponseLimits()
         self.timeout = timeout
         self.max_redirects = max_redirects
-        self._client = httpx.Client(
-            timeout=timeout, transport=transport, follow_redirects=False, verify=ssl_context()
+        self._transport = transport
+        self._client = self._new_client()
+        #: with the default transport, each worker thread gets a client (a pool) of its
+        #: own: httpcore walks every connection of a pool, polling the idle ones, for each
+        #: request, so one pool shared by 8 threads costs O(8) syscalls a request
+        self._local = threading.local()
+        self._local.client = self._client
+        self._clients = [self._client]
+        self._closed = False
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=self.timeout,
+            transport=self._transport,
+            follow_redirects=False,
+            verify=ssl_context(),
         )
 
+    def _thread_client(self) -> httpx.Client:
+        """This thread's client (the shared one with a given transport, or once closed)."""
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is not None:
+            return client
+        with self._count_lock:
+            if self._closed or self._transport is not None:
+                return self._client
+            client = self._new_client()
+            self._clients.append(client)
+        self._local.client = client
+        return client
+
     def close(self) -> None:
-        self._client.close()
+        with self._count_lock:
+            self._closed = True
+            clients, self._clients = self._clients, [self._client]
+        for client in clients:
+            client.close()
 
     def __enter__(self) -> RestSource:
         return self
@@ -233,7 +264,7 @@ class RestSource:
                 f"no time left of the --request-deadline of {self.limits.deadline:g} s"
             )
         try:
-            with self._client.stream(
+            with self._thread_client().stream(
                 "GET", url, headers=policy.headers_for(url), timeout=min(self.timeout, left)
             ) as resp:
                 if resp.status_code in _REDIRECTS or resp.status_code >= 400:

@@ -301,3 +301,30 @@ def test_a_slow_page_holds_back_no_more_than_the_window_behind_it() -> None:
     finally:
         fetches.release.set()
         fetcher.close(timeout=5)
+
+
+def test_each_worker_thread_has_its_own_client_and_close_closes_them_all() -> None:
+    from ingest_server import FakeAPI, listings
+
+    from datafuel.ingest import RestSource
+
+    with FakeAPI(listings(30), page_size=10, style="page") as api:
+        source = RestSource(records_path="data.items")
+        got: dict[int, list[Any]] = {}
+
+        def fetch(page: int) -> None:
+            request = PageRequest(api.url, (("page", str(page)),), page - 1)
+            got[page] = [r["id"] for r in source.fetch(request).records]
+
+        threads = [threading.Thread(target=fetch, args=(p,)) for p in (1, 2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert got == {p: list(range((p - 1) * 10, p * 10)) for p in (1, 2, 3)}
+        clients = list(source._clients)
+        assert len(clients) == 4 and len({id(c) for c in clients}) == 4  # the main one + 3
+        source.close()
+        assert all(c.is_closed for c in clients)
+        with pytest.raises(RuntimeError, match="closed"):
+            source.fetch(PageRequest(api.url, (("page", "1"),), 0))
