@@ -46,7 +46,8 @@
  *     boundaries are searched, not scanned (per window a binary search for its first
  *     one after s, then a walk), so their order is checked only where a batch reads
  *     them: entries found out of order raise. Malformed arguments raise ValueError
- *     (or TypeError, BufferError) before anything is written.
+ *     (or TypeError, BufferError) before anything is written. As for the copies, the
+ *     GIL is released only where positions is at least 1 MiB (RELEASE_BYTES).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
