@@ -183,3 +183,35 @@ def test_audit_html_shows_image_pairs_as_thumbnails_that_decode(
         build.audit([tmp_path / "out"], html=tmp_path)
     with pytest.raises(ConfigError, match="worst"):
         build.audit([tmp_path / "out"], worst=-1)
+
+
+def test_audit_exit_status_for_images_and_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the split test for the other two kinds: planted copies built with dedup off
+    # are flagged (exit 1); built with dedup on (near for images, exact for tables), not
+    _pictures(tmp_path / "in")
+    kw = {"fractions": (0.5, 0.25, 0.25)}
+    build.images(tmp_path / "in", tmp_path / "img-none", dedup="none", **kw)
+    build.images(tmp_path / "in", tmp_path / "img-near", dedup="near", **kw)
+    capsys.readouterr()
+    assert main(["audit", str(tmp_path / "img-none")]) == 1
+    assert main(["audit", str(tmp_path / "img-near")]) == 0
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(3)
+    n = 300
+    t = pa.table({"a": rng.normal(size=n), "b": rng.normal(size=n), "y": rng.normal(size=n)})
+    copies = t.take(pa.array(np.repeat(np.arange(30), 2)))
+    pacsv.write_csv(pa.concat_tables([t, copies]), tmp_path / "t.csv")
+    csv = str(tmp_path / "t.csv")
+    build.table(csv, tmp_path / "tab-none", target="y", impute="median", dedup="none")
+    build.table(csv, tmp_path / "tab-exact", target="y", impute="median", dedup="exact")
+    capsys.readouterr()
+    assert main(["audit", str(tmp_path / "tab-none"), "--json"]) == 1
+    got = json.loads(capsys.readouterr().out)
+    assert got["leaked"] and got["kind"] == "table" and got["method"] == "exact"
+    assert got["cross_pairs"] > 0 and got["pairs"][0]["similarity"] == 1.0
+    assert main(["audit", str(tmp_path / "tab-exact")]) == 0
