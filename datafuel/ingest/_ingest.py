@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import pyarrow as pa
@@ -349,8 +349,9 @@ def _html_setup(
     ignore_robots: bool,
     timeout: float,
     transport: httpx.BaseTransport | None,
-) -> tuple[str | Paginator, float | None, RobotsPolicy | None]:
-    """An HTML listing's paginator, its polite default rate and its ``robots.txt``."""
+) -> tuple[str | Paginator, float | None, _InBackground[RobotsPolicy] | None]:
+    """An HTML listing's paginator, its polite default rate and its ``robots.txt`` (being
+    read on a thread while the checkpoint is opened: no page is asked for before it is in)."""
     if html.next is not None or paginate not in ("page", "offset"):
         paginate = HtmlPaginator(html)  # follow the next link, one page at a time
     if rate is None and rate_limiter is None:
@@ -358,7 +359,35 @@ def _html_setup(
     if ignore_robots:
         log.warning("--ignore-robots: not reading %s/robots.txt", origin(url))
         return paginate, rate, None
-    return paginate, rate, _read_robots(url, timeout, transport)
+    return paginate, rate, _InBackground(lambda: _read_robots(url, timeout, transport))
+
+
+T = TypeVar("T")
+
+
+class _InBackground(Generic[T]):
+    """``fn()`` run on a thread from now; :meth:`result` waits for it, then returns its
+    value or raises its exception."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(fn,), name="datafuel-ingest-robots", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # handed to the caller of result(), which re-raises it
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
 
 
 def _read_robots(url: str, timeout: float, transport: httpx.BaseTransport | None) -> RobotsPolicy:
@@ -920,9 +949,9 @@ def _ingest_locked(
     ignore_robots: bool,
 ) -> IngestResult:
     """:func:`ingest` once the lock of ``root`` is held."""
-    robots = None
+    reading_robots = None
     if html is not None:
-        paginate, rate, robots = _html_setup(
+        paginate, rate, reading_robots = _html_setup(
             html, url, paginate, rate, rate_limiter, ignore_robots, timeout, transport
         )
     paginator = make_paginator(paginate) if isinstance(paginate, str) else paginate
@@ -949,6 +978,7 @@ def _ingest_locked(
         secret_params=tuple(policy.secret_params),
         fsync=fsync,
     )
+    robots = reading_robots.result() if reading_robots is not None else None
     run.incremental = incremental
     run.html_select = html.select if html is not None else None
     if incremental is not None:

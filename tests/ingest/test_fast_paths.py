@@ -328,3 +328,33 @@ def test_each_worker_thread_has_its_own_client_and_close_closes_them_all() -> No
         assert all(c.is_closed for c in clients)
         with pytest.raises(RuntimeError, match="closed"):
             source.fetch(PageRequest(api.url, (("page", "1"),), 0))
+
+
+def test_robots_txt_read_beside_the_checkpoint_still_comes_first_and_still_refuses(
+    tmp_path: Any,
+) -> None:
+    """robots.txt is read on a thread while the checkpoint opens: a 5xx (RFC 9309:
+    disallow all) is still an error, and no page is asked for before robots.txt is in."""
+    from hostile_server import HostileServer, Reply, Seen
+
+    from datafuel.errors import IngestError
+    from datafuel.ingest import ingest
+    from datafuel.ingest._html import HtmlSpec
+
+    status = {"robots": 503}
+
+    def route(server: HostileServer, seen: Seen) -> Reply:
+        if seen.path == "/robots.txt":
+            time.sleep(0.1)  # slower than opening the checkpoint
+            return Reply(status["robots"], {}, b"")
+        return Reply(200, {}, b"<html><p>no listings</p></html>")
+
+    spec = HtmlSpec("article", {"name": "h2::text"})
+    with HostileServer(route) as srv:
+        with pytest.raises(IngestError, match=r"robots.txt answered HTTP 503"):
+            ingest(srv.url("/list"), tmp_path / "o", html=spec, rate=1000.0)
+        assert [s.path for s in srv.seen] == ["/robots.txt"]
+        status["robots"] = 404
+        r = ingest(srv.url("/list"), tmp_path / "o", html=spec, rate=1000.0)
+        assert [s.path for s in srv.seen][1:3] == ["/robots.txt", "/list"]
+    assert r.status == "done" and r.records == 0
