@@ -26,11 +26,14 @@
  *     The token windows [s, s + length) of global token positions starts (int64, n),
  *     across shard boundaries: offsets (int64, shards + 1, from 0, not decreasing) are
  *     the shards' first tokens and the total; srcs[k] holds shard k's tokens (at least
- *     offsets[k + 1] - offsets[k] of token_size bytes, 2 or 4, else ValueError); out a
- *     writable C-contiguous (n, length) buffer of unsigned or signed integers of 2, 4
- *     or 8 bytes, at least as wide as the tokens (widened as they are copied). Returns
- *     None once copied, or an int i, copying nothing, when window i does not fit in
- *     [0, total). Only the shards the windows read are looked at.
+ *     offsets[k + 1] - offsets[k] of token_size bytes, 2 or 4, else ValueError, or empty:
+ *     see below); out a writable C-contiguous (n, length) buffer of unsigned or signed
+ *     integers of 2, 4 or 8 bytes, at least as wide as the tokens (widened as they are
+ *     copied). Returns None once copied; an int i, copying nothing, when window i does not fit in
+ *     [0, total); a tuple (k,), copying nothing, when srcs[k] is empty but shard k holds
+ *     tokens a window reads (a shard not mapped yet: pass b"" and map it when asked; a
+ *     buffer that is not empty but short is still a ValueError). Only the shards the
+ *     windows read are looked at.
  *
  * document_fields(boundaries, starts, seq_len, total, positions, mask, cu_seqlens)
  *     The document fields of the windows [s, s + seq_len + 1) of starts (int64, n), in one
@@ -311,6 +314,12 @@ static PyObject *windows_at(PyObject *self, PyObject *args)
                 if (take_shard(&a, k) != 0)
                     goto done;
                 if (views[k].len / item < off[k + 1] - off[k]) {
+                    if (views[k].len == 0) {
+                        /* an empty placeholder (b""): a shard not mapped yet, which the
+                         * caller maps before calling again */
+                        result = Py_BuildValue("(n)", k);
+                        goto done;
+                    }
                     PyErr_Format(PyExc_ValueError,
                                  "shard %zd holds %zd tokens, fewer than its offsets say (%lld)",
                                  k, views[k].len / item, (long long)(off[k + 1] - off[k]));

@@ -35,7 +35,13 @@ from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
 from ._remote import is_remote
 from ._remote_set import BatchShards, RemotePass, RemoteShardSet
-from ._sampler import EpochBatchSampler, EpochSampler, MixtureSampler, max_shard_bytes_per_run
+from ._sampler import (
+    EpochBatchSampler,
+    EpochSampler,
+    MixtureSampler,
+    _max_span_bytes_per_run,
+    max_shard_bytes_per_run,
+)
 from ._spans import (
     COLLATE,
     COPY,
@@ -259,7 +265,9 @@ class Loader:
         ``"shards"`` a shard-aware order (a permutation of the shards per epoch, rows
         shuffled within a sliding window of ``shuffle_window`` shards; see FORMAT.md
         "Sampling"), which is what ``shuffle=True`` means for a remote set: a full
-        permutation would read every shard all the time.
+        permutation would read every shard all the time. Token windows (``seq_len``)
+        take it too: windows grouped by the shard their start lies in, on the epoch's
+        grid (not for ``documents="pack"`` or mixtures).
     shuffle_window
         Shards open at once in the ``"shards"`` order. Default: for a remote set with a
         ``cache_limit``, half the shards the limit holds (the rest is room to
@@ -297,7 +305,9 @@ class Loader:
         ``{token_field: int64 (B, seq_len + 1)}``. uint16 tokens cross the bus and
         are widened on the device. Per epoch, window starts are ``o + seq_len * k``
         (every token a target once) with a random offset ``o`` per ``(seed, epoch)``,
-        in shuffled order; see FORMAT.md "Sampling".
+        in shuffled order; see FORMAT.md "Sampling". From a remote set the windows
+        stream: each batch pins only the token shards its windows read (the cache
+        limit must hold one batch's run of them, not the whole field).
     token_field
         The ragged token field for ``seq_len``.
     documents
@@ -480,12 +490,7 @@ class Loader:
             kind=kind,
             **self._order_args(shuffle, shuffle_window),
         )
-        if (
-            isinstance(self.shards, RemoteShardSet)
-            and self.windows is None
-            and self.sources is None
-        ):
-            self._check_cache_limit()
+        self._check_cache_limit()
         self.batch_sampler = EpochBatchSampler(self.sampler)
         self.collate_fn: Callable[..., Any] | None = None
         self.persistent_workers = bool(persistent_workers)
@@ -517,6 +522,7 @@ class Loader:
         self.sources: dict[str, ShardSet] | None = None
         self._mix_windows: list[TokenWindows] | None = None
         self._mix_counts: np.ndarray | None = None
+        self._streamed = False  # token windows streamed through a remote set's cache
         if isinstance(source, Mapping):
             self.sources = _open_sources(source, cache_dir, cache_limit)
             self.shards = next(iter(self.sources.values()))
@@ -540,7 +546,8 @@ class Loader:
             )
         if window is not None:
             check_int("shuffle_window", window)
-        if shuffle is True and remote and self.windows is None and self.sources is None:
+        rows_or_windows = self.sources is None and not isinstance(self.windows, PackedWindows)
+        if shuffle is True and remote and rows_or_windows:
             shuffle = "shards"
         if shuffle != "shards":
             if window is not None:
@@ -550,15 +557,23 @@ class Loader:
                     field="shuffle_window",
                 )
             return {"shuffle": shuffle}
-        if self.windows is not None or self.sources is not None:
+        if not rows_or_windows:
             raise ConfigError(
-                "shuffle='shards' orders rows; token windows and mixtures have their own orders "
-                "(use shuffle=True).",
+                "shuffle='shards' orders rows and token windows; packed windows and mixtures "
+                "have their own orders (use shuffle=True).",
                 field="shuffle",
             )
+        offsets: Any = self.shards.offsets
+        if isinstance(self.windows, TokenWindows):
+            windows, seed = self.windows, self.seed
+
+            def offsets(epoch: int) -> np.ndarray:
+                # the windows starting in each shard, on this epoch's grid o + T * k
+                return windows.shard_offsets(windows.offset(seed, epoch, True))
+
         return {
             "shuffle": "shards",
-            "offsets": self.shards.offsets,
+            "offsets": offsets,
             "window": window if window is not None else self._default_window(),
         }
 
@@ -573,7 +588,12 @@ class Loader:
 
     def _check_cache_limit(self) -> None:
         """Refuse a cache limit that cannot hold the files of the batches of one epoch's order."""
-        assert isinstance(self.shards, RemoteShardSet)
+        if not isinstance(self.shards, RemoteShardSet) or self.sources is not None:
+            return
+        if self.windows is not None:
+            if self._streamed:
+                self._check_window_cache_limit()
+            return  # packed windows pin the whole stream (checked as it was pinned)
         limit = self.shards.cache.limit
         if limit is None:
             return
@@ -591,6 +611,29 @@ class Loader:
                 field="cache_limit",
             )
 
+    def _check_window_cache_limit(self) -> None:
+        """Refuse a cache limit that cannot hold the token shards of the batches of one
+        epoch's window order (a window may run into the next shards: they count too)."""
+        assert isinstance(self.shards, RemoteShardSet) and isinstance(self.windows, TokenWindows)
+        limit = self.shards.cache.limit
+        if limit is None:
+            return
+        windows, sampler = self.windows, self.sampler
+        first, last = windows.shard_span(
+            windows.offset(sampler.seed, sampler.epoch, bool(sampler.shuffle)), sampler.order()
+        )
+        need = _max_span_bytes_per_run(
+            first, last, self.batch_size, self.shards.shard_bytes([self.token_field])
+        )
+        if need > limit:
+            raise ConfigError(
+                f"cache_limit={limit} bytes cannot hold the token shards one batch of "
+                f"{self.batch_size} windows reads from {self.shards.url}: the epoch's order "
+                f"needs {need} bytes at once. Raise cache_limit to at least {need}, or lower "
+                "batch_size or shuffle_window.",
+                field="cache_limit",
+            )
+
     def _begin_remote(
         self, plan: Sequence[tuple[int, int]], order: np.ndarray, epoch: int
     ) -> RemotePass | None:
@@ -599,14 +642,23 @@ class Loader:
         and prefetches what the next epoch starts with instead of guessing."""
         if (
             not isinstance(self.shards, RemoteShardSet)
-            or self.windows is not None
+            or (self.windows is not None and not self._streamed)
             or self.sources is not None  # a mixture's remote sources pin per gather
         ):
             return None
-        per_batch = BatchShards.of_plans(
-            [(plan, order), (self.sampler.plan(0), self.sampler.order(epoch + 1))],
-            self.shards.offsets,
-        )
+        plans = [(plan, order), (self.sampler.plan(0), self.sampler.order(epoch + 1))]
+        if self.windows is None:
+            per_batch = BatchShards.of_plans(plans, self.shards.offsets)
+        else:  # token windows: the shards of each window's tokens [s, s + T]
+            windows, sampler = self.windows, self.sampler
+            assert isinstance(windows, TokenWindows)
+            spans = [
+                functools.partial(
+                    windows.shard_span, windows.offset(sampler.seed, e, bool(sampler.shuffle))
+                )
+                for e in (epoch, epoch + 1)
+            ]
+            per_batch = BatchShards.of_plans(plans, windows.stream.shard_starts, spans)
         return self.shards.begin_pass(per_batch, self.fields)
 
     def _use_token_windows(
@@ -618,7 +670,14 @@ class Loader:
                 "fields= selects row fields; with seq_len= the batch is the token field "
                 f"{token_field!r}. Pass one of them."
             )
-        stream = self.shards.token_stream(token_field)
+        #: a remote set's token windows stream through the cache (each batch pins the
+        #: shards it reads); packed windows read the whole stream, pinned for good
+        self._streamed = isinstance(self.shards, RemoteShardSet) and self.documents != "pack"
+        if self._streamed:
+            assert isinstance(self.shards, RemoteShardSet)
+            stream = self.shards.lazy_token_stream(token_field)
+        else:
+            stream = self.shards.token_stream(token_field)
         windows = (PackedWindows if self.documents == "pack" else TokenWindows)(stream, seq_len)
         self.windows = windows
         self.fields = [token_field]

@@ -21,7 +21,7 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -114,6 +114,8 @@ class RemoteShardSet(ShardSet):
         self._fd_of: dict[str, int] = {}  # sha256 -> a pinned descriptor of it
         #: pinned for the set's lifetime (token streams, field_array)
         self._forever: set[tuple[int, str]] = set()
+        #: field -> its lazy token stream (its shards' mappings dropped as pins end)
+        self._streams: dict[str, TokenStream] = {}
         #: sha256 -> the shards whose files have that content
         self._shards_of: dict[str, list[int]] = {}
         for k, shard in enumerate(self.shards):
@@ -230,6 +232,9 @@ class RemoteShardSet(ShardSet):
                 if cached is not None:
                     cached[0][k] = b""
                     cached[1][k] = False
+                stream = self._streams.get(field)
+                if stream is not None:
+                    stream.drop(k)
                 fds = entry[1]
                 for part in fds:
                     self._fd_of.pop(self.shards[k]["files"][field][part]["sha256"], None)
@@ -307,6 +312,73 @@ class RemoteShardSet(ShardSet):
         self._pin(keys)
         return super().token_stream(field)
 
+    def lazy_token_stream(self, field: str = "tokens") -> TokenStream:
+        """The token stream of ``field`` with nothing pinned: each shard's tokens are mapped
+        when a read needs them and dropped when the last pin of that shard ends, so the
+        cache may evict them (a :class:`Loader` pins each batch's shards in its pass).
+
+        The shards' token counts come from the manifest (``bin`` bytes / itemsize); the
+        document starts are read from the small ``.idx`` files only when first asked for
+        (``documents=True``), one at a time. A read outside a pin pins that shard for
+        the set's lifetime, as :meth:`field_array` does.
+        """
+        spec = self._check_field(field)
+        if spec.kind != "ragged" or spec.dtype not in ("uint16", "uint32"):
+            return super().token_stream(field)  # raises, naming the field
+        with self._pin_lock:
+            stream = self._streams.get(field)
+        if stream is not None:
+            return stream
+        sizes = [s["files"][field]["bin"]["bytes"] // spec.itemsize for s in self.shards]
+
+        def load(k: int) -> np.ndarray:
+            return self._mmap(k, field)[0]
+
+        def load_offsets(k: int) -> np.ndarray:
+            return self._read_offsets(k, field)
+
+        stream = TokenStream(
+            [b""] * self.num_shards,
+            None,
+            spec.np_dtype,
+            sizes=sizes,
+            load=load,
+            load_offsets=load_offsets,
+        )
+        with self._pin_lock:
+            return self._streams.setdefault(field, stream)
+
+    def _read_offsets(self, k: int, field: str) -> np.ndarray:
+        """Shard ``k``'s ``.idx`` offsets of ``field``, read through the cache into memory
+        (pinned only while read) and checked as :meth:`_check_offsets` does."""
+        entry = self.shards[k]["files"][field]["idx"]
+        fd = self.cache.pin(entry["sha256"], entry["bytes"], self._fetcher(entry))
+        try:
+            raw = os.pread(fd, entry["bytes"], 0) if entry["bytes"] else b""
+        finally:
+            self.cache.unpin(fd)
+        where = f"{self.url}/{entry['name']}"
+        if len(raw) != entry["bytes"]:
+            raise CorruptShardError(
+                f"{where}: cached copy is {len(raw)} bytes, the manifest says {entry['bytes']}; "
+                "remove it from the cache.",
+                path=where,
+                field=field,
+            )
+        idx = np.frombuffer(raw, dtype="<u8")
+        bin_bytes = self.shards[k]["files"][field]["bin"]["bytes"]
+        if self.shards[k]["rows"] and (
+            int(idx[0]) != 0
+            or int(idx[-1]) * self.fields[field].itemsize != bin_bytes
+            or bool(np.any(np.diff(idx.astype(np.int64)) < 0))
+        ):
+            raise CorruptShardError(
+                f"{where}: offsets are not a non-decreasing 0..len(bin) sequence.",
+                path=where,
+                field=field,
+            )
+        return idx
+
     # -- a loader's pass -------------------------------------------------------------------
     def begin_pass(
         self,
@@ -367,15 +439,24 @@ class BatchShards:
 
     @classmethod
     def of_plans(
-        cls, plans: Sequence[tuple[Sequence[tuple[int, int]], np.ndarray]], offsets: np.ndarray
+        cls,
+        plans: Sequence[tuple[Sequence[tuple[int, int]], np.ndarray]],
+        offsets: np.ndarray,
+        spans: Sequence[Span | None] | None = None,
     ) -> BatchShards:
         """The batches of each ``(plan, order)`` in turn, numbered on from one to the next
         (``plan``: ``(start, size)`` into ``order``, the pass's sample ids; ``offsets``:
-        the set's shard offsets)."""
+        the set's shard offsets).
+
+        ``spans[i]`` (default None: a sample id is a row, in the shard ``offsets`` put it
+        in) maps the sample ids of plan ``i`` to the first and last shard (inclusive)
+        each one reads: token windows, whose ``offsets`` are the stream's shard starts.
+        """
         num_shards = max(1, offsets.size - 1)
         ptrs, shards = [np.zeros(1, np.int64)], []
         base = 0
-        for plan, order in plans:
+        for i, (plan, order) in enumerate(plans):
+            span = spans[i] if spans is not None else None
             p = np.asarray(plan, np.int64).reshape(-1, 2)
             if not p.shape[0]:
                 continue
@@ -386,8 +467,16 @@ class BatchShards:
                 firsts = np.cumsum(sizes) - sizes
                 within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(firsts, sizes)
                 ids = order[np.repeat(part[:, 0], sizes) + within]
-                k = np.searchsorted(offsets, ids, side="right") - 1
                 batch = np.repeat(np.arange(part.shape[0], dtype=np.int64), sizes)
+                if span is None:
+                    k = np.searchsorted(offsets, ids, side="right") - 1
+                else:  # each sample reads shards first..last
+                    first, last = span(ids)
+                    n = last - first + 1
+                    batch = np.repeat(batch, n)
+                    k = np.repeat(first, n) + (
+                        np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+                    )
                 key = batch * num_shards + k
                 key.sort()  # a sort and a compare: np.unique's hash path is ~10x slower here
                 if key.size:
@@ -400,6 +489,9 @@ class BatchShards:
         shard = np.concatenate(shards) if shards else np.zeros(0, np.int64)
         return cls(np.concatenate(ptrs), shard, offsets.size - 1)
 
+
+#: sample ids -> the first and last shard (inclusive) each reads
+Span = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 #: samples per chunk of :meth:`BatchShards.of_plans` (bounds its temporary arrays)
 _CHUNK = 1 << 20

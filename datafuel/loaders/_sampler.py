@@ -11,7 +11,7 @@ never repeating or skipping a sample.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 import numpy as np
@@ -167,6 +167,43 @@ def _max_over_runs(order: np.ndarray, offsets: np.ndarray, run: int, weight: np.
     return int(per_start[: max(1, n - run + 1)].max())
 
 
+def _max_span_bytes_per_run(
+    first: np.ndarray, last: np.ndarray, run: int, shard_bytes: np.ndarray
+) -> int:
+    """:func:`max_shard_bytes_per_run` for samples that each read a range of shards:
+    position ``p`` reads shards ``first[p] .. last[p]`` (token windows that run into the
+    next shards). The largest total ``shard_bytes`` of the distinct shards any ``run``
+    consecutive positions read.
+
+    >>> _max_span_bytes_per_run(np.array([0, 1, 2]), np.array([1, 1, 2]), 2, np.array([5, 1, 9]))
+    10
+    """
+    check_int("run", run)
+    first = np.asarray(first, dtype=np.int64)
+    last = np.asarray(last, dtype=np.int64)
+    n = int(first.size)
+    if n == 0:
+        return 0
+    counts = last - first + 1
+    pos = np.repeat(np.arange(n, dtype=np.int64), counts)
+    shard = np.repeat(first, counts) + (
+        np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    )
+    by = np.lexsort((pos, shard))  # grouped by shard, positions ascending
+    pos, shard = pos[by], shard[by]
+    prev = np.full(pos.size, -1, dtype=np.int64)  # previous position reading the same shard
+    same = shard[1:] == shard[:-1]
+    prev[1:][same] = pos[:-1][same]
+    # a shard's read at p is its first in the runs starting at s in [lo, p]
+    lo = np.maximum(prev + 1, pos - run + 1)
+    w = np.asarray(shard_bytes, dtype=np.int64)[shard]
+    diff = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(diff, np.maximum(lo, 0), w)
+    np.add.at(diff, pos + 1, -w)
+    per_start = np.cumsum(diff[:n])
+    return int(per_start[: max(1, n - run + 1)].max())
+
+
 def max_shards_per_run(order: np.ndarray, offsets: np.ndarray, run: int) -> int:
     """The most distinct shards any ``run`` consecutive positions of ``order`` touch.
 
@@ -258,6 +295,9 @@ class EpochSampler:
     offsets, window
         With ``shuffle="shards"``: the shard set's offsets (each shard's first row, then
         ``num_samples``) and the window of shards (``>= 1``) rows are mixed over.
+        ``offsets`` may instead be a function of the epoch giving that epoch's offsets
+        (token windows: the windows starting in each shard depend on the epoch's offset
+        ``o``); each must end at ``num_samples``.
     drop_last
         Drop the last, short global step. Otherwise it is kept, split evenly: every
         rank gets the same (smaller) last batch.
@@ -287,7 +327,7 @@ class EpochSampler:
         rank: int = 0,
         world_size: int = 1,
         kind: str = "rows",
-        offsets: np.ndarray | None = None,
+        offsets: np.ndarray | Callable[[int], np.ndarray] | None = None,
         window: int | None = None,
     ) -> None:
         check_int("batch_size", batch_size)
@@ -299,17 +339,15 @@ class EpochSampler:
         self.shuffle: bool | str = _check_shuffle(shuffle)
         self.offsets: np.ndarray | None = None
         self.window: int | None = None
+        self._epoch_offsets: Callable[[int], np.ndarray] | None = None
         if self.shuffle == "shards":
             if offsets is None:
                 raise ConfigError('shuffle="shards" needs offsets (the shard set\'s offsets).')
             self.window = check_int("window", window)
-            self.offsets = np.asarray(offsets, dtype=np.int64)
-            _shard_sizes(self.offsets)
-            if int(self.offsets[-1]) != self.num_samples:
-                raise ConfigError(
-                    f"offsets must end at num_samples={self.num_samples}. "
-                    f"Got {int(self.offsets[-1])} instead."
-                )
+            if callable(offsets):
+                self._epoch_offsets = offsets
+                offsets = offsets(0)
+            self.offsets = self._checked_offsets(offsets)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.rank = rank
@@ -318,6 +356,21 @@ class EpochSampler:
         self.epoch = 0
         #: samples of this epoch's global order consumed by all ranks together
         self.position = 0
+
+    def _checked_offsets(self, offsets: np.ndarray) -> np.ndarray:
+        got = np.asarray(offsets, dtype=np.int64)
+        _shard_sizes(got)
+        if int(got[-1]) != self.num_samples:
+            raise ConfigError(
+                f"offsets must end at num_samples={self.num_samples}. Got {int(got[-1])} instead."
+            )
+        return got
+
+    def offsets_of(self, epoch: int) -> np.ndarray | None:
+        """The offsets ``shuffle="shards"`` orders ``epoch`` by (None for other orders)."""
+        if self._epoch_offsets is None or epoch == 0:
+            return self.offsets
+        return self._checked_offsets(self._epoch_offsets(epoch))
 
     # -- plan ------------------------------------------------------------------------
     def _usable(self, start: int) -> int:
@@ -362,8 +415,9 @@ class EpochSampler:
     def order(self, epoch: int | None = None) -> np.ndarray:
         e = self.epoch if epoch is None else epoch
         if self.shuffle == "shards":
-            assert self.offsets is not None and self.window is not None
-            return shard_window_order(self.offsets, self.seed, e, self.window)
+            offsets = self.offsets_of(e)
+            assert offsets is not None and self.window is not None
+            return shard_window_order(offsets, self.seed, e, self.window)
         return epoch_order(self.num_samples, self.seed, e, bool(self.shuffle))
 
     def __iter__(self) -> Iterator[int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,23 +29,79 @@ class TokenStream:
     ----------
     data, offsets
         Per shard, the memory-mapped token array and its ``rows + 1`` offsets.
+    sizes, load, load_offsets
+        A *lazy* stream (a remote set's, :meth:`RemoteShardSet.lazy_token_stream`):
+        ``sizes`` are the tokens of each shard (from the manifest), ``data`` entries may
+        be ``b""`` (not mapped) and ``load(k)`` maps shard ``k`` when a read needs it;
+        :meth:`drop` forgets a mapping again (so that its file may be evicted).
+        ``offsets`` may then be ``None``: ``load_offsets(k)`` reads shard ``k``'s
+        offsets the first time :attr:`doc_starts` is asked for.
     """
 
     def __init__(
-        self, data: Sequence[np.ndarray], offsets: Sequence[np.ndarray], dtype: np.dtype[Any]
+        self,
+        data: Sequence[np.ndarray | bytes],
+        offsets: Sequence[np.ndarray] | None,
+        dtype: np.dtype[Any],
+        *,
+        sizes: Sequence[int] | np.ndarray | None = None,
+        load: Callable[[int], np.ndarray] | None = None,
+        load_offsets: Callable[[int], np.ndarray] | None = None,
     ) -> None:
-        self._data = list(data)
+        self._data: list[Any] = list(data)
         self._views: dict[tuple[int, int], np.ndarray] = {}
+        self._load = load
         self.dtype = dtype
-        sizes = np.array([len(d) for d in self._data], dtype=np.int64)
+        if sizes is None:
+            sizes = np.array([len(d) for d in self._data], dtype=np.int64)
+        sizes = np.asarray(sizes, dtype=np.int64)
+        #: tokens of each shard
+        self.sizes = sizes
         #: global token index where each shard starts, plus the total
         self.shard_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._offsets = None if offsets is None else list(offsets)
+        self._load_offsets = load_offsets
+        self._doc_starts: np.ndarray | None = None
+        if self._offsets is not None:
+            self._doc_starts = self._starts_of(self._offsets)
+
+    def _starts_of(self, offsets: Sequence[np.ndarray]) -> np.ndarray:
         docs = [
             np.asarray(o[:-1], dtype=np.int64) + s
             for o, s in zip(offsets, self.shard_starts[:-1], strict=True)
         ]
-        #: global token index where each document starts, plus the total
-        self.doc_starts = np.concatenate([*docs, self.shard_starts[-1:]]).astype(np.int64)
+        return np.concatenate([*docs, self.shard_starts[-1:]]).astype(np.int64)
+
+    @property
+    def doc_starts(self) -> np.ndarray:
+        """Global token index where each document starts, plus the total."""
+        if self._doc_starts is None:
+            assert self._load_offsets is not None
+            n = len(self.sizes)
+            self._doc_starts = self._starts_of([self._load_offsets(k) for k in range(n)])
+        return self._doc_starts
+
+    @property
+    def lazy(self) -> bool:
+        """Whether shards are mapped as reads need them (and may be dropped again)."""
+        return self._load is not None
+
+    def _shard(self, k: int) -> np.ndarray:
+        """Shard ``k``'s tokens, mapped first if a lazy stream has not mapped it."""
+        d = self._data[k]
+        if self._load is not None and len(d) < self.sizes[k]:
+            d = self._data[k] = self._load(k)
+        if isinstance(d, bytes):  # an empty shard, never mapped
+            return np.zeros(0, self.dtype)
+        return d  # type: ignore[no-any-return]
+
+    def drop(self, k: int) -> None:
+        """Forget shard ``k``'s mapping (a lazy stream maps it again when read)."""
+        if self._load is None:
+            return
+        self._data[k] = b""
+        for key in [key for key in list(self._views) if key[0] == k]:
+            self._views.pop(key, None)
 
     @property
     def num_tokens(self) -> int:
@@ -67,7 +123,7 @@ class TokenStream:
         key = (k, length)
         view = self._views.get(key)
         if view is None:
-            data = self._data[k]
+            data = self._shard(k)
             n = len(data) - length + 1
             if n <= 0:
                 return None
@@ -106,16 +162,32 @@ class TokenStream:
             # (reductions, searchsorted, index arithmetic) cost as much as the copy
             if not st.flags.c_contiguous:
                 st = np.ascontiguousarray(st)
-            bad = _gather.windows_at(
-                self._data, self.shard_starts, st, length, out, self.dtype.itemsize
-            )
-            if bad is not None:
-                raise IndexError(
-                    f"window start out of range: windows of {length} tokens start in "
-                    f"[0, {self.num_tokens - length}]; got {int(st[bad])}."
-                )
+            self._windows_native(st, length, out)
             return out
         return self._windows_numpy(st, length, out)
+
+    def _windows_native(self, st: np.ndarray, length: int, out: np.ndarray) -> None:
+        """One ``_gather.windows_at`` into ``out``, mapping each shard it finds unmapped."""
+        assert _gather is not None
+        seen: set[int] = set()  # shards this call found mapped (or mapped itself)
+        while (
+            status := _gather.windows_at(
+                self._data, self.shard_starts, st, length, out, self.dtype.itemsize
+            )
+        ) is not None:
+            if isinstance(status, int):
+                raise IndexError(
+                    f"window start out of range: windows of {length} tokens start in "
+                    f"[0, {self.num_tokens - length}]; got {int(st[status])}."
+                )
+            k = int(status[0])  # a shard not mapped yet: map it and call again
+            if self._load is None or k in seen:
+                raise ValueError(
+                    f"shard {k} holds no tokens, fewer than its offsets say ({int(self.sizes[k])})"
+                )
+            seen.add(k)
+            # another worker may have mapped it since windows_at looked: then just call again
+            self._shard(k)
 
     def _windows_numpy(self, st: np.ndarray, length: int, out: np.ndarray) -> np.ndarray:
         """:meth:`windows` without the extension (or into a strided or float ``out``)."""
@@ -152,12 +224,12 @@ class TokenStream:
         if int(pos.min()) < 0 or int(pos.max()) >= self.num_tokens:
             raise IndexError(f"token positions out of range [0, {self.num_tokens}).")
         if len(self._data) == 1:
-            return np.asarray(self._data[0][pos])
+            return np.asarray(self._shard(0)[pos])
         shard = np.searchsorted(self.shard_starts, pos, side="right") - 1
         out = np.empty(pos.size, self.dtype)
         for k in np.unique(shard).tolist():
             sel = shard == k
-            out[sel] = self._data[k][pos[sel] - self.shard_starts[k]]
+            out[sel] = self._shard(k)[pos[sel] - self.shard_starts[k]]
         return out
 
     def read(self, start: int, length: int) -> np.ndarray:
@@ -172,7 +244,7 @@ class TokenStream:
             k = int(np.searchsorted(self.shard_starts, pos, side="right") - 1)
             a = pos - int(self.shard_starts[k])
             b = min(end, int(self.shard_starts[k + 1])) - int(self.shard_starts[k])
-            pieces.append(self._data[k][a:b])
+            pieces.append(self._shard(k)[a:b])
             pos += b - a
         return (
             np.concatenate(pieces).astype(self.dtype, copy=False)

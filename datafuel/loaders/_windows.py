@@ -89,6 +89,31 @@ class TokenWindows:
         """The windows ``[s, s + seq_len + 1)``: a ``(len(starts), seq_len + 1)`` array."""
         return self.stream.windows(starts, self.length, out=out)
 
+    # -- by shard (the shard-aware order, a remote set's pins) -------------------------
+    def shard_offsets(self, o: int) -> np.ndarray:
+        """For the epoch grid ``o + T * k``: the first window starting in each shard, then
+        ``num_windows`` (window ids grouped by the shard of their start, as rows are by
+        ``ShardSet.offsets``): what ``shuffle="shards"`` orders windows by.
+
+        >>> import numpy as np
+        >>> from datafuel.loaders import TokenStream
+        >>> ts = TokenStream([np.zeros(n, np.uint16) for n in (7, 2, 12)], None, np.dtype("uint16"))
+        >>> TokenWindows(ts, seq_len=4).shard_offsets(1).tolist()
+        [0, 2, 2, 5]
+        """
+        firsts = self.stream.shard_starts[:-1] - o
+        k = np.clip(-(-firsts // self.seq_len), 0, self.num_windows)
+        return np.concatenate([k, [self.num_windows]]).astype(np.int64)
+
+    def shard_span(self, o: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first and last shard (inclusive) that each window ``ids`` of the grid
+        ``o + T * k`` reads: the shards of its tokens ``[s, s + T]``."""
+        s = o + self.seq_len * np.asarray(ids, dtype=np.int64)
+        starts = self.stream.shard_starts
+        first = np.searchsorted(starts, s, side="right") - 1
+        last = np.searchsorted(starts, s + self.seq_len, side="right") - 1
+        return first.astype(np.int64), last.astype(np.int64)
+
     # -- document fields -------------------------------------------------------------
     @property
     def boundaries(self) -> np.ndarray:

@@ -282,3 +282,82 @@ def test_locality_between_full_permutation_and_storage_order():
 def test_locality_degenerate_cases():
     assert shard_locality(np.arange(10), _offsets([10]), 4) == 0.0  # one shard
     assert shard_locality(np.arange(10), _offsets([5, 5]), 1) == 0.0  # batches of one
+
+
+# -- token windows (a remote set's default order; also local with shuffle="shards") --------
+def _brute_span_bytes(first, last, run, nbytes) -> int:
+    n = len(first)
+    return max(
+        int(
+            nbytes[
+                sorted({k for p in range(s, min(n, s + run)) for k in range(first[p], last[p] + 1)})
+            ].sum()
+        )
+        for s in range(max(1, n - run + 1))
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    spans=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 2)), min_size=1, max_size=30),
+    run=st.integers(1, 12),
+)
+def test_span_byte_helper_matches_brute_force(spans, run):
+    from datafuel.loaders._sampler import _max_span_bytes_per_run
+
+    first = np.array([a for a, _ in spans], np.int64)
+    last = first + np.array([b for _, b in spans], np.int64)
+    nbytes = np.arange(1, 10, dtype=np.int64) * 1000
+    got = _max_span_bytes_per_run(first, last, run, nbytes)
+    assert got == _brute_span_bytes(first.tolist(), last.tolist(), run, nbytes)
+
+
+
+def _token_set(tmp_path):
+    from datafuel.loaders import ShardWriter, ragged
+
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(0, 60_000, int(n), dtype=np.uint16) for n in rng.integers(1, 120, 300)]
+    with ShardWriter(tmp_path / "t", {"tokens": ragged("uint16")}, shard_bytes=2_000) as w:
+        w.write({"tokens": docs})
+    return tmp_path / "t", np.concatenate(docs)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_local_token_windows_in_shard_order(tmp_path, seed):
+    from datafuel.loaders import Loader, ShardSet
+
+    d, flat = _token_set(tmp_path)
+    T = 32
+    loader = Loader(d, 8, seq_len=T, seed=seed, shuffle="shards", shuffle_window=2, num_workers=0)
+    w, s = loader.windows, loader.sampler
+    starts = ShardSet(d).token_stream().shard_starts
+    for epoch in range(3):
+        o = w.offset(seed, epoch, True)
+        grid = o + T * np.arange(len(w))
+        shard = np.searchsorted(starts, grid, side="right") - 1
+        offsets = np.concatenate(
+            [np.searchsorted(shard, np.arange(starts.size - 1), side="left"), [len(w)]]
+        )
+        np.testing.assert_array_equal(w.shard_offsets(o), offsets)
+        np.testing.assert_array_equal(s.order(epoch), shard_window_order(offsets, seed, epoch, 2))
+    batches = [b["tokens"].numpy() for b in loader]
+    order, grid = s.order(0), w.starts(seed, 0, True)
+    want = np.stack([flat[g : g + T + 1] for g in grid[order]])
+    np.testing.assert_array_equal(np.concatenate(batches), want)
+    state = loader.state_dict()
+    assert state["shuffle"] == "shards" and state["window"] == 2 and state["epoch"] == 1
+
+
+def test_local_token_windows_default_order_unchanged(tmp_path):
+    from datafuel.loaders import Loader
+
+    d, flat = _token_set(tmp_path)
+    loader = Loader(d, 8, seq_len=32, seed=5, num_workers=0)
+    assert loader.sampler.shuffle is True and "window" not in loader.state_dict()
+    got = np.concatenate([b["tokens"].numpy() for b in loader])
+    grid = loader.windows.starts(5, 0, True)
+    order = epoch_order(len(loader.windows), 5, 0, True)
+    np.testing.assert_array_equal(got, np.stack([flat[g : g + 33] for g in grid[order]]))
+    with pytest.raises(ConfigError, match="packed windows and mixtures"):
+        Loader(d, 8, seq_len=32, documents="pack", shuffle="shards")

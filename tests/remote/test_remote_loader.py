@@ -281,11 +281,17 @@ def test_token_windows_from_a_bucket(s3, tmp_path):
     write_shards(d, tokens=docs, shard_bytes=4000)
     s3.upload_dir(d, "tok")
     r = Loader(s3.url("tok"), batch_size=8, seq_len=16, seed=1, cache_dir=tmp_path / "c")
-    _same(_batches(r), _batches(Loader(d, batch_size=8, seq_len=16, seed=1)))
+    # a remote set's windows stream in the shard-aware order (tests/remote/test_remote_windows.py)
+    _same(_batches(r), _batches(Loader(d, batch_size=8, seq_len=16, seed=1, shuffle="shards")))
     need = ShardSet(d).nbytes
-    with pytest.raises(ConfigError, match=f"at least {need}"):
+    with pytest.raises(ConfigError, match=f"at least {need}"):  # packed windows pin it all
         Loader(
-            s3.url("tok"), batch_size=8, seq_len=16, cache_dir=tmp_path / "c2", cache_limit=need - 1
+            s3.url("tok"),
+            batch_size=8,
+            seq_len=16,
+            documents="pack",
+            cache_dir=tmp_path / "c2",
+            cache_limit=need - 1,
         )
 
 
@@ -307,9 +313,9 @@ def test_shuffle_argument_checks(local_set):
         Loader(local_set, batch_size=4, shuffle="yes")
     with pytest.raises(ConfigError, match="shuffle_window is for"):
         Loader(local_set, batch_size=4, shuffle_window=3)
-    with pytest.raises(ConfigError, match="token windows and mixtures"):
+    with pytest.raises(ConfigError, match="packed windows and mixtures"):
         write_shards(local_set.parent / "t", tokens=[np.arange(50, dtype=np.uint16)])
-        Loader(local_set.parent / "t", batch_size=2, seq_len=4, shuffle="shards")
+        Loader(local_set.parent / "t", batch_size=2, seq_len=4, documents="pack", shuffle="shards")
     _ = os
 
 
