@@ -48,6 +48,8 @@ from ._spans import (
     END,
     FINITE,
     GATHER,
+    PROFILER_FLAG,
+    RING_MARKS,
     STAGES,
     TRANSFORM,
     SpanRecorder,
@@ -1525,6 +1527,7 @@ class _LoaderIter:
         self._ended = False
         self._meter = loader._meter
         self._spans = loader._spans
+        self._span_wait = None if self._spans is None else self._spans.wait  # (bound once)
         self._pass = next(loader._pass_ids)
         self._ring: _Ring | None = None
         self._remote: RemotePass | None = None
@@ -1598,7 +1601,11 @@ class _LoaderIter:
             raise StopIteration
         if self._closed or self._prefetcher is None:
             raise StopIteration
-        batch = self._wait_profiled(j, t0) if self._spans is not None and profiling() else None
+        batch = (
+            self._wait_profiled(j, t0)
+            if self._spans is not None and PROFILER_FLAG._is_profiler_enabled and profiling()
+            else None
+        )  # the module flag first: a profiler that is off costs one attribute read a batch
         if batch is None:
             batch = self._wait_for(j, t0)
         if batch.event is not None:
@@ -1618,8 +1625,8 @@ class _LoaderIter:
 
     def _record(self, j: int, t0: int, t1: int, batch: _Batch) -> None:
         """The loop's wait ``[t0, t1]`` (ns) for batch ``j``: into the spans and the meter."""
-        if self._spans is not None:
-            self._spans.wait(self._pass, j, self._epoch, self._first_batch + j, t0, t1)
+        if self._span_wait is not None:
+            self._span_wait(self._pass, j, self._epoch, self._first_batch + j, t0, t1)
         if self._meter is not None:
             self._meter.record(
                 wait=(t1 - t0) / 1e9,
@@ -1728,6 +1735,9 @@ def _producer(
     pass_id: int = 0,
     remote: RemotePass | None = None,
 ) -> Any:
+    # a C ring's plain marks are in the ring already: nothing to call at the batch's end
+    plain = RING_MARKS if spans is not None and spans.native else None
+
     def produce(j: int) -> _Batch:
         marks = None if spans is None else spans.begin(pass_id, j, epoch, first_batch + j)
         off, b = plan[j]
@@ -1743,8 +1753,12 @@ def _producer(
             if marks is not None:
                 close_marks(marks)
             raise _Failure(exc, idx if st is None else st, first_batch + j) from exc
-        if marks is not None and spans is not None:
-            spans.batch(marks, made.gpu)  # (ends a profiled batch's open range)
+        if (
+            marks is not None
+            and spans is not None
+            and (made.gpu is not None or type(marks) is not plain)
+        ):
+            spans.batch(marks, made.gpu)  # ends a profiled batch's open range, keeps its events
         return made
 
     return produce

@@ -60,6 +60,7 @@ typedef struct {
 
 static PyTypeObject RingType;
 static PyTypeObject MarksType;
+static PyObject *enabled_name; /* "_is_profiler_enabled", interned once */
 
 /* -- Marks: a view of one row ------------------------------------------------------------- */
 
@@ -228,7 +229,7 @@ static PyObject *ring_begin(Ring *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (self->flag != NULL && self->hook != NULL) {
-        PyObject *on = PyObject_GetAttrString(self->flag, "_is_profiler_enabled");
+        PyObject *on = PyObject_GetAttr(self->flag, enabled_name);
         if (on == NULL)
             PyErr_Clear();
         else {
@@ -423,6 +424,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__spanring(void)
 {
     if (PyType_Ready(&RingType) < 0 || PyType_Ready(&MarksType) < 0)
+        return NULL;
+    if (enabled_name == NULL && (enabled_name = PyUnicode_InternFromString("_is_profiler_enabled")) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

@@ -72,6 +72,15 @@ def _profiler_checks() -> tuple[Any, Any]:
 _flag, _thread_profiled = _profiler_checks()
 
 
+class _NoProfiler:
+    _is_profiler_enabled = False
+
+
+#: what ``profiling()`` reads first: ``PROFILER_FLAG._is_profiler_enabled`` (a module
+#: attribute, True while any torch profiler records), cheap enough to read every batch
+PROFILER_FLAG: Any = _flag if _flag is not None else _NoProfiler()
+
+
 def profiling() -> bool:
     """Whether a ``torch.profiler`` records this thread: a module flag read, and only when
     that is set the per-thread C call (which, made every batch from busy threads, cost
@@ -140,6 +149,11 @@ if _spanring is not None:
 
     class _ProfiledRingMarks(_Profiled, _spanring.Marks):
         __slots__ = ("range",)
+
+
+#: the C rings' plain marks type (a batch of it needs no :meth:`SpanRecorder.batch` call
+#: unless it has CUDA events), or None without the extension
+RING_MARKS: Any = None if _spanring is None else _spanring.Marks
 
 
 def new_marks(pass_id: int, job: int, epoch: int, index: int) -> list[int]:
