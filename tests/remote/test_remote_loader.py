@@ -7,7 +7,6 @@ Every test reads a real shard set from a moto S3 server behind the fault proxy
 from __future__ import annotations
 
 import fcntl
-import itertools
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from loader_batches import batches, same
 
 from datafuel.errors import ConfigError, CorruptShardError, ManifestError, WorkerError
 from datafuel.loaders import Loader, ShardSet, write_shards
@@ -49,22 +49,6 @@ def remote(s3, local_set: Path) -> str:
     return s3.url("sets/train")
 
 
-def _batches(loader: Loader, limit: int | None = None) -> list[dict[str, np.ndarray]]:
-    it = iter(loader)
-    out = [{k: v.numpy().copy() for k, v in b.items()} for b in itertools.islice(it, limit)]
-    if limit is not None:
-        it.close()  # type: ignore[attr-defined]
-    return out
-
-
-def _same(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert x.keys() == y.keys()
-        for k in x:
-            assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
-
-
 def _shard_file_bytes(d: Path) -> int:
     return max(
         sum(e["bytes"] for parts in s["files"].values() for e in parts.values())
@@ -78,9 +62,9 @@ def test_remote_batches_equal_local_over_two_epochs(remote, local_set, tmp_path)
     assert r.sampler.shuffle == "shards" and r.sampler.window == 4  # half of the 8 shards it holds
     loc = Loader(local_set, batch_size=50, seed=3, shuffle="shards", shuffle_window=4)
     for _ in range(2):
-        _same(_batches(r), _batches(loc))
+        same(batches(r), batches(loc))
     # the order is shuffled (not storage order) and every row is read once per epoch
-    ids = np.concatenate([b["id"] for b in _batches(r)])
+    ids = np.concatenate([b["id"] for b in batches(r)])
     assert sorted(ids.tolist()) == list(range(ROWS)) and not np.all(np.diff(ids) > 0)
 
 
@@ -88,16 +72,16 @@ def test_resume_and_world_size_change_continue_the_local_order(remote, local_set
     kw = dict(batch_size=40, seed=1, shuffle="shards", shuffle_window=3, stall_timeout=30)
     cache = dict(cache_dir=tmp_path / "c", cache_limit=10 * _shard_file_bytes(local_set))
     first = Loader(remote, **kw, **cache)
-    head = _batches(first, limit=7)
+    head = batches(first, limit=7)
     state = first.state_dict()
     # resumed on two ranks (a world-size change): the rest of the same global order
     ranks = []
     for rank in range(2):
         r = Loader(remote, **kw, **cache, rank=rank, world_size=2)
         r.load_state_dict(state)
-        ranks.append(_batches(r))
+        ranks.append(batches(r))
     loc = Loader(local_set, **kw)
-    whole = np.concatenate([b["id"] for b in _batches(loc)])
+    whole = np.concatenate([b["id"] for b in batches(loc)])
     got = [b["id"] for b in head]
     for a, b in zip(*ranks, strict=True):
         got += [a["id"], b["id"]]
@@ -133,7 +117,7 @@ def test_cache_never_exceeds_its_limit_while_running(remote, local_set, tmp_path
     t.start()
     try:
         for _ in range(2):
-            _batches(r)
+            batches(r)
     finally:
         stop.set()
         t.join()
@@ -160,8 +144,8 @@ def test_transient_errors_and_dropped_bodies_are_retried(remote, local_set, tmp_
     r = Loader(remote, batch_size=100, seed=5, shuffle=False, cache_dir=tmp_path / "c")
     s3.proxy.fail_next(3)  # 503 SlowDown
     s3.proxy.drop_next(2, after_bytes=100)
-    got = _batches(r)
-    _same(got, _batches(Loader(local_set, batch_size=100, seed=5, shuffle=False)))
+    got = batches(r)
+    same(got, batches(Loader(local_set, batch_size=100, seed=5, shuffle=False)))
     assert r.shards.store.counters.retries >= 5
 
 
@@ -173,7 +157,7 @@ def test_corrupt_object_is_refused_naming_it(remote, local_set, tmp_path, s3):
     s3.put(key, bytes(data))
     r = Loader(remote, batch_size=ROWS, shuffle=False, cache_dir=tmp_path / "c")
     with pytest.raises(WorkerError, match=rf"{s3.url(key)}: checksum mismatch"):
-        _batches(r)
+        batches(r)
     assert not any((tmp_path / "c" / "objects").iterdir().__next__ is None for _ in ())
     # nothing unverified became visible in the cache
     shas = {p.name for p in (tmp_path / "c" / "objects").iterdir()}
@@ -241,9 +225,9 @@ def test_kill_during_downloads_then_restart_gives_the_same_batches(remote, local
     s3.proxy.latency = 0.0
     s3.proxy.reset_counts()
     r = Loader(remote, batch_size=64, seed=4, cache_dir=cache)
-    _same(
-        _batches(r),
-        _batches(
+    same(
+        batches(r),
+        batches(
             Loader(
                 local_set, batch_size=64, seed=4, shuffle="shards", shuffle_window=r.sampler.window
             )
@@ -266,7 +250,7 @@ def test_credentials_never_reach_a_file(remote, local_set, tmp_path, s3):
     r = Loader(
         remote, batch_size=128, cache_dir=cache, cache_limit=8 * _shard_file_bytes(local_set)
     )
-    _batches(r)
+    batches(r)
     r.trace(tmp_path / "trace.json")
     for path in tmp_path.rglob("*"):
         if path.is_file():
@@ -282,7 +266,7 @@ def test_token_windows_from_a_bucket(s3, tmp_path):
     s3.upload_dir(d, "tok")
     r = Loader(s3.url("tok"), batch_size=8, seq_len=16, seed=1, cache_dir=tmp_path / "c")
     # a remote set's windows stream in the shard-aware order (tests/remote/test_remote_windows.py)
-    _same(_batches(r), _batches(Loader(d, batch_size=8, seq_len=16, seed=1, shuffle="shards")))
+    same(batches(r), batches(Loader(d, batch_size=8, seq_len=16, seed=1, shuffle="shards")))
     need = ShardSet(d).nbytes
     with pytest.raises(ConfigError, match=f"at least {need}"):  # packed windows pin it all
         Loader(
@@ -323,6 +307,6 @@ def test_a_mixture_of_remote_and_local_sources(s3, local_set, tmp_path):
     s3.upload_dir(local_set, "mix/a")
     sources = {"a": s3.url("mix/a"), "b": str(local_set)}
     kw = dict(weights={"a": 0.5, "b": 0.5}, batch_size=32, num_samples=640, seed=0)
-    remote = _batches(Loader(sources, cache_dir=tmp_path / "c", **kw))
-    local = _batches(Loader({"a": str(local_set), "b": str(local_set)}, **kw))
-    _same(remote, local)
+    remote = batches(Loader(sources, cache_dir=tmp_path / "c", **kw))
+    local = batches(Loader({"a": str(local_set), "b": str(local_set)}, **kw))
+    same(remote, local)

@@ -10,7 +10,6 @@ and evicts by next use, and the windows come in the shard-aware order (FORMAT.md
 from __future__ import annotations
 
 import fcntl
-import itertools
 import json
 import os
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from loader_batches import batches, same
 
 from datafuel.errors import ConfigError
 from datafuel.loaders import Loader, ShardWriter, ragged
@@ -54,22 +54,6 @@ def _field_bytes(d: Path) -> tuple[int, int]:
     shards = json.loads((d / "manifest.json").read_text())["shards"]
     sizes = [sum(e["bytes"] for e in s["files"]["tokens"].values()) for s in shards]
     return sum(sizes), max(sizes)
-
-
-def _batches(loader: Loader, limit: int | None = None) -> list[dict[str, np.ndarray]]:
-    it = iter(loader)
-    out = [{k: v.numpy().copy() for k, v in b.items()} for b in itertools.islice(it, limit)]
-    if limit is not None:
-        it.close()  # type: ignore[attr-defined]
-    return out
-
-
-def _same(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert x.keys() == y.keys()
-        for k in x:
-            assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
 
 
 def _expected(loader: Loader, flat: np.ndarray, epoch: int) -> list[np.ndarray]:
@@ -130,8 +114,8 @@ def test_windows_through_a_third_of_the_field_equal_local(remote, local_set, doc
     s3.proxy.reset_counts()
     with _Peak(cache_dir) as peak:
         for epoch in range(2):
-            got = _batches(r)
-            _same(got, _batches(loc))
+            got = batches(r)
+            same(got, batches(loc))
             want = _expected(r, flat, epoch)
             assert len(got) == len(want) == len(r)
             for a, b in zip(got, want, strict=True):
@@ -172,22 +156,22 @@ def test_resume_mid_epoch_continues_the_same_windows(remote, local_set, tmp_path
     total, _ = _field_bytes(local_set)
     kw = dict(batch_size=12, seq_len=T, seed=9, shuffle_window=WINDOW, stall_timeout=30)
     cache = dict(cache_dir=tmp_path / "c", cache_limit=total // 3)
-    whole = _batches(Loader(remote, **kw, **cache))
+    whole = batches(Loader(remote, **kw, **cache))
     first = Loader(remote, **kw, **cache)
-    head = _batches(first, limit=7)
+    head = batches(first, limit=7)
     state = json.loads(json.dumps(first.state_dict()))
     assert state["shuffle"] == "shards" and state["window"] == WINDOW
     again = Loader(remote, **kw, **cache)
     again.load_state_dict(state)
-    _same(head + _batches(again), whole)
+    same(head + batches(again), whole)
     # and the next epoch follows
-    _same(_batches(again), _next_epoch(local_set, kw))
+    same(batches(again), _next_epoch(local_set, kw))
 
 
 def _next_epoch(local_set: Path, kw: dict[str, object]) -> list[dict[str, np.ndarray]]:
     loc = Loader(local_set, **kw, shuffle="shards")
     loc.set_epoch(1)
-    return _batches(loc)
+    return batches(loc)
 
 
 def test_two_ranks_get_disjoint_equal_windows(remote, local_set, tmp_path):
@@ -197,8 +181,8 @@ def test_two_ranks_get_disjoint_equal_windows(remote, local_set, tmp_path):
     ranks, starts = [], []
     for rank in range(2):
         r = Loader(remote, **kw, **cache, rank=rank, world_size=2)
-        got = _batches(r)
-        _same(got, _batches(Loader(local_set, **kw, shuffle="shards", rank=rank, world_size=2)))
+        got = batches(r)
+        same(got, batches(Loader(local_set, **kw, shuffle="shards", rank=rank, world_size=2)))
         ranks.append(got)
         s = r.sampler
         grid = r.windows.starts(s.seed, 0, True)  # type: ignore[union-attr]
@@ -224,8 +208,8 @@ def test_document_fields_equal_local(remote, local_set, tmp_path):
     total, _ = _field_bytes(local_set)
     kw = dict(batch_size=8, seq_len=T, seed=5, shuffle_window=WINDOW, documents=True)
     r = Loader(remote, **kw, cache_dir=tmp_path / "c", cache_limit=total // 3)
-    got = _batches(r)
-    _same(got, _batches(Loader(local_set, **kw, shuffle="shards")))
+    got = batches(r)
+    same(got, batches(Loader(local_set, **kw, shuffle="shards")))
     assert {"position_ids", "cu_seqlens", "max_seqlen", "loss_mask"} <= got[0].keys()
     # the document starts came from the .idx files alone, not every .bin
     here = Loader(local_set, **kw, shuffle="shards")
@@ -277,4 +261,4 @@ def test_default_window_fits_the_limit(remote, local_set, tmp_path):
     total, _ = _field_bytes(local_set)
     r = Loader(remote, batch_size=16, seq_len=T, cache_dir=tmp_path / "c", cache_limit=total // 3)
     assert r.sampler.shuffle == "shards" and r.sampler.window >= 1
-    assert len(_batches(r, limit=3)) == 3
+    assert len(batches(r, limit=3)) == 3
