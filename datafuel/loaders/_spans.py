@@ -90,7 +90,6 @@ def profiling() -> bool:
 
 #: where each stage starts in a batch's record (``GATHER`` is also where order ends, ...)
 ORDER, GATHER, TRANSFORM, FINITE, COLLATE, COPY, END = range(5, 5 + len(STAGES) + 1)
-_HEADER = ORDER  # pass, job, epoch, batch index, thread ident
 
 try:  # the rings in C (optional extension, see _spanring.c): ~4x cheaper per batch
     from . import _spanring
