@@ -335,6 +335,8 @@ class ObjectStore:
 
     # -- retried calls ------------------------------------------------------------------
     def _call(self, what: str, name: str, fn: Callable[[], _T]) -> _T:
+        """``fn()`` retried; its failure as a RemoteError naming ``name``, which ``what`` (``"read
+        it"``, ``"look it up"``) was being done to."""
         attempts = 0
 
         def count_retry(state: RetryCallState) -> None:
@@ -350,14 +352,14 @@ class ObjectStore:
             raise
         except FileNotFoundError:
             raise RemoteNotFoundError(
-                f"{self.url_of(name)}: no such object (while trying to {what} it).",
+                f"{self.url_of(name)}: no such object (while trying to {what}).",
                 path=self.url_of(name),
                 attempts=attempts,
             ) from None
         except Exception as exc:
             retried = f" after {attempts} attempts" if attempts > 1 else ""
             raise RemoteError(
-                f"{self.url_of(name)}: cannot {what} it{retried}: {_reason(exc)}",
+                f"{self.url_of(name)}: cannot {what}{retried}: {_reason(exc)}",
                 path=self.url_of(name),
                 attempts=attempts,
             ) from None
@@ -372,7 +374,7 @@ class ObjectStore:
             self.counters.add(bytes_read=len(data))
             return data
 
-        return self._call("read", name, get)
+        return self._call("read it", name, get)
 
     def head(self, name: str) -> dict[str, Any] | None:
         """``{"size", "attributes"}`` of object ``name``, or None when it is not there."""
@@ -385,7 +387,7 @@ class ObjectStore:
                 return None
             return {"size": int(r.meta["size"]), "attributes": dict(r.attributes or {})}
 
-        return self._call("look up", name, head)
+        return self._call("look it up", name, head)
 
     def download(
         self,
@@ -429,7 +431,7 @@ class ObjectStore:
                     path=url,
                 )
 
-        self._call("download", name, fetch)
+        self._call("download it", name, fetch)
 
     def put_file(
         self, name: str, path: str | os.PathLike[str], *, sha256: str | None = None
@@ -446,7 +448,7 @@ class ObjectStore:
                 obstore.put(self.store, name, fh, attributes=attrs)
             self.counters.add(bytes_written=nbytes)
 
-        self._call("upload", name, put)
+        self._call("upload it", name, put)
 
     def put_bytes(self, name: str, data: bytes, *, sha256: str | None = None) -> None:
         """Upload ``data`` as object ``name`` (one request: small objects, manifests)."""
@@ -459,13 +461,13 @@ class ObjectStore:
             obstore.put(self.store, name, data, attributes=attrs)
             self.counters.add(bytes_written=len(data))
 
-        self._call("upload", name, put)
+        self._call("upload it", name, put)
 
     def delete(self, name: str) -> None:
         import obstore
 
         self._check_writable(name)
-        self._call("delete", name, lambda: obstore.delete(self.store, name))
+        self._call("delete it", name, lambda: obstore.delete(self.store, name))
 
     def list(self, prefix: str = "") -> Iterator[dict[str, Any]]:
         """``{"path", "size"}`` of every object under ``prefix`` (paths relative to this store)."""
@@ -477,7 +479,8 @@ class ObjectStore:
                 out.extend({"path": m["path"], "size": int(m["size"])} for m in page)
             return out
 
-        yield from self._call("list", prefix or ".", listing)
+        # named as a folder: ``s3://b/p/`` (``s3://b/p/.`` read as an object of that name)
+        yield from self._call("list it", f"{prefix.strip('/')}/" if prefix else "", listing)
 
     def _check_writable(self, name: str) -> None:
         if self.read_only:
