@@ -120,6 +120,34 @@ def test_flatten_columns_pads_missing_names_and_keeps_first_appearance_order() -
         flatten_columns([{"a.b": 1}, {"a.b": 1, "a": {"b": 2}}])
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_flatten_columns_on_records_of_one_size_with_different_keys(seed: int) -> None:
+    """Mappings of one size are taken to share the first one's keys until a column shows a
+    record without one of them: records of equal size but other keys, and absent parents."""
+    rng = random.Random(seed)
+    for _ in range(20):
+        records: list[dict[str, Any]] = [
+            {rng.choice("abc"): rng.choice(_SCALARS), rng.choice("xyz"): {rng.choice("pq"): 1}}
+            for _ in range(rng.randint(1, 10))
+        ]
+        if rng.random() < 0.5:  # parents absent or scalar in some records
+            records.append({"x": 1, "a": 2})
+        flat = [_flat_or_error(r) for r in records]
+        errors = [f for f in flat if isinstance(f, str)]
+        if errors:
+            with pytest.raises(SchemaError):
+                flatten_columns(records)
+            continue
+        rows = [f for f in flat if isinstance(f, dict)]
+        _as_rows(flatten_columns(records), len(records), rows)
+    uniform = [{"a": 1, "b": {"c": 2}}, {"b": {"c": 3}, "a": 4}, {"a": 5, "d": {"c": 6}}]
+    assert flatten_columns(uniform) == {
+        "a": [1, 4, 5],
+        "b.c": [2, 3, None],
+        "d.c": [None, None, 6],
+    }
+
+
 def _typed_values(rng: random.Random) -> list[Any]:
     pools = [
         [1, 2, -3, None],
