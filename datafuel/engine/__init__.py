@@ -13,7 +13,8 @@ How (the canonical order and the cut):
   one split's documents of about ``batch_chars`` characters (the local encode batch).
 * The local engine runs units on a thread pool in this process and feeds one
   :class:`~datafuel.loaders.ShardWriter` in unit order; it is the default, not a
-  special case: every build writes through an engine.
+  special case: every build writes through an engine. Its sinks report each shard
+  as the writer finishes it (``on_shard``): a build into a bucket uploads it then.
 * A Ray unit task does the per-record work (recipe transform and one-hot; full decode
   and optional re-encode; BPE encoding) and returns its rows to the object store and
   each row's data bytes to the driver. The driver cuts shards exactly where
@@ -59,7 +60,7 @@ Examples
 
 from __future__ import annotations
 
-from ._base import Engine, RowsCallback, ShardSink, ShardUpload, UnitFn
+from ._base import Engine, RowsCallback, ShardCallback, ShardSink, ShardUpload, UnitFn
 from ._local import LocalEngine
 from ._plan import ShardCutter, ShardPlan, unit_ranges
 from ._ray import RayEngine
@@ -71,6 +72,7 @@ __all__ = [
     "LocalEngine",
     "RayEngine",
     "RowsCallback",
+    "ShardCallback",
     "ShardCutter",
     "ShardPlan",
     "ShardSink",

@@ -17,6 +17,7 @@ __all__ = [
     "Engine",
     "Packed",
     "RowsCallback",
+    "ShardCallback",
     "ShardSink",
     "ShardUpload",
     "UnitFn",
@@ -32,6 +33,9 @@ __all__ = [
 UnitFn = Callable[[Any, Any], Mapping[str, Any]]
 #: ``on_rows(n)``: called on the driver as each unit's ``n`` rows are placed (progress bars).
 RowsCallback = Callable[[int], None]
+#: ``on_shard(entry)``: called on the driver with each shard's manifest entry (``{"rows",
+#: "files"}``) once its files are complete in the sink's directory, in shard order.
+ShardCallback = Callable[[Mapping[str, Any]], None]
 
 
 def unit_row_count(batch: Mapping[str, Any]) -> int:
@@ -185,6 +189,10 @@ class Engine(ABC):
     #: whether :meth:`shard_sink` takes ``upload=ShardUpload(...)``: its tasks then upload
     #: the shard files themselves and the sink's directory receives only the manifest.
     uploads_shards: bool = False
+    #: whether :meth:`shard_sink` takes ``on_shard=ShardCallback``: each finished shard is
+    #: reported while the set is still being written (what a local build into a bucket
+    #: uploads in the background).
+    reports_shards: bool = False
 
     @abstractmethod
     def map(

@@ -19,7 +19,15 @@ from typing import Any
 from datafuel._checks import check_int
 from datafuel.loaders import Field, ShardWriter
 
-from ._base import Engine, RowsCallback, ShardSink, UnitFn, map_chunk, unit_row_count
+from ._base import (
+    Engine,
+    RowsCallback,
+    ShardCallback,
+    ShardSink,
+    UnitFn,
+    map_chunk,
+    unit_row_count,
+)
 
 __all__ = ["LocalEngine"]
 
@@ -94,6 +102,7 @@ class LocalEngine(Engine):
     """
 
     name = "local"
+    reports_shards = True
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = check_int("threads", threads, none_ok=True) or (os.cpu_count() or 1)
@@ -150,7 +159,13 @@ class LocalEngine(Engine):
         metadata: Mapping[str, Any] | None = None,
         check_finite: bool = True,
         on_rows: RowsCallback | None = None,
+        on_shard: ShardCallback | None = None,
     ) -> ShardSink:
+        """A sink feeding one ``ShardWriter``; ``on_shard`` is told of each shard it finishes.
+
+        ``on_shard(entry)`` runs on the thread that submits and closes the sink, right
+        after the writer synced that shard's files (see ``ShardWriter(on_shard=...)``).
+        """
         return _LocalSink(
             self,
             directory,
@@ -162,4 +177,5 @@ class LocalEngine(Engine):
             provenance=provenance,
             metadata=metadata,
             check_finite=check_finite,
+            on_shard=on_shard,
         )

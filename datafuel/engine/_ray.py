@@ -63,6 +63,7 @@ from ._base import (
     pack_rows,
 )
 from ._plan import ShardCutter, ShardPlan, row_bytes
+from ._upload import upload_shard_files
 
 __all__ = ["RayEngine", "import_ray"]
 
@@ -130,27 +131,12 @@ def _upload_plan(
     """Shard ``number`` written on this worker's disk and uploaded to ``url``: its entry, counts."""
     batch = concat_rows(fields, batches, ranges)
     store = _store(url)
-    counts = {"uploaded": 0, "uploaded_bytes": 0, "already_there": 0}
     tmp = tempfile.mkdtemp(prefix=f"datafuel-shard-{number:05d}-")
     try:
         entry = write_shard(
             tmp, fields, batch, shard=number, first_row=first_row, check_finite=check_finite
         )
-        for parts in entry["files"].values():
-            for f in parts.values():
-                name, size, sha = str(f["name"]), int(f["bytes"]), str(f["sha256"])
-                if listed.get(name) == size:
-                    meta = store.head(name)
-                    if (
-                        meta is not None
-                        and meta["size"] == size
-                        and str(meta["attributes"].get("sha256", "")) == sha
-                    ):
-                        counts["already_there"] += 1
-                        continue
-                store.put_file(name, os.path.join(tmp, name), sha256=sha)
-                counts["uploaded"] += 1
-                counts["uploaded_bytes"] += size
+        counts = upload_shard_files(store, entry, tmp, listed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return entry, counts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -123,6 +123,12 @@ class ShardWriter:
         e.g. class names). Never put secrets here.
     check_finite
         Refuse NaN and inf in float fields (default ``True``).
+    on_shard
+        Called with each shard's manifest entry (``{"rows", "files"}``, every file's
+        name, bytes and sha256) as soon as that shard's files are complete and synced
+        on disk, before the next shard opens: what a build into a bucket uploads while
+        the writer goes on. An exception it raises stops the writer (as a failed write
+        would: abort, no manifest).
 
     Examples
     --------
@@ -144,6 +150,7 @@ class ShardWriter:
         provenance: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         check_finite: bool = True,
+        on_shard: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if not fields:
             raise SchemaError("ShardWriter needs at least one field.")
@@ -161,6 +168,7 @@ class ShardWriter:
         self.provenance = {"datafuel_version": __version__, **dict(provenance or {})}
         self.metadata = dict(metadata or {})
         self.check_finite = check_finite
+        self.on_shard = on_shard
         dump_json(self.provenance)  # fail now, not at close, on non-JSON provenance
         dump_json(self.metadata)
         self._shards: list[dict[str, Any]] = []
@@ -358,6 +366,8 @@ class ShardWriter:
         self._files = {}
         self._rows = 0
         self._size = 0
+        if self.on_shard is not None:
+            self.on_shard(entry)
 
     # -- finishing ----------------------------------------------------------------
     def close(self) -> dict[str, Any]:

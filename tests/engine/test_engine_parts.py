@@ -171,6 +171,36 @@ def test_local_engine_equals_shardwriter(tmp_path: Path) -> None:
     assert m == ref and same_tree(tmp_path / "ref", tmp_path / "local") == []
 
 
+def test_local_engine_reports_each_shard_as_soon_as_its_files_are_complete(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    seen: list[tuple[dict, bool, list[str]]] = []
+
+    def on_shard(entry: dict) -> None:
+        files = [f for parts in entry["files"].values() for f in parts.values()]
+        whole = all(
+            hashlib.sha256((tmp_path / f["name"]).read_bytes()).hexdigest() == f["sha256"]
+            for f in files
+        )
+        later = sorted(p.name for p in tmp_path.iterdir())  # no manifest, no later shard yet
+        seen.append((entry, whole, later))
+
+    sizes = [13, 0, 40, 7, 25, 3, 31]
+    engine = LocalEngine(threads=2)
+    assert engine.reports_shards and not engine.uploads_shards
+    with engine:
+        m = engine.write_units(
+            tmp_path, FIELDS, unit_rows, payloads(sizes), shard_bytes=400, on_shard=on_shard
+        )
+    assert [e for e, _, _ in seen] == m["shards"] and len(seen) > 3
+    assert all(whole for _, whole, _ in seen)
+    for k, (_, _, names) in enumerate(seen):
+        assert "manifest.json" not in names
+        assert max(int(n[6:11]) for n in names if n.startswith("shard-")) == k
+
+
 def test_get_engine_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_engine("local").name == "local"
     assert get_engine(None).name == "local"
