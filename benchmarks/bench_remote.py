@@ -1,6 +1,6 @@
 """Remote shard sets: starvation, bytes fetched against Belady and LRU, and the peers.
 
-    python3 benchmarks/bench_remote.py [--quick] [--rounds 3]
+    python3 benchmarks/bench_remote.py [--quick] [--rounds 3] [--cases rows,windows]
 
 Everything reads from one moto S3 server on 127.0.0.1 behind the tests' fault proxy
 (``tests/remote/conftest.py``: ``FaultProxy``) with 20 ms added to every response, in
@@ -20,7 +20,14 @@ one run, with the same cache limit (a third of the set, unless ``--limit-frac``)
     the same rows from the same server through the same proxy, each in its own format,
     when they run here (``benchmarks/_remote_peers.py``): samples/s beside the same
     step, and bytes fetched.
+(d) **token windows**: ``Loader("s3://…", seq_len=512, cache_limit=…)`` over a token
+    set written with ``ShardWriter`` (one ``ragged("uint16")`` field, 256 KB shards), the
+    cache a third of the token field: (a) and (b) again, the Belady and LRU simulations
+    over the token shards each batch pins (its windows' tokens ``[s, s + T]``, which may
+    run into the next shard), plus bytes fetched per epoch over the token field's bytes,
+    and the windows checked against the same loader over the local copy.
 
+``--cases rows`` or ``--cases windows`` runs one of the two (peers go with ``rows``).
 Figures are medians over ``--rounds`` rounds (a fresh cache each); ratios are against the
 peer measured in the same round.
 """
@@ -28,6 +35,7 @@ peer measured in the same round.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import logging
@@ -105,26 +113,54 @@ class Server:
 
 
 # -- the yardsticks -------------------------------------------------------------------------
-def batch_files(loader: Loader, epochs: int) -> tuple[list[list[str]], dict[str, int]]:
-    """The files (sha256) each batch of ``epochs`` passes reads, in order, and their sizes."""
-    shards = loader.shards
+def shard_files(loader: Loader) -> tuple[list[list[str]], dict[str, int]]:
+    """The files (sha256) of each shard of the loader's fields, and every file's size."""
     sizes: dict[str, int] = {}
     per_shard: list[list[str]] = []
-    for s in shards.shards:
+    for s in loader.shards.shards:
         names = []
         for f in loader.fields:
             for e in s["files"][f].values():
                 sizes[e["sha256"]] = e["bytes"]
                 names.append(e["sha256"])
         per_shard.append(names)
-    seq: list[list[str]] = []
+    return per_shard, sizes
+
+
+def files_of(batch_shards: Sequence[Sequence[int]], per_shard: list[list[str]]) -> list[list[str]]:
+    """Each batch's files from its shard ids."""
+    return [sorted({name for k in ks for name in per_shard[k]}) for ks in batch_shards]
+
+
+def batch_files(loader: Loader, epochs: int) -> tuple[list[list[str]], dict[str, int]]:
+    """The files (sha256) each batch of ``epochs`` passes reads, in order, and their sizes."""
+    shards = loader.shards
+    per_shard, sizes = shard_files(loader)
+    ids: list[list[int]] = []
     sampler = loader.sampler
     for epoch in range(loader.epoch, loader.epoch + epochs):
         order = sampler.order(epoch)
         for off, b in sampler.plan(0):
             ks = np.unique(np.searchsorted(shards.offsets, order[off : off + b], side="right") - 1)
-            seq.append(sorted({name for k in ks.tolist() for name in per_shard[k]}))
-    return seq, sizes
+            ids.append(ks.tolist())
+    return files_of(ids, per_shard), sizes
+
+
+def window_batch_files(loader: Loader, epochs: int) -> tuple[list[list[str]], dict[str, int]]:
+    """Token windows: the files each batch of ``epochs`` passes pins (the token shards its
+    windows' tokens ``[s, s + T]`` read, as the loader's pass computes them), and their sizes."""
+    from datafuel.loaders._remote_set import BatchShards
+
+    windows, sampler = loader.windows, loader.sampler
+    per_shard, sizes = shard_files(loader)
+    ids: list[list[int]] = []
+    for epoch in range(loader.epoch, loader.epoch + epochs):
+        span = functools.partial(windows.shard_span, windows.offset(sampler.seed, epoch, True))
+        bs = BatchShards.of_plans(
+            [(sampler.plan(0), sampler.order(epoch))], windows.stream.shard_starts, [span]
+        )
+        ids.extend(bs.shards(j).tolist() for j in range(len(bs)))
+    return files_of(ids, per_shard), sizes
 
 
 def simulate(seq: Sequence[Sequence[str]], sizes: dict[str, int], limit: int, policy: str) -> int:
@@ -204,15 +240,75 @@ def run_datafuel(url: str, server: Server, limit: int, batch: int, epochs: int) 
     return out
 
 
+def run_windows(
+    url: str, local: Path, server: Server, limit: int, batch: int, seq_len: int, epochs: int
+) -> dict[str, Any]:
+    """(a) and (b) for token windows: ``Loader(url, seq_len=…)`` streaming a token field
+    through a cache of ``limit`` bytes, against the same loader over the local copy."""
+    cache = tempfile.mkdtemp(prefix="df-remote-tok-cache-", dir=_WORK[0])
+    server.proxy.reset_counts()
+    before = server.proxy.bytes_sent
+    kw: dict[str, Any] = dict(batch_size=batch, seq_len=seq_len, seed=0)
+    loader = Loader(url, **kw, num_workers=2, cache_dir=cache, cache_limit=limit)
+    seq, sizes = window_batch_files(loader, epochs)
+    sums: list[list[int]] = [[] for _ in range(epochs)]
+    t0 = time.perf_counter()
+    n = 0
+    for e in range(epochs):
+        for b in loader:
+            tok = b["tokens"].numpy()
+            sums[e].append(int(tok.sum()))
+            n += len(tok)
+            time.sleep(STEP_S)
+    wall = time.perf_counter() - t0
+    stats = loader.stats()
+    fetched = server.proxy.bytes_sent - before
+    # the same windows in the same order as the local set under the same settings
+    here = Loader(local, **kw, shuffle="shards", shuffle_window=loader.sampler.window)
+    want = [[int(b["tokens"].numpy().sum()) for b in here] for _ in range(epochs)]
+    field = int(loader.shards.shard_bytes(loader.fields).sum())
+    out = {
+        "samples": n,
+        "samples_per_s": n / wall,
+        "starvation": stats.starvation,
+        "bytes_fetched": fetched,
+        "field_bytes": field,
+        "belady": simulate(seq, sizes, limit, "belady"),
+        "lru": simulate(seq, sizes, limit, "lru"),
+        "window": loader.sampler.window,
+        "num_shards": loader.shards.num_shards,
+        "windows_ok": sums == want,
+    }
+    loader.close()
+    loader.shards.close()
+    return out
+
+
+def _token_set(directory: Path, tokens: int, shard_bytes: int) -> None:
+    """A uint16 token field of about ``tokens`` tokens in documents of 1..2,000 tokens."""
+    from datafuel.loaders import ShardWriter, ragged
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 2_000, tokens // 1_000 + 1)
+    flat = rng.integers(0, 50_000, int(lengths.sum()), dtype=np.uint16)
+    docs = np.split(flat, np.cumsum(lengths)[:-1])
+    with ShardWriter(directory, {"tokens": ragged("uint16")}, shard_bytes=shard_bytes) as w:
+        w.write({"tokens": docs})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--limit-frac", type=float, default=1 / 3)
+    ap.add_argument("--cases", default="rows,windows", help="rows, windows or both (comma)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    cases = {c.strip() for c in args.cases.split(",") if c.strip()}
     rows = 60_000 if args.quick else 200_000
     dim, batch, epochs = 32, 256, 2
+    tokens = 4_000_000 if args.quick else 12_000_000
+    tok_shard_bytes, seq_len, tok_batch = 256 << 10, 512, 32
     rng = np.random.default_rng(0)
     table = {
         "x": rng.normal(size=(rows, dim)).astype(np.float32),
@@ -224,23 +320,40 @@ def main(argv: list[str] | None = None) -> int:
     write_shards(work / "df", shard_bytes=shard_bytes, **table)
     set_bytes = sum(p.stat().st_size for p in (work / "df").glob("*.bin"))
     limit = int(set_bytes * args.limit_frac)
+    _token_set(work / "tok", tokens, tok_shard_bytes)
+    tok_bytes = sum(p.stat().st_size for p in (work / "tok").glob("*.tokens.*"))
+    tok_limit = int(tok_bytes * args.limit_frac)
     server = Server()
     try:
         url = server.upload(work / "df", "df")
-        peers = _peers(table, work, shard_bytes, server)
+        tok_url = server.upload(work / "tok", "tok")
+        peers = _peers(table, work, shard_bytes, server) if "rows" in cases else {}
         server.proxy.latency = LATENCY_S
-        results: dict[str, list[dict[str, Any]]] = {"datafuel": []}
+        results: dict[str, list[dict[str, Any]]] = {}
         for r in range(args.rounds):
-            results["datafuel"].append(run_datafuel(url, server, limit, batch, epochs))
+            if "rows" in cases:
+                results.setdefault("datafuel", []).append(
+                    run_datafuel(url, server, limit, batch, epochs)
+                )
             for name, (purl, read) in peers.items():
                 results.setdefault(name, []).append(
                     _run_peer(name, read, purl, server, limit, batch, epochs)
+                )
+            if "windows" in cases:
+                results.setdefault("windows", []).append(
+                    run_windows(
+                        tok_url, work / "tok", server, tok_limit, tok_batch, seq_len, epochs
+                    )
                 )
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
     report = _report(results, rows, dim, set_bytes, limit, batch, epochs)
+    if "windows" in results:
+        report["windows"] = _windows_report(
+            results["windows"], tokens, tok_limit, tok_batch, seq_len, epochs
+        )
     print(json.dumps(report, indent=1) if args.json else _table(report))
     return 0
 
@@ -320,6 +433,8 @@ def _report(
     batch: int,
     epochs: int,
 ) -> dict[str, Any]:
+    if "datafuel" not in results:
+        return {}
     df = results["datafuel"]
     rep: dict[str, Any] = {
         "setup": {
@@ -346,7 +461,7 @@ def _report(
         },
     }
     for name, rs in results.items():
-        if name == "datafuel":
+        if name in ("datafuel", "windows"):
             continue
         errs = [r["error"] for r in rs if "error" in r]
         good = [r for r in rs if "error" not in r]
@@ -374,7 +489,54 @@ def _report(
     return rep
 
 
+def _windows_report(
+    ws: list[dict[str, Any]], tokens: int, limit: int, batch: int, seq_len: int, epochs: int
+) -> dict[str, Any]:
+    field = ws[0]["field_bytes"]
+    return {
+        "setup": {
+            "tokens": tokens,
+            "field_bytes": field,
+            "num_shards": ws[0]["num_shards"],
+            "cache_limit": limit,
+            "batch": batch,
+            "seq_len": seq_len,
+            "epochs": epochs,
+            "window": ws[0]["window"],
+        },
+        "samples_per_s": _med(ws, "samples_per_s"),
+        "starvation": _med(ws, "starvation"),
+        "bytes_fetched": _med(ws, "bytes_fetched"),
+        "field_per_epoch": statistics.median(r["bytes_fetched"] / (field * epochs) for r in ws),
+        "belady_bytes": _med(ws, "belady"),
+        "lru_bytes": _med(ws, "lru"),
+        "fetched_over_belady": statistics.median(r["bytes_fetched"] / r["belady"] for r in ws),
+        "lru_over_belady": statistics.median(r["lru"] / r["belady"] for r in ws),
+        "windows_ok": all(r["windows_ok"] for r in ws),
+    }
+
+
 def _table(rep: dict[str, Any]) -> str:
+    lines = _rows_table(rep) if "setup" in rep else []
+    w = rep.get("windows")
+    if w is not None:
+        s = w["setup"]
+        lines.append(
+            f"token windows: {s['tokens'] / 1e6:.0f}M uint16 tokens in {s['num_shards']} shards, "
+            f"{s['field_bytes'] / 1e6:.1f} MB, cache limit {s['cache_limit'] / 1e6:.1f} MB, batch "
+            f"{s['batch']} x seq_len {s['seq_len']}, {s['epochs']} epochs, shuffle window "
+            f"{s['window']}, {LATENCY_S * 1e3:.0f} ms latency, {STEP_S * 1e3:.0f} ms step"
+        )
+        lines.append(
+            f"windows   {w['samples_per_s']:9.0f} samples/s  starvation {w['starvation'] * 100:5.2f}%  "
+            f"fetched {w['bytes_fetched'] / 1e6:7.1f} MB = {w['field_per_epoch']:.3f}x the field "
+            f"per epoch = {w['fetched_over_belady']:.3f}x Belady ({w['belady_bytes'] / 1e6:.1f} MB; "
+            f"LRU {w['lru_over_belady']:.3f}x)  windows ok {w['windows_ok']}"
+        )
+    return "\n".join(lines)
+
+
+def _rows_table(rep: dict[str, Any]) -> list[str]:
     s = rep["setup"]
     lines = [
         f"{s['rows']} rows x {s['dim']} float32 + id, {s['set_bytes'] / 1e6:.1f} MB, cache limit "
@@ -400,7 +562,7 @@ def _table(rep: dict[str, Any]) -> str:
             f"{'' if p['finished'] else f' (stopped after {PEER_DEADLINE_S:.0f} s)'}  -> datafuel "
             f"{p['datafuel_speedup']:.2f}x samples/s, {p['datafuel_bytes_ratio']:.3g}x bytes per sample"
         )
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":
