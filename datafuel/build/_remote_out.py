@@ -5,11 +5,23 @@ machine (``stage_dir=``/``--stage-dir``, else ``$XDG_CACHE_HOME/datafuel/stage/<
 where ``h`` is the first 16 hex digits of the sha256 of the credential-free URL), and
 the stage is uploaded as it is finished:
 
-* each shard set when its sink closes (its manifest is on the stage's disk then):
-  its data files first, several at once, then ``manifest.json`` **last**; an older,
-  different manifest in the bucket is deleted *before* any data file is replaced, and
-  shard objects the new manifest does not name are deleted after it, so a reader
-  never sees a set whose manifest claims files it does not have;
+* each shard as soon as the local engine's writer has finished it (its files complete
+  and synced on the stage; ``on_shard``, see :class:`~datafuel.engine.LocalEngine`):
+  its files go up in the background on the build's upload threads (8, shared by
+  every set) while the build writes the next shards. At most 16 finished shards of a
+  set wait for their upload at once (past that the build waits for the oldest), and
+  an upload that failed past the store's retries stops the build with that
+  :class:`~datafuel.errors.RemoteError`, naming the object, at the set's next shard
+  or at its close (the uploads still queued are dropped, the running ones awaited);
+* just before a file of a set is first uploaded, an older manifest of that set in
+  the bucket is deleted, unless it names that very file (same size and sha256: a
+  rerun putting back an object that went missing), so no reader ever sees a
+  manifest claiming a file that was replaced;
+* each set's ``manifest.json`` when its sink closes, **last**: after every shard
+  upload of the set has succeeded (a failed build leaves no new manifest), and only
+  when the bucket does not hold this very manifest already; then shard objects the
+  new manifest does not name are deleted. A reader never sees a set whose manifest
+  claims files it does not have;
 * once the build returns, every set again (only the ones not uploaded during this
   run: a resumed build that found its output finished wrote nothing), then the
   top-level files (``split.json``, ``recipe.json`` and its ``.npy``, ``tokenizer.json``,
@@ -29,9 +41,10 @@ through ``runtime_env={"env_vars": ...}``, which would keep the secrets in Ray's
 
 Resume: an object already in the bucket with the local file's size and whose
 ``sha256`` metadata is the local file's sha256 (taken from the manifest for shard
-files) is not uploaded again; everything else is. A build's bytes depend only on its
-arguments, so an interrupted build rerun on any machine (stage or not) uploads only
-what is missing. Objects go up with their sha256 as metadata.
+files) is not uploaded again; everything else is (one rule for every engine:
+:mod:`datafuel.engine._upload`). A build's bytes depend only on its arguments, so an
+interrupted build rerun on any machine (stage or not) uploads only what is missing.
+Objects go up with their sha256 as metadata.
 
 Before any heavy work the bucket is checked: one small probe object is written and
 deleted (``.datafuel-write-check``), and the prefix is listed; a missing bucket or a
@@ -45,14 +58,18 @@ the URL without user info or query.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from datafuel.engine import Engine, RowsCallback, ShardSink, ShardUpload, UnitFn
+from datafuel.engine._upload import object_matches, shard_files, upload_shard_files
 from datafuel.errors import ConfigError, RemoteError
 from datafuel.loaders import Field
 from datafuel.loaders._remote import ObjectStore, is_remote, redact_url
@@ -66,7 +83,10 @@ PROBE_NAME = ".datafuel-write-check"
 _MANIFEST = "manifest.json"
 _SPLITS = ("train", "val", "test")
 _SHARD_FILE = re.compile(r"^shard-\d{5,}\.[A-Za-z0-9_][A-Za-z0-9_-]*\.(bin|idx)$")
+#: upload threads of one build (every set's shards share them)
 _UPLOAD_THREADS = 8
+#: finished shards of one set waiting for (or in) upload at most; past that the build waits
+_SHARDS_QUEUED = 2 * _UPLOAD_THREADS
 
 
 def default_stage_dir(url: str) -> Path:
@@ -88,14 +108,9 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _manifest_files(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _manifest_files(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """Every data file a manifest names (``{"name", "bytes", "sha256"}``), in shard order."""
-    return [
-        f
-        for s in manifest.get("shards", [])
-        for parts in s["files"].values()
-        for f in parts.values()
-    ]
+    return [f for s in manifest.get("shards", []) for f in shard_files(s)]
 
 
 class RemoteOut:
@@ -123,8 +138,16 @@ class RemoteOut:
         self.stage = Path(os.path.abspath(self.stage))
         #: object name -> size, as listed at the start (kept up to date by uploads)
         self._listed: dict[str, int] = {}
+        #: object name -> sha256 of what this run uploaded there or found there whole
+        self._verified: dict[str, str] = {}
+        #: set folder -> the files ``{name: (bytes, sha256)}`` its manifest in the bucket
+        #: names (read when a file of the set is about to go up; None: unreadable)
+        self._old: dict[str, dict[str, tuple[int, str]] | None] = {}
         #: set folder (relative to the stage) -> sha256 of the manifest uploaded this run
         self._synced: dict[str, str] = {}
+        self._lock = threading.Lock()  # the dicts above and the counts, across upload threads
+        self._set_locks: dict[str, threading.Lock] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self.uploaded = 0
         self.uploaded_bytes = 0
         self.kept = 0
@@ -132,6 +155,20 @@ class RemoteOut:
 
     def __repr__(self) -> str:
         return f"RemoteOut({self.url!r}, stage_dir={str(self.stage)!r})"
+
+    def close(self) -> None:
+        """Stop the upload threads (uploads still queued are dropped: the build failed)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    _UPLOAD_THREADS, thread_name_prefix="datafuel-upload"
+                )
+            return self._pool
 
     # -- before the build -----------------------------------------------------------------
     def check(self) -> None:
@@ -155,30 +192,36 @@ class RemoteOut:
 
     def _present(self, key: str, size: int, sha256: str) -> bool:
         """Whether ``key`` is in the bucket with this size and this sha256 metadata."""
-        if self._listed.get(key) != size:
-            return False
-        meta = self.store.head(key)
-        return (
-            meta is not None
-            and meta["size"] == size
-            and str(meta["attributes"].get("sha256", "")) == sha256
-        )
+        return object_matches(self.store, key, size, sha256, self._listed.get(key))
+
+    def _count(self, key: str, size: int, sha256: str, uploaded: bool) -> None:
+        """``key`` is in the bucket now with this content: uploaded by this run, or kept."""
+        with self._lock:
+            self._listed[key] = size
+            self._verified[key] = sha256
+            if uploaded:
+                self.uploaded += 1
+                self.uploaded_bytes += size
+            else:
+                self.kept += 1
 
     def _put(self, key: str, path: Path, size: int, sha256: str) -> bool:
         """Upload ``path`` as ``key`` unless it is there already; whether it was uploaded."""
+        if self._verified.get(key) == sha256:  # this run put it there or checked it
+            return False
         if self._present(key, size, sha256):
-            self.kept += 1
+            self._count(key, size, sha256, uploaded=False)
             return False
         self.store.put_file(key, path, sha256=sha256)
-        self._listed[key] = size
-        self.uploaded += 1
-        self.uploaded_bytes += size
+        self._count(key, size, sha256, uploaded=True)
         return True
 
     def _delete(self, key: str) -> None:
         self.store.delete(key)
-        self._listed.pop(key, None)
-        self.deleted += 1
+        with self._lock:
+            self._listed.pop(key, None)
+            self._verified.pop(key, None)
+            self.deleted += 1
 
     def _rel(self, directory: str | os.PathLike[str]) -> str:
         d = Path(os.path.abspath(directory))
@@ -205,20 +248,73 @@ class RemoteOut:
         if mkey in self._listed:
             self._delete(mkey)  # unreadable before any worker replaces one of its files
         prefix = f"{rel}/" if rel else ""
-        listed = {k[len(prefix) :]: self._listed[k] for k in self._set_objects(rel)}
+        listed = {k[len(prefix) :]: self._listed.get(k, 0) for k in self._set_objects(rel)}
         self._synced.pop(rel, None)
         return ShardUpload(self.set_url(rel), listed)
 
     def add_worker_uploads(self, counts: Mapping[str, int]) -> None:
         """Count what the workers uploaded (and found there) for :meth:`report`."""
-        self.uploaded += int(counts.get("uploaded", 0))
-        self.uploaded_bytes += int(counts.get("uploaded_bytes", 0))
-        self.kept += int(counts.get("already_there", 0))
+        with self._lock:
+            self.uploaded += int(counts.get("uploaded", 0))
+            self.uploaded_bytes += int(counts.get("uploaded_bytes", 0))
+            self.kept += int(counts.get("already_there", 0))
+
+    def begin_local_set(self, directory: str | os.PathLike[str]) -> _ShardUploads:
+        """The uploader of the set ``directory``, told of each shard as the local sink finishes it."""
+        rel = self._rel(directory)
+        self._synced.pop(rel, None)
+        return _ShardUploads(self, rel)
+
+    def _set_lock(self, rel: str) -> threading.Lock:
+        with self._lock:
+            return self._set_locks.setdefault(rel, threading.Lock())
+
+    def _old_files(self, mkey: str) -> dict[str, tuple[int, str]] | None:
+        """The files the manifest ``mkey`` in the bucket names (None: it cannot be read)."""
+        try:
+            old = json.loads(self.store.get_bytes(mkey))
+            return {
+                str(f["name"]): (int(f["bytes"]), str(f["sha256"])) for f in _manifest_files(old)
+            }
+        except (RemoteError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # deleted below, as a manifest naming other files would be
+
+    def _before_put(self, rel: str, key: str, size: int, sha256: str) -> None:
+        """Before ``key`` of the set ``rel`` is written: the set's older manifest deleted.
+
+        Unless that manifest names this very file (its size and sha256: a rerun putting
+        back an object that went missing), it goes first, so no reader ever sees it
+        claim a file that was replaced. The set's uploads wait for each other here.
+        """
+        mkey = self._key(rel, _MANIFEST)
+        with self._set_lock(rel):
+            if mkey not in self._listed:
+                return
+            if rel not in self._old:
+                self._old[rel] = self._old_files(mkey)
+            old = self._old[rel]
+            if old is not None and old.get(key.rpartition("/")[2]) == (size, sha256):
+                return
+            self._delete(mkey)
+            self._old.pop(rel, None)
+
+    def _upload_shard(self, rel: str, entry: Mapping[str, Any]) -> None:
+        """The files of one finished shard of the set ``rel`` uploaded from the stage."""
+        upload_shard_files(
+            self.store,
+            entry,
+            self.stage / rel,
+            self._listed,
+            prefix=f"{rel}/" if rel else "",
+            before_put=lambda key, size, sha: self._before_put(rel, key, size, sha),
+            on_file=self._count,
+        )
 
     def _put_data(self, rel: str, d: Path, f: Mapping[str, Any], in_bucket: bool) -> None:
         key = self._key(rel, str(f["name"]))
         if in_bucket:  # uploaded (or found whole) by a worker: size and sha256 checked there
-            self._listed[key] = int(f["bytes"])
+            with self._lock:
+                self._listed[key] = int(f["bytes"])
             return
         path = d / str(f["name"])
         if not path.is_file():  # a set a Ray build's workers uploaded, found whole here
@@ -228,7 +324,7 @@ class RemoteOut:
                     "build's workers uploaded it); build again to write it.",
                     path=self.url_of(key),
                 )
-            self.kept += 1
+            self._count(key, int(f["bytes"]), str(f["sha256"]), uploaded=False)
             return
         self._put(key, path, f["bytes"], f["sha256"])
 
@@ -238,11 +334,11 @@ class RemoteOut:
     def sync_set(self, directory: str | os.PathLike[str], *, in_bucket: bool = False) -> None:
         """Upload the finished shard set ``directory`` (in the stage): data files, then manifest.
 
-        ``in_bucket``: the workers uploaded the data files already (the stage holds the
-        manifest alone); only the manifest goes up, then stale shard objects are deleted.
+        Data files this run uploaded already (a local sink's shards, as each finished)
+        are not looked at again. ``in_bucket``: the workers uploaded the data files
+        (the stage holds the manifest alone); only the manifest goes up. Then shard
+        objects the manifest does not name are deleted.
         """
-        import json
-
         rel = self._rel(directory)
         d = self.stage / rel
         raw = (d / _MANIFEST).read_bytes()
@@ -253,25 +349,23 @@ class RemoteOut:
         mkey = self._key(rel, _MANIFEST)
         if mkey in self._listed and not self._present(mkey, len(raw), digest):
             self._delete(mkey)  # an older set: unreadable before any of its files change
-        with ThreadPoolExecutor(min(_UPLOAD_THREADS, max(1, len(files)))) as pool:
-            for _ in pool.map(lambda f: self._put_data(rel, d, f, in_bucket), files):
-                pass
+        for _ in self._executor().map(lambda f: self._put_data(rel, d, f, in_bucket), files):
+            pass
         if not self._present(mkey, len(raw), digest):
             self.store.put_bytes(mkey, raw, sha256=digest)
-            self._listed[mkey] = len(raw)
-            self.uploaded += 1
-            self.uploaded_bytes += len(raw)
+            self._count(mkey, len(raw), digest, uploaded=True)
+            self._old.pop(rel, None)  # what an earlier manifest of the set named: stale now
         else:
-            self.kept += 1
+            self._count(mkey, len(raw), digest, uploaded=False)
         self._drop_stale(rel, {f["name"] for f in files})
         self._synced[rel] = digest
 
     def _set_objects(self, rel: str) -> list[str]:
         """Shard objects listed directly in the set folder ``rel`` of the bucket."""
         prefix = f"{rel}/" if rel else ""
-        return [
-            k for k in self._listed if k.startswith(prefix) and _SHARD_FILE.match(k[len(prefix) :])
-        ]
+        with self._lock:  # other sets' upload threads may be adding names
+            keys = list(self._listed)
+        return [k for k in keys if k.startswith(prefix) and _SHARD_FILE.match(k[len(prefix) :])]
 
     def _drop_stale(self, rel: str, keep: set[str]) -> None:
         prefix = f"{rel}/" if rel else ""
@@ -328,22 +422,71 @@ class RemoteOut:
 
 
 def _read_json(path: Path) -> Any:
-    import json
-
     return json.loads(path.read_text())
+
+
+class _ShardUploads:
+    """The uploads of one local set's shards, each started as the sink finishes it.
+
+    Called (as the sink's ``on_shard``) on the thread that feeds the sink, with each
+    finished shard's entry: its files go up on the build's upload threads while the
+    build writes the next shards. At most ``_SHARDS_QUEUED`` shards wait at once (the
+    build waits past that), and an upload that failed is raised here, on the build's
+    thread, at the next shard or at :meth:`wait`.
+    """
+
+    def __init__(self, remote: RemoteOut, rel: str) -> None:
+        self._remote = remote
+        self._rel = rel
+        self._pending: deque[Future[None]] = deque()
+
+    def __call__(self, entry: Mapping[str, Any]) -> None:
+        for fut in [f for f in self._pending if f.done()]:
+            self._pending.remove(fut)
+            fut.result()  # an upload that failed: the set stops here
+        pool = self._remote._executor()
+        self._pending.append(pool.submit(self._remote._upload_shard, self._rel, entry))
+        while len(self._pending) > _SHARDS_QUEUED:
+            self._pending[0].result()
+            self._pending.popleft()
+
+    def wait(self) -> None:
+        """Until every shard reported so far is in the bucket (its first failure raised)."""
+        while self._pending:
+            self._pending[0].result()
+            self._pending.popleft()
+
+    def cancel(self) -> None:
+        """Drop the queued uploads and wait for the running ones (the set failed already)."""
+        pending, self._pending = list(self._pending), deque()
+        for fut in pending:
+            fut.cancel()
+        for fut in pending:
+            if not fut.cancelled():
+                fut.exception()  # its error is not raised: the set's first error is on its way
 
 
 class _UploadingSink(ShardSink):
     """An engine's sink whose clean close also uploads the set it wrote.
 
-    ``in_bucket``: the inner sink's tasks uploaded the data files themselves (Ray);
-    the close uploads the manifest alone.
+    ``uploads``: the inner (local) sink reports each finished shard to it, so the
+    shards are in the bucket already, or on their way, when it closes. ``in_bucket``:
+    the inner sink's tasks uploaded the data files themselves (Ray). Either way the
+    close waits for them, then uploads the manifest (and any file still missing).
     """
 
-    def __init__(self, inner: ShardSink, remote: RemoteOut, *, in_bucket: bool = False) -> None:
+    def __init__(
+        self,
+        inner: ShardSink,
+        remote: RemoteOut,
+        *,
+        in_bucket: bool = False,
+        uploads: _ShardUploads | None = None,
+    ) -> None:
         self._inner = inner
         self._remote = remote
         self._in_bucket = in_bucket
+        self._uploads = uploads
         self.directory = inner.directory
 
     def submit(self, payload: Any) -> None:
@@ -355,23 +498,29 @@ class _UploadingSink(ShardSink):
         manifest = self._inner.close()
         if self._in_bucket:
             self._remote.add_worker_uploads(getattr(self._inner, "upload_stats", {}))
+        if self._uploads is not None:
+            self._uploads.wait()  # every shard of the set in the bucket before its manifest
         self._remote.sync_set(self.directory, in_bucket=self._in_bucket)
         self.manifest = manifest
         return manifest
 
     def abort(self) -> None:
         self._inner.abort()
+        if self._uploads is not None:
+            self._uploads.cancel()
         if self._in_bucket:  # what the workers uploaded before the failure still counts
             self._remote.add_worker_uploads(getattr(self._inner, "upload_stats", {}))
 
 
 class UploadingEngine(Engine):
-    """``inner`` whose shard sinks upload each set to ``remote`` as they close.
+    """``inner`` whose shard sinks upload each shard to ``remote`` as it is finished.
 
     An engine whose tasks upload their own shards (``inner.uploads_shards``: Ray) is
     given the set's bucket folder, and its workers write and upload the shard files
-    (the stage gets the manifest alone); otherwise (local) the driver uploads each set
-    from the stage when its sink closes.
+    (the stage gets the manifest alone). An engine that reports each finished shard
+    (``inner.reports_shards``: local) has the driver upload it from the stage in the
+    background. Any other uploads each set from the stage when its sink closes. The
+    manifest goes up when the sink closes, after every shard of its set.
     """
 
     def __init__(self, inner: Engine, remote: RemoteOut) -> None:
@@ -417,6 +566,10 @@ class UploadingEngine(Engine):
             upload = self.remote.begin_worker_set(directory)
             inner = self.inner.shard_sink(directory, fields, fn, upload=upload, **kw)  # type: ignore[call-arg]
             return _UploadingSink(inner, self.remote, in_bucket=True)
+        if getattr(self.inner, "reports_shards", False):
+            uploads = self.remote.begin_local_set(directory)
+            inner = self.inner.shard_sink(directory, fields, fn, on_shard=uploads, **kw)  # type: ignore[call-arg]
+            return _UploadingSink(inner, self.remote, uploads=uploads)
         inner = self.inner.shard_sink(directory, fields, fn, **kw)
         return _UploadingSink(inner, self.remote)
 
@@ -435,6 +588,9 @@ def run_remote(build: Callable[..., dict[str, Any]], args: Mapping[str, Any]) ->
     remote = RemoteOut(url, kw.pop("stage_dir", None))
     with engine_for(kw.pop("engine", None)) as runner:  # a bad engine name: refused first
         remote.check()  # a missing or read-only bucket: refused before any work
-        summary = build(out=remote.stage, engine=UploadingEngine(runner, remote), **kw)
-        remote.finish()
+        try:
+            summary = build(out=remote.stage, engine=UploadingEngine(runner, remote), **kw)
+            remote.finish()
+        finally:
+            remote.close()
     return {**summary, "out": remote.url, "remote": remote.report()}

@@ -6,8 +6,10 @@ The bucket is moto behind the fault proxy (``conftest.py``); every build stages 
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from datafuel import build
 from datafuel.build._remote_out import PROBE_NAME, default_stage_dir
 from datafuel.cli import main
 from datafuel.demo import write_corpus
+from datafuel.engine._upload import shard_files
 from datafuel.errors import ConfigError, RemoteError
 from datafuel.loaders._remote import ObjectStore
 
@@ -399,3 +402,168 @@ def test_ray_workers_upload_text_image_and_resample_shards(
     assert {k: got[k] for k in same} == {k: want[k] for k in same}
     assert s3.proxy.count("PUT", contains="/shard-") == len(shards)
     assert run["summary"]["remote"]["uploaded"] == len(want)
+
+
+# -- a local build uploads each shard as it is finished ------------------------------------
+def _set_puts(s3: Any, prefix: str) -> list[str]:
+    """Keys (below ``prefix``) of the PUT requests of the proxy's log, in arrival order."""
+    root = f"/{s3.bucket}/{prefix}/"
+    paths = [p.split("?")[0] for m, p in s3.proxy.requests if m == "PUT" and PROBE_NAME not in p]
+    return [p.split(root, 1)[1] for p in paths if root in p]
+
+
+def _assert_manifests_last(puts: list[str]) -> None:
+    """Each set's ``manifest.json`` is the last PUT of its folder, after its shard files."""
+    sets = {p.rsplit("/", 1)[0] for p in puts if p.endswith("/manifest.json")}
+    assert sets
+    for folder in sets:
+        mine = [p for p in puts if p.startswith(f"{folder}/")]
+        assert mine[-1] == f"{folder}/manifest.json" and mine.count(mine[-1]) == 1
+        assert len(mine) > 1
+
+
+def _in_bucket(s3: Any, key: str) -> bool:
+    found = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=key)
+    return any(o["Key"] == key for o in found.get("Contents", []))
+
+
+def test_shards_go_up_while_the_build_writes_the_next_ones(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datafuel.loaders import ShardWriter
+
+    stage = tmp_path / "stage"
+    real_open = ShardWriter._open_shard
+    seen: list[tuple[str, int, bool, bool]] = []  # set, shard opened, previous up, manifest
+
+    def open_shard(self: ShardWriter) -> None:
+        # before shard k opens, shard k - 1 of this set must reach the bucket on its own
+        # (its set is still being written: no manifest yet, here or there)
+        if self._shards and stage in self.directory.parents:
+            split = self.directory.name
+            prev = [f"o/{split}/{f['name']}" for f in shard_files(self._shards[-1])]
+            deadline = time.monotonic() + 20
+            while not all(_in_bucket(s3, k) for k in prev) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            up = all(_in_bucket(s3, k) for k in prev)
+            manifest = (self.directory / "manifest.json").exists() or _in_bucket(
+                s3, f"o/{split}/manifest.json"
+            )
+            seen.append((split, len(self._shards), up, manifest))
+        real_open(self)
+
+    monkeypatch.setattr(ShardWriter, "_open_shard", open_shard)
+    build.table(HOUSES, s3.url("o"), stage_dir=stage, **TABLE_KW)
+    train = [s for s in seen if s[0] == "train"]
+    assert len(train) >= 3, seen  # train has four shards (three opened after another)
+    assert all(up and not manifest for _, _, up, manifest in seen), seen
+    puts = _set_puts(s3, "o")
+    _assert_manifests_last(puts)
+    assert sorted(p for p in puts if "/shard-" in p) == sorted(
+        k for k in local_files(stage) if "/shard-" in k
+    )  # every shard file once: the close did not upload any again
+    assert bucket_files(s3, "o") == local_files(stage)
+
+
+def _store_ops(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """``(op, object URL)`` of this process's uploads (as each starts) and deletes (as each
+    ends), in order: obstore deletes through a bulk POST the proxy's log cannot name."""
+    ops: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    put_file, put_bytes, delete = ObjectStore.put_file, ObjectStore.put_bytes, ObjectStore.delete
+
+    def spy_put_file(self: ObjectStore, name: str, path: Any, **kw: Any) -> None:
+        with lock:
+            ops.append(("put", self.url_of(name)))
+        put_file(self, name, path, **kw)
+
+    def spy_put_bytes(self: ObjectStore, name: str, data: bytes, **kw: Any) -> None:
+        with lock:
+            ops.append(("put", self.url_of(name)))
+        put_bytes(self, name, data, **kw)
+
+    def spy_delete(self: ObjectStore, name: str) -> None:
+        delete(self, name)
+        with lock:
+            ops.append(("delete", self.url_of(name)))
+
+    monkeypatch.setattr(ObjectStore, "put_file", spy_put_file)
+    monkeypatch.setattr(ObjectStore, "put_bytes", spy_put_bytes)
+    monkeypatch.setattr(ObjectStore, "delete", spy_delete)
+    return ops
+
+
+def test_a_rebuild_deletes_the_old_manifest_before_its_first_shard_upload(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build.table(HOUSES, s3.url("r"), stage_dir=tmp_path / "stage", **TABLE_KW)
+    ops = _store_ops(monkeypatch)
+    kw = {**TABLE_KW, "shard_bytes": 30_000}  # other cuts, fewer shards: every file changes
+    build.table(HOUSES, s3.url("r"), stage_dir=tmp_path / "stage", **kw)
+    build.table(HOUSES, tmp_path / "local", **kw)
+    shards = sorted(k[len("train/") :] for k in local_files(tmp_path / "local") if "train/sh" in k)
+    train = s3.url("r/train") + "/"
+    log = [(op, url[len(train) :]) for op, url in ops if url.startswith(train)]
+    gone = log.index(("delete", "manifest.json"))
+    assert log[:gone] == []  # before any of the set's files is replaced
+    new_manifest = log.index(("put", "manifest.json"))
+    assert sorted(log[gone + 1 : new_manifest]) == [("put", k) for k in shards]
+    stale = log[new_manifest + 1 :]  # objects the new manifest does not name: after it
+    assert stale and all(op == "delete" and p not in shards for op, p in stale)
+    assert bucket_files(s3, "r") == local_files(tmp_path / "local")
+
+
+def _fail_puts(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, contains: str
+) -> tuple[list[str], list[bool]]:
+    """Every PUT whose path has ``contains`` answers 503 SlowDown while the second list
+    returned is not empty; the first is every path refused."""
+    real = s3.proxy._arrived
+    hits: list[str] = []
+    on = [True]
+
+    def arrived(method: str, path: str) -> Any:
+        fault, drop = real(method, path)
+        if on and method == "PUT" and contains in path:
+            hits.append(path.split("?")[0])
+            return (503, "SlowDown", None), None
+        return fault, drop
+
+    monkeypatch.setattr(s3.proxy, "_arrived", arrived)
+    return hits, on
+
+
+def test_a_shard_upload_failing_past_its_retries_fails_the_build_without_a_manifest(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datafuel.loaders._remote as remote
+
+    monkeypatch.setattr(  # three quick attempts per request instead of eight
+        remote, "RetryPolicy", functools.partial(remote.RetryPolicy, attempts=3, maximum=0.05)
+    )
+    hits, failing = _fail_puts(s3, monkeypatch, "/train/shard-00002.")
+    stage = tmp_path / "stage"
+    with pytest.raises(RemoteError, match="after 3 attempts") as err:
+        build.table(HOUSES, s3.url("x"), stage_dir=stage, **TABLE_KW)
+    victim = s3.url("x/train/shard-00002.x.bin")
+    assert err.value.path == victim and victim in str(err.value)
+    assert len(hits) == 3 and all(h.endswith("/x/train/shard-00002.x.bin") for h in hits)
+    got = s3.objects("x/")
+    assert not [k for k in got if k.endswith("manifest.json")]
+    assert "x/split.json" not in got
+    assert "x/train/shard-00000.x.bin" in got  # the shards before it went up meanwhile
+
+    # the rerun (no fault) uploads the shard files that are missing, and nothing else
+    failing.clear()
+    there = {k[len("x/") :] for k in got}
+    s3.proxy.reset_counts()
+    summary = build.table(HOUSES, s3.url("x"), stage_dir=stage, **TABLE_KW)
+    want = local_files(stage)
+    puts = _set_puts(s3, "x")
+    shards = sorted(k for k in want if "/shard-" in k)
+    assert sorted(p for p in puts if "/shard-" in p) == sorted(set(shards) - there)
+    assert "train/shard-00002.x.bin" in puts
+    assert summary["remote"]["already_there"] >= len(there)
+    _assert_manifests_last(puts)
+    build.table(HOUSES, tmp_path / "local", **TABLE_KW)
+    assert bucket_files(s3, "x") == local_files(tmp_path / "local") == want
