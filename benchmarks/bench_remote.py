@@ -551,7 +551,7 @@ def _rows_table(rep: dict[str, Any]) -> list[str]:
         f"({d['belady_bytes'] / 1e6:.1f} MB; LRU {d['lru_over_belady']:.3f}x)  rows ok {d['rows_ok']}"
     )
     for name, p in rep.items():
-        if name in ("setup", "datafuel"):
+        if name in ("setup", "datafuel", "windows"):
             continue
         if "error" in p:
             lines.append(f"{name:9} left out: {p['error']}")
