@@ -46,7 +46,7 @@ from typing import Any
 
 from datafuel.errors import HTTPError, PaginationError
 
-from ._paginate import PageRequest, PageResponse, Paginator, get_path
+from ._paginate import PageRequest, PageResponse, Paginator, RecordCount, get_path
 from ._prefetch import FetchedPage, page_hash, try_columns
 from ._throttle import Stopped, Throttle
 
@@ -92,8 +92,10 @@ class ConcurrentFetcher:
         last_hash: str | None,
         total_field: str | None = None,
         window: int | None = None,
+        keep_records: bool = True,
     ) -> None:
         self._fetch = fetch
+        self._keep_records = keep_records
         self._paginator = paginator
         self._first = first
         self._throttle = throttle
@@ -108,6 +110,7 @@ class ConcurrentFetcher:
         self._room = threading.Condition(lock)
         self._results: dict[int, PageResponse | _End | BaseException] = {}
         self._columns: dict[int, dict[str, list[Any]]] = {}
+        self._digests: dict[int, str] = {}  # of the pages whose records were dropped
         self._next_claim = first.index
         self._next_take = first.index
         #: the first page not arrived yet (those from ``_next_take`` to it wait for the writer)
@@ -172,7 +175,7 @@ class ConcurrentFetcher:
             try:
                 result = self._fetch(self._request(index))
                 self._throttle.succeeded()
-                self._flatten(index, result)
+                result = self._flatten(index, result)
             except Stopped:
                 return
             except HTTPError as exc:
@@ -184,13 +187,33 @@ class ConcurrentFetcher:
                 self._throttle.leave()
             self._deliver(index, result)
 
-    def _flatten(self, index: int, response: PageResponse) -> None:
+    def _flatten(self, index: int, response: PageResponse) -> PageResponse:
         """Flatten the page's records into columns here, off the writer's path; the writer
-        redoes a page that fails (to raise the error naming the page and record)."""
+        redoes a page that fails (to raise the error naming the page and record).
+
+        Unless ``keep_records`` (a ``--primary-key`` run flattens its kept records again),
+        a flattened page other than the probe keeps only its columns, its fingerprint and
+        its record count (:class:`~datafuel.ingest._paginate.RecordCount`): the records
+        and the parsed body are freed here, before they age in the buffer.
+        """
         columns = try_columns(response.records)
-        if columns is not None:
-            with self._cv:
-                self._columns[index] = columns
+        if columns is None:
+            return response
+        digest = None
+        if not self._keep_records and response.records and index != self._first.index:
+            digest = page_hash(response.records)
+            response = PageResponse(
+                body=None,
+                headers=response.headers,
+                url=response.url,
+                records=RecordCount(len(response.records)),
+                size=response.size,
+            )
+        with self._cv:
+            self._columns[index] = columns
+            if digest is not None:
+                self._digests[index] = digest
+        return response
 
     def _deliver(self, index: int, result: PageResponse | _End | BaseException) -> None:
         with self._cv:
@@ -208,6 +231,7 @@ class ConcurrentFetcher:
                 for i in [i for i in self._results if i > index]:
                     self._buffered -= _size(self._results.pop(i))
                     self._columns.pop(i, None)
+                    self._digests.pop(i, None)
             self._results[index] = result
             self._buffered += _size(result)
             gap = index == self._head
@@ -305,7 +329,7 @@ class ConcurrentFetcher:
             response = PageResponse(body=None, headers={}, url=request.full_url(), records=[])
             return self._fetched(request, response, None, result.reason)
         if result.records:
-            digest = page_hash(result.records)
+            digest = self._digests.pop(index, None) or page_hash(result.records)
             if digest == self._last_hash:
                 raise PaginationError(
                     f"page {index} ({request.describe()}) returned exactly the same records as "

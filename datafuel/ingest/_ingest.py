@@ -1019,6 +1019,7 @@ def _ingest_locked(
             max_pages=max_pages,
             last_hash=run.state["last_page_hash"],
             total_field=total_field,
+            keep_records=primary_key is not None,  # dedup flattens the kept records again
         )
     else:
         walk = fetch_pages(

@@ -196,10 +196,12 @@ class ShardCache:
                 os.close(lock_fd)
 
     def reserve(self, sha: str, size: int, *, before: float) -> Reservation | bool:
-        """Room for a prefetch of ``sha`` (next used at ``before``), without waiting.
+        """Room for a prefetch of ``sha``, without waiting and without evicting a file
+        next needed at or before ``before`` (its first use, or later: see
+        ``RemotePass._keep_until``).
 
         True: nothing to do (it is cached, or another thread or process is downloading
-        it). False: no room without evicting a file needed sooner. Otherwise a
+        it). False: no room without evicting a file needed by ``before``. Otherwise a
         :class:`Reservation` holding the object's download lock and a preallocated temp
         file, to :meth:`fill` (on any thread). A prefetcher that reserves in first-use
         order never lets a later file take the room of an earlier one.

@@ -18,14 +18,14 @@ from urllib.parse import urljoin
 
 import pytest
 
-from datafuel.errors import SchemaError
+from datafuel.errors import PaginationError, SchemaError
 from datafuel.ingest import PageRequest, PageResponse, SchemaTracker, flatten_record
 from datafuel.ingest._concurrent import READY_PAGES, ConcurrentFetcher
 from datafuel.ingest._flatten import flatten_columns
 from datafuel.ingest._html import _Base
 from datafuel.ingest._ingest import _flatten_page
 from datafuel.ingest._paginate import make_paginator
-from datafuel.ingest._prefetch import FetchedPage
+from datafuel.ingest._prefetch import FetchedPage, page_hash
 from datafuel.ingest._schema import _page_types, column_type
 from datafuel.ingest._throttle import Throttle
 
@@ -328,6 +328,58 @@ def test_a_slow_page_holds_back_no_more_than_the_window_behind_it() -> None:
         assert _settle(fetches) == 4 + READY_PAGES
     finally:
         fetches.release.set()
+        fetcher.close(timeout=5)
+
+
+def test_flattened_pages_drop_their_records_unless_asked_to_keep_them() -> None:
+    """Past the probe, a flattened page keeps its columns, count and fingerprint only; the
+    writer's loop check still sees a page that repeats the one before it."""
+    paginator = make_paginator("page")
+    first = paginator.first("http://h/items", None)
+    for keep in (False, True):
+        fetcher = ConcurrentFetcher(
+            _Fetches(),
+            paginator,
+            first,
+            Throttle(4),
+            max_pages=6,
+            last_hash=None,
+            keep_records=keep,
+        )
+        try:
+            pages: list[FetchedPage] = []
+            while len(pages) < 6:
+                got, error, _ = fetcher.take(100)
+                assert error is None
+                pages += got
+        finally:
+            fetcher.close(timeout=5)
+        assert [p.columns for p in pages] == [{"id": [i]} for i in range(6)]
+        assert pages[0].response.records == [{"id": 0}]  # the probe keeps its own
+        for p in pages[1:]:
+            records = p.response.records
+            assert len(records) == 1 and bool(records)
+            assert (records == [{"id": p.request.index}]) is keep
+            assert (p.response.body is None) and type(records).__name__ == (
+                "list" if keep else "RecordCount"
+            )
+        assert pages[-1].last_hash == page_hash([{"id": 5}])  # the same fingerprint either way
+
+    class _Same(_Fetches):  # an API that ignores ?page=: every page is page 0's
+        def __call__(self, request: PageRequest) -> PageResponse:
+            return PageResponse(body=None, headers={}, url="u", records=[{"id": 0}], size=10)
+
+    fetcher = ConcurrentFetcher(
+        _Same(), paginator, first, Throttle(4), max_pages=None, last_hash=None, keep_records=False
+    )
+    try:
+        error = None
+        for _ in range(50):
+            _, error, ended = fetcher.take(100)
+            if error is not None or ended:
+                break
+        assert isinstance(error, PaginationError) and "exactly the same records" in str(error)
+    finally:
         fetcher.close(timeout=5)
 
 
