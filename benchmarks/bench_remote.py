@@ -147,19 +147,22 @@ def batch_files(loader: Loader, epochs: int) -> tuple[list[list[str]], dict[str,
 
 
 def window_batch_files(loader: Loader, epochs: int) -> tuple[list[list[str]], dict[str, int]]:
-    """Token windows: the files each batch of ``epochs`` passes pins (the token shards its
-    windows' tokens ``[s, s + T]`` read, as the loader's pass computes them), and their sizes."""
+    """Token windows: the files each batch of ``epochs`` passes pins, and their sizes: the
+    token shards its windows' tokens ``[s, s + T]`` read, less those it reads only the
+    first tokens of when they are kept from an earlier pin, as the loader's pass does."""
     from datafuel.loaders._remote_set import BatchShards
 
     windows, sampler = loader.windows, loader.sampler
     per_shard, sizes = shard_files(loader)
     ids: list[list[int]] = []
+    kept = windows.stream.heads_kept()  # the shards whose first T tokens are kept in memory
     for epoch in range(loader.epoch, loader.epoch + epochs):
         span = functools.partial(windows.shard_span, windows.offset(sampler.seed, epoch, True))
         bs = BatchShards.of_plans(
             [(sampler.plan(0), sampler.order(epoch))], windows.stream.shard_starts, [span]
-        )
+        ).without_kept_heads(kept)  # what the pass pins (RemoteShardSet.begin_pass)
         ids.extend(bs.shards(j).tolist() for j in range(len(bs)))
+        kept[bs.shard] = True  # every pin keeps its shard's head
     return files_of(ids, per_shard), sizes
 
 

@@ -391,7 +391,25 @@ class RemoteShardSet(ShardSet):
         (a :class:`BatchShards`, or one array of shard ids per batch)."""
         if not isinstance(batch_shards, BatchShards):
             batch_shards = BatchShards.from_lists(batch_shards)
+        streams = [self._streams[f] for f in fields if f in self._streams]
+        if (
+            batch_shards.head is not None
+            and streams
+            and len(streams) == len(fields)
+            and all(st.head_tokens for st in streams)
+        ):
+            kept = np.logical_and.reduce([st.heads_kept() for st in streams])
+            batch_shards = batch_shards.without_kept_heads(kept)
         return RemotePass(self, batch_shards, list(fields), prefetch_threads)
+
+    def _capture_heads(self, shards: Sequence[int], fields: Sequence[str]) -> None:
+        """Keep the heads of ``shards`` (pinned by the caller) of the lazy token streams
+        of ``fields``."""
+        for f in fields:
+            stream = self._streams.get(f)
+            if stream is not None and stream.head_tokens:
+                for k in shards:
+                    stream.capture_head(k)
 
 
 class BatchShards:
@@ -410,9 +428,15 @@ class BatchShards:
     ([0, 1], [1], [0, 1], 2)
     """
 
-    def __init__(self, ptr: np.ndarray, shard: np.ndarray, num_shards: int) -> None:
+    def __init__(
+        self, ptr: np.ndarray, shard: np.ndarray, num_shards: int, head: np.ndarray | None = None
+    ) -> None:
         self.ptr = ptr  # batch j's shards: shard[ptr[j] : ptr[j + 1]]
         self.shard = shard
+        self.num_shards = num_shards
+        #: per entry of ``shard``: only read by windows that started in an earlier shard
+        #: (their first tokens, a head), never as the shard a window starts in
+        self.head = head
         by_shard = np.argsort(shard, kind="stable")  # batches stay ascending per shard
         batch = np.repeat(np.arange(ptr.size - 1, dtype=np.int64), np.diff(ptr))
         self.use_batch = batch[by_shard]
@@ -429,6 +453,24 @@ class BatchShards:
         if k >= self.use_ptr.size - 1:
             return self.use_batch[:0]
         return self.use_batch[self.use_ptr[k] : self.use_ptr[k + 1]]
+
+    def without_kept_heads(self, kept: np.ndarray) -> BatchShards:
+        """These batches without the shards they read only for a head that is kept by
+        then: ``kept[k]`` before the pass, or read by an earlier batch of the pass
+        (whose pin captures it, :meth:`RemotePass.acquire`); a head-only read stays
+        where it is the shard's first in the pass (that pin captures it)."""
+        if self.head is None or not bool(self.head.any()):
+            return self
+        batch = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.ptr))
+        first = np.full(max(self.num_shards, 1), len(self), np.int64)
+        np.minimum.at(first, self.shard, batch)
+        known = np.zeros(first.size, bool)
+        known[: min(kept.size, first.size)] = kept[: first.size]
+        drop = self.head & (known[self.shard] | (batch > first[self.shard]))
+        keep = ~drop
+        counts = np.bincount(batch[keep], minlength=len(self))
+        ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return BatchShards(ptr, self.shard[keep], self.num_shards, self.head[keep])
 
     @classmethod
     def from_lists(cls, per_batch: Sequence[np.ndarray]) -> BatchShards:
@@ -451,9 +493,10 @@ class BatchShards:
         ``spans[i]`` (default None: a sample id is a row, in the shard ``offsets`` put it
         in) maps the sample ids of plan ``i`` to the first and last shard (inclusive)
         each one reads: token windows, whose ``offsets`` are the stream's shard starts.
+        A batch's shard that none of its windows starts in is marked in :attr:`head`.
         """
         num_shards = max(1, offsets.size - 1)
-        ptrs, shards = [np.zeros(1, np.int64)], []
+        ptrs, shards, heads = [np.zeros(1, np.int64)], [], []
         base = 0
         for i, (plan, order) in enumerate(plans):
             span = spans[i] if spans is not None else None
@@ -468,26 +511,36 @@ class BatchShards:
                 within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(firsts, sizes)
                 ids = order[np.repeat(part[:, 0], sizes) + within]
                 batch = np.repeat(np.arange(part.shape[0], dtype=np.int64), sizes)
+                head = None
                 if span is None:
                     k = np.searchsorted(offsets, ids, side="right") - 1
-                else:  # each sample reads shards first..last
+                    key = batch * num_shards + k
+                else:  # each sample reads shards first..last (after the first: a head)
                     first, last = span(ids)
                     n = last - first + 1
                     batch = np.repeat(batch, n)
-                    k = np.repeat(first, n) + (
-                        np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
-                    )
-                key = batch * num_shards + k
+                    after = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+                    k = np.repeat(first, n) + after
+                    key = (batch * num_shards + k) * 2 + (after > 0)
                 key.sort()  # a sort and a compare: np.unique's hash path is ~10x slower here
+                if span is not None:  # (batch, shard) once, not a head if any window starts there
+                    head = (key & 1).astype(bool)
+                    key >>= 1
                 if key.size:
-                    key = key[np.concatenate([[True], key[1:] != key[:-1]])]
+                    new = np.concatenate([[True], key[1:] != key[:-1]])
+                    key = key[new]
+                    head = None if head is None else head[new]
+                heads.append(np.zeros(key.size, bool) if head is None else head)
                 kb, ks = np.divmod(key, num_shards)
                 ptr = np.searchsorted(kb, np.arange(1, part.shape[0] + 1), side="left")
                 ptrs.append(ptr.astype(np.int64) + base)
                 shards.append(ks.astype(np.int64))
                 base += kb.size
         shard = np.concatenate(shards) if shards else np.zeros(0, np.int64)
-        return cls(np.concatenate(ptrs), shard, offsets.size - 1)
+        head = None
+        if spans is not None and any(sp is not None for sp in spans):
+            head = np.concatenate(heads) if heads else np.zeros(0, bool)
+        return cls(np.concatenate(ptrs), shard, offsets.size - 1, head)
 
 
 #: sample ids -> the first and last shard (inclusive) each reads
@@ -547,9 +600,16 @@ class RemotePass:
                 self._cond.wait(0.1)
             if self._closed:
                 raise ConfigError("the loader pass was closed")
-        keys = self.set._keys(self.batch_shards.shards(j).tolist(), self.fields)
+        shards = self.batch_shards.shards(j).tolist()
+        keys = self.set._keys(shards, self.fields)
         try:
             self.set._pin(keys)
+            try:
+                # before batch j + 1 may pin: it counts on every head captured by now
+                self.set._capture_heads(shards, self.fields)
+            except BaseException:
+                self.set._unpin(keys)
+                raise
         finally:
             with self._cond:
                 self._next = j + 1

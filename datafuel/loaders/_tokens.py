@@ -36,6 +36,11 @@ class TokenStream:
         :meth:`drop` forgets a mapping again (so that its file may be evicted).
         ``offsets`` may then be ``None``: ``load_offsets(k)`` reads shard ``k``'s
         offsets the first time :attr:`doc_starts` is asked for.
+
+    A lazy stream also keeps *heads* (:meth:`keep_heads`): a copy of the first tokens of
+    each shard, taken while the shard is mapped (:meth:`capture_head`) and kept when its
+    mapping is dropped, so that a window running from one shard into the next reads the
+    next one's part from its head instead of needing that whole shard again.
     """
 
     def __init__(
@@ -64,6 +69,10 @@ class TokenStream:
         self._doc_starts: np.ndarray | None = None
         if self._offsets is not None:
             self._doc_starts = self._starts_of(self._offsets)
+        #: tokens each head holds (0: no heads kept)
+        self.head_tokens = 0
+        #: shard -> copy of its first ``min(head_tokens, sizes[k])`` tokens
+        self.heads: dict[int, np.ndarray] = {}
 
     def _starts_of(self, offsets: Sequence[np.ndarray]) -> np.ndarray:
         docs = [
@@ -102,6 +111,58 @@ class TokenStream:
         self._data[k] = b""
         for key in [key for key in list(self._views) if key[0] == k]:
             self._views.pop(key, None)
+
+    # -- heads (a lazy stream's windows across shard boundaries) ------------------------
+    def keep_heads(self, tokens: int) -> None:
+        """Keep the first ``tokens`` tokens of each shard as it is captured (the most any
+        caller asked for: a head that long serves windows of fewer tokens too). Heads
+        stay for the stream's life: ``tokens / shard tokens`` of the field in memory."""
+        if self._load is not None:
+            self.head_tokens = max(self.head_tokens, int(tokens))
+
+    def _head_len(self, k: int) -> int:
+        return min(self.head_tokens, int(self.sizes[k]))
+
+    def capture_head(self, k: int) -> None:
+        """Copy shard ``k``'s head, mapping it first (the caller holds it pinned), unless
+        a long enough one is kept already."""
+        if not self.head_tokens:
+            return
+        n = self._head_len(k)
+        head = self.heads.get(k)
+        if head is None or head.size < n:
+            self.heads[k] = np.array(self._shard(k)[:n]) if n else np.zeros(0, self.dtype)
+
+    def heads_kept(self) -> np.ndarray:
+        """Per shard, whether its head is kept at the full :attr:`head_tokens` (or the
+        whole shard, when it is shorter)."""
+        kept = np.zeros(len(self.sizes), bool)
+        for k, head in list(self.heads.items()):
+            kept[k] = head.size >= self._head_len(k)
+        return kept
+
+    def windows_from_heads(self, starts: np.ndarray, length: int, out: np.ndarray) -> None:
+        """Windows ``[s, s + length)`` into ``out``'s rows, each read from the shard its
+        start lies in (mapped: the caller holds it pinned) and, where it runs into the
+        next shards, from their heads (at most ``length - 1`` tokens of each); a window
+        whose heads are not kept is read whole (mapping what it needs)."""
+        bounds = self.shard_starts
+        for j, s in enumerate(starts.tolist()):
+            k = int(np.searchsorted(bounds, s, side="right") - 1)
+            a = s - int(bounds[k])
+            parts = [self._shard(k)[a : a + length]]
+            got, m = parts[0].size, k + 1
+            while got < length:
+                need = min(length - got, int(self.sizes[m]))
+                head = self.heads.get(m)
+                if need and (head is None or head.size < need):
+                    parts = [self.read(s, length)]
+                    break
+                if need:
+                    parts.append(head[:need])  # type: ignore[index]
+                got += need
+                m += 1
+            out[j] = parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     @property
     def num_tokens(self) -> int:

@@ -69,6 +69,9 @@ class TokenWindows:
         self._arange = _Arange()
         self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._grids_lock = threading.Lock()
+        # a lazy (remote) stream keeps each shard's first T tokens: a window running
+        # into the next shard reads them from there, not from that whole shard
+        stream.keep_heads(seq_len)
 
     def __len__(self) -> int:
         return self.num_windows
@@ -86,8 +89,40 @@ class TokenWindows:
         return o + self.seq_len * np.arange(self.num_windows, dtype=np.int64)
 
     def read(self, starts: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The windows ``[s, s + seq_len + 1)``: a ``(len(starts), seq_len + 1)`` array."""
-        return self.stream.windows(starts, self.length, out=out)
+        """The windows ``[s, s + seq_len + 1)``: a ``(len(starts), seq_len + 1)`` array.
+
+        From a lazy stream, a window that runs into the next shard takes that part from
+        the shard's head (:meth:`TokenStream.capture_head`): a remote pass pins only the
+        shard a window starts in, and the next one only if its head is not kept yet.
+        """
+        stream, length = self.stream, self.length
+        if stream.head_tokens < self.seq_len:  # every stream but a remote one
+            return stream.windows(starts, length, out=out)
+        st = np.asarray(starts, dtype=np.int64).reshape(-1)
+        bounds = stream.shard_starts
+        if (
+            st.size == 0
+            or int(st.min()) < 0
+            or int(st.max()) + length > stream.num_tokens
+            or (out is not None and out.shape != (st.size, length))
+        ):
+            return stream.windows(st, length, out=out)  # (raises, naming what is wrong)
+        k = np.searchsorted(bounds, st, side="right") - 1
+        cross = st + self.seq_len >= bounds[k + 1]
+        if not bool(cross.any()):
+            return stream.windows(st, length, out=out)
+        if out is None:
+            out = np.empty((st.size, length), dtype=stream.dtype)
+        rest = np.flatnonzero(~cross)
+        if rest.size:
+            out[rest] = stream.windows(
+                st[rest], length, out=np.empty((rest.size, length), out.dtype)
+            )
+        sel = np.flatnonzero(cross)
+        part = np.empty((sel.size, length), out.dtype)
+        stream.windows_from_heads(st[sel], length, part)
+        out[sel] = part
+        return out
 
     # -- by shard (the shard-aware order, a remote set's pins) -------------------------
     def shard_offsets(self, o: int) -> np.ndarray:

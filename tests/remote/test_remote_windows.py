@@ -123,12 +123,14 @@ def test_windows_through_a_third_of_the_field_equal_local(remote, local_set, doc
             used = r.shards.cache.used_bytes()  # type: ignore[union-attr]
             assert used <= limit
     assert 0 < peak.peak <= limit
-    # the limit was binding, and no file came down more than a few times an epoch (its
-    # own shard's turn, and windows of the shard before it running into it)
+    # the limit was binding, yet a file came down at most twice an epoch and about once
+    # on average: a window running into the next shard reads that shard's head, kept
+    # since its first pin, instead of the whole shard at the turn of the one before it
+    # (without heads: 187 GETs of these 76 files, up to 4 of one)
     assert r.shards.cache.stats.evictions > 0  # type: ignore[union-attr]
     gets = {n: s3.proxy.count("GET", contains=n) for n in names}
-    assert max(gets.values()) <= 2 * 3, gets
-    assert sum(gets.values()) <= 2 * 1.5 * len(names), gets
+    assert max(gets.values()) <= 2 * 2, gets
+    assert sum(gets.values()) <= 2 * len(names), gets
     # each epoch is every window of its grid once, in a shuffled order
     s = r.sampler
     order = s.order(1)
@@ -237,6 +239,37 @@ def test_lazy_stream_maps_only_pinned_shards_and_drops_them(remote, local_set, t
     assert isinstance(ts._data[k], bytes) and isinstance(ts._data[k + 1], bytes)
     assert not rs._pins
     np.testing.assert_array_equal(ts.doc_starts, local.doc_starts)
+    rs.close()
+
+
+def test_a_window_into_the_next_shard_reads_its_kept_head(remote, local_set, tmp_path):
+    from datafuel.loaders import ShardSet
+    from datafuel.loaders._windows import TokenWindows
+
+    rs = RemoteShardSet(remote, cache_dir=tmp_path / "c")
+    ts = rs.lazy_token_stream("tokens")
+    w = TokenWindows(ts, T)
+    local = ShardSet(local_set).token_stream("tokens")
+    assert ts.head_tokens == T and not ts.heads_kept().any()
+    k = 3
+    nxt = rs._keys([k + 1], ["tokens"])
+    rs._pin(nxt)
+    rs._capture_heads([k + 1], ["tokens"])  # what a pass's pin of shard k + 1 does
+    rs._unpin(nxt)
+    assert ts.heads[k + 1].size == T and isinstance(ts._data[k + 1], bytes)
+    assert ts.heads_kept().tolist() == [m == k + 1 for m in range(rs.num_shards)]
+    end = int(ts.shard_starts[k + 1])
+    # runs into shard k + 1, reaches its last token T - 1, inside shard k, ends just before it
+    starts = np.array([end - 5, end - 1, int(ts.shard_starts[k]) + 3, end - T - 1])
+    own = rs._keys([k], ["tokens"])
+    rs._pin(own)
+    try:
+        for out in (None, np.empty((starts.size, T + 1), np.int64)):
+            np.testing.assert_array_equal(w.read(starts, out=out), local.windows(starts, T + 1))
+        assert isinstance(ts._data[k + 1], bytes)  # never mapped (nor pinned) for it
+        assert set(rs._pins) == set(own) and not rs._forever
+    finally:
+        rs._unpin(own)
     rs.close()
 
 
