@@ -361,18 +361,20 @@ def _mds_columns(rows: dict[str, np.ndarray]) -> dict[str, str]:
 
 
 def write_mosaic(
-    rows: dict[str, np.ndarray], out_dir: str, shard_bytes: int, *, id_field: str = "id"
+    rows: dict[str, np.ndarray], out_dir: str, shard_bytes: int, *, id_field: str | None = "id"
 ) -> str:
     """``streaming.MDSWriter(out=out_dir, columns=..., size_limit=shard_bytes)`` of ``rows``
     (no compression, no hashes); returns ``out_dir``.
 
     Columns: a 1-d column is an MDS scalar encoding named by its dtype (``int64``,
     ``float32``), a 2-d+ column a fixed ``ndarray:<dtype>:<shape>`` (static dtype and
-    shape, so a row is stored as its raw bytes, no per-row header).
+    shape, so a row is stored as its raw bytes, no per-row header). ``id_field=None``
+    skips the check for the id column ``read_mosaic`` needs (``bench_mixture.py`` writes
+    token windows without one).
     """
     streaming = _import_streaming()
     n = _n_rows(rows)
-    if id_field not in rows:
+    if id_field is not None and id_field not in rows:
         raise ValueError(f"rows need a unique {id_field!r} column")
     cols = _mds_columns(rows)
     with streaming.MDSWriter(
