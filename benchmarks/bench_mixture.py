@@ -2,23 +2,45 @@
 
     python3 benchmarks/bench_mixture.py [--quick]
 
-Same three token sets for every contender (uint16, windows of T + 1 tokens):
+Same three token sets for every contender (uint16, windows of T + 1 tokens starting
+every T tokens):
 
-(a) ``Loader({"web": ..., "code": ..., "books": ...}, weights=..., seq_len=T)``;
+(a) ``Loader({"web": ..., "code": ..., "books": ...}, weights=..., seq_len=T)``, batches
+    of B from ``num_workers=2`` worker processes;
 (b) LitData ``CombinedStreamingDataset`` over the same windows written with
-    ``litdata.optimize`` (each item ``{"tokens", "src"}``), iterated in one process;
-(c) Mosaic Streaming ``Stream(proportion=...)``s, when it imports here.
+    ``litdata.optimize`` (each item ``{"tokens", "src"}``, 16 MB chunks), iterated item
+    by item in this process (no DataLoader);
+(c) Mosaic Streaming (mosaicml-streaming, imported by ``_remote_peers._import_streaming``
+    with stand-ins for transformers/torchvision, which are not installed; the compression
+    modules it imports were already installed, nothing else was needed): each source's
+    windows in MDS (``streaming.MDSWriter`` via ``_remote_peers.write_mosaic``: ``tokens``
+    ``ndarray:uint16:513``, ``src`` ``int64``, 16 MB shards, no compression), read with
+    ``StreamingDataset(streams=[Stream(local=dir, proportion=w), ...], batch_size=B,
+    shuffle=True)`` from the local folders only (no ``remote``, nothing downloaded) and
+    iterated item by item in this process like (b) (no DataLoader, so no workers).
+    Its epoch is all three sets' windows, each source's share chosen exactly
+    (``proportion x epoch``, some code windows repeated); each timed round is a new
+    epoch, its shuffle computed at ``iter()``. Mosaic opens the shard file for every
+    sample (``MDSReader.get_sample_data``), most of its time per sample here. Its
+    default ``py1e`` shuffle shifts each sample of a shard by a uniform draw from one
+    range per shard, clipped at the epoch's ends, so with one or two shards per source
+    (as here: 4 to 16 MB a source) a source's density is not flat over the epoch and
+    windows of 1,000 drift from the weights (at the --quick sizes: 111; with 1 MB shards
+    31, with ``shuffle_algo="py1s"`` 25; a uniform shuffle of the same epoch 27).
 
 Figures: samples/s (median of rounds after warm-up) and the worst deviation of any
 source's count from ``1000 * weight`` over every window of 1,000 consecutive samples
-(every start) of the first ``--samples`` samples. A peer that cannot run offline
-here says why and is left out.
+(every start) of the first ``--samples`` samples, then datafuel / peer. A peer that
+cannot run offline here says why and is left out. On a small shared machine (2 cores
+here) the samples/s move by tens of percent from run to run.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,17 +146,58 @@ class _LitItem:
         return {"tokens": self.stream[k * T : k * T + T + 1].copy(), "src": self.src}
 
 
-def run_mosaic() -> str:
+def windows(stream: np.ndarray) -> np.ndarray:
+    """The ``(stream.size - 1) // T`` windows of ``T + 1`` tokens starting every ``T``
+    tokens (a view), the same samples ``_LitItem`` cuts."""
+    view = np.lib.stride_tricks.sliding_window_view(stream, T + 1)[::T]
+    return view[: (stream.size - 1) // T]
+
+
+def run_mosaic(root: Path, streams: dict[str, np.ndarray], n: int, rounds: int) -> Any:
+    """Mosaic Streaming over the same windows, local MDS folders, in one process.
+
+    Each source is written with ``streaming.MDSWriter`` (``_remote_peers.write_mosaic``:
+    ``tokens`` ``ndarray:uint16:513``, ``src`` ``int64``, shards of up to 16 MB, no
+    compression) and read with ``StreamingDataset(streams=[Stream(local=dir,
+    proportion=w), ...], batch_size=B, shuffle=True, shuffle_seed=0)``: no ``remote``, so
+    nothing is downloaded. ``streaming`` is imported by ``_remote_peers._import_streaming``.
+    """
     try:
-        import streaming  # noqa: F401
-    except Exception as exc:
-        # streaming.base.dataloader imports transformers (BatchEncoding); transformers
-        # 5.x installed with --no-deps then needs safetensors>=0.8, which is not here
-        return (
-            f"unavailable ({type(exc).__name__}: {exc}; `import streaming` needs transformers, "
-            "which needs safetensors>=0.8, not installed here)"
-        )
-    return "importable, but not wired into this benchmark yet"
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _remote_peers import _import_streaming, write_mosaic  # type: ignore[import-not-found]
+
+        streaming = _import_streaming()
+        from streaming.base.util import clean_stale_shared_memory
+    except Exception as exc:  # a peer that does not import here is reported, not fatal
+        return f"unavailable ({type(exc).__name__}: {exc})"
+    try:
+        mds = []
+        for s, name in enumerate(NAMES):
+            out = root / f"mosaic-{name}"
+            win = windows(streams[name])
+            rows = {"tokens": win, "src": np.full(len(win), s, np.int64)}
+            write_mosaic(rows, str(out), 16 << 20, id_field=None)
+            mds.append(streaming.Stream(local=str(out), proportion=WEIGHTS[name]))
+        clean_stale_shared_memory()
+        ds = streaming.StreamingDataset(streams=mds, batch_size=B, shuffle=True, shuffle_seed=0)
+        if ds.num_samples < n:
+            return f"failed (an epoch is {ds.num_samples} samples, fewer than {n})"
+        src = []
+        for item in ds:  # also the warm-up
+            src.append(int(item["src"]))
+            if len(src) == n:
+                break
+        rates = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            it = iter(ds)  # a new epoch; it stops the previous one's background threads
+            got = sum(1 for _item in itertools.islice(it, n))
+            rates.append(got / (time.perf_counter() - t0))
+        for _item in it:  # the rest of the last epoch, so its threads end before rmtree
+            pass
+        return statistics.median(rates), worst_deviation(np.array(src))
+    except Exception as exc:  # a peer's failure is reported, not fatal
+        return f"failed ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def order_cost() -> float:
@@ -175,7 +238,14 @@ def main() -> None:
             )
         else:
             print(f"(b) LitData CombinedStreamingDataset: {lit}")
-        print(f"(c) Mosaic Streaming: {run_mosaic()}")
+        mos = run_mosaic(root, streams, n, rounds)
+        if isinstance(mos, tuple):
+            print(
+                f"(c) Mosaic Streaming StreamingDataset: {mos[0]:,.0f} samples/s, worst deviation "
+                f"in windows of 1,000: {mos[1]:.2f}; datafuel / Mosaic = {rate / mos[0]:.1f}x"
+            )
+        else:
+            print(f"(c) Mosaic Streaming StreamingDataset: {mos}")
 
 
 if __name__ == "__main__":
