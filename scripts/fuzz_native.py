@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -323,12 +324,14 @@ def fuzz_spanring(r: random.Random) -> None:
                 keep.append(ring.begin(*key))
             except (OverflowError, TypeError):
                 continue
-        else:
+        elif r.random() < 0.5:
             vals = [
                 r.choice((0, 5, 2**64 - 1, -1))
                 for _ in range(r.choice((ring.width - 1, ring.width, 2)))
             ]
             call(ring.put, *vals)
+        else:
+            fuzz_waiter(r, ring, key)
         if keep and r.random() < 0.5:
             m = r.choice(keep)
             call(m.stamp, *[r.randrange(-70, 70) for _ in range(r.randrange(0, 4))])
@@ -340,6 +343,21 @@ def fuzz_spanring(r: random.Random) -> None:
     for m in keep:
         call(m.key)
         call(m.tolist)
+
+
+def fuzz_waiter(r: random.Random, ring: Any, key: list[int]) -> None:
+    # the loop's waiter: the pass key bound, first + job wrapping past 2**64
+    try:
+        w = ring.waiter(*key[:3])
+    except (OverflowError, TypeError, ValueError):
+        return
+
+    def waiter(*vals: int) -> None:  # (call() counts by __name__)
+        w(*vals)
+
+    for _ in range(r.randrange(1, 5)):
+        vals = [r.choice((0, 3, 2**64 - 1, -1, 2**64)) for _ in range(r.choice((3, 3, 2)))]
+        call(waiter, *vals)
 
 
 def fuzz_documents(r: random.Random) -> None:

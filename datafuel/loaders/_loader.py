@@ -1527,8 +1527,13 @@ class _LoaderIter:
         self._ended = False
         self._meter = loader._meter
         self._spans = loader._spans
-        self._span_wait = None if self._spans is None else self._spans.wait  # (bound once)
         self._pass = next(loader._pass_ids)
+        #: the loop's wait record, the pass's key bound once: w(j, t0, t1)
+        self._span_wait = (
+            None
+            if self._spans is None
+            else self._spans.waiter(self._pass, self._epoch, self._first_batch)
+        )
         self._ring: _Ring | None = None
         self._remote: RemotePass | None = None
         self._prefetcher: Prefetcher[_Batch] | None = None
@@ -1626,7 +1631,7 @@ class _LoaderIter:
     def _record(self, j: int, t0: int, t1: int, batch: _Batch) -> None:
         """The loop's wait ``[t0, t1]`` (ns) for batch ``j``: into the spans and the meter."""
         if self._span_wait is not None:
-            self._span_wait(self._pass, j, self._epoch, self._first_batch + j, t0, t1)
+            self._span_wait(j, t0, t1)
         if self._meter is not None:
             self._meter.record(
                 wait=(t1 - t0) / 1e9,

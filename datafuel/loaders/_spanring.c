@@ -7,6 +7,9 @@
  *
  * A Ring is a fixed block of `capacity` rows of `width` uint64 values, allocated once and
  * overwritten in place (oldest first): no allocation, conversion or trimming per batch.
+ * Each row starts on its own 64-byte cache line (rows are padded to whole lines): two
+ * workers stamping consecutive batches never write one line from two cores (with 96-byte
+ * rows they did, and the line bounced between the cores at every stamp).
  *
  *   ring.begin(pass, job, epoch, index) -> Marks
  *       reserves the next row (a batch's record), writes its key, the calling thread's
@@ -17,6 +20,9 @@
  *       instead, which returns a Marks subclass that also opens record_function ranges.
  *   ring.begin_as(cls, pass, job, epoch, index) -> a `cls` (a Marks subclass) on a new row
  *   ring.put(v0, ..., v{width-2})  -> one row: the values, then the calling thread's ident
+ *   ring.waiter(pass, epoch, first) -> w, where w(job, t0, t1) puts the row
+ *       (pass, job, epoch, first + job, t0, t1, ident) (a ring of width 7): the loop's
+ *       wait record with the pass's key bound once, one call of three ints per batch
  *   ring.snapshot() -> (bytes, rows): the rows, oldest first, copied under the GIL
  *   ring.reset()
  *
@@ -44,9 +50,11 @@ static uint64_t now_ns(void)
 
 typedef struct {
     PyObject_HEAD
-    uint64_t *buf;
+    uint64_t *buf;       /* 64-byte aligned, inside `raw` */
+    void *raw;           /* what was allocated */
     Py_ssize_t capacity; /* rows */
     Py_ssize_t width;    /* values per row */
+    Py_ssize_t stride;   /* values from one row's start to the next: width rounded up to 8 */
     uint64_t count;      /* rows written since the last reset */
     PyObject *flag;      /* an object with _is_profiler_enabled, or NULL */
     PyObject *hook;      /* callable(pass, job, epoch, index) -> Marks, or NULL */
@@ -58,8 +66,16 @@ typedef struct {
     Py_ssize_t off; /* the row starts at ring->buf[off] */
 } Marks;
 
+typedef struct {
+    PyObject_HEAD
+    Ring *ring;
+    uint64_t pass, epoch, first;
+    vectorcallfunc vectorcall;
+} Waiter;
+
 static PyTypeObject RingType;
 static PyTypeObject MarksType;
+static PyTypeObject WaiterType;
 static PyObject *enabled_name; /* "_is_profiler_enabled", interned once */
 
 /* -- Marks: a view of one row ------------------------------------------------------------- */
@@ -185,9 +201,18 @@ static PyTypeObject MarksType = {
 
 /* -- Ring --------------------------------------------------------------------------------- */
 
+/* A Ring made with Ring.__new__ and never initialised has no rows: every call refuses it. */
+static int not_ready(Ring *self)
+{
+    if (self->buf != NULL)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "Ring is not initialised (call Ring(capacity, width))");
+    return 1;
+}
+
 static uint64_t *next_row(Ring *self)
 {
-    uint64_t *row = self->buf + (Py_ssize_t)(self->count % (uint64_t)self->capacity) * self->width;
+    uint64_t *row = self->buf + (Py_ssize_t)(self->count % (uint64_t)self->capacity) * self->stride;
     self->count++;
     return row;
 }
@@ -224,6 +249,8 @@ static PyObject *new_marks(Ring *self, PyTypeObject *cls, PyObject *const *args)
 
 static PyObject *ring_begin(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (not_ready(self))
+        return NULL;
     if (nargs != KEY) {
         PyErr_SetString(PyExc_TypeError, "begin(pass, job, epoch, index)");
         return NULL;
@@ -246,6 +273,8 @@ static PyObject *ring_begin(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyObject *ring_begin_as(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (not_ready(self))
+        return NULL;
     if (nargs != KEY + 1 || !PyType_Check(args[0]) ||
         !PyType_IsSubtype((PyTypeObject *)args[0], &MarksType)) {
         PyErr_SetString(PyExc_TypeError, "begin_as(MarksSubclass, pass, job, epoch, index)");
@@ -256,6 +285,8 @@ static PyObject *ring_begin_as(Ring *self, PyObject *const *args, Py_ssize_t nar
 
 static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (not_ready(self))
+        return NULL;
     if (nargs != self->width - 1) {
         PyErr_Format(PyExc_TypeError, "put() takes %zd values (the row, less the thread ident)",
                      self->width - 1);
@@ -274,8 +305,86 @@ static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* -- Waiter: ring.put with the pass's key bound ------------------------------------------- */
+
+static PyObject *waiter_call(Waiter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 3 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "waiter(job, t0, t1)");
+        return NULL;
+    }
+    uint64_t v[3];
+    for (int i = 0; i < 3; i++) {
+        unsigned long long x = PyLong_AsUnsignedLongLong(args[i]);
+        if (x == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        v[i] = (uint64_t)x;
+    }
+    uint64_t *row = next_row(self->ring);
+    row[0] = self->pass;
+    row[1] = v[0];
+    row[2] = self->epoch;
+    row[3] = self->first + v[0];
+    row[4] = v[1];
+    row[5] = v[2];
+    row[6] = (uint64_t)PyThread_get_thread_ident();
+    Py_RETURN_NONE;
+}
+
+static void waiter_dealloc(Waiter *self)
+{
+    Py_CLEAR(self->ring);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject WaiterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "datafuel.loaders._spanring.Waiter",
+    .tp_basicsize = sizeof(Waiter),
+    .tp_dealloc = (destructor)waiter_dealloc,
+    /* not GC-tracked: it refers only to its Ring, which never refers back */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Waiter, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_doc = "w(job, t0, t1): the loop's wait for batch `job` of a pass (from Ring.waiter).",
+};
+
+static PyObject *ring_waiter(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (not_ready(self))
+        return NULL;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "waiter(pass, epoch, first)");
+        return NULL;
+    }
+    if (self->width != KEY + 3) {
+        PyErr_SetString(PyExc_ValueError, "waiter() needs a ring of width 7");
+        return NULL;
+    }
+    uint64_t key[3];
+    for (int i = 0; i < 3; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(args[i]);
+        if (v == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        key[i] = (uint64_t)v;
+    }
+    Waiter *w = PyObject_New(Waiter, &WaiterType);
+    if (w == NULL)
+        return NULL;
+    Py_INCREF(self);
+    w->ring = self;
+    w->pass = key[0];
+    w->epoch = key[1];
+    w->first = key[2];
+    w->vectorcall = (vectorcallfunc)waiter_call;
+    return (PyObject *)w;
+}
+
 static PyObject *ring_snapshot(Ring *self, PyObject *Py_UNUSED(ignored))
 {
+    if (not_ready(self))
+        return NULL;
     Py_ssize_t rows = self->count < (uint64_t)self->capacity ? (Py_ssize_t)self->count
                                                               : self->capacity;
     size_t row_bytes = (size_t)self->width * sizeof(uint64_t);
@@ -286,15 +395,17 @@ static PyObject *ring_snapshot(Ring *self, PyObject *Py_UNUSED(ignored))
     uint64_t first = self->count - (uint64_t)rows; /* the oldest row kept */
     for (Py_ssize_t r = 0; r < rows; r++) {
         Py_ssize_t slot = (Py_ssize_t)((first + (uint64_t)r) % (uint64_t)self->capacity);
-        memcpy(dst + (size_t)r * row_bytes, self->buf + slot * self->width, row_bytes);
+        memcpy(dst + (size_t)r * row_bytes, self->buf + slot * self->stride, row_bytes);
     }
     return Py_BuildValue("(Nn)", out, rows);
 }
 
 static PyObject *ring_reset(Ring *self, PyObject *Py_UNUSED(ignored))
 {
+    if (not_ready(self))
+        return NULL;
     self->count = 0;
-    memset(self->buf, 0, (size_t)self->capacity * (size_t)self->width * sizeof(uint64_t));
+    memset(self->buf, 0, (size_t)self->capacity * (size_t)self->stride * sizeof(uint64_t));
     Py_RETURN_NONE;
 }
 
@@ -318,21 +429,24 @@ static int ring_init(Ring *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "hook must be callable");
         return -1;
     }
-    if (self->buf != NULL) {
+    if (self->raw != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Ring is already initialised");
         return -1;
     }
-    if ((size_t)capacity > PY_SSIZE_T_MAX / sizeof(uint64_t) / (size_t)width) {
+    Py_ssize_t stride = (width + 7) / 8 * 8;
+    if ((size_t)capacity > (PY_SSIZE_T_MAX - 64) / sizeof(uint64_t) / (size_t)stride) {
         PyErr_NoMemory();
         return -1;
     }
-    self->buf = PyMem_Calloc((size_t)capacity * (size_t)width, sizeof(uint64_t));
-    if (self->buf == NULL) {
+    self->raw = PyMem_Calloc((size_t)capacity * (size_t)stride * sizeof(uint64_t) + 64, 1);
+    if (self->raw == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    self->buf = (uint64_t *)(((uintptr_t)self->raw + 63) & ~(uintptr_t)63);
     self->capacity = capacity;
     self->width = width;
+    self->stride = stride;
     self->count = 0;
     if (flag != Py_None && hook != Py_None) {
         Py_INCREF(flag);
@@ -361,7 +475,8 @@ static void ring_dealloc(Ring *self)
 {
     PyObject_GC_UnTrack(self);
     ring_clear(self);
-    PyMem_Free(self->buf);
+    PyMem_Free(self->raw);
+    self->raw = NULL;
     self->buf = NULL;
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -373,6 +488,8 @@ static PyMethodDef ring_methods[] = {
      "begin_as(cls, pass, job, epoch, index) -> a cls (Marks subclass) on a new row."},
     {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL,
      "put(v0, ...) -> one row: the values, then the calling thread's ident."},
+    {"waiter", (PyCFunction)(void (*)(void))ring_waiter, METH_FASTCALL,
+     "waiter(pass, epoch, first) -> w: w(job, t0, t1) puts (pass, job, epoch, first + job, t0, t1, ident)."},
     {"snapshot", (PyCFunction)ring_snapshot, METH_NOARGS,
      "(bytes, rows): the kept rows, oldest first, as native uint64."},
     {"reset", (PyCFunction)ring_reset, METH_NOARGS, "Forget every row."},
@@ -423,7 +540,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__spanring(void)
 {
-    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&MarksType) < 0)
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&MarksType) < 0 || PyType_Ready(&WaiterType) < 0)
         return NULL;
     if (enabled_name == NULL && (enabled_name = PyUnicode_InternFromString("_is_profiler_enabled")) == NULL)
         return NULL;

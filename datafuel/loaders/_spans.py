@@ -26,7 +26,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from datafuel._fs import atomic_write_bytes
@@ -263,6 +263,18 @@ class SpanRecorder:
         a.extend((pass_id, job, epoch, index, t0, t1, _ident()))
         if len(a) > 2 * _W_ROW * self.capacity:
             del a[: _W_ROW * self.capacity]
+
+    def waiter(self, pass_id: int, epoch: int, first: int) -> Callable[[int, int, int], None]:
+        """``w(job, t0, t1)``: :meth:`wait` for batch ``(pass_id, job, epoch, first + job)``,
+        the pass's key bound once (the loop's one call a batch, on its critical path)."""
+        if self.native:
+            return self._w.waiter(pass_id, epoch, first)
+        wait = self._wait_list
+
+        def w(job: int, t0: int, t1: int) -> None:
+            wait(pass_id, job, epoch, first + job, t0, t1)
+
+        return w
 
     def sample_cpu(self) -> None:
         """Note the process's CPU time now (a pass starts or ends): for :meth:`busy_cores`;

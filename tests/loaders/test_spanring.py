@@ -161,3 +161,64 @@ def test_recorder_falls_back_to_python_rings(monkeypatch: pytest.MonkeyPatch) ->
         rec.wait(0, j, 0, j, m[ORDER], m[END])
     batches, waits = rec.snapshot()
     assert [b[0][1] for b in batches] == [2, 3, 4, 5] and len(waits) == 4
+
+
+def test_waiter_puts_the_loop_wait_with_the_pass_key_bound() -> None:
+    r = Ring(3, 7)
+    w = r.waiter(4, 2, 100)
+    for j in range(5):  # 5 rows into 3: the oldest two are overwritten
+        w(j, 10 * j, 10 * j + 5)
+    ident = threading.get_ident()
+    assert rows(r, 7) == [[4, j, 2, 100 + j, 10 * j, 10 * j + 5, ident] for j in (2, 3, 4)]
+    with pytest.raises(TypeError):
+        w(1, 2)
+    with pytest.raises(TypeError):
+        w(1, 2, t1=3)
+    with pytest.raises(OverflowError):
+        w(-1, 2, 3)
+    with pytest.raises(ValueError, match="width 7"):
+        Ring(3, 12).waiter(1, 2, 3)
+    with pytest.raises(OverflowError):
+        r.waiter(-1, 0, 0)
+    assert r.count == 5  # the failed calls wrote nothing
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_recorder_waiter_equals_wait(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SpanRecorder.waiter(pass, epoch, first)(j, t0, t1)`` records what
+    ``wait(pass, j, epoch, first + j, t0, t1)`` does, C rings or Python."""
+    if not native:
+        monkeypatch.setattr(_spans, "_spanring", None)
+    a, b = SpanRecorder(capacity=8), SpanRecorder(capacity=8)
+    assert a.native is native
+    w = a.waiter(7, 3, 40)
+    for j in range(4):
+        w(j, 1000 + j, 2000 + j)
+        b.wait(7, j, 3, 40 + j, 1000 + j, 2000 + j)
+    assert a.snapshot()[1] == b.snapshot()[1] and len(a.snapshot()[1]) == 4
+
+
+def test_a_ring_never_initialised_refuses_every_call() -> None:
+    """``Ring.__new__`` without ``__init__`` has no rows: a clear error, not a division by
+    zero or a NULL write."""
+    r = Ring.__new__(Ring)
+    for call in (
+        lambda: r.begin(1, 2, 3, 4),
+        lambda: r.begin_as(Marks, 1, 2, 3, 4),
+        lambda: r.put(1, 2, 3, 4, 5),
+        lambda: r.waiter(1, 2, 3),
+        r.snapshot,
+        r.reset,
+    ):
+        with pytest.raises(RuntimeError, match="not initialised"):
+            call()
+
+
+@pytest.mark.parametrize("width", [6, 7, 8, 9, 12, 16, 17, 64])
+def test_rows_padded_to_cache_lines_read_back_whole(width: int) -> None:
+    r = Ring(5, width)
+    for j in range(13):
+        r.put(*range(j * 100, j * 100 + width - 1))
+    assert [row[:-1] for row in rows(r, width)] == [
+        list(range(j * 100, j * 100 + width - 1)) for j in range(8, 13)
+    ]
