@@ -230,22 +230,19 @@ def main() -> None:
             f"(a) datafuel Loader mixture: {rate:,.0f} samples/s, worst deviation in windows of 1,000: {dev:.2f}"
             f" (the mixture order: {order_cost():.0f} us per batch of {B})"
         )
-        lit = run_litdata(root, streams, n, rounds)
-        if isinstance(lit, tuple):
-            print(
-                f"(b) LitData CombinedStreamingDataset: {lit[0]:,.0f} samples/s, worst deviation "
-                f"in windows of 1,000: {lit[1]:.2f}; datafuel / LitData = {rate / lit[0]:.1f}x"
-            )
-        else:
-            print(f"(b) LitData CombinedStreamingDataset: {lit}")
-        mos = run_mosaic(root, streams, n, rounds)
-        if isinstance(mos, tuple):
-            print(
-                f"(c) Mosaic Streaming StreamingDataset: {mos[0]:,.0f} samples/s, worst deviation "
-                f"in windows of 1,000: {mos[1]:.2f}; datafuel / Mosaic = {rate / mos[0]:.1f}x"
-            )
-        else:
-            print(f"(c) Mosaic Streaming StreamingDataset: {mos}")
+        peers = (
+            ("(b) LitData CombinedStreamingDataset", "LitData", run_litdata),
+            ("(c) Mosaic Streaming StreamingDataset", "Mosaic", run_mosaic),
+        )
+        for label, short, run in peers:
+            got = run(root, streams, n, rounds)
+            if isinstance(got, tuple):
+                print(
+                    f"{label}: {got[0]:,.0f} samples/s, worst deviation in windows of 1,000: "
+                    f"{got[1]:.2f}; datafuel / {short} = {rate / got[0]:.1f}x"
+                )
+            else:
+                print(f"{label}: {got}")
 
 
 if __name__ == "__main__":

@@ -217,13 +217,14 @@ static uint64_t *next_row(Ring *self)
     return row;
 }
 
-static int read_key(PyObject *const *args, uint64_t *key)
+/* args[0..n) as uint64 (an OverflowError or TypeError for anything else) */
+static int read_u64s(PyObject *const *args, int n, uint64_t *out)
 {
-    for (int i = 0; i < KEY; i++) {
+    for (int i = 0; i < n; i++) {
         unsigned long long v = PyLong_AsUnsignedLongLong(args[i]);
         if (v == (unsigned long long)-1 && PyErr_Occurred())
             return -1;
-        key[i] = (uint64_t)v;
+        out[i] = (uint64_t)v;
     }
     return 0;
 }
@@ -231,7 +232,7 @@ static int read_key(PyObject *const *args, uint64_t *key)
 static PyObject *new_marks(Ring *self, PyTypeObject *cls, PyObject *const *args)
 {
     uint64_t key[KEY];
-    if (read_key(args, key) < 0)
+    if (read_u64s(args, KEY, key) < 0)
         return NULL;
     Marks *m = (Marks *)cls->tp_alloc(cls, 0);
     if (m == NULL)
@@ -293,12 +294,8 @@ static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     uint64_t vals[64];
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(args[i]);
-        if (v == (unsigned long long)-1 && PyErr_Occurred())
-            return NULL;
-        vals[i] = (uint64_t)v;
-    }
+    if (read_u64s(args, (int)nargs, vals) < 0) /* nargs = width - 1 <= 63 */
+        return NULL;
     uint64_t *row = next_row(self);
     memcpy(row, vals, (size_t)nargs * sizeof(uint64_t));
     row[nargs] = (uint64_t)PyThread_get_thread_ident();
@@ -315,12 +312,8 @@ static PyObject *waiter_call(Waiter *self, PyObject *const *args, size_t nargsf,
         return NULL;
     }
     uint64_t v[3];
-    for (int i = 0; i < 3; i++) {
-        unsigned long long x = PyLong_AsUnsignedLongLong(args[i]);
-        if (x == (unsigned long long)-1 && PyErr_Occurred())
-            return NULL;
-        v[i] = (uint64_t)x;
-    }
+    if (read_u64s(args, 3, v) < 0)
+        return NULL;
     uint64_t *row = next_row(self->ring);
     row[0] = self->pass;
     row[1] = v[0];
@@ -363,12 +356,8 @@ static PyObject *ring_waiter(Ring *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     uint64_t key[3];
-    for (int i = 0; i < 3; i++) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(args[i]);
-        if (v == (unsigned long long)-1 && PyErr_Occurred())
-            return NULL;
-        key[i] = (uint64_t)v;
-    }
+    if (read_u64s(args, 3, key) < 0)
+        return NULL;
     Waiter *w = PyObject_New(Waiter, &WaiterType);
     if (w == NULL)
         return NULL;
