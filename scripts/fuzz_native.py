@@ -7,9 +7,9 @@ regions, scales, boxes and output sizes, huge and negative included), ``vision._
 (``update``, ``update_partial``, ``exact``, ``rank`` with random shapes, formats,
 indices and NaN/inf content) and ``loaders._gather`` (``rows_at``, ``windows_at`` with
 offsets that lie about the shards, placeholders and out-of-range indices;
-``document_fields`` with unsorted, repeated or out-of-range boundaries, starts out of
-range, and outputs of wrong formats or too small) and, where it was built,
-``dedup._hamming`` (``pairs`` and ``cross`` with wrong formats, shapes, row
+``document_fields``, and ``windows_at`` with its fields, with unsorted, repeated or
+out-of-range boundaries, starts out of range, and outputs of wrong formats or too small)
+and, where it was built, ``dedup._hamming`` (``pairs`` and ``cross`` with wrong formats, shapes, row
 ranges and distances). Every call must return or raise a ``ValueError``/``TypeError``/
 ``BufferError``/``OverflowError``; a crash, or under AddressSanitizer any bad read or
 write, ends the process with a non-zero status (``scripts/fuzz_asan.sh`` builds the
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import random
 import shutil
@@ -393,6 +394,20 @@ def fuzz_documents(r: random.Random) -> None:
         cu_n = n * r.choice((1, 2, 4)) + r.choice((1, 0, -1))
     cu = np.zeros(max(0, cu_n), np.int32 if r.random() > 0.03 else np.int64)
     call(_gather.document_fields, u, st, t, total, pos, mask, cu)
+    # the same fields through windows_at (tokens and fields in one call) over a stream of
+    # `total` tokens in up to 3 shards, with a max_seqlen buffer that may be wrong
+    cuts = sorted(r.randrange(0, total + 1) for _ in range(r.randrange(0, 3)))
+    edges = [0, *cuts, total]
+    toks = [np.zeros(b - a, np.uint16) for a, b in itertools.pairwise(edges)]
+    off = np.array(edges, np.int64)
+    win = np.zeros((n, max(0, min(t, 64)) + 1), np.int64 if r.random() > 0.05 else np.uint8)
+    mx = np.zeros((), r.choice((np.int32,) * 9 + (np.int64,)))
+    fields: object = (u, pos, mask, cu, mx)
+    if r.random() < 0.03:
+        fields = r.choice(
+            ((u, pos, mask, cu), (u, pos, mask, cu, mx, mx), [u, pos, mask, cu, mx], 7)
+        )
+    call(_gather.windows_at, toks, off, st, t + 1, win, 2, fields)
 
 
 def main() -> int:

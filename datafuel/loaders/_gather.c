@@ -19,7 +19,7 @@
  *     a tuple (k,), copying nothing, when srcs[k] is shorter than a row it must give
  *     (a shard not mapped yet: pass a placeholder such as b"" and map it when asked).
  *     Only the shards the batch reads are looked at. The GIL is released only for
- *     copies of at least 1 MiB (see RELEASE_BYTES). Malformed arguments raise ValueError
+ *     copies of at least 64 KiB (see RELEASE_BYTES). Malformed arguments raise ValueError
  *     (or TypeError, BufferError) before anything is copied.
  *
  * windows_at(srcs, offsets, starts, length, out, token_size)
@@ -34,6 +34,14 @@
  *     tokens a window reads (a shard not mapped yet: pass b"" and map it when asked; a
  *     buffer that is not empty but short is still a ValueError). Only the shards the
  *     windows read are looked at.
+ *
+ * windows_at(srcs, offsets, starts, length, out, token_size, fields)
+ *     The same, with the document fields of the same windows (seq_len = length - 1,
+ *     total = offsets[-1]) written in the same release of the GIL, as document_fields
+ *     writes them: fields = (boundaries, positions, mask, cu_seqlens, max_seqlen), the
+ *     last a writable int32 buffer that receives max_seqlen. One call a batch instead of
+ *     two: a release and re-take of the GIL fewer, and the batch's checks in one place.
+ *     Fields that are wrong raise before anything is written (the windows included).
  *
  * document_fields(boundaries, starts, seq_len, total, positions, mask, cu_seqlens)
  *     The document fields of the windows [s, s + seq_len + 1) of starts (int64, n), in one
@@ -50,7 +58,7 @@
  *     one after s, then a walk), so their order is checked only where a batch reads
  *     them: entries found out of order raise. Malformed arguments raise ValueError
  *     (or TypeError, BufferError) before anything is written. As for the copies, the
- *     GIL is released only where positions is at least 1 MiB (RELEASE_BYTES).
+ *     GIL is released only where the fields are at least 64 KiB (RELEASE_BYTES).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -108,11 +116,15 @@ static inline Py_ssize_t shard_of(const int64_t *offsets, Py_ssize_t n_shards, i
     return lo;
 }
 
-/* Release the GIL only for copies that take long enough to matter: a small batch copied
- * with the GIL held costs the other threads a few microseconds, while a release and
- * re-take beside a thread that holds the GIL (a training loop) can cost a switch
- * interval */
-#define RELEASE_BYTES ((Py_ssize_t)1 << 20)
+/* Release the GIL only for copies that take long enough to matter (a release and re-take
+ * costs a few microseconds when another thread wants the GIL). Measured on 2 cores with 2
+ * worker threads (64 windows of 1025 tokens, 525 kB a batch): releasing from 64 KiB made
+ * plain windows 103 -> 80 us a batch with no step, and left starvation beside a
+ * GIL-holding 2 ms step unchanged (1.8%); holding it made the threads' copies run one at a
+ * time. A cc -DRELEASE_BYTES=... build overrides it. */
+#ifndef RELEASE_BYTES
+#define RELEASE_BYTES ((Py_ssize_t)64 << 10)
+#endif
 
 /* What both entry points take: the shards' buffers (taken only as a batch reads them),
  * the offsets (checked: one entry per shard and one more, from 0, not decreasing), an
@@ -268,19 +280,271 @@ done:
     return result;
 }
 
+/* ---- document_fields: position_ids, loss_mask, cu_seqlens of token windows ----------- */
+
+/* a writable C-contiguous buffer of `count` items of `size` bytes whose format is one of
+ * `formats` (one letter each); -1 with an exception */
+static int get_out(PyObject *obj, Py_buffer *view, const char *name, Py_ssize_t size,
+                   const char *formats, Py_ssize_t count)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '=' || *f == '@' || *f == '<')
+        f++;
+    if (view->itemsize != size || f[0] == '\0' || f[1] != '\0' || strchr(formats, f[0]) == NULL ||
+        view->len / size < count) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a writable contiguous buffer of at least %zd items of %zd bytes "
+                     "(format one of '%s'); got %zd bytes of items of %zd, format '%s'",
+                     name, count, size, formats, view->len, view->itemsize, view->format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* index of the first boundary > s (u ascending): branch-free so that a batch's searches,
+ * run in lockstep, overlap their cache misses */
+static void first_after(const int64_t *u, Py_ssize_t nu, const int64_t *s, Py_ssize_t n,
+                        Py_ssize_t *lo)
+{
+    if (nu == 0) {
+        for (Py_ssize_t j = 0; j < n; j++)
+            lo[j] = 0;
+        return;
+    }
+    for (Py_ssize_t j = 0; j < n; j++)
+        lo[j] = 0;
+    /* invariant: the answer lies in [lo, lo + len] (u[lo - 1] <= s where lo > 0) */
+    Py_ssize_t len = nu;
+    while (len > 1) {
+        Py_ssize_t half = len / 2;
+        for (Py_ssize_t j = 0; j < n; j++)
+            lo[j] += half & -(Py_ssize_t)(u[lo[j] + half - 1] <= s[j]);
+        len -= half;
+    }
+    for (Py_ssize_t j = 0; j < n; j++)
+        lo[j] += u[lo[j]] <= s[j];
+}
+
+/* What document_fields and windows_at's fields share: the boundaries, the three outputs
+ * and the scratch of one batch of n windows of t inputs (fields_open, then without the
+ * GIL fields_plan and fields_write, then fields_close) */
+typedef struct {
+    Py_buffer ub, pb, mb, cb;
+    int got; /* how many of the four views are held, in that order */
+    const int64_t *u;
+    Py_ssize_t nu, t, flat, n_cu;
+    Py_ssize_t *lo;
+    int64_t *ramp;
+    Py_ssize_t bad, segments; /* what fields_plan found wrong, for fields_raise */
+} fields_args;
+
+static void fields_close(fields_args *f)
+{
+    PyMem_Free(f->lo);
+    PyMem_Free(f->ramp);
+    f->lo = NULL;
+    f->ramp = NULL;
+    Py_buffer *views[] = {&f->ub, &f->pb, &f->mb, &f->cb};
+    for (int k = 0; k < f->got; k++)
+        PyBuffer_Release(views[k]);
+    f->got = 0;
+}
+
+/* 0, or -1 with an exception (fields_close releases what was taken either way): every
+ * check that needs no start */
+static int fields_open(fields_args *f, PyObject *u_obj, PyObject *pos_obj, PyObject *mask_obj,
+                       PyObject *cu_obj, Py_ssize_t n, Py_ssize_t t, long long total)
+{
+    memset(f, 0, sizeof *f);
+    if (get_index(u_obj, &f->ub, "boundaries") != 0)
+        return -1;
+    f->got++;
+    f->u = f->ub.buf;
+    f->nu = f->ub.len / 8;
+    f->t = t;
+    if (t < 1 || total < 0 || (n > 0 && t > (INT32_MAX - 1) / n)) {
+        PyErr_Format(PyExc_ValueError,
+                     "seq_len must be >= 1, total >= 0 and n * seq_len < 2**31 (n %zd, seq_len "
+                     "%zd, total %lld)",
+                     n, t, total);
+        return -1;
+    }
+    f->flat = n * t;
+    if (get_out(pos_obj, &f->pb, "positions", 8, "ql", f->flat) != 0)
+        return -1;
+    f->got++;
+    if (get_out(mask_obj, &f->mb, "mask", 1, "?Bb", f->flat) != 0)
+        return -1;
+    f->got++;
+    if (get_out(cu_obj, &f->cb, "cu_seqlens", 4, "iI", 1) != 0)
+        return -1;
+    f->got++;
+    f->n_cu = f->cb.len / 4;
+    if (f->nu > 0 && (f->u[0] <= 0 || f->u[f->nu - 1] >= total)) {
+        PyErr_Format(PyExc_ValueError,
+                     "boundaries must lie inside (0, total) (total %lld; first %lld, last %lld)",
+                     total, (long long)f->u[0], (long long)f->u[f->nu - 1]);
+        return -1;
+    }
+    /* lo: each window's first boundary after its start; ramp: 0 .. T - 1, the positions
+     * of a segment copied (memcpy's wide stores) rather than counted */
+    f->lo = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(Py_ssize_t));
+    f->ramp = PyMem_Malloc((size_t)(n > 0 ? t : 1) * sizeof(int64_t));
+    if (f->lo == NULL || f->ramp == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < (n > 0 ? t : 0); k++)
+        f->ramp[k] = k;
+    return 0;
+}
+
+/* the bytes fields_write writes (for the GIL's release threshold) */
+static Py_ssize_t fields_bytes(const fields_args *f) { return f->flat * 9; }
+
+/* Without the GIL: each window's first boundary found, and checked before anything is
+ * written: every boundary a window reads in order, and the batch's segments fit in
+ * cu_seqlens. 0, else 1 (f->bad or f->segments say which, for fields_raise). */
+static int fields_plan(fields_args *f, const int64_t *st, Py_ssize_t n)
+{
+    const int64_t *u = f->u;
+    const Py_ssize_t nu = f->nu, t = f->t;
+    first_after(u, nu, st, n, f->lo);
+    Py_ssize_t segments = 0, bad = -1;
+    for (Py_ssize_t j = 0; j < n && bad < 0; j++) {
+        const int64_t s = st[j], end = s + t;
+        Py_ssize_t i = f->lo[j];
+        if ((i > 0 && u[i - 1] > s) || (i < nu && u[i] <= s))
+            bad = i;
+        for (int64_t prev = s; bad < 0 && i < nu && u[i] < end; prev = u[i], i++) {
+            if (u[i] <= prev)
+                bad = i;
+            segments++;
+        }
+        segments++;
+    }
+    f->bad = bad;
+    f->segments = segments;
+    return bad >= 0 || segments > f->n_cu - 1;
+}
+
+/* with the GIL: the error fields_plan found */
+static void fields_raise(const fields_args *f)
+{
+    if (f->bad >= 0)
+        PyErr_Format(PyExc_ValueError,
+                     "boundaries must be sorted and strictly increasing (entry %zd is out of "
+                     "order)",
+                     f->bad);
+    else
+        PyErr_Format(PyExc_ValueError,
+                     "cu_seqlens holds %zd entries; the batch has %zd segments and needs one "
+                     "more",
+                     f->n_cu, f->segments);
+}
+
+/* Without the GIL, after fields_plan: positions, mask and cu_seqlens written; returns
+ * max_seqlen */
+static int64_t fields_write(fields_args *f, const int64_t *st, Py_ssize_t n)
+{
+    const int64_t *u = f->u;
+    const Py_ssize_t nu = f->nu, t = f->t, n_cu = f->n_cu;
+    int64_t *pos = f->pb.buf;
+    char *mask = f->mb.buf;
+    int32_t *cu = f->cb.buf;
+    Py_ssize_t c = 0;
+    int64_t longest = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        const int64_t s = st[j], end = s + t;
+        const Py_ssize_t base = j * t;
+        Py_ssize_t i = f->lo[j];
+        int64_t a = 0; /* the segment's first input in the window */
+        for (;;) {
+            const int inner = i < nu && u[i] < end;
+            const int64_t z = inner ? u[i] - s : t; /* its end */
+            memcpy(pos + base + a, f->ramp, (size_t)(z - a) * sizeof(int64_t));
+            memset(mask + base + a, 1, (size_t)(z - a));
+            cu[c++] = (int32_t)(base + a);
+            if (z - a > longest)
+                longest = z - a;
+            if (!inner) {
+                if (i < nu && u[i] == end)
+                    mask[base + t - 1] = 0; /* the last target starts a document */
+                break;
+            }
+            mask[base + z - 1] = 0;
+            a = z;
+            i++;
+        }
+    }
+    for (; c < n_cu; c++)
+        cu[c] = (int32_t)f->flat;
+    return longest;
+}
+
+static PyObject *document_fields(PyObject *self, PyObject *args)
+{
+    PyObject *u_obj, *st_obj, *pos_obj, *mask_obj, *cu_obj;
+    Py_ssize_t t;
+    long long total;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnLOOO:document_fields", &u_obj, &st_obj, &t, &total,
+                          &pos_obj, &mask_obj, &cu_obj))
+        return NULL;
+    PyObject *result = NULL;
+    Py_buffer sb;
+    fields_args f;
+    memset(&f, 0, sizeof f);
+    if (get_index(st_obj, &sb, "starts") != 0)
+        return NULL;
+    const int64_t *st = sb.buf;
+    const Py_ssize_t n = sb.len / 8;
+    if (fields_open(&f, u_obj, pos_obj, mask_obj, cu_obj, n, t, total) != 0)
+        goto done;
+    for (Py_ssize_t j = 0; j < n; j++)
+        if (st[j] < 0 || st[j] > total - t - 1) {
+            PyErr_Format(PyExc_ValueError,
+                         "starts[%zd] = %lld is not a window start: windows of %zd tokens of a "
+                         "stream of %lld need starts in [0, %lld]",
+                         j, (long long)st[j], t + 1, total, total - t - 1);
+            goto done;
+        }
+    PyThreadState *save = fields_bytes(&f) >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
+    if (fields_plan(&f, st, n) != 0) {
+        if (save != NULL)
+            PyEval_RestoreThread(save);
+        fields_raise(&f);
+        goto done;
+    }
+    const int64_t longest = fields_write(&f, st, n);
+    if (save != NULL)
+        PyEval_RestoreThread(save);
+    result = PyLong_FromLongLong(longest);
+done:
+    fields_close(&f);
+    PyBuffer_Release(&sb);
+    return result;
+}
+
 /* ---- windows_at: token windows of global starts, across shard boundaries -------------- */
 
 static PyObject *windows_at(PyObject *self, PyObject *args)
 {
-    PyObject *srcs_obj, *off_obj, *st_obj, *out_obj;
+    PyObject *srcs_obj, *off_obj, *st_obj, *out_obj, *fields_obj = NULL;
     Py_ssize_t length;
     int item;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOnOi:windows_at", &srcs_obj, &off_obj, &st_obj, &length,
-                          &out_obj, &item))
+    if (!PyArg_ParseTuple(args, "OOOnOi|O:windows_at", &srcs_obj, &off_obj, &st_obj, &length,
+                          &out_obj, &item, &fields_obj))
         return NULL;
     PyObject *result = NULL;
     global_args a;
+    fields_args *f = NULL;
+    Py_buffer xb;
+    int got_x = 0;
     if (open_global(&a, srcs_obj, off_obj, st_obj, "starts", out_obj, PyBUF_FORMAT) != 0)
         goto done;
     const int64_t *off = a.offb.buf, *st = a.ib.buf;
@@ -330,8 +594,45 @@ static PyObject *windows_at(PyObject *self, PyObject *args)
             left -= piece;
         }
     }
+    if (fields_obj != NULL && fields_obj != Py_None) {
+        /* the document fields of the same windows, written in the same release of the GIL */
+        PyObject *u_obj, *pos_obj, *mask_obj, *cu_obj, *x_obj;
+        if (!PyTuple_Check(fields_obj)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "fields must be a tuple (boundaries, positions, mask, cu_seqlens, "
+                            "max_seqlen) or None");
+            goto done;
+        }
+        if (!PyArg_ParseTuple(fields_obj, "OOOOO:fields", &u_obj, &pos_obj, &mask_obj, &cu_obj,
+                              &x_obj))
+            goto done;
+        if (length < 2) {
+            PyErr_Format(PyExc_ValueError,
+                         "document fields need windows of at least 2 tokens (length %zd)",
+                         length);
+            goto done;
+        }
+        if ((f = PyMem_Calloc(1, sizeof(fields_args))) == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (fields_open(f, u_obj, pos_obj, mask_obj, cu_obj, n, length - 1, (long long)total) !=
+            0)
+            goto done;
+        if (get_out(x_obj, &xb, "max_seqlen", 4, "iI", 1) != 0)
+            goto done;
+        got_x = 1;
+    }
     {
-        PyThreadState *save = a.ob.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
+        const Py_ssize_t work = a.ob.len + (f != NULL ? fields_bytes(f) : 0);
+        PyThreadState *save = work >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
+        if (f != NULL && fields_plan(f, st, n) != 0) {
+            /* boundaries out of order, or cu_seqlens short: nothing written */
+            if (save != NULL)
+                PyEval_RestoreThread(save);
+            fields_raise(f);
+            goto done;
+        }
         char *dst = a.ob.buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             if (i + 2 < n) {
@@ -352,202 +653,25 @@ static PyObject *windows_at(PyObject *self, PyObject *args)
                 left -= piece;
             }
         }
+        const int64_t longest = f != NULL ? fields_write(f, st, n) : 0;
         if (save != NULL)
             PyEval_RestoreThread(save);
+        if (got_x)
+            *(int32_t *)xb.buf = (int32_t)longest;
     }
     result = Py_None;
     Py_INCREF(result);
 done:
+    if (got_x)
+        PyBuffer_Release(&xb);
+    if (f != NULL) {
+        fields_close(f);
+        PyMem_Free(f);
+    }
     close_global(&a);
     return result;
 }
 
-
-/* ---- document_fields: position_ids, loss_mask, cu_seqlens of token windows ----------- */
-
-/* a writable C-contiguous buffer of `count` items of `size` bytes whose format is one of
- * `formats` (one letter each); -1 with an exception */
-static int get_out(PyObject *obj, Py_buffer *view, const char *name, Py_ssize_t size,
-                   const char *formats, Py_ssize_t count)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) != 0)
-        return -1;
-    const char *f = view->format ? view->format : "B";
-    if (*f == '=' || *f == '@' || *f == '<')
-        f++;
-    if (view->itemsize != size || f[0] == '\0' || f[1] != '\0' || strchr(formats, f[0]) == NULL ||
-        view->len / size < count) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s must be a writable contiguous buffer of at least %zd items of %zd bytes "
-                     "(format one of '%s'); got %zd bytes of items of %zd, format '%s'",
-                     name, count, size, formats, view->len, view->itemsize, view->format);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
-/* index of the first boundary > s (u ascending): branch-free so that a batch's searches,
- * run in lockstep, overlap their cache misses */
-static void first_after(const int64_t *u, Py_ssize_t nu, const int64_t *s, Py_ssize_t n,
-                        Py_ssize_t *lo)
-{
-    if (nu == 0) {
-        for (Py_ssize_t j = 0; j < n; j++)
-            lo[j] = 0;
-        return;
-    }
-    for (Py_ssize_t j = 0; j < n; j++)
-        lo[j] = 0;
-    /* invariant: the answer lies in [lo, lo + len] (u[lo - 1] <= s where lo > 0) */
-    Py_ssize_t len = nu;
-    while (len > 1) {
-        Py_ssize_t half = len / 2;
-        for (Py_ssize_t j = 0; j < n; j++)
-            lo[j] += half & -(Py_ssize_t)(u[lo[j] + half - 1] <= s[j]);
-        len -= half;
-    }
-    for (Py_ssize_t j = 0; j < n; j++)
-        lo[j] += u[lo[j]] <= s[j];
-}
-
-static PyObject *document_fields(PyObject *self, PyObject *args)
-{
-    PyObject *u_obj, *st_obj, *pos_obj, *mask_obj, *cu_obj;
-    Py_ssize_t t;
-    long long total;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OOnLOOO:document_fields", &u_obj, &st_obj, &t, &total,
-                          &pos_obj, &mask_obj, &cu_obj))
-        return NULL;
-    PyObject *result = NULL;
-    Py_buffer ub, sb, pb, mb, cb;
-    int got = 0; /* how many of the five views are held, in that order */
-    Py_ssize_t *lo = NULL;
-    int64_t *ramp = NULL;
-    if (get_index(u_obj, &ub, "boundaries") != 0)
-        goto done;
-    got++;
-    if (get_index(st_obj, &sb, "starts") != 0)
-        goto done;
-    got++;
-    const int64_t *u = ub.buf, *st = sb.buf;
-    const Py_ssize_t nu = ub.len / 8, n = sb.len / 8;
-    if (t < 1 || total < 0 || (n > 0 && t > (INT32_MAX - 1) / n)) {
-        PyErr_Format(PyExc_ValueError,
-                     "seq_len must be >= 1, total >= 0 and n * seq_len < 2**31 (n %zd, seq_len "
-                     "%zd, total %lld)",
-                     n, t, total);
-        goto done;
-    }
-    const Py_ssize_t flat = n * t;
-    if (get_out(pos_obj, &pb, "positions", 8, "ql", flat) != 0)
-        goto done;
-    got++;
-    if (get_out(mask_obj, &mb, "mask", 1, "?Bb", flat) != 0)
-        goto done;
-    got++;
-    if (get_out(cu_obj, &cb, "cu_seqlens", 4, "iI", 1) != 0)
-        goto done;
-    got++;
-    const Py_ssize_t n_cu = cb.len / 4;
-    if (nu > 0 && (u[0] <= 0 || u[nu - 1] >= total)) {
-        PyErr_Format(PyExc_ValueError,
-                     "boundaries must lie inside (0, total) (total %lld; first %lld, last %lld)",
-                     total, (long long)u[0], (long long)u[nu - 1]);
-        goto done;
-    }
-    for (Py_ssize_t j = 0; j < n; j++)
-        if (st[j] < 0 || st[j] > total - t - 1) {
-            PyErr_Format(PyExc_ValueError,
-                         "starts[%zd] = %lld is not a window start: windows of %zd tokens of a "
-                         "stream of %lld need starts in [0, %lld]",
-                         j, (long long)st[j], t + 1, total, total - t - 1);
-            goto done;
-        }
-    /* lo: each window's first boundary after its start; ramp: 0 .. T - 1, the positions
-     * of a segment copied (memcpy's wide stores) rather than counted */
-    lo = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof(Py_ssize_t));
-    ramp = PyMem_Malloc((size_t)(n > 0 ? t : 1) * sizeof(int64_t));
-    if (lo == NULL || ramp == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t k = 0; k < (n > 0 ? t : 0); k++)
-        ramp[k] = k;
-    PyThreadState *save = pb.len >= RELEASE_BYTES ? PyEval_SaveThread() : NULL;
-    first_after(u, nu, st, n, lo);
-    /* checked before anything is written: every boundary a window reads in order, and the
-     * batch's segments fit in cu_seqlens */
-    Py_ssize_t segments = 0, bad = -1;
-    for (Py_ssize_t j = 0; j < n && bad < 0; j++) {
-        const int64_t s = st[j], end = s + t;
-        Py_ssize_t i = lo[j];
-        if ((i > 0 && u[i - 1] > s) || (i < nu && u[i] <= s))
-            bad = i;
-        for (int64_t prev = s; bad < 0 && i < nu && u[i] < end; prev = u[i], i++) {
-            if (u[i] <= prev)
-                bad = i;
-            segments++;
-        }
-        segments++;
-    }
-    if (bad >= 0 || segments > n_cu - 1) {
-        if (save != NULL)
-            PyEval_RestoreThread(save);
-        if (bad >= 0)
-            PyErr_Format(PyExc_ValueError,
-                         "boundaries must be sorted and strictly increasing (entry %zd is out "
-                         "of order)",
-                         bad);
-        else
-            PyErr_Format(PyExc_ValueError,
-                         "cu_seqlens holds %zd entries; the batch has %zd segments and needs "
-                         "one more",
-                         n_cu, segments);
-        goto done;
-    }
-    int64_t *pos = pb.buf;
-    char *mask = mb.buf;
-    int32_t *cu = cb.buf;
-    Py_ssize_t c = 0;
-    int64_t longest = 0;
-    for (Py_ssize_t j = 0; j < n; j++) {
-        const int64_t s = st[j], end = s + t;
-        const Py_ssize_t base = j * t;
-        Py_ssize_t i = lo[j];
-        int64_t a = 0; /* the segment's first input in the window */
-        for (;;) {
-            const int inner = i < nu && u[i] < end;
-            const int64_t z = inner ? u[i] - s : t; /* its end */
-            memcpy(pos + base + a, ramp, (size_t)(z - a) * sizeof(int64_t));
-            memset(mask + base + a, 1, (size_t)(z - a));
-            cu[c++] = (int32_t)(base + a);
-            if (z - a > longest)
-                longest = z - a;
-            if (!inner) {
-                if (i < nu && u[i] == end)
-                    mask[base + t - 1] = 0; /* the last target starts a document */
-                break;
-            }
-            mask[base + z - 1] = 0;
-            a = z;
-            i++;
-        }
-    }
-    for (; c < n_cu; c++)
-        cu[c] = (int32_t)flat;
-    if (save != NULL)
-        PyEval_RestoreThread(save);
-    result = PyLong_FromLongLong(longest);
-done:
-    PyMem_Free(lo);
-    PyMem_Free(ramp);
-    Py_buffer *views[] = {&ub, &sb, &pb, &mb, &cb};
-    for (int k = 0; k < got; k++)
-        PyBuffer_Release(views[k]);
-    return result;
-}
 
 static PyMethodDef methods[] = {
     {"windows_at", windows_at, METH_VARARGS,

@@ -3,7 +3,14 @@ def rows_at(
     srcs: object, offsets: object, idx: object, row_bytes: int, out: object, /
 ) -> int | tuple[int] | None: ...
 def windows_at(
-    srcs: object, offsets: object, starts: object, length: int, out: object, token_size: int, /
+    srcs: object,
+    offsets: object,
+    starts: object,
+    length: int,
+    out: object,
+    token_size: int,
+    fields: tuple[object, object, object, object, object] | None = None,
+    /,
 ) -> int | tuple[int] | None: ...
 def document_fields(
     boundaries: object,

@@ -1172,14 +1172,14 @@ class Loader:
             dst = np.empty((b, self.windows.length), np.int64)  # widened as copied
         else:
             dst = None
-        arrays: dict[str, np.ndarray | torch.Tensor] = {
-            self.token_field: self.windows.read(starts, out=dst)
-        }
         nbytes = b * self.windows.length * self.windows.stream.dtype.itemsize
-        if self.documents:
-            doc = self.windows.document_fields(starts, out=slot)
-            arrays.update((k, doc[k]) for k in DOCUMENT_FIELDS)
-            nbytes += sum(doc[k].nbytes for k in DOCUMENT_FIELDS)
+        if not self.documents:
+            return {self.token_field: self.windows.read(starts, out=dst)}, nbytes
+        tokens, doc = self.windows.read_documents(starts, out=dst, fields=slot)
+        arrays: dict[str, np.ndarray | torch.Tensor] = {self.token_field: tokens}
+        for k in DOCUMENT_FIELDS:
+            arrays[k] = a = doc[k]
+            nbytes += a.nbytes
         return arrays, nbytes
 
     def _read_mixture(

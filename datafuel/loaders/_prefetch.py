@@ -180,6 +180,7 @@ class Prefetcher(Generic[T]):
             with cv:
                 self._results[j] = result
                 self._done.notify()
+            del result
 
     def get(self, j: int, timeout: float | None = None) -> tuple[bool, Any]:
         """``(True, result)`` or ``(False, exception)`` of job ``j`` (taken in order).

@@ -227,13 +227,16 @@ class TokenStream:
             return out
         return self._windows_numpy(st, length, out)
 
-    def _windows_native(self, st: np.ndarray, length: int, out: np.ndarray) -> None:
-        """One ``_gather.windows_at`` into ``out``, mapping each shard it finds unmapped."""
+    def _windows_native(
+        self, st: np.ndarray, length: int, out: np.ndarray, fields: tuple[Any, ...] | None = None
+    ) -> None:
+        """One ``_gather.windows_at`` into ``out``, mapping each shard it finds unmapped
+        (with ``fields``, the windows' document fields written in the same call)."""
         assert _gather is not None
         seen: set[int] = set()  # shards this call found mapped (or mapped itself)
         while (
             status := _gather.windows_at(
-                self._data, self.shard_starts, st, length, out, self.dtype.itemsize
+                self._data, self.shard_starts, st, length, out, self.dtype.itemsize, fields
             )
         ) is not None:
             if isinstance(status, int):

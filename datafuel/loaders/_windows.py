@@ -214,6 +214,51 @@ class TokenWindows:
         mid = np.searchsorted(u, s + t, side="left")
         return lo, mid - lo, np.searchsorted(u, s + t, side="right") > mid
 
+    def read_documents(
+        self,
+        starts: np.ndarray,
+        out: np.ndarray | None = None,
+        fields: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`read` and :meth:`document_fields` of the same windows, in one native call
+        where it can (``_gather.windows_at`` with its fields: one release of the GIL a
+        batch, the fields written while the worker has the batch's windows at hand), into
+        ``out`` and ``fields``' ``position_ids`` and ``loss_mask`` when they fit."""
+        stream = self.stream
+        if (
+            _gather is None
+            or stream.head_tokens >= self.seq_len  # a remote stream's heads: read() knows them
+            or (out is not None and not (out.flags.c_contiguous and out.dtype.kind in "iu"))
+        ):
+            return self.read(starts, out=out), self.document_fields(starts, out=fields)
+        st = np.ascontiguousarray(starts, dtype=np.int64).reshape(-1)
+        b, t = st.size, self.seq_len
+        if out is None:
+            out = np.empty((b, self.length), dtype=stream.dtype)
+        elif out.shape != (b, self.length) or out.dtype.itemsize < stream.dtype.itemsize:
+            return self.read(st, out=out), self.document_fields(st, out=fields)
+        pos = mask = None
+        if fields is not None and "position_ids" in fields:
+            pos, mask = fields["position_ids"], fields["loss_mask"]
+            if not (_fits(pos, np.int64, (b, t)) and _fits(mask, np.bool_, (b, t))):
+                return self.read(st, out=out), self.document_fields(st, out=fields)
+        if pos is None or mask is None:
+            pos = np.empty((b, t), np.int64)
+            mask = np.empty((b, t), np.bool_)
+        cu = np.empty(b * self.max_segments + 1, np.int32)
+        longest = np.empty((), np.int32)
+        if b:
+            stream._windows_native(st, self.length, out, (self.boundaries, pos, mask, cu, longest))
+        else:
+            cu[:] = 0
+            longest[()] = 0
+        return out, {
+            "position_ids": pos,
+            "cu_seqlens": cu,
+            "max_seqlen": longest,
+            "loss_mask": mask,
+        }
+
     def document_fields(
         self, starts: np.ndarray, out: dict[str, np.ndarray] | None = None
     ) -> dict[str, np.ndarray]:
@@ -399,6 +444,15 @@ class PackedWindows:
         dst = np.repeat(row * self.length + self.piece_off[pidx] - before, lens) + ar
         out.reshape(-1)[dst] = self.stream.take(src)
         return out
+
+    def read_documents(
+        self,
+        ids: np.ndarray,
+        out: np.ndarray | None = None,
+        fields: dict[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`read` and :meth:`document_fields` of windows ``ids``."""
+        return self.read(ids, out=out), self.document_fields(ids, out=fields)
 
     def document_fields(
         self, ids: np.ndarray, out: dict[str, np.ndarray] | None = None

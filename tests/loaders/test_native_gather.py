@@ -285,3 +285,80 @@ def test_document_fields_of_an_empty_batch() -> None:
     )
     assert G.document_fields(*a.values()) == 0
     assert cu.tolist() == [0]
+
+
+# -- windows_at with fields: the windows and their document fields in one call -------------
+def _fused(**change):
+    """The stream of _doc_args (40 tokens, boundaries 5, 9, 20) in shards of 25 and 15."""
+    a = _doc_args(**change)
+    flat = np.arange(1000, 1040, dtype=np.uint16)
+    toks = [flat[:25], flat[25:]]
+    off = np.array([0, 25, 40], np.int64)
+    out = np.full((a["starts"].size, a["seq_len"] + 1), -7, np.int64)
+    mx = np.full((), -7, np.int32)
+    fields = (a["boundaries"], a["positions"], a["mask"], a["cu_seqlens"], mx)
+    return a, (toks, off, a["starts"], a["seq_len"] + 1, out, 2, fields), flat
+
+
+def test_windows_at_with_fields_equals_the_two_calls() -> None:
+    a, args, flat = _fused()
+    assert G.windows_at(*args) is None
+    out, mx = args[4], args[6][4]
+    np.testing.assert_array_equal(out, [flat[s : s + 9] for s in a["starts"]])  # across shards
+    b = _doc_args()
+    assert int(mx) == G.document_fields(*b.values()) == 8
+    for k in ("positions", "mask", "cu_seqlens"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_windows_at_with_fields_keeps_the_status_answers() -> None:
+    # a start out of range, or an unmapped shard, is answered as without fields, and
+    # nothing is written (the fields neither)
+    a, args, _ = _fused(
+        starts=np.array([0, 32], np.int64),
+        positions=np.full((2, 8), -7, np.int64),
+        mask=np.zeros((2, 8), bool),
+    )
+    assert G.windows_at(*args) == 1
+    assert (args[4] == -7).all() and (a["positions"] == -7).all()
+    a, args, _ = _fused()
+    args = ([args[0][0], b""], *args[1:])
+    assert G.windows_at(*args) == (1,)
+    assert (args[4] == -7).all() and (a["positions"] == -7).all() and (a["cu_seqlens"] == -7).all()
+
+
+def _bad_fused_calls():
+    for bad in _bad_document_calls():
+        if bad["seq_len"] != 8 or bad["total"] != 40 or bad["starts"].dtype != np.int64:
+            continue  # length, total and starts come from the windows' own arguments there
+        if bad["starts"].tolist() != [0, 12, 31]:
+            continue
+        yield bad, None
+    a = _doc_args()
+    for mx in (np.zeros((), np.int64), np.zeros(0, np.int32)):
+        yield a, mx
+    ro = np.zeros((), np.int32)
+    ro.flags.writeable = False
+    yield a, ro
+
+
+@pytest.mark.parametrize("change,mx", list(_bad_fused_calls()))
+def test_bad_fields_raise_and_write_nothing(change, mx) -> None:
+    a, args, _ = _fused(**{k: v for k, v in change.items() if k != "starts"})
+    if mx is not None:
+        args = (*args[:6], (*args[6][:4], mx))
+    before = {k: v.copy() for k, v in a.items() if isinstance(v, np.ndarray)}
+    out_before = args[4].copy()
+    with pytest.raises((ValueError, TypeError, BufferError)):
+        G.windows_at(*args)
+    np.testing.assert_array_equal(args[4], out_before)  # the windows neither
+    for k, v in before.items():
+        np.testing.assert_array_equal(a[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("fields", [7, [1, 2, 3, 4, 5], (1, 2, 3, 4)], ids=["int", "list", "four"])
+def test_fields_must_be_a_tuple_of_five(fields) -> None:
+    _, args, _ = _fused()
+    with pytest.raises(TypeError):
+        G.windows_at(*args[:6], fields)
+    assert G.windows_at(*args[:6], None) is None  # None: the windows alone
