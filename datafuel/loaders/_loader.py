@@ -300,7 +300,10 @@ class Loader:
         epoch (up to ``world_size - 1`` samples per epoch are left out for that).
     transform
         A :class:`Transform` run per batch in the workers; its ``output_spec`` is
-        checked here. Fields it does not return are dropped.
+        checked here. Fields it does not return are dropped. Over a mixture it gets
+        the batch in mixture order (each source's fields gathered into their rows;
+        bytes and ragged fields as one list) with ``source`` (int64 ``(B,)``), and
+        ``source`` is added to its output unless it returns one itself.
     seq_len
         Token-window mode: samples are windows of ``seq_len + 1`` tokens of
         ``ShardSet.token_stream(token_field)`` and batches are
@@ -331,7 +334,8 @@ class Loader:
         with token 0 in a segment of its own whose targets are masked; the packing is
         fixed for the stream, its order shuffled per epoch like rows;
         ``loader.windows.padding_fraction`` is the share of padding. See FORMAT.md
-        "Document fields".
+        "Document fields". A mixture takes ``True`` (each window's fields from its own
+        source's documents; ``S`` the most of any source), not ``"pack"``.
     fields
         Row fields to read (default: all). Bytes and ragged fields must be consumed
         by a ``transform``.
@@ -523,6 +527,7 @@ class Loader:
         self.mixture: Mixture | None = None
         self.sources: dict[str, ShardSet] | None = None
         self._mix_windows: list[TokenWindows] | None = None
+        self._mix_segments = 1  # documents=True: the most segments of any source's window
         self._mix_counts: np.ndarray | None = None
         self._streamed = False  # token windows streamed through a remote set's cache
         if isinstance(source, Mapping):
@@ -705,11 +710,13 @@ class Loader:
                 f"a mixture of sources {sorted(self.sources)} needs weights={{name: weight}}.",
                 field="weights",
             )
-        if self.transform is not None or self.documents:
+        if self.documents == "pack":
             raise ConfigError(
-                "a mixture cannot yet be combined with transform= or documents=; "
-                "load each source on its own for those.",
-                field="transform" if self.transform is not None else "documents",
+                "a mixture cannot pack documents (documents='pack'): packing places each "
+                "source's whole documents into windows of its own, which the mixture's "
+                "per-position order does not index; use documents=True (the same windows "
+                "as without, with their document fields), or load each source on its own.",
+                field="documents",
             )
         if seq_len is not None:
             sizes, mode = (
@@ -749,6 +756,12 @@ class Loader:
             dtype = np.promote_types(dtype, stream.dtype)
         self.fields = [self.token_field]
         self._raw_spec = {self.token_field: (dtype, (seq_len + 1,))}
+        if self.documents:
+            # as for one token set; cu_seqlens is padded to the most segments any
+            # source's window can hold, so that its length is the same every batch
+            self._raw_spec["position_ids"] = (np.dtype(np.int64), (seq_len,))
+            self._raw_spec["loss_mask"] = (np.dtype(np.bool_), (seq_len,))
+            self._mix_segments = max(w.max_segments for w in self._mix_windows)
         return {n: len(w) for n, w in zip(self.sources, self._mix_windows, strict=True)}
 
     def _mixture_rows(self, fields: Sequence[str] | None) -> dict[str, int]:
@@ -1199,20 +1212,82 @@ class Loader:
                 out[name] = np.empty((b, *shape), dt)
         out["source"][:] = src
         shard_sets = list(self.sources.values())
+        segments: list[np.ndarray] = []  # each source's segment starts, in batch rows
+        longest = 0
+        for s in np.unique(src).tolist():
+            sel = np.flatnonzero(src == s)
+            if self._mix_windows is None:
+                got = shard_sets[s].gather(sample[sel], self.fields)
+                for f in self.fields:
+                    out[f][sel] = got[f]
+                continue
+            starts = self._mixture_starts(s, sample[sel], passes[sel])
+            if not self.documents:
+                out[self.token_field][sel] = self._mix_windows[s].read(starts)
+                continue
+            tokens, doc = self._mix_windows[s].read_documents(starts)
+            out[self.token_field][sel] = tokens
+            out["position_ids"][sel] = doc["position_ids"]
+            out["loss_mask"][sel] = doc["loss_mask"]
+            # this source's cu_seqlens: flat starts over its own rows, then padding (its
+            # flat end); moved to the rows the source has in the batch
+            t, cu = self._seq_len, doc["cu_seqlens"]
+            assert t is not None
+            real = cu[cu < sel.size * t].astype(np.int64)
+            segments.append(sel[real // t] * t + real % t)
+            longest = max(longest, int(doc["max_seqlen"]))
+        if self._seq_len is None:
+            return dict(out), sum(a.nbytes for a in out.values())
+        itemsize = self._raw_spec[self.token_field][0].itemsize
+        nbytes = b * (self._seq_len + 1) * itemsize + out["source"].nbytes
+        if not self.documents:
+            return dict(out), nbytes
+        cu_all = np.full(b * self._mix_segments + 1, b * self._seq_len, np.int32)
+        flat = np.sort(np.concatenate(segments))
+        cu_all[: flat.size] = flat
+        arrays: dict[str, np.ndarray | torch.Tensor] = {
+            self.token_field: out[self.token_field],
+            "position_ids": out["position_ids"],
+            "cu_seqlens": cu_all,
+            "max_seqlen": np.array(longest, np.int32),
+            "loss_mask": out["loss_mask"],
+            "source": out["source"],
+        }
+        return arrays, nbytes + sum(arrays[k].nbytes for k in DOCUMENT_FIELDS)
+
+    def _mixture_raw(self, positions: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        """A transform's input for global positions of the mixture: each source's gather (or
+        windows) put into batch order, variable-length fields as lists, with ``source``."""
+        assert self.mixture is not None and self.sources is not None
+        src, sample, passes = self.mixture.samples(positions)
+        b = len(positions)
+        shard_sets = list(self.sources.values())
+        parts: list[tuple[np.ndarray, Mapping[str, Any]]] = []
         for s in np.unique(src).tolist():
             sel = np.flatnonzero(src == s)
             if self._mix_windows is not None:
                 starts = self._mixture_starts(s, sample[sel], passes[sel])
-                out[self.token_field][sel] = self._mix_windows[s].read(starts)
+                parts.append((sel, {self.token_field: self._mix_windows[s].read(starts)}))
             else:
-                got = shard_sets[s].gather(sample[sel], self.fields)
-                for f in self.fields:
-                    out[f][sel] = got[f]
-        nbytes = sum(a.nbytes for a in out.values())
-        if self._seq_len is not None:
-            itemsize = self._raw_spec[self.token_field][0].itemsize
-            nbytes = b * (self._seq_len + 1) * itemsize + out["source"].nbytes
-        return dict(out), nbytes
+                parts.append((sel, shard_sets[s].gather(sample[sel], self.fields)))
+        raw: dict[str, Any] = {}
+        for f in self.fields:
+            pieces = [(sel, got[f]) for sel, got in parts]
+            if isinstance(pieces[0][1], np.ndarray):
+                dtype = np.result_type(*(p.dtype for _, p in pieces))
+                a = np.empty((b, *pieces[0][1].shape[1:]), dtype)
+                for sel, p in pieces:
+                    a[sel] = p
+                raw[f] = a
+            else:  # bytes or ragged fields: one list in batch order
+                items: list[Any] = [None] * b
+                for sel, p in pieces:
+                    for i, v in zip(sel.tolist(), p, strict=True):
+                        items[i] = v
+                raw[f] = items
+        source = src.astype(np.int64)
+        raw["source"] = source
+        return raw, source
 
     def _mixture_starts(self, s: int, windows: np.ndarray, passes: np.ndarray) -> np.ndarray:
         """Token starts of source ``s``'s windows: each pass cuts the stream at its own offset."""
@@ -1233,14 +1308,20 @@ class Loader:
     ) -> dict[str, np.ndarray | torch.Tensor]:
         """The transform's checked output (the caller copies host arrays into the pinned slot)."""
         assert self.transform is not None
-        if self.windows is not None:
+        source = None
+        if self.mixture is not None:
+            raw, source = self._mixture_raw(indices)
+        elif self.windows is not None:
             assert starts is not None
-            raw: Mapping[str, Any] = {self.token_field: self.windows.read(starts)}
+            raw = {self.token_field: self.windows.read(starts)}
         else:
-            raw = self.shards.gather(indices, self.fields)
+            raw = dict(self.shards.gather(indices, self.fields))
         if marks is not None:
             marks.stamp(TRANSFORM)  # gather done: transform
-        out = self._check_output(self.transform(raw, info), len(indices))
+        result = self.transform(raw, info)
+        if source is not None and isinstance(result, Mapping) and "source" not in result:
+            result = {**result, "source": source}  # each batch carries its sources
+        out = self._check_output(result, len(indices))
         if marks is not None:
             marks.stamp(FINITE)  # finite check
         return out

@@ -7,7 +7,7 @@ import textwrap
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from loader_helpers import take, write_tokens
 from test_distributed import launch_ranks
 
 from datafuel.errors import ConfigError, DatafuelError
-from datafuel.loaders import Loader, ShardSet, fixed, write_shards
+from datafuel.loaders import Loader, ShardSet, bytes_field, fixed, write_shards
 from datafuel.loaders._mixture import Mixture, Schedule, _tree_counts, feistel_permute
 
 ISSUE_WEIGHTS = {"web": 0.6, "code": 0.25, "books": 0.15}
@@ -626,3 +626,134 @@ def test_bad_inputs_name_the_source(sources: dict[str, Path], tmp_path: Path) ->
     )
     with pytest.raises(DatafuelError, match="no single map-style dataset"):
         _ = Loader(sources, 4, weights=ISSUE_WEIGHTS).dataset
+
+
+# -- documents=True and transform= on a mixture ----------------------------------------
+def _doc_sources(tmp_path: Path) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
+    """Three Zipf-length corpora whose tokens are ``1 + stream position`` (their own)."""
+    from test_documents import write_corpus, zipf_lengths
+
+    rng = np.random.default_rng(11)
+    lens = {k: zipf_lengths(rng, n, cap=200) for k, n in (("a", 700), ("b", 260), ("c", 90))}
+    return {k: write_corpus(tmp_path / k, v) for k, v in lens.items()}, lens
+
+
+def test_mixture_document_fields_are_each_sources_documents(tmp_path: Path) -> None:
+    from test_documents import doc_ids, reference_fields
+
+    dirs, lens = _doc_sources(tmp_path)
+    T, B = 24, 16
+    weights = {"a": 0.5, "b": 0.3, "c": 0.2}
+    loader = Loader(dirs, B, seq_len=T, documents=True, weights=weights, seed=1, num_workers=2)
+    plain = Loader(dirs, B, seq_len=T, weights=weights, seed=1, num_workers=2)
+    names = loader.mixture.names  # type: ignore[union-attr]
+    S = max(loader._mix_windows[i].max_segments for i in range(3))  # type: ignore[index]
+    did = {k: doc_ids(v) for k, v in lens.items()}
+    rows = 0
+    for batch, ref in zip(take(loader, 3 * len(loader)), take(plain, 3 * len(plain)), strict=True):
+        assert list(batch.keys()) == [
+            "tokens",
+            "position_ids",
+            "cu_seqlens",
+            "max_seqlen",
+            "loss_mask",
+            "source",
+        ]
+        torch.testing.assert_close(batch["tokens"], ref["tokens"], rtol=0, atol=0)  # same windows
+        assert batch["source"].equal(ref["source"])
+        tok, src = batch["tokens"].numpy(), batch["source"].numpy()
+        b = len(tok)
+        per_row = [reference_fields(tok[j : j + 1], did[names[src[j]]], T, S) for j in range(b)]
+        pos = np.concatenate([r["position_ids"] for r in per_row])
+        np.testing.assert_array_equal(batch["position_ids"].numpy(), pos)
+        np.testing.assert_array_equal(
+            batch["loss_mask"].numpy(), np.concatenate([r["loss_mask"] for r in per_row])
+        )
+        # cu_seqlens over the flattened batch: every segment start, then padding to B * S + 1
+        starts = np.flatnonzero(pos.ravel() == 0)
+        cu = np.full(b * S + 1, b * T, np.int32)
+        cu[: starts.size] = starts
+        assert batch["cu_seqlens"].dtype == torch.int32
+        np.testing.assert_array_equal(batch["cu_seqlens"].numpy(), cu)
+        assert int(batch["max_seqlen"]) == int(np.diff(np.append(starts, b * T)).max())
+        rows += b
+    assert rows >= 3 * 1000 // T  # every source wrapped at least once
+
+
+def test_mixture_with_documents_resumes_exactly(tmp_path: Path) -> None:
+    dirs, _ = _doc_sources(tmp_path)
+    kw: dict[str, Any] = {"seq_len": 16, "documents": True, "weights": {"a": 3, "b": 2, "c": 1}}
+    whole = [dict(b.items()) for b in take(Loader(dirs, 8, seed=4, num_workers=2, **kw), 30)]
+    first = Loader(dirs, 8, seed=4, num_workers=2, **kw)
+    it = iter(first)
+    for _ in range(11):
+        next(it)
+    state = json.loads(json.dumps(first.state_dict()))
+    again = Loader(dirs, 8, seed=4, num_workers=1, **kw)
+    again.load_state_dict(state)
+    rest = list(take(again, 19))
+    for got, want in zip(rest, whole[11:], strict=True):
+        for k in want:
+            assert torch.equal(torch.as_tensor(got[k]), torch.as_tensor(want[k])), k
+
+
+def test_a_mixture_cannot_pack(tmp_path: Path) -> None:
+    dirs, _ = _doc_sources(tmp_path)
+    with pytest.raises(ConfigError, match="cannot pack documents") as info:
+        Loader(dirs, 8, seq_len=16, documents="pack", weights={"a": 1, "b": 1, "c": 1})
+    assert info.value.field == "documents"
+
+
+class _Tagged:
+    """A transform over a row mixture: ``idx`` and ``x`` in, ``y`` out; it sees ``source``."""
+
+    output_spec: ClassVar[dict[str, Any]] = {"idx": ("int64", ()), "y": ("float32", (2,))}
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def __call__(self, batch: dict[str, Any], info: Any) -> dict[str, Any]:
+        self.seen.append(np.array(batch["source"]))
+        return {"idx": batch["idx"], "y": batch["x"] + batch["idx"][:, None].astype(np.float32)}
+
+
+def test_a_transform_sees_the_mixture_batch_and_its_sources(sources: dict[str, Path]) -> None:
+    tf = _Tagged()
+    loader = Loader(sources, 16, weights=ISSUE_WEIGHTS, transform=tf, seed=3, num_workers=2)
+    plain = Loader(sources, 16, weights=ISSUE_WEIGHTS, seed=3, num_workers=2)
+    names = loader.mixture.names  # type: ignore[union-attr]
+    for batch, ref in zip(loader, plain, strict=True):
+        assert set(batch.keys()) == {"idx", "y", "source"}  # source added to the transform's output
+        assert batch["idx"].equal(ref["idx"]) and batch["source"].equal(ref["source"])
+        idx, src = batch["idx"].numpy(), batch["source"].numpy()
+        np.testing.assert_array_equal(batch["y"].numpy(), np.repeat(idx[:, None], 2, 1))
+        for i, s in zip(idx, src, strict=True):  # each row's idx names its own source
+            assert OFFSET[names[s]] <= i < OFFSET[names[s]] + 10_000
+    assert len(tf.seen) == len(loader) and all(s.dtype == np.int64 for s in tf.seen)
+
+
+def test_a_transform_decodes_bytes_across_sources(tmp_path: Path) -> None:
+    # variable-length fields reach the transform as one list in batch order
+    for name, base in (("p", 0), ("q", 1000)):
+        write_shards(
+            tmp_path / name,
+            fields={"blob": bytes_field()},
+            shard_bytes=300,
+            blob=[f"{base + i:05d}".encode() * (1 + i % 3) for i in range(50)],
+        )
+
+    class Decode:
+        output_spec: ClassVar[dict[str, Any]] = {"n": ("int64", ())}
+
+        def __call__(self, batch: dict[str, Any], info: Any) -> dict[str, Any]:
+            blobs = batch["blob"]
+            assert isinstance(blobs, list) and len(blobs) == len(batch["source"])
+            return {"n": np.array([int(b[:5]) for b in blobs], np.int64)}
+
+    dirs = {"p": tmp_path / "p", "q": tmp_path / "q"}
+    loader = Loader(dirs, 8, weights={"p": 1, "q": 1}, transform=Decode(), seed=0, num_workers=2)
+    m = loader.mixture
+    assert m is not None
+    got = torch.cat([b["n"] for b in loader]).numpy()
+    src, sample, _ = m.samples(np.arange(len(got)))
+    np.testing.assert_array_equal(got, np.where(src == 1, 1000, 0) + sample)
