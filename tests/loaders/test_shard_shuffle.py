@@ -312,7 +312,6 @@ def test_span_byte_helper_matches_brute_force(spans, run):
     assert got == _brute_span_bytes(first.tolist(), last.tolist(), run, nbytes)
 
 
-
 def _token_set(tmp_path):
     from datafuel.loaders import ShardWriter, ragged
 
