@@ -34,7 +34,7 @@ from ._mixture import Mixture, Schedule
 from ._prefetch import SWITCH_INTERVAL_S, Prefetcher
 from ._reader import ShardSet
 from ._remote import is_remote
-from ._remote_set import BatchShards, RemotePass, RemoteShardSet
+from ._remote_set import BatchShards, MixturePass, RemotePass, RemoteShardSet
 from ._sampler import (
     EpochBatchSampler,
     EpochSampler,
@@ -595,7 +595,10 @@ class Loader:
 
     def _check_cache_limit(self) -> None:
         """Refuse a cache limit that cannot hold the files of the batches of one epoch's order."""
-        if not isinstance(self.shards, RemoteShardSet) or self.sources is not None:
+        if self.sources is not None:
+            self._check_mixture_cache_limit()
+            return
+        if not isinstance(self.shards, RemoteShardSet):
             return
         if self.windows is not None:
             if self._streamed:
@@ -643,14 +646,14 @@ class Loader:
 
     def _begin_remote(
         self, plan: Sequence[tuple[int, int]], order: np.ndarray, epoch: int
-    ) -> RemotePass | None:
+    ) -> RemotePass | MixturePass | None:
         """A remote set's pass: the shards each of this rank's batches reads, in order,
         then those of the next epoch's batches (its order is known too): the cache keeps
         and prefetches what the next epoch starts with instead of guessing."""
-        if (
-            not isinstance(self.shards, RemoteShardSet)
-            or (self.windows is not None and not self._streamed)
-            or self.sources is not None  # a mixture's remote sources pin per gather
+        if self.sources is not None:
+            return self._begin_mixture_remote(plan, order)
+        if not isinstance(self.shards, RemoteShardSet) or (
+            self.windows is not None and not self._streamed
         ):
             return None
         plans = [(plan, order), (self.sampler.plan(0), self.sampler.order(epoch + 1))]
@@ -667,6 +670,76 @@ class Loader:
             ]
             per_batch = BatchShards.of_plans(plans, windows.stream.shard_starts, spans)
         return self.shards.begin_pass(per_batch, self.fields)
+
+    def _begin_mixture_remote(
+        self, plan: Sequence[tuple[int, int]], order: np.ndarray
+    ) -> MixturePass | None:
+        """A row mixture's remote sources: a pass each over the rows this rank's batches
+        take from it (the mixture's order is known ahead as a single set's is), so each
+        source's cache prefetches in batch order and evicts the file needed farthest
+        ahead. Token sources pin their whole field."""
+        assert self.sources is not None
+        sets = list(self.sources.values())
+        passes = {
+            i: sets[i].begin_pass(per_batch, self.fields)  # type: ignore[attr-defined]
+            for i, per_batch in self._mixture_batch_shards(plan, order).items()
+        }
+        return MixturePass(passes) if passes else None
+
+    def _mixture_batch_shards(
+        self, plan: Sequence[tuple[int, int]], order: np.ndarray
+    ) -> dict[int, BatchShards]:
+        """Per remote source of a row mixture: the shards each batch of ``plan`` reads."""
+        assert self.mixture is not None and self.sources is not None
+        if self._mix_windows is not None:
+            return {}
+        mixture = self.mixture
+        out: dict[int, BatchShards] = {}
+        for i, shards in enumerate(self.sources.values()):
+            if not isinstance(shards, RemoteShardSet):
+                continue
+
+            def pick(positions: np.ndarray, i: int = i) -> np.ndarray:
+                src, sample, _ = mixture.samples(positions)
+                return np.where(src == i, sample, -1)
+
+            # (the next epoch starts where this one ends, so only this one's batches)
+            out[i] = BatchShards.of_plans([(plan, order)], shards.offsets, pick=pick)
+        return out
+
+    def _check_mixture_cache_limit(self) -> None:
+        """Refuse cache limits that cannot hold the files one batch of the first epoch reads
+        from the remote sources that share the cache (counted per source: a file two
+        sources share counts twice, so the check errs on the safe side)."""
+        assert self.sources is not None
+        sets = list(self.sources.values())
+        need: dict[Any, np.ndarray] = {}
+        where: dict[Any, list[str]] = {}
+        names = list(self.sources)
+        for i, bs in self._mixture_batch_shards(self.sampler.plan(), self.sampler.order()).items():
+            shards = sets[i]
+            assert isinstance(shards, RemoteShardSet)
+            if shards.cache.limit is None:
+                continue
+            sizes = np.concatenate([[0], np.cumsum(shards.shard_bytes(self.fields)[bs.shard])])
+            per_batch = sizes[bs.ptr[1:]] - sizes[bs.ptr[:-1]]
+            key = shards.cache.root.resolve()
+            need[key] = need.get(key, 0) + per_batch
+            where.setdefault(key, []).append(names[i])
+        for key, per_batch in need.items():
+            limit = next(
+                sets[names.index(n)].cache.limit  # type: ignore[attr-defined]
+                for n in where[key]
+            )
+            most = int(np.max(per_batch)) if np.size(per_batch) else 0
+            if most > limit:
+                raise ConfigError(
+                    f"cache_limit={limit} bytes cannot hold the files one batch of "
+                    f"{self.batch_size} reads from the mixture's remote sources {where[key]} "
+                    f"(cache {key}): the first epoch's order needs {most} bytes at once. Raise "
+                    f"cache_limit to at least {most}, or lower batch_size.",
+                    field="cache_limit",
+                )
 
     def _use_token_windows(
         self, token_field: str, seq_len: int, fields: Sequence[str] | None
@@ -1091,7 +1164,7 @@ class Loader:
         starts: np.ndarray | None,
         ring: _Ring | None,
         marks: Any = None,
-        remote: RemotePass | None = None,
+        remote: RemotePass | MixturePass | None = None,
     ) -> _Batch:
         """Batch ``job``: gather, transform, finite check, collate, copy (``marks`` each stage)."""
         if marks is not None:
@@ -1616,7 +1689,7 @@ class _LoaderIter:
             else self._spans.waiter(self._pass, self._epoch, self._first_batch)
         )
         self._ring: _Ring | None = None
-        self._remote: RemotePass | None = None
+        self._remote: RemotePass | MixturePass | None = None
         self._prefetcher: Prefetcher[_Batch] | None = None
         self._last = time.perf_counter_ns()
         if not self._plan:  # restored at the epoch's end, or fewer samples than ranks
@@ -1819,7 +1892,7 @@ def _producer(
     ring: _Ring | None,
     spans: SpanRecorder | None = None,
     pass_id: int = 0,
-    remote: RemotePass | None = None,
+    remote: RemotePass | MixturePass | None = None,
 ) -> Any:
     # a C ring's plain marks are in the ring already: nothing to call at the batch's end
     plain = RING_MARKS if spans is not None and spans.native else None

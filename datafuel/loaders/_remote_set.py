@@ -485,10 +485,14 @@ class BatchShards:
         plans: Sequence[tuple[Sequence[tuple[int, int]], np.ndarray]],
         offsets: np.ndarray,
         spans: Sequence[Span | None] | None = None,
+        pick: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> BatchShards:
         """The batches of each ``(plan, order)`` in turn, numbered on from one to the next
         (``plan``: ``(start, size)`` into ``order``, the pass's sample ids; ``offsets``:
         the set's shard offsets).
+
+        ``pick`` (a mixture's source) maps a chunk of ``order``'s entries to this set's
+        sample ids, ``-1`` where a position belongs to another source.
 
         ``spans[i]`` (default None: a sample id is a row, in the shard ``offsets`` put it
         in) maps the sample ids of plan ``i`` to the first and last shard (inclusive)
@@ -511,6 +515,10 @@ class BatchShards:
                 within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(firsts, sizes)
                 ids = order[np.repeat(part[:, 0], sizes) + within]
                 batch = np.repeat(np.arange(part.shape[0], dtype=np.int64), sizes)
+                if pick is not None:
+                    ids = pick(ids)
+                    mine = ids >= 0
+                    ids, batch = ids[mine], batch[mine]
                 head = None
                 if span is None:
                     k = np.searchsorted(offsets, ids, side="right") - 1
@@ -541,6 +549,33 @@ class BatchShards:
         if spans is not None and any(sp is not None for sp in spans):
             head = np.concatenate(heads) if heads else np.zeros(0, bool)
         return cls(np.concatenate(ptrs), shard, offsets.size - 1, head)
+
+
+class MixturePass:
+    """A mixture's remote sources in one pass: each source's :class:`RemotePass`, pinned
+    for a batch in source order (every pass admits batches in order, so no two workers
+    can wait on each other), released together."""
+
+    def __init__(self, passes: dict[int, RemotePass]) -> None:
+        self.passes = passes
+
+    def acquire(self, j: int) -> list[tuple[RemotePass, list[tuple[int, str]]]]:
+        held: list[tuple[RemotePass, list[tuple[int, str]]]] = []
+        try:
+            for p in self.passes.values():
+                held.append((p, p.acquire(j)))
+        except BaseException:
+            self.release(j, held)
+            raise
+        return held
+
+    def release(self, j: int, held: list[tuple[RemotePass, list[tuple[int, str]]]]) -> None:
+        for p, keys in held:
+            p.release(j, keys)
+
+    def close(self) -> None:
+        for p in self.passes.values():
+            p.close()
 
 
 #: sample ids -> the first and last shard (inclusive) each reads

@@ -571,9 +571,11 @@ class _Positions:
     def __init__(self, base: int) -> None:
         self.base = base
 
-    def __getitem__(self, s: slice) -> np.ndarray:
+    def __getitem__(self, s: slice | np.ndarray) -> np.ndarray:
+        if isinstance(s, np.ndarray) and s.dtype.kind in "iu":  # the pass's shard plan
+            return self.base + s.astype(np.int64)
         if not isinstance(s, slice) or s.step not in (None, 1):
-            raise TypeError("mixture positions are read in contiguous slices")
+            raise TypeError("mixture positions are read in contiguous slices or index arrays")
         return np.arange(self.base + s.start, self.base + s.stop, dtype=np.int64)
 
 

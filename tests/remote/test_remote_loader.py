@@ -310,3 +310,76 @@ def test_a_mixture_of_remote_and_local_sources(s3, local_set, tmp_path):
     remote = batches(Loader(sources, cache_dir=tmp_path / "c", **kw))
     local = batches(Loader({"a": str(local_set), "b": str(local_set)}, **kw))
     same(remote, local)
+
+
+def test_a_remote_row_mixture_prefetches_in_batch_order(s3, local_set, tmp_path):
+    # two remote sources and a local one: each remote source gets its own pass over the
+    # rows this epoch's batches (then the next epoch's) take from it
+    from datafuel.loaders._remote_set import MixturePass
+
+    s3.upload_dir(local_set, "mx/a")
+    s3.upload_dir(local_set, "mx/b")
+    sources = {"a": s3.url("mx/a"), "b": s3.url("mx/b"), "c": str(local_set)}
+    kw = dict(weights={"a": 0.5, "b": 0.3, "c": 0.2}, batch_size=6, num_samples=600, seed=2)
+    small = _shard_file_bytes(local_set)
+    with pytest.raises(ConfigError, match=r"remote sources \['a', 'b'\].*needs \d+ bytes") as info:
+        Loader(sources, cache_dir=tmp_path / "c", cache_limit=small, **kw)
+    need = int(str(info.value).split("needs ")[1].split(" bytes")[0])
+    limit = need + 3 * _shard_file_bytes(local_set)  # one batch's files and a little room
+    assert limit < 24 * _shard_file_bytes(local_set)  # far from the whole set
+    loader = Loader(sources, cache_dir=tmp_path / "c", cache_limit=limit, stall_timeout=60, **kw)
+    it = iter(loader)
+    assert isinstance(it._remote, MixturePass) and sorted(it._remote.passes) == [0, 1]
+    s3.proxy.latency = 0.02
+    first = next(it)
+    # eviction knows the future: a file that a later batch reads from source a has that
+    # batch as its next use (Belady's rule needs nothing else)
+    a, m = loader.sources["a"], loader.mixture
+    j = 10
+    while not (m.samples(np.arange(6 * j, 6 * j + 6))[0] == 0).any():
+        j += 1
+    src, sample, _ = m.samples(np.arange(6 * j, 6 * j + 6))
+    k = int(np.searchsorted(a.offsets, sample[src == 0][0], side="right") - 1)
+    assert a.cache.next_use(a.shards[k]["files"]["x"]["bin"]["sha256"]) <= j
+    # the loop asks for nothing more: the passes keep fetching what the next batches read
+    seen = s3.proxy.count("GET", ".bin")
+    deadline = time.monotonic() + 20
+    while s3.proxy.count("GET", ".bin") <= seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert s3.proxy.count("GET", ".bin") > seen
+    s3.proxy.latency = 0.0
+    rest = [{k: v.numpy().copy() for k, v in b.items()} for b in it]
+    got = [{k: v.numpy().copy() for k, v in first.items()}, *rest]
+    local = batches(Loader({"a": str(local_set), "b": str(local_set), "c": str(local_set)}, **kw))
+    same(got, local)
+    # the cache never held more than its limit
+    held = sum(f.stat().st_size for f in (tmp_path / "c" / "objects").iterdir())
+    assert held <= limit
+
+
+def test_a_remote_token_mixture_still_reads_its_whole_field(s3, tmp_path):
+    # token sources pin their whole field: no pass (documented; they stream only alone)
+    d = tmp_path / "tok"
+    write_shards(
+        d, tokens=[np.arange(i, i + 50, dtype=np.uint16) for i in range(40)], shard_bytes=800
+    )
+    s3.upload_dir(d, "mx/tok")
+    loader = Loader(
+        {"t": s3.url("mx/tok"), "u": str(d)},
+        batch_size=4,
+        seq_len=16,
+        weights={"t": 1, "u": 1},
+        cache_dir=tmp_path / "c",
+    )
+    it = iter(loader)
+    assert it._remote is None
+    remote = [b["tokens"].numpy().copy() for b in it]
+    local = [
+        b["tokens"].numpy().copy()
+        for b in Loader(
+            {"t": str(d), "u": str(d)}, batch_size=4, seq_len=16, weights={"t": 1, "u": 1}
+        )
+    ]
+    assert len(remote) == len(local) and all(
+        np.array_equal(x, y) for x, y in zip(remote, local, strict=True)
+    )
