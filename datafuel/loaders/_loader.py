@@ -674,10 +674,10 @@ class Loader:
     def _begin_mixture_remote(
         self, plan: Sequence[tuple[int, int]], order: np.ndarray
     ) -> MixturePass | None:
-        """A row mixture's remote sources: a pass each over the rows this rank's batches
-        take from it (the mixture's order is known ahead as a single set's is), so each
-        source's cache prefetches in batch order and evicts the file needed farthest
-        ahead. Token sources pin their whole field."""
+        """A mixture's remote sources: a pass each over the rows (or the token shards of
+        the windows) this rank's batches take from it (the mixture's order is known ahead
+        as a single set's is), so each source's cache prefetches in batch order and
+        evicts the file needed farthest ahead."""
         assert self.sources is not None
         sets = list(self.sources.values())
         passes = {
@@ -689,22 +689,32 @@ class Loader:
     def _mixture_batch_shards(
         self, plan: Sequence[tuple[int, int]], order: np.ndarray
     ) -> dict[int, BatchShards]:
-        """Per remote source of a row mixture: the shards each batch of ``plan`` reads."""
+        """Per remote source of a mixture: the shards each batch of ``plan`` reads (a
+        window's: those of its tokens ``[s, s + T]``)."""
         assert self.mixture is not None and self.sources is not None
-        if self._mix_windows is not None:
-            return {}
-        mixture = self.mixture
+        mixture, windows = self.mixture, self._mix_windows
         out: dict[int, BatchShards] = {}
         for i, shards in enumerate(self.sources.values()):
             if not isinstance(shards, RemoteShardSet):
                 continue
 
             def pick(positions: np.ndarray, i: int = i) -> np.ndarray:
-                src, sample, _ = mixture.samples(positions)
-                return np.where(src == i, sample, -1)
+                src, sample, passes = mixture.samples(positions)
+                if windows is None:
+                    return np.where(src == i, sample, -1)
+                mine = src == i  # token windows: their starts (each source pass's grid)
+                picked = np.full(src.size, -1, np.int64)
+                picked[mine] = self._mixture_starts(i, sample[mine], passes[mine])
+                return picked
 
             # (the next epoch starts where this one ends, so only this one's batches)
-            out[i] = BatchShards.of_plans([(plan, order)], shards.offsets, pick=pick)
+            if windows is None:
+                out[i] = BatchShards.of_plans([(plan, order)], shards.offsets, pick=pick)
+            else:
+                w = windows[i]
+                out[i] = BatchShards.of_plans(
+                    [(plan, order)], w.stream.shard_starts, [w.start_span], pick=pick
+                )
         return out
 
     def _check_mixture_cache_limit(self) -> None:
@@ -722,6 +732,7 @@ class Loader:
             if shards.cache.limit is None:
                 continue
             sizes = np.concatenate([[0], np.cumsum(shards.shard_bytes(self.fields)[bs.shard])])
+            # (token windows: self.fields is the token field, whose shards bs.shard are)
             per_batch = sizes[bs.ptr[1:]] - sizes[bs.ptr[:-1]]
             key = shards.cache.root.resolve()
             need[key] = need.get(key, 0) + per_batch
@@ -816,7 +827,13 @@ class Loader:
         dtype = np.dtype(np.uint16)
         for name, shards in self.sources.items():
             try:
-                stream = shards.token_stream(self.token_field)
+                # a remote source streams: each batch pins the token shards it reads
+                # (its pass, _begin_mixture_remote), not the whole field
+                stream = (
+                    shards.lazy_token_stream(self.token_field)
+                    if isinstance(shards, RemoteShardSet)
+                    else shards.token_stream(self.token_field)
+                )
             except DatafuelError as exc:
                 raise ConfigError(
                     f"mixture source {name!r} has no token field {self.token_field!r} to cut "

@@ -143,7 +143,10 @@ class TokenWindows:
     def shard_span(self, o: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The first and last shard (inclusive) that each window ``ids`` of the grid
         ``o + T * k`` reads: the shards of its tokens ``[s, s + T]``."""
-        s = o + self.seq_len * np.asarray(ids, dtype=np.int64)
+        return self.start_span(o + self.seq_len * np.asarray(ids, dtype=np.int64))
+
+    def start_span(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first and last shard (inclusive) of the windows starting at tokens ``s``."""
         starts = self.stream.shard_starts
         first = np.searchsorted(starts, s, side="right") - 1
         last = np.searchsorted(starts, s + self.seq_len, side="right") - 1

@@ -357,29 +357,30 @@ def test_a_remote_row_mixture_prefetches_in_batch_order(s3, local_set, tmp_path)
     assert held <= limit
 
 
-def test_a_remote_token_mixture_still_reads_its_whole_field(s3, tmp_path):
-    # token sources pin their whole field: no pass (documented; they stream only alone)
+@pytest.mark.parametrize("documents", [False, True])
+def test_a_remote_token_mixture_streams_its_shards(s3, tmp_path, documents):
+    # token sources stream as a single remote token set does: each batch pins only the
+    # token shards its windows read, so a limit far below the field is enough
+    from datafuel.loaders._remote_set import MixturePass
+
     d = tmp_path / "tok"
-    write_shards(
-        d, tokens=[np.arange(i, i + 50, dtype=np.uint16) for i in range(40)], shard_bytes=800
-    )
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(0, 60000, int(n), dtype=np.uint16) for n in rng.integers(5, 90, 240)]
+    write_shards(d, tokens=docs, shard_bytes=1000)
+    field = sum(f.stat().st_size for f in d.glob("*tokens*"))
     s3.upload_dir(d, "mx/tok")
-    loader = Loader(
-        {"t": s3.url("mx/tok"), "u": str(d)},
-        batch_size=4,
-        seq_len=16,
-        weights={"t": 1, "u": 1},
-        cache_dir=tmp_path / "c",
-    )
+    kw = dict(batch_size=8, seq_len=16, weights={"t": 2, "u": 1}, documents=documents, seed=3)
+    sources = {"t": s3.url("mx/tok"), "u": str(d)}
+    with pytest.raises(ConfigError, match=r"remote sources \['t'\].*needs \d+ bytes") as info:
+        Loader(sources, cache_dir=tmp_path / "c", cache_limit=2500, **kw)
+    need = int(str(info.value).split("needs ")[1].split(" bytes")[0])
+    limit = need + 3000  # one batch's token shards and a little room
+    assert limit < field
+    loader = Loader(sources, cache_dir=tmp_path / "c", cache_limit=limit, **kw)
     it = iter(loader)
-    assert it._remote is None
-    remote = [b["tokens"].numpy().copy() for b in it]
-    local = [
-        b["tokens"].numpy().copy()
-        for b in Loader(
-            {"t": str(d), "u": str(d)}, batch_size=4, seq_len=16, weights={"t": 1, "u": 1}
-        )
-    ]
-    assert len(remote) == len(local) and all(
-        np.array_equal(x, y) for x, y in zip(remote, local, strict=True)
-    )
+    assert isinstance(it._remote, MixturePass) and list(it._remote.passes) == [0]
+    remote = [{k: v.numpy().copy() for k, v in b.items()} for b in it]
+    local = batches(Loader({"t": str(d), "u": str(d)}, **kw))
+    same(remote, local)
+    held = sum(f.stat().st_size for f in (tmp_path / "c" / "objects").iterdir())
+    assert held <= limit < field
