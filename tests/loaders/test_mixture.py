@@ -15,7 +15,7 @@ import torch
 from loader_helpers import take, write_tokens
 from test_distributed import launch_ranks
 
-from datafuel.errors import ConfigError, DatafuelError
+from datafuel.errors import ConfigError, DatafuelError, WorkerError
 from datafuel.loaders import Loader, ShardSet, bytes_field, fixed, write_shards
 from datafuel.loaders._mixture import Mixture, Schedule, _tree_counts, feistel_permute
 
@@ -757,3 +757,16 @@ def test_a_transform_decodes_bytes_across_sources(tmp_path: Path) -> None:
     got = torch.cat([b["n"] for b in loader]).numpy()
     src, sample, _ = m.samples(np.arange(len(got)))
     np.testing.assert_array_equal(got, np.where(src == 1, 1000, 0) + sample)
+
+
+def test_a_transform_that_returns_a_bad_source_is_refused(sources: dict[str, Path]) -> None:
+    class BadSource:
+        output_spec: ClassVar[dict[str, Any]] = {"idx": ("int64", ())}
+
+        def __call__(self, batch: dict[str, Any], info: Any) -> dict[str, Any]:
+            return {"idx": batch["idx"], "source": batch["source"].astype(np.float32)}
+
+    loader = Loader(sources, 8, weights=ISSUE_WEIGHTS, transform=BadSource(), num_workers=1)
+    with pytest.raises(WorkerError, match="transform output 'source' is float32") as info:
+        next(iter(loader))
+    assert info.value.indices == list(range(8))  # the batch's global positions
