@@ -1301,42 +1301,70 @@ class Loader:
             else:
                 out[name] = np.empty((b, *shape), dt)
         out["source"][:] = src
+        if self._mix_windows is not None:
+            return self._read_mixture_windows(src, sample, passes, out)
         shard_sets = list(self.sources.values())
-        segments: list[np.ndarray] = []  # each source's segment starts, in batch rows
-        longest = 0
         for s in np.unique(src).tolist():
             sel = np.flatnonzero(src == s)
-            if self._mix_windows is None:
-                got = shard_sets[s].gather(sample[sel], self.fields)
-                for f in self.fields:
-                    out[f][sel] = got[f]
+            got = shard_sets[s].gather(sample[sel], self.fields)
+            for f in self.fields:
+                out[f][sel] = got[f]
+        return dict(out), sum(a.nbytes for a in out.values())
+
+    def _read_mixture_windows(
+        self,
+        src: np.ndarray,
+        sample: np.ndarray,
+        passes: np.ndarray,
+        out: dict[str, np.ndarray],
+    ) -> tuple[dict[str, np.ndarray | torch.Tensor], int]:
+        """A token mixture's batch: its windows ordered by source (one stable sort), each
+        source's read in one call into its contiguous run of a staging buffer (its
+        document fields beside them), then one scatter into batch order. A handful of
+        numpy calls a batch whatever the sources, not a dozen per source: the batch is
+        made under the GIL, which the workers share with the loop."""
+        assert self._mix_windows is not None and self._seq_len is not None
+        t, b = self._seq_len, src.size
+        order = np.argsort(src, kind="stable")
+        counts = np.bincount(src, minlength=len(self._mix_windows))
+        ends = np.cumsum(counts)
+        starts = self._mixture_starts_all(src[order], sample[order], passes[order])
+        tok = out[self.token_field]
+        stage = np.empty(tok.shape, tok.dtype)
+        pos = mask = None
+        if self.documents:
+            pos = np.empty((b, t), np.int64)
+            mask = np.empty((b, t), np.bool_)
+        segments: list[np.ndarray] = []
+        longest = 0
+        for s_ in np.flatnonzero(counts).tolist():
+            a, z = int(ends[s_] - counts[s_]), int(ends[s_])
+            w = self._mix_windows[s_]
+            if pos is None or mask is None:
+                w.read(starts[a:z], out=stage[a:z])
                 continue
-            starts = self._mixture_starts(s, sample[sel], passes[sel])
-            if not self.documents:
-                out[self.token_field][sel] = self._mix_windows[s].read(starts)
-                continue
-            tokens, doc = self._mix_windows[s].read_documents(starts)
-            out[self.token_field][sel] = tokens
-            out["position_ids"][sel] = doc["position_ids"]
-            out["loss_mask"][sel] = doc["loss_mask"]
-            # this source's cu_seqlens: flat starts over its own rows, then padding (its
-            # flat end); moved to the rows the source has in the batch
-            t, cu = self._seq_len, doc["cu_seqlens"]
-            assert t is not None
-            real = cu[cu < sel.size * t].astype(np.int64)
-            segments.append(sel[real // t] * t + real % t)
+            _, doc = w.read_documents(
+                starts[a:z],
+                out=stage[a:z],
+                fields={"position_ids": pos[a:z], "loss_mask": mask[a:z]},
+            )
+            cu = doc["cu_seqlens"]
+            real = cu[cu < (z - a) * t].astype(np.int64)  # the run's flat segment starts
+            rows = order[a + real // t]  # their rows in the batch
+            segments.append(rows * t + real % t)
             longest = max(longest, int(doc["max_seqlen"]))
-        if self._seq_len is None:
-            return dict(out), sum(a.nbytes for a in out.values())
+        tok[order] = stage
         itemsize = self._raw_spec[self.token_field][0].itemsize
-        nbytes = b * (self._seq_len + 1) * itemsize + out["source"].nbytes
-        if not self.documents:
+        nbytes = b * (t + 1) * itemsize + out["source"].nbytes
+        if pos is None or mask is None:
             return dict(out), nbytes
-        cu_all = np.full(b * self._mix_segments + 1, b * self._seq_len, np.int32)
+        out["position_ids"][order] = pos
+        out["loss_mask"][order] = mask
+        cu_all = np.full(b * self._mix_segments + 1, b * t, np.int32)
         flat = np.sort(np.concatenate(segments))
         cu_all[: flat.size] = flat
         arrays: dict[str, np.ndarray | torch.Tensor] = {
-            self.token_field: out[self.token_field],
+            self.token_field: tok,
             "position_ids": out["position_ids"],
             "cu_seqlens": cu_all,
             "max_seqlen": np.array(longest, np.int32),
@@ -1344,6 +1372,26 @@ class Loader:
             "source": out["source"],
         }
         return arrays, nbytes + sum(arrays[k].nbytes for k in DOCUMENT_FIELDS)
+
+    def _mixture_starts_all(
+        self, src: np.ndarray, windows: np.ndarray, passes: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`_mixture_starts` of windows of every source at once: one offset per
+        (source, pass) pair of the batch (a few), looked up by one ``np.unique``."""
+        assert self.mixture is not None and self._mix_windows is not None
+        m = self.mixture
+        width = int(passes.max()) + 1 if passes.size else 1
+        pairs, inverse = np.unique(src.astype(np.int64) * width + passes, return_inverse=True)
+        offs = np.array(
+            [
+                self._mix_windows[int(k // width)].offset(
+                    m.pass_key(int(k // width), int(k % width)), 0, m.shuffle
+                )
+                for k in pairs.tolist()
+            ],
+            np.int64,
+        )
+        return self._seq_len * windows.astype(np.int64) + offs[inverse.reshape(-1)]  # type: ignore[operator]
 
     def _mixture_raw(self, positions: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         """A transform's input for global positions of the mixture: each source's gather (or
@@ -1381,13 +1429,7 @@ class Loader:
 
     def _mixture_starts(self, s: int, windows: np.ndarray, passes: np.ndarray) -> np.ndarray:
         """Token starts of source ``s``'s windows: each pass cuts the stream at its own offset."""
-        assert self.mixture is not None and self._mix_windows is not None
-        w = self._mix_windows[s]
-        starts = w.seq_len * windows
-        for p in np.unique(passes).tolist():
-            at = passes == p
-            starts[at] += w.offset(self.mixture.pass_key(s, p), 0, self.mixture.shuffle)
-        return starts
+        return self._mixture_starts_all(np.full(windows.size, s, np.int64), windows, passes)
 
     def _transform_batch(
         self,

@@ -367,6 +367,7 @@ class Mixture:
         self.names = sorted(sizes)
         self.sizes = [int(sizes[k]) for k in self.names]
         self.seed = int(seed)
+        self._pass_keys: dict[tuple[int, int], int] = {}
         self.shuffle = bool(shuffle)
         nsrc = len(self.names)
         schedule, points = _schedule_points(self.names, weights)
@@ -802,7 +803,14 @@ class Mixture:
 
     def pass_key(self, source: int, pass_: int) -> int:
         """The seed of source ``source``'s pass ``pass_`` (its permutation, its window offset)."""
-        return _splitmix(self.seed, source, pass_, 0x5EED)
+        key = (source, pass_)
+        got = self._pass_keys.get(key)
+        if got is None:  # remembered: asked for every batch, ~3 us of Python each time
+            got = _splitmix(self.seed, source, pass_, 0x5EED)
+            if len(self._pass_keys) >= 1024:
+                self._pass_keys.clear()
+            self._pass_keys[key] = got
+        return got
 
     def __repr__(self) -> str:
         mix = ", ".join(f"{k}={w:.4g}" for k, w in self.weights.items())

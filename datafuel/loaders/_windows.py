@@ -66,6 +66,7 @@ class TokenWindows:
         self.slack = max(0, n_tok - 1 - self.num_windows * seq_len)
         self._bounds: np.ndarray | None = None
         self._max_segments: int | None = None
+        self._offsets: dict[tuple[int, int], int] = {}  # (seed, epoch) -> offset
         self._arange = _Arange()
         self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._grids_lock = threading.Lock()
@@ -80,8 +81,17 @@ class TokenWindows:
         """Where the epoch's first window starts (0 without shuffling)."""
         if not shuffle or self.slack == 0:
             return 0
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x70C5])
-        return int(rng.integers(0, self.slack + 1))
+        key = (int(seed) & 0xFFFFFFFF, int(epoch))
+        got = self._offsets.get(key)
+        if got is None:
+            # remembered: a mixture asks once per source and batch for the same few
+            # passes, and a Generator costs ~10 us to make (a third of a mixture batch)
+            rng = np.random.default_rng([key[0], key[1], 0x70C5])
+            got = int(rng.integers(0, self.slack + 1))
+            if len(self._offsets) >= 256:
+                self._offsets.clear()
+            self._offsets[key] = got
+        return got
 
     def starts(self, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
         """Start token of every window of the epoch, in stream order."""
