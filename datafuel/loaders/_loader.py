@@ -723,8 +723,11 @@ class Loader:
         sources share counts twice, so the check errs on the safe side)."""
         assert self.sources is not None
         sets = list(self.sources.values())
+        if not any(isinstance(x, RemoteShardSet) and x.cache.limit is not None for x in sets):
+            return  # nothing to check: no order is walked
         need: dict[Any, np.ndarray] = {}
         where: dict[Any, list[str]] = {}
+        limits: dict[Any, int] = {}
         names = list(self.sources)
         for i, bs in self._mixture_batch_shards(self.sampler.plan(), self.sampler.order()).items():
             shards = sets[i]
@@ -737,11 +740,9 @@ class Loader:
             key = shards.cache.root.resolve()
             need[key] = need.get(key, 0) + per_batch
             where.setdefault(key, []).append(names[i])
+            limits[key] = shards.cache.limit
         for key, per_batch in need.items():
-            limit = next(
-                sets[names.index(n)].cache.limit  # type: ignore[attr-defined]
-                for n in where[key]
-            )
+            limit = limits[key]
             most = int(np.max(per_batch)) if np.size(per_batch) else 0
             if most > limit:
                 raise ConfigError(
@@ -1190,7 +1191,7 @@ class Loader:
             return self._make_pinned(job, indices, epoch, batch_index, starts, ring, marks)
         # a remote set: the batch's files pinned in batch order (downloaded unless prefetched),
         # inside the gather span
-        keys = remote.acquire(job)
+        keys: Any = remote.acquire(job)  # (a mixture's: each source pass's keys)
         try:
             return self._make_pinned(job, indices, epoch, batch_index, starts, ring, marks)
         finally:
