@@ -250,15 +250,10 @@ class TokenWindows:
             out = np.empty((b, self.length), dtype=stream.dtype)
         elif out.shape != (b, self.length) or out.dtype.itemsize < stream.dtype.itemsize:
             return self.read(st, out=out), self.document_fields(st, out=fields)
-        pos = mask = None
-        if fields is not None and "position_ids" in fields:
-            pos, mask = fields["position_ids"], fields["loss_mask"]
-            if not (_fits(pos, np.int64, (b, t)) and _fits(mask, np.bool_, (b, t))):
-                return self.read(st, out=out), self.document_fields(st, out=fields)
-        if pos is None or mask is None:
-            pos = np.empty((b, t), np.int64)
-            mask = np.empty((b, t), np.bool_)
-        cu = np.empty(b * self.max_segments + 1, np.int32)
+        bufs = _field_buffers(fields, b, t, self.max_segments)
+        if bufs is None:
+            return self.read(st, out=out), self.document_fields(st, out=fields)
+        pos, mask, cu = bufs
         longest = np.empty((), np.int32)
         if b:
             stream._windows_native(st, self.length, out, (self.boundaries, pos, mask, cu, longest))
@@ -294,15 +289,10 @@ class TokenWindows:
         """:meth:`document_fields` in one pass over the outputs (``_gather.document_fields``),
         into ``out``'s ``position_ids`` and ``loss_mask`` when they are contiguous."""
         b, t = s.size, self.seq_len
-        pos = mask = None
-        if out is not None and "position_ids" in out:
-            pos, mask = out["position_ids"], out["loss_mask"]
-            if not (_fits(pos, np.int64, (b, t)) and _fits(mask, np.bool_, (b, t))):
-                return self._numpy_fields(s, out)  # a strided slot: numpy writes through it
-        if pos is None or mask is None:
-            pos = np.empty((b, t), np.int64)
-            mask = np.empty((b, t), np.bool_)
-        cu = np.empty(b * self.max_segments + 1, np.int32)
+        bufs = _field_buffers(out, b, t, self.max_segments)
+        if bufs is None:
+            return self._numpy_fields(s, out)  # a strided slot: numpy writes through it
+        pos, mask, cu = bufs
         longest = _gather.document_fields(
             self.boundaries, s, t, self.stream.num_tokens, pos, mask, cu
         )
@@ -494,15 +484,10 @@ class PackedWindows:
             [(base + self.piece_off[pidx])[~first], padded * length + used[padded]]
         )
         bounds.sort()
-        pos = mask = None
-        if out is not None and "position_ids" in out:
-            pos, mask = out["position_ids"], out["loss_mask"]
-            if not (_fits(pos, np.int64, (b, t)) and _fits(mask, np.bool_, (b, t))):
-                return self._numpy_fields(w, out)
-        if pos is None or mask is None:
-            pos = np.empty((b, t), np.int64)
-            mask = np.empty((b, t), np.bool_)
-        cu = np.empty(b * self.max_segments + 1, np.int32)
+        bufs = _field_buffers(out, b, t, self.max_segments)
+        if bufs is None:
+            return self._numpy_fields(w, out)
+        pos, mask, cu = bufs
         starts = np.arange(b, dtype=np.int64) * length
         longest = _gather.document_fields(bounds, starts, t, b * length, pos, mask, cu)
         for j in padded[used[padded] < t].tolist():  # no target of the padding counts
@@ -584,6 +569,21 @@ def _best_fit(lengths: np.ndarray, capacity: int) -> np.ndarray:
                 by_room[room] = []
             by_room[room].append(w)
     return window
+
+
+def _field_buffers(
+    out: dict[str, np.ndarray] | None, b: int, t: int, segments: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The native kernel's outputs for ``b`` windows of ``t`` inputs: ``out``'s
+    ``position_ids`` and ``loss_mask`` when it has them (None when they are not
+    contiguous: numpy must write through them), else new ones; a new ``cu_seqlens``."""
+    if out is not None and "position_ids" in out:
+        pos, mask = out["position_ids"], out["loss_mask"]
+        if not (_fits(pos, np.int64, (b, t)) and _fits(mask, np.bool_, (b, t))):
+            return None
+    else:
+        pos, mask = np.empty((b, t), np.int64), np.empty((b, t), np.bool_)
+    return pos, mask, np.empty(b * segments + 1, np.int32)
 
 
 def _fits(a: np.ndarray, dtype: type, shape: tuple[int, int]) -> bool:
