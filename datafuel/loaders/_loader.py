@@ -269,11 +269,14 @@ class Loader:
         "Sampling"), which is what ``shuffle=True`` means for a remote set: a full
         permutation would read every shard all the time. Token windows (``seq_len``)
         take it too: windows grouped by the shard their start lies in, on the epoch's
-        grid (not for ``documents="pack"`` or mixtures).
+        grid (not for ``documents="pack"``). A mixture's ``"shards"`` order, and what
+        ``shuffle=True`` means for a mixture with a remote source, serves every source
+        in shard blocks (:class:`Mixture` ``shards=``; FORMAT.md "Sampling").
     shuffle_window
-        Shards open at once in the ``"shards"`` order. Default: for a remote set with a
-        ``cache_limit``, half the shards the limit holds (the rest is room to
-        prefetch), else 16; never more than the shards there are.
+        Shards open at once in the ``"shards"`` order (a mixture's: shards per block).
+        Default: for a remote set with a ``cache_limit``, half the shards the limit
+        holds (the rest is room to prefetch; a mixture splits it between the remote
+        sources sharing the cache), else 16; never more than the shards there are.
     cache_dir, cache_limit
         For a remote set: the node's cache directory (default ``$DATAFUEL_CACHE_DIR``,
         else ``~/.cache/datafuel/shards``; shared by every process, each file
@@ -477,7 +480,9 @@ class Loader:
         self._seq_len = seq_len
         sampler_type = EpochSampler
         if self.sources is not None:
-            size, kind = self._use_mixture(weights, num_samples, seq_len, fields, bool(shuffle))
+            size, kind = self._use_mixture(
+                weights, num_samples, seq_len, fields, shuffle, shuffle_window
+            )
             sampler_type = MixtureSampler
         elif seq_len is not None:
             size, kind = self._use_token_windows(token_field, seq_len, fields)
@@ -553,7 +558,9 @@ class Loader:
             )
         if window is not None:
             check_int("shuffle_window", window)
-        rows_or_windows = self.sources is None and not isinstance(self.windows, PackedWindows)
+        if self.sources is not None:  # the mixture's order holds its shard blocks
+            return {"shuffle": bool(shuffle)}
+        rows_or_windows = not isinstance(self.windows, PackedWindows)
         if shuffle is True and remote and rows_or_windows:
             shuffle = "shards"
         if shuffle != "shards":
@@ -566,8 +573,8 @@ class Loader:
             return {"shuffle": shuffle}
         if not rows_or_windows:
             raise ConfigError(
-                "shuffle='shards' orders rows and token windows; packed windows and mixtures "
-                "have their own orders (use shuffle=True).",
+                "shuffle='shards' orders rows and token windows; packed windows have their "
+                "own order (use shuffle=True).",
                 field="shuffle",
             )
         offsets: Any = self.shards.offsets
@@ -786,7 +793,8 @@ class Loader:
         num_samples: int | None,
         seq_len: int | None,
         fields: Sequence[str] | None,
-        shuffle: bool,
+        shuffle: Any,
+        window: int | None = None,
     ) -> tuple[int, str]:
         """A sample is a position of the mixture's global order; the epoch's budget and kind."""
         assert self.sources is not None
@@ -810,11 +818,65 @@ class Loader:
             )
         else:
             sizes, mode = self._mixture_rows(fields), "rows"
-        self.mixture = Mixture(sizes, weights, seed=self.seed, shuffle=shuffle)
+        self.mixture = Mixture(
+            sizes,
+            weights,
+            seed=self.seed,
+            shuffle=bool(shuffle),
+            shards=self._mixture_blocks(shuffle, window),
+        )
         self._mix_counts = np.zeros(len(self.mixture.names), np.int64)
         budget = sum(sizes.values()) if num_samples is None else num_samples
         check_int("num_samples", budget)
         return budget, f"mixture:{mode}:{self.mixture.fingerprint}"
+
+    def _mixture_blocks(
+        self, shuffle: Any, window: int | None
+    ) -> dict[str, tuple[Callable[[int], np.ndarray], int]] | None:
+        """The sources' shard blocks (``Mixture(shards=)``): every source's, under
+        ``shuffle="shards"`` or when a source is remote (a full permutation would read
+        about one shard per sample of each batch); ``None`` for the full permutation.
+
+        A source's block width is ``shuffle_window``, else: for a remote source with a
+        ``cache_limit``, the shards of its largest size that half the limit holds, split
+        evenly between the remote sources that share the cache (the other half is room
+        to prefetch); else 16. Never more than its shards."""
+        assert self.sources is not None
+        if shuffle not in (True, False, "shards") or (
+            isinstance(shuffle, (int, float)) and not isinstance(shuffle, bool)
+        ):
+            raise ConfigError(
+                f"shuffle must be True, False or 'shards'. Got {shuffle!r} instead.",
+                field="shuffle",
+            )
+        remote = [x for x in self.sources.values() if isinstance(x, RemoteShardSet)]
+        if shuffle != "shards" and not (shuffle is True and remote):
+            if window is not None:
+                raise ConfigError(
+                    "shuffle_window is for shuffle='shards' (or the default order of a mixture "
+                    f"with a remote source); got shuffle={shuffle!r}.",
+                    field="shuffle_window",
+                )
+            return None
+        if window is not None:
+            check_int("shuffle_window", window)
+        share: dict[Any, int] = {}  # remote sources with a limit, per cache
+        for x in remote:
+            if x.cache.limit is not None:
+                root = x.cache.root.resolve()
+                share[root] = share.get(root, 0) + 1
+        windows = dict(zip(sorted(self.sources), self._mix_windows or [], strict=False))
+        out: dict[str, tuple[Callable[[int], np.ndarray], int]] = {}
+        for name, shards in self.sources.items():
+            n = max(1, shards.num_shards)
+            w = min(n, 16) if window is None else window
+            if window is None and isinstance(shards, RemoteShardSet) and shards.cache.limit:
+                biggest = int(shards.shard_bytes(self.fields).max(initial=1)) or 1
+                room = shards.cache.limit // biggest // (2 * share[shards.cache.root.resolve()])
+                w = max(1, min(n, room))
+            tw = windows.get(name)
+            out[name] = (_row_offsets(shards.offsets) if tw is None else _window_offsets(tw), w)
+        return out
 
     def _mixture_windows(self, seq_len: int, fields: Sequence[str] | None) -> dict[str, int]:
         """Every source as token windows of ``seq_len``; each one's window count."""
@@ -1580,6 +1642,26 @@ def _open_set(
             field="cache_limit",
         )
     return ShardSet(source)
+
+
+def _row_offsets(offsets: np.ndarray) -> Callable[[int], np.ndarray]:
+    """A row source's shard offsets for any pass (``Mixture(shards=)``)."""
+    fixed = np.asarray(offsets, np.int64)
+
+    def of(pass_key: int) -> np.ndarray:
+        return fixed
+
+    return of
+
+
+def _window_offsets(windows: TokenWindows) -> Callable[[int], np.ndarray]:
+    """A token source's window offsets per shard on a pass's grid (``Mixture(shards=)``):
+    the grid's offset drawn from the pass key, as its windows' starts are."""
+
+    def of(pass_key: int) -> np.ndarray:
+        return windows.shard_offsets(windows.offset(pass_key, 0, True))
+
+    return of
 
 
 def _open_sources(

@@ -20,6 +20,16 @@ array:
    that runs out starts its next pass with a fresh permutation; each source has its
    own pass counter, and no source is restarted by anything else.
 
+   **Shard blocks** (``shards=``, what a mixture with a remote source takes): a full
+   permutation reads about one shard per sample of every batch, which a cache smaller
+   than the source cannot serve. A source given its shard offsets and a width ``w``
+   instead permutes its shards per pass, cuts that permutation into blocks of ``w``
+   consecutive shards, serves the blocks one after another and each block's samples
+   in a keyed Feistel order of their own. A run of ``R`` consecutive local counts of a
+   source then reads at most ``2 w`` shards while ``R`` fits in a block, and the item
+   is still a pure function of ``(seed, s, pass, k)``, computed from per-shard tables
+   (O(shards) per pass, memoised; still no per-sample array).
+
 **Smoothness.** In any run of ``L`` consecutive positions, wherever it starts, a node's
 Bresenham split gives its child a count within ``(L q - 1, L q + 1)`` of the node's own
 count in that run (``q`` the child's share), so a source's count ``c`` satisfies
@@ -40,7 +50,7 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -335,6 +345,12 @@ class Mixture:
         Seeds the interleave's phases and every source's per-pass permutations.
     shuffle
         ``False``: every pass of a source in storage order, phases 0.
+    shards
+        Sources to serve in shard blocks (module doc): ``{name: (offsets_of, w)}``, with
+        ``offsets_of(pass_key)`` the first sample of each of the source's shards in that
+        pass, then its size (row sets: ``ShardSet.offsets``; token windows: the shard of
+        each window's start on the pass's grid), and ``w`` the shards per block. Other
+        sources take the full permutation. Needs ``shuffle``.
 
     **Schedules.** Each schedule point ``k`` has its own Bresenham tree ``M_k`` over its
     (normalised) weights ``v_k``; equal consecutive points share one. A position in the
@@ -363,6 +379,7 @@ class Mixture:
         *,
         seed: int = 0,
         shuffle: bool = True,
+        shards: Mapping[str, tuple[Callable[[int], np.ndarray], int]] | None = None,
     ) -> None:
         self.names = sorted(sizes)
         self.sizes = [int(sizes[k]) for k in self.names]
@@ -406,6 +423,24 @@ class Mixture:
         self._segments()
         self.deviation_bound = max(self._bound_of(i) for i in range(len(self._points)))
         self._flatten()
+        #: source index -> (offsets_of, shards per block) for the sources in shard blocks
+        self._blocked: dict[int, tuple[Callable[[int], np.ndarray], int]] = {}
+        for name, (offsets_of, w) in (shards or {}).items():
+            if name not in self.names:
+                raise ConfigError(f"shards= names {name!r}, which is not a source of the mixture.")
+            if not self.shuffle:
+                raise ConfigError(
+                    "shards= orders shuffled passes; shuffle=False reads storage order."
+                )
+            if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
+                raise ConfigError(
+                    f"shards= gives source {name!r} {w!r} shards per block; it needs an int >= 1.",
+                    field="shuffle_window",
+                )
+            self._blocked[self.names.index(name)] = (offsets_of, int(w))
+        #: shards per block, by source name (only the sources in shard blocks)
+        self.windows = {self.names[i]: w for i, (_, w) in sorted(self._blocked.items())}
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
 
     def _build_trees(self) -> None:
         """One seeded Bresenham tree per distinct point, and its deviation bound."""
@@ -603,6 +638,8 @@ class Mixture:
         parts: list[Any] = [self.names, self.sizes, self.int_weights, self.shuffle]
         if len(self._points) > 1:
             parts.append([self._points, self._tree_of, self._tree_weights])
+        if self.windows:
+            parts.append({"shard_blocks": self.windows})
         blob = json.dumps(parts)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -703,7 +740,82 @@ class Mixture:
         j = local - passes * n
         if not self.shuffle:
             return src, j, passes
-        return src, self._permute(src, passes, j, n), passes
+        if not self._blocked:
+            return src, self._permute(src, passes, j, n), passes
+        blocked = np.isin(src, list(self._blocked))
+        full = np.flatnonzero(~blocked)
+        sample = np.empty_like(j)
+        if full.size:
+            sample[full] = self._permute(src[full], passes[full], j[full], n[full])
+        for s in np.unique(src[blocked]).tolist():
+            sel = np.flatnonzero(src == s)
+            ps = passes[sel]
+            for q in np.unique(ps).tolist():
+                at = sel[ps == q]
+                sample[at] = self._block_permute(s, q, j[at])
+        return src, sample, passes
+
+    def _block_tables(self, source: int, pass_: int) -> tuple[np.ndarray, ...]:
+        """Shard blocks of one source's pass (memoised, bounded): ``(Q, L, first)`` with
+        ``Q`` each block's first layout place (then the size), ``L`` each shard's in the
+        pass's shard permutation (then the size), ``first`` its first sample."""
+        got = self._tables.get((source, pass_))
+        if got is not None:
+            return got
+        offsets_of, w = self._blocked[source]
+        key = self.pass_key(source, pass_)
+        offsets = np.asarray(offsets_of(key), dtype=np.int64)
+        n = self.sizes[source]
+        if offsets.ndim != 1 or offsets.size < 2 or offsets[0] != 0 or offsets[-1] != n:
+            raise ConfigError(
+                f"mixture source {self.names[source]!r}: its shard offsets must run from 0 to "
+                f"its {n} samples; got {offsets.size} values ending at "
+                f"{int(offsets[-1]) if offsets.size else None}."
+            )
+        sizes = np.diff(offsets)
+        if (sizes < 0).any():
+            raise ConfigError(
+                f"mixture source {self.names[source]!r}: shard offsets must not decrease."
+            )
+        pi = np.random.default_rng([key & 0xFFFFFFFF, key >> 32, 0xB10C]).permutation(sizes.size)
+        layout = np.concatenate([[0], np.cumsum(sizes[pi])])
+        blocks = np.concatenate([layout[: sizes.size : w], [n]])
+        got = (blocks, layout, offsets[:-1][pi])
+        if len(self._tables) >= 64:
+            self._tables.clear()
+        self._tables[(source, pass_)] = got
+        return got
+
+    def _block_permute(self, source: int, pass_: int, j: np.ndarray) -> np.ndarray:
+        """Items ``j`` of one source's pass in shard blocks: the block of ``j``'s layout
+        place, a keyed Feistel bijection inside it (its own key per block), then the
+        layout place's sample."""
+        blocks, layout, first = self._block_tables(source, pass_)
+        b = np.searchsorted(blocks, j, side="right") - 1
+        ub, inv = np.unique(b, return_inverse=True)
+        inv = inv.reshape(-1)
+        key = self.pass_key(source, pass_)
+        nb = (blocks[ub + 1] - blocks[ub]).tolist()
+        bits = [max(2, (x - 1).bit_length()) for x in nb]
+        bits = [x + (x & 1) for x in bits]
+        half = np.array([x // 2 for x in bits], np.uint64)[inv]
+        mask = np.array([(1 << (x // 2)) - 1 for x in bits], np.uint64)[inv]
+        keys = np.array(
+            [
+                [_splitmix(_splitmix(key, bb, 0xB10C), r) for r in range(_ROUNDS)]
+                for bb in ub.tolist()
+            ],
+            np.uint64,
+        ).reshape(-1, _ROUNDS)[inv]
+        nn = np.array(nb, np.uint64)[inv]
+        y = _encrypt((j - blocks[b]).astype(np.uint64), half, mask, keys)
+        out = np.flatnonzero(y >= nn)
+        while out.size:
+            y[out] = _encrypt(y[out], half[out], mask[out], keys[out])
+            out = out[y[out] >= nn[out]]
+        x = blocks[b] + y.astype(np.int64)  # the layout place
+        i = np.searchsorted(layout, x, side="right") - 1  # its shard (never an empty one)
+        return first[i] + (x - layout[i])
 
     def _round_keys(self, source: int, pass_: int) -> list[int]:
         """``feistel_permute``'s round keys of one source's pass (memoised, bounded)."""
@@ -798,8 +910,28 @@ class Mixture:
                 continue
             for q in np.unique(p).tolist():
                 at = p == q
+                if s in self._blocked:
+                    sample[sel[at]] = self._block_order_reference(s, q)[j[at]]
+                    continue
                 sample[sel[at]] = feistel_permute(j[at], n, self.pass_key(s, q))
         return src, sample, passes
+
+    def _block_order_reference(self, source: int, pass_: int) -> np.ndarray:
+        """A shard-blocked pass by the definition, whole: the shards in the pass's
+        permutation, cut into blocks of ``w``; each block's samples (shards in that order,
+        each shard's ascending) permuted by ``feistel_permute`` with the block's key."""
+        offsets_of, w = self._blocked[source]
+        key = self.pass_key(source, pass_)
+        offsets = np.asarray(offsets_of(key), dtype=np.int64)
+        num = offsets.size - 1
+        pi = np.random.default_rng([key & 0xFFFFFFFF, key >> 32, 0xB10C]).permutation(num)
+        out = []
+        for b, lo in enumerate(range(0, num, w)):
+            parts = [np.arange(offsets[k], offsets[k + 1]) for k in pi[lo : lo + w]]
+            rows = np.concatenate(parts).astype(np.int64)
+            perm = feistel_permute(np.arange(rows.size), rows.size, _splitmix(key, b, 0xB10C))
+            out.append(rows[perm])
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def pass_key(self, source: int, pass_: int) -> int:
         """The seed of source ``source``'s pass ``pass_`` (its permutation, its window offset)."""

@@ -150,11 +150,13 @@ def test_feistel_permutation_is_a_bijection(n: int) -> None:
 
 
 # -- resume and DDP --------------------------------------------------------------------
+@pytest.mark.parametrize("order", [{}, {"shuffle": "shards", "shuffle_window": 2}])
 @pytest.mark.parametrize("stop", [0, 3, 7, 11, 12, 17])
 def test_resume_under_another_world_size_and_batch_size(
-    sources: dict[str, Path], stop: int
+    sources: dict[str, Path], stop: int, order: dict[str, Any]
 ) -> None:
-    """World 4 x batch 5 stopped after ``stop`` steps; world 3 x batch 7 finishes it."""
+    """World 4 x batch 5 stopped after ``stop`` steps; world 3 x batch 7 finishes it (the
+    full permutation, and shard blocks)."""
 
     def make(batch: int) -> Any:
         return lambda r, w: Loader(
@@ -166,6 +168,7 @@ def test_resume_under_another_world_size_and_batch_size(
             rank=r,
             world_size=w,
             num_workers=0,
+            **order,
         )
 
     epochs = 2
@@ -558,12 +561,15 @@ def test_bad_schedules_raise_config_errors_naming_the_problem(sources: dict[str,
 
 
 # -- token windows ----------------------------------------------------------------------
-def test_token_mixture_reads_each_sources_windows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("order", [{}, {"shuffle": "shards", "shuffle_window": 1}])
+def test_token_mixture_reads_each_sources_windows(tmp_path: Path, order: dict[str, Any]) -> None:
     streams = {}
     for k, seed in (("a", 1), ("b", 2), ("c", 3)):
         _, streams[k] = write_tokens(tmp_path / k, n_docs=30, seed=seed)
     weights = {"a": 0.5, "b": 0.3, "c": 0.2}
-    loader = Loader({k: tmp_path / k for k in streams}, 8, weights=weights, seq_len=12, seed=2)
+    loader = Loader(
+        {k: tmp_path / k for k in streams}, 8, weights=weights, seq_len=12, seed=2, **order
+    )
     m, windows = loader.mixture, loader._mix_windows
     assert m is not None and windows is not None
     batches = list(loader) + list(loader)  # two epochs: small sources wrap
@@ -576,6 +582,19 @@ def test_token_mixture_reads_each_sources_windows(tmp_path: Path) -> None:
         w = windows[s]
         start = 12 * j + w.offset(m.pass_key(int(s), int(p)), 0, True)
         np.testing.assert_array_equal(row, streams[m.names[s]][start : start + 13])
+    if not order:
+        return
+    # shard blocks of one shard: a batch's windows of a source start in at most two of
+    # its shards (they are grouped by the shard of their start, on each pass's grid)
+    for k in range(0, len(toks), 8):
+        for s in np.unique(src[k : k + 8]).tolist():
+            at = np.arange(k, min(k + 8, len(toks)))[src[k : k + 8] == s]
+            w = windows[s]
+            starts = 12 * sample[at] + np.array(
+                [w.offset(m.pass_key(s, int(p)), 0, True) for p in passes[at]]
+            )
+            shard = np.searchsorted(w.stream.shard_starts, starts, side="right") - 1
+            assert len(set(shard.tolist())) <= 2
 
 
 # -- bad inputs -------------------------------------------------------------------------
@@ -770,3 +789,119 @@ def test_a_transform_that_returns_a_bad_source_is_refused(sources: dict[str, Pat
     with pytest.raises(WorkerError, match="transform output 'source' is float32") as info:
         next(iter(loader))
     assert info.value.indices == list(range(8))  # the batch's global positions
+
+
+# -- shard blocks: the order a mixture with a remote source takes ---------------------------
+
+
+def _blocked(offsets: dict[str, np.ndarray], w: int, seed: int = 4, **kw: Any) -> Mixture:
+    sizes = {k: int(o[-1]) for k, o in offsets.items()}
+    weights = kw.pop("weights", {k: 1.0 for k in sizes})
+    return Mixture(
+        sizes,
+        weights,
+        seed=seed,
+        shards={k: (lambda key, o=o: o, w) for k, o in offsets.items() if k != "full"},
+        **kw,
+    )
+
+
+def _uneven(rng: np.random.Generator, shards: int) -> np.ndarray:
+    sizes = rng.integers(0, 40, shards)
+    sizes[rng.integers(0, shards)] = 0  # an empty shard among them
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
+@pytest.mark.parametrize("w", [1, 2, 3, 7, 100])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_shard_blocks_are_permutations_equal_to_their_definition(w: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    offsets = {"a": _uneven(rng, 23), "b": _uneven(rng, 9), "full": np.array([0, 50])}
+    m = _blocked(offsets, w, seed=seed, weights={"a": 3, "b": 2, "full": 1})
+    g = np.arange(0, 6 * int(offsets["a"][-1]))
+    got = m.samples(g)
+    ref = m._samples_reference(g)
+    for x, y in zip(got, ref, strict=True):
+        assert np.array_equal(x, y)
+    src, sample, passes = got
+    for s, name in enumerate(m.names):
+        n = m.sizes[s]
+        for q in np.unique(passes[src == s]).tolist()[:-1]:  # whole passes only
+            served = sample[(src == s) & (passes == q)]
+            assert sorted(served.tolist()) == list(range(n)), (name, q)
+    # the full-permutation source is unchanged by its neighbours' blocks
+    plain = Mixture(dict(zip(m.names, m.sizes, strict=True)), m.weights, seed=seed)
+    full = m.names.index("full")
+    assert np.array_equal(sample[src == full], plain.samples(g)[1][src == full])
+    assert m.windows == {"a": w, "b": w}
+
+
+@pytest.mark.parametrize("w", [1, 2, 4])
+def test_a_run_of_a_blocked_source_reads_at_most_two_blocks_of_shards(w: int) -> None:
+    offsets = np.arange(0, 64 * 30 + 1, 30)  # 64 shards of 30
+    m = _blocked({"a": offsets, "b": offsets}, w, weights={"a": 1, "b": 1})
+    src, sample, passes = m.samples(np.arange(0, 8 * 64 * 30))
+    for s in (0, 1):
+        mine = sample[src == s]
+        shard = np.searchsorted(offsets, mine, side="right") - 1
+        run = 30 * w  # fits in one block: at most two blocks
+        touched = [len(set(shard[i : i + run].tolist())) for i in range(0, mine.size - run, 7)]
+        assert max(touched) <= 2 * w
+        assert max(touched) > w  # runs do cross block boundaries: the bound is tight
+    # the quality measure: about 1/w of storage order's clustering is kept, against ~0
+    # for the full permutation (shard_locality, per pass of source a)
+    from datafuel.loaders._sampler import shard_locality
+
+    one = sample[(src == 0) & (passes == 1)]
+    full = Mixture({"a": 1920, "b": 1920}, {"a": 1, "b": 1}, seed=4).samples(np.arange(0, 4 * 1920))
+    free = full[1][(full[0] == 0) & (full[2] == 1)]
+    blocked, unblocked = shard_locality(one, offsets, 64), shard_locality(free, offsets, 64)
+    assert abs(unblocked) < 0.02
+    assert 0.5 / w < blocked <= 1.0
+
+
+def test_shard_blocks_bad_arguments_are_refused() -> None:
+    o = np.array([0, 5, 10])
+    with pytest.raises(ConfigError, match="not a source"):
+        Mixture({"a": 10}, {"a": 1}, shards={"z": (lambda k: o, 2)})
+    with pytest.raises(ConfigError, match="shuffle=False"):
+        Mixture({"a": 10}, {"a": 1}, shuffle=False, shards={"a": (lambda k: o, 2)})
+    for w in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="shards per block"):
+            Mixture({"a": 10}, {"a": 1}, shards={"a": (lambda k: o, w)})
+    wrong = Mixture({"a": 11}, {"a": 1}, shards={"a": (lambda k: o, 2)})
+    with pytest.raises(ConfigError, match="run from 0 to its 11 samples"):
+        wrong.samples(np.arange(4))
+    down = Mixture({"a": 10}, {"a": 1}, shards={"a": (lambda k: np.array([0, 7, 6, 10]), 2)})
+    with pytest.raises(ConfigError, match="must not decrease"):
+        down.samples(np.arange(4))
+
+
+def test_a_local_mixture_takes_shard_blocks_on_request(sources: dict[str, Path]) -> None:
+    kw: dict[str, Any] = dict(weights=ISSUE_WEIGHTS, seed=1, num_samples=300, num_workers=0)
+    loader = Loader(sources, 10, shuffle="shards", **kw)
+    counts = {k: ShardSet(v).num_shards for k, v in sources.items()}
+    assert loader.mixture is not None
+    assert loader.mixture.windows == {k: min(16, n) for k, n in counts.items()}
+    narrow = Loader(sources, 10, shuffle="shards", shuffle_window=1, **kw)
+    assert narrow.mixture is not None and set(narrow.mixture.windows.values()) == {1}
+    # every batch's samples of a source come from at most two of its shards (window 1)
+    for b in narrow:
+        for s, name in enumerate(sorted(sources)):
+            idx = b["idx"][b["source"] == s].numpy() - OFFSET[name]
+            offsets = ShardSet(sources[name]).offsets
+            assert len(set((np.searchsorted(offsets, idx, side="right") - 1).tolist())) <= 2
+    # the proportions are the mixture's, whatever the order inside a source
+    full = Loader(sources, 10, **kw)
+    got = np.concatenate([b["source"].numpy() for b in narrow])
+    assert np.array_equal(got, np.concatenate([b["source"].numpy() for b in full]))
+    # a state names its order: another window is refused
+    state = narrow.state_dict()
+    with pytest.raises(ConfigError):
+        Loader(sources, 10, shuffle="shards", shuffle_window=2, **kw).load_state_dict(state)
+    with pytest.raises(ConfigError):
+        full.load_state_dict(state)
+    with pytest.raises(ConfigError, match="shuffle_window is for"):
+        Loader(sources, 10, shuffle_window=2, **kw)
+    with pytest.raises(ConfigError, match="shuffle must be"):
+        Loader(sources, 10, shuffle="blocks", **kw)

@@ -297,7 +297,7 @@ def test_shuffle_argument_checks(local_set):
         Loader(local_set, batch_size=4, shuffle="yes")
     with pytest.raises(ConfigError, match="shuffle_window is for"):
         Loader(local_set, batch_size=4, shuffle_window=3)
-    with pytest.raises(ConfigError, match="packed windows and mixtures"):
+    with pytest.raises(ConfigError, match="packed windows have their own order"):
         write_shards(local_set.parent / "t", tokens=[np.arange(50, dtype=np.uint16)])
         Loader(local_set.parent / "t", batch_size=2, seq_len=4, documents="pack", shuffle="shards")
     _ = os
@@ -307,26 +307,51 @@ def test_a_mixture_of_remote_and_local_sources(s3, local_set, tmp_path):
     s3.upload_dir(local_set, "mix/a")
     sources = {"a": s3.url("mix/a"), "b": str(local_set)}
     kw = dict(weights={"a": 0.5, "b": 0.5}, batch_size=32, num_samples=640, seed=0)
-    remote = batches(Loader(sources, cache_dir=tmp_path / "c", **kw))
-    local = batches(Loader({"a": str(local_set), "b": str(local_set)}, **kw))
-    same(remote, local)
+    loader = Loader(sources, cache_dir=tmp_path / "c", **kw)
+    # a remote source puts the whole mixture in shard blocks, of 16 shards without a limit
+    assert loader.mixture.windows == {"a": 16, "b": 16}
+    remote = batches(loader)
+    local = Loader({"a": str(local_set), "b": str(local_set)}, shuffle="shards", **kw)
+    assert local.mixture.windows == {"a": 16, "b": 16}
+    same(remote, batches(local))
+    # the full permutation (shuffle=True, every source local) is another order
+    full = batches(Loader({"a": str(local_set), "b": str(local_set)}, **kw))
+    assert any(not np.array_equal(x["x"], y["x"]) for x, y in zip(remote, full, strict=True))
 
 
-def test_a_remote_row_mixture_prefetches_in_batch_order(s3, local_set, tmp_path):
+def test_a_remote_row_mixture_prefetches_in_batch_order(s3, tmp_path):
     # two remote sources and a local one: each remote source gets its own pass over the
     # rows this epoch's batches (then the next epoch's) take from it
-    from datafuel.loaders._remote_set import MixturePass
+    from datafuel.loaders._remote_set import PREFETCH_BATCHES, MixturePass
 
+    B = 6
+    rng = np.random.default_rng(8)  # shards of 25 rows: the passes' look-ahead spans several
+    local_set = tmp_path / "fine"
+    n = 1200
+    write_shards(
+        local_set,
+        x=rng.normal(size=(n, 6)).astype(np.float32),
+        y=rng.integers(0, 10, n),
+        id=np.arange(n),
+        shard_bytes=1_000,
+    )
     s3.upload_dir(local_set, "mx/a")
     s3.upload_dir(local_set, "mx/b")
     sources = {"a": s3.url("mx/a"), "b": s3.url("mx/b"), "c": str(local_set)}
-    kw = dict(weights={"a": 0.5, "b": 0.3, "c": 0.2}, batch_size=6, num_samples=600, seed=2)
+    kw = dict(
+        weights={"a": 0.5, "b": 0.3, "c": 0.2},
+        batch_size=B,
+        num_samples=600,
+        seed=2,
+        shuffle="shards",
+        shuffle_window=1,
+    )
     small = _shard_file_bytes(local_set)
     with pytest.raises(ConfigError, match=r"remote sources \['a', 'b'\].*needs \d+ bytes") as info:
         Loader(sources, cache_dir=tmp_path / "c", cache_limit=small, **kw)
     need = int(str(info.value).split("needs ")[1].split(" bytes")[0])
     limit = need + 3 * _shard_file_bytes(local_set)  # one batch's files and a little room
-    assert limit < 24 * _shard_file_bytes(local_set)  # far from the whole set
+    assert limit < 12 * _shard_file_bytes(local_set)  # far from the whole set
     loader = Loader(sources, cache_dir=tmp_path / "c", cache_limit=limit, stall_timeout=60, **kw)
     it = iter(loader)
     assert isinstance(it._remote, MixturePass) and sorted(it._remote.passes) == [0, 1]
@@ -336,17 +361,27 @@ def test_a_remote_row_mixture_prefetches_in_batch_order(s3, local_set, tmp_path)
     # batch as its next use (Belady's rule needs nothing else)
     a, m = loader.sources["a"], loader.mixture
     j = 10
-    while not (m.samples(np.arange(6 * j, 6 * j + 6))[0] == 0).any():
+    while not (m.samples(np.arange(B * j, B * j + B))[0] == 0).any():
         j += 1
-    src, sample, _ = m.samples(np.arange(6 * j, 6 * j + 6))
+    src, sample, _ = m.samples(np.arange(B * j, B * j + B))
     k = int(np.searchsorted(a.offsets, sample[src == 0][0], side="right") - 1)
     assert a.cache.next_use(a.shards[k]["files"]["x"]["bin"]["sha256"]) <= j
-    # the loop asks for nothing more: the passes keep fetching what the next batches read
-    seen = s3.proxy.count("GET", ".bin")
+    # the loop asks for nothing more: the passes fetch beyond what the workers' batches
+    # read (a and b hold the same files: one download serves both, content-addressed)
+    made = 1 + loader.prefetch + loader.num_workers  # the most batches made before a wait
+
+    def files(batches_: range) -> set[int]:
+        src, sample, _ = m.samples(np.arange(B * batches_.start, B * batches_.stop))
+        remote = sample[src < 2]
+        return set((np.searchsorted(a.offsets, remote, side="right") - 1).tolist())
+
+    workers_read = files(range(0, made))
+    ahead = files(range(0, 1 + PREFETCH_BATCHES))  # what the passes look ahead to
+    assert len(ahead) > len(workers_read)
     deadline = time.monotonic() + 20
-    while s3.proxy.count("GET", ".bin") <= seen and time.monotonic() < deadline:
+    while s3.proxy.count("GET", ".bin") <= len(workers_read) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert s3.proxy.count("GET", ".bin") > seen
+    assert s3.proxy.count("GET", ".bin") > len(workers_read)
     s3.proxy.latency = 0.0
     rest = [{k: v.numpy().copy() for k, v in b.items()} for b in it]
     got = [{k: v.numpy().copy() for k, v in first.items()}, *rest]
@@ -355,6 +390,45 @@ def test_a_remote_row_mixture_prefetches_in_batch_order(s3, local_set, tmp_path)
     # the cache never held more than its limit
     held = sum(f.stat().st_size for f in (tmp_path / "c" / "objects").iterdir())
     assert held <= limit
+
+
+def test_a_remote_mixture_defaults_to_shard_blocks_sized_by_its_limit(s3, local_set, tmp_path):
+    # a full permutation reads about one shard per sample of every batch; a mixture with a
+    # remote source serves each source in blocks of shards, as many as the limit holds
+    # (half of it, split between the remote sources sharing the cache)
+    for k in "abc":
+        s3.upload_dir(local_set, f"blk/{k}")
+    sources = {k: s3.url(f"blk/{k}") for k in "abc"}
+    kw = dict(weights={"a": 0.5, "b": 0.3, "c": 0.2}, batch_size=6, num_samples=900, seed=5)
+    biggest = int(RemoteShardSet(sources["a"], cache_dir=tmp_path / "c").shard_bytes(None).max())
+    limit = 12 * biggest
+    loader = Loader(sources, cache_dir=tmp_path / "c", cache_limit=limit, **kw)
+    w = limit // biggest // (2 * 3)
+    assert loader.mixture is not None and loader.mixture.windows == {k: w for k in "abc"}
+    remote = batches(loader)
+    local_sources = {k: str(local_set) for k in "abc"}
+    local = Loader(local_sources, shuffle="shards", shuffle_window=w, **kw)
+    same(remote, batches(local))
+    offsets = ShardSet(local_set).offsets
+    for b in remote:
+        for s in range(3):
+            ids = b["id"][b["source"] == s]
+            assert len(set((np.searchsorted(offsets, ids, side="right") - 1).tolist())) <= 2 * w
+    held = sum(f.stat().st_size for f in (tmp_path / "c" / "objects").iterdir())
+    assert held <= limit
+
+    # against the full permutation of the same sources: a source's runs of 30 samples
+    # read at most 2 w shards, against nearly one shard per sample
+    def shards_per_run(got: list[dict[str, np.ndarray]]) -> float:
+        ids, src = (np.concatenate([b[k] for b in got]) for k in ("id", "source"))
+        per = []
+        for s in range(3):
+            shard = np.searchsorted(offsets, ids[src == s], side="right") - 1
+            per += [len(set(shard[i : i + 30].tolist())) for i in range(0, shard.size - 30, 30)]
+        return float(np.mean(per))
+
+    full = batches(Loader(local_sources, **kw))
+    assert shards_per_run(remote) <= 2 * w < 3 * 2 * w < shards_per_run(full)
 
 
 @pytest.mark.parametrize("documents", [False, True])
@@ -369,7 +443,15 @@ def test_a_remote_token_mixture_streams_its_shards(s3, tmp_path, documents):
     write_shards(d, tokens=docs, shard_bytes=1000)
     field = sum(f.stat().st_size for f in d.glob("*tokens*"))
     s3.upload_dir(d, "mx/tok")
-    kw = dict(batch_size=8, seq_len=16, weights={"t": 2, "u": 1}, documents=documents, seed=3)
+    kw = dict(
+        batch_size=8,
+        seq_len=16,
+        weights={"t": 2, "u": 1},
+        documents=documents,
+        seed=3,
+        shuffle="shards",
+        shuffle_window=3,
+    )
     sources = {"t": s3.url("mx/tok"), "u": str(d)}
     with pytest.raises(ConfigError, match=r"remote sources \['t'\].*needs \d+ bytes") as info:
         Loader(sources, cache_dir=tmp_path / "c", cache_limit=2500, **kw)
