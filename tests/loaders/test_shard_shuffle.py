@@ -358,5 +358,5 @@ def test_local_token_windows_default_order_unchanged(tmp_path):
     grid = loader.windows.starts(5, 0, True)
     order = epoch_order(len(loader.windows), 5, 0, True)
     np.testing.assert_array_equal(got, np.stack([flat[g : g + 33] for g in grid[order]]))
-    with pytest.raises(ConfigError, match="packed windows and mixtures"):
+    with pytest.raises(ConfigError, match="packed windows have their own order"):
         Loader(d, 8, seq_len=32, documents="pack", shuffle="shards")
