@@ -347,9 +347,14 @@ def fuzz_spanring(r: random.Random) -> None:
 
 
 def fuzz_waiter(r: random.Random, ring: Any, key: list[int]) -> None:
-    # the loop's waiter: the pass key bound, first + job wrapping past 2**64
+    # the loop's waiter: the pass key bound, first + job wrapping past 2**64; with a tally
+    # (the meter's store) the row and the batch's wait and wall in one call
+    tally = _spanring.Tally() if r.random() < 0.5 else None
     try:
-        w = ring.waiter(*key[:3])
+        if tally is None:
+            w = ring.waiter(*key[:3])
+        else:
+            w = ring.waiter(*key[:3], r.choice((tally, tally, None, 3)), r.choice((0, -1, 2**64)))
     except (OverflowError, TypeError, ValueError):
         return
 
@@ -357,8 +362,35 @@ def fuzz_waiter(r: random.Random, ring: Any, key: list[int]) -> None:
         w(*vals)
 
     for _ in range(r.randrange(1, 5)):
-        vals = [r.choice((0, 3, 2**64 - 1, -1, 2**64)) for _ in range(r.choice((3, 3, 2)))]
+        n = r.choice((3, 3, 2, 5, 5, 6))
+        vals = [r.choice((0, 3, 2**64 - 1, -1, 2**64, 2**63)) for _ in range(n)]
         call(waiter, *vals)
+    if tally is not None:
+        fuzz_tally(r, tally)
+
+
+def fuzz_tally(r: random.Random, tally: Any) -> None:
+    # the meter's store: growth past its first block, hostile values, reset, recorders
+    def add(*vals: Any) -> None:
+        tally.add(*vals)
+
+    for _ in range(r.choice((1, 5, 1100))):
+        vals = [
+            r.choice((0.0, -1.0, float("nan"), 1e308, 0, 2**63, -(2**63) - 1, "x"))
+            for _ in range(4)
+        ]
+        call(add, *vals[: r.choice((4, 4, 3))])
+    rec = tally.recorder(r.choice((0, 2**64 - 1)))
+
+    def recorder(*vals: int) -> None:
+        rec(*vals)
+
+    for _ in range(r.randrange(1, 5)):
+        call(recorder, *[r.choice((0, 7, 2**64 - 1, 2**63, -1)) for _ in range(r.choice((5, 3)))])
+    call(tally.snapshot)
+    if r.random() < 0.3:
+        tally.reset()
+    call(tally.snapshot)
 
 
 def fuzz_documents(r: random.Random) -> None:

@@ -1824,16 +1824,19 @@ class _LoaderIter:
         self._meter = loader._meter
         self._spans = loader._spans
         self._pass = next(loader._pass_ids)
-        #: the loop's wait record, the pass's key bound once: w(j, t0, t1)
+        self._last = time.perf_counter_ns()
+        #: the loop's record of a batch in one C call, the spans' wait row and the meter
+        #: both (w(j, t0, t1, samples, nbytes)), where the native store and rings are built
+        self._fused = self._loop_recorder()
+        #: else the spans' wait record, the pass's key bound once: w(j, t0, t1)
         self._span_wait = (
             None
-            if self._spans is None
+            if self._spans is None or self._fused is not None
             else self._spans.waiter(self._pass, self._epoch, self._first_batch)
         )
         self._ring: _Ring | None = None
         self._remote: RemotePass | MixturePass | None = None
         self._prefetcher: Prefetcher[_Batch] | None = None
-        self._last = time.perf_counter_ns()
         if not self._plan:  # restored at the epoch's end, or fewer samples than ranks
             self._handed_out_epoch()
             return
@@ -1924,20 +1927,36 @@ class _LoaderIter:
             self.close()  # the epoch is done: free the threads before the loop asks again
         return batch.tensors
 
+    def _loop_recorder(self) -> Any:
+        """The meter's native recorder, with the spans' wait ring bound in if they are on
+        (``None``: no meter, or the pure-Python meter or rings)."""
+        if self._meter is None:
+            return None
+        if self._spans is None:
+            return self._meter.recorder(self._last)
+        if self._meter.tally is None or not self._spans.native:
+            return None
+        return self._spans.waiter(
+            self._pass, self._epoch, self._first_batch, self._meter.tally, self._last
+        )
+
     def _record(self, j: int, t0: int, t1: int, batch: _Batch) -> None:
         """The loop's wait ``[t0, t1]`` (ns) for batch ``j``: into the spans and the meter."""
-        if self._span_wait is not None:
-            self._span_wait(j, t0, t1)
-        if self._meter is not None:
-            self._meter.record(
-                wait=(t1 - t0) / 1e9,
-                wall=(t1 - self._last) / 1e9,
-                samples=batch.size,
-                nbytes=batch.nbytes,
-            )
-            if batch.mix is not None:
-                self._loader._record_mix(batch.mix)
-        self._last = t1
+        if self._fused is not None:
+            self._fused(j, t0, t1, batch.size, batch.nbytes)
+        else:
+            if self._span_wait is not None:
+                self._span_wait(j, t0, t1)
+            if self._meter is not None:
+                self._meter.record(
+                    wait=(t1 - t0) / 1e9,
+                    wall=(t1 - self._last) / 1e9,
+                    samples=batch.size,
+                    nbytes=batch.nbytes,
+                )
+            self._last = t1
+        if batch.mix is not None and self._meter is not None:
+            self._loader._record_mix(batch.mix)
 
     def close(self, timeout: float | None = None) -> None:
         if self._closed:

@@ -23,8 +23,22 @@
  *   ring.waiter(pass, epoch, first) -> w, where w(job, t0, t1) puts the row
  *       (pass, job, epoch, first + job, t0, t1, ident) (a ring of width 7): the loop's
  *       wait record with the pass's key bound once, one call of three ints per batch
+ *   ring.waiter(pass, epoch, first, tally, last) -> w, where w(job, t0, t1, samples, nbytes)
+ *       puts that row and also adds the batch to `tally` (below): the loop's whole record
+ *       of a batch, spans and starvation meter, in one call
  *   ring.snapshot() -> (bytes, rows): the rows, oldest first, copied under the GIL
  *   ring.reset()
+ *
+ * A Tally is the starvation meter's store (datafuel/loaders/_stats.py): per batch the loop's
+ * wait and wall time (s, float64, in growable arrays) and running totals of samples and
+ * bytes.
+ *   tally.add(wait, wall, samples, nbytes)       one batch (StarvationMeter.record)
+ *   tally.recorder(last) -> w, w(job, t0, t1, samples, nbytes): adds wait (t1 - t0) / 1e9
+ *       and wall (t1 - last) / 1e9 (then last = t1): the meter's per-batch record from
+ *       the loop's two clock reads, without the spans
+ *   tally.snapshot() -> (wait bytes, wall bytes, samples, nbytes); tally.reset(); len(tally)
+ * Merged with the span's wait row in one Waiter call, the loop pays one C call a batch
+ * for both (before: a Python call with four keyword arguments, then the waiter's).
  *
  * Every call runs with the GIL held and none releases it, so rows are reserved and written
  * atomically with respect to other Python threads: no lock. A Marks keeps its Ring alive and
@@ -68,14 +82,24 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    Ring *ring;
+    double *wait, *wall; /* per batch, n of cap kept */
+    Py_ssize_t n, cap;
+    long long samples, bytes;
+} Tally;
+
+typedef struct {
+    PyObject_HEAD
+    Ring *ring;   /* the spans' wait ring, or NULL (a tally's recorder) */
+    Tally *tally; /* the meter's, or NULL (a ring's plain waiter) */
     uint64_t pass, epoch, first;
+    uint64_t last; /* the previous record's t1 (the pass's start at first): wall time */
     vectorcallfunc vectorcall;
 } Waiter;
 
 static PyTypeObject RingType;
 static PyTypeObject MarksType;
 static PyTypeObject WaiterType;
+static PyTypeObject TallyType;
 static PyObject *enabled_name; /* "_is_profiler_enabled", interned once */
 
 /* -- Marks: a view of one row ------------------------------------------------------------- */
@@ -304,30 +328,83 @@ static PyObject *ring_put(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* -- Waiter: ring.put with the pass's key bound ------------------------------------------- */
 
+/* one batch into a tally: its arrays grow by doubling (a failed growth keeps what is there) */
+static int tally_add(Tally *t, double wait, double wall, long long samples, long long nbytes)
+{
+    if (t->n == t->cap) {
+        Py_ssize_t cap = t->cap ? t->cap * 2 : 1024;
+        if ((size_t)cap > PY_SSIZE_T_MAX / sizeof(double)) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        double *a = PyMem_Realloc(t->wait, (size_t)cap * sizeof(double));
+        if (a == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->wait = a;
+        double *b = PyMem_Realloc(t->wall, (size_t)cap * sizeof(double));
+        if (b == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->wall = b;
+        t->cap = cap;
+    }
+    t->wait[t->n] = wait;
+    t->wall[t->n] = wall;
+    t->n++;
+    t->samples += samples;
+    t->bytes += nbytes;
+    return 0;
+}
+
 static PyObject *waiter_call(Waiter *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs != 3 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "waiter(job, t0, t1)");
+    Py_ssize_t want = self->tally != NULL ? 5 : 3;
+    if (nargs != want || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, self->tally != NULL
+                                             ? "w(job, t0, t1, samples, nbytes)"
+                                             : "waiter(job, t0, t1)");
         return NULL;
     }
     uint64_t v[3];
     if (read_u64s(args, 3, v) < 0)
         return NULL;
-    uint64_t *row = next_row(self->ring);
-    row[0] = self->pass;
-    row[1] = v[0];
-    row[2] = self->epoch;
-    row[3] = self->first + v[0];
-    row[4] = v[1];
-    row[5] = v[2];
-    row[6] = (uint64_t)PyThread_get_thread_ident();
+    long long samples = 0, nbytes = 0;
+    if (self->tally != NULL) {
+        samples = PyLong_AsLongLong(args[3]);
+        if (samples == -1 && PyErr_Occurred())
+            return NULL;
+        nbytes = PyLong_AsLongLong(args[4]);
+        if (nbytes == -1 && PyErr_Occurred())
+            return NULL;
+        double wait = (double)(int64_t)(v[2] - v[1]) / 1e9;
+        double wall = (double)(int64_t)(v[2] - self->last) / 1e9;
+        if (tally_add(self->tally, wait, wall, samples, nbytes) < 0)
+            return NULL;
+        self->last = v[2];
+    }
+    if (self->ring != NULL) {
+        if (not_ready(self->ring))
+            return NULL;
+        uint64_t *row = next_row(self->ring);
+        row[0] = self->pass;
+        row[1] = v[0];
+        row[2] = self->epoch;
+        row[3] = self->first + v[0];
+        row[4] = v[1];
+        row[5] = v[2];
+        row[6] = (uint64_t)PyThread_get_thread_ident();
+    }
     Py_RETURN_NONE;
 }
 
 static void waiter_dealloc(Waiter *self)
 {
     Py_CLEAR(self->ring);
+    Py_CLEAR(self->tally);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -336,38 +413,57 @@ static PyTypeObject WaiterType = {
     .tp_name = "datafuel.loaders._spanring.Waiter",
     .tp_basicsize = sizeof(Waiter),
     .tp_dealloc = (destructor)waiter_dealloc,
-    /* not GC-tracked: it refers only to its Ring, which never refers back */
+    /* not GC-tracked: it refers only to its Ring and Tally, which never refer back */
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(Waiter, vectorcall),
     .tp_call = PyVectorcall_Call,
-    .tp_doc = "w(job, t0, t1): the loop's wait for batch `job` of a pass (from Ring.waiter).",
+    .tp_doc = "w(job, t0, t1[, samples, nbytes]): the loop's record of batch `job` of a pass "
+              "(from Ring.waiter or Tally.recorder).",
 };
+
+static Waiter *new_waiter(Ring *ring, Tally *tally, const uint64_t key[3], uint64_t last)
+{
+    Waiter *w = PyObject_New(Waiter, &WaiterType);
+    if (w == NULL)
+        return NULL;
+    Py_XINCREF(ring);
+    Py_XINCREF(tally);
+    w->ring = ring;
+    w->tally = tally;
+    w->pass = key[0];
+    w->epoch = key[1];
+    w->first = key[2];
+    w->last = last;
+    w->vectorcall = (vectorcallfunc)waiter_call;
+    return w;
+}
 
 static PyObject *ring_waiter(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (not_ready(self))
         return NULL;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "waiter(pass, epoch, first)");
+    if (nargs != 3 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "waiter(pass, epoch, first[, tally, last])");
         return NULL;
     }
     if (self->width != KEY + 3) {
         PyErr_SetString(PyExc_ValueError, "waiter() needs a ring of width 7");
         return NULL;
     }
-    uint64_t key[3];
+    uint64_t key[4] = {0, 0, 0, 0};
     if (read_u64s(args, 3, key) < 0)
         return NULL;
-    Waiter *w = PyObject_New(Waiter, &WaiterType);
-    if (w == NULL)
-        return NULL;
-    Py_INCREF(self);
-    w->ring = self;
-    w->pass = key[0];
-    w->epoch = key[1];
-    w->first = key[2];
-    w->vectorcall = (vectorcallfunc)waiter_call;
-    return (PyObject *)w;
+    Tally *tally = NULL;
+    if (nargs == 5) {
+        if (!PyObject_TypeCheck(args[3], &TallyType)) {
+            PyErr_SetString(PyExc_TypeError, "waiter()'s tally must be a Tally");
+            return NULL;
+        }
+        tally = (Tally *)args[3];
+        if (read_u64s(args + 4, 1, key + 3) < 0)
+            return NULL;
+    }
+    return (PyObject *)new_waiter(self, tally, key, key[3]);
 }
 
 static PyObject *ring_snapshot(Ring *self, PyObject *Py_UNUSED(ignored))
@@ -512,6 +608,99 @@ static PyTypeObject RingType = {
     .tp_doc = "Ring(capacity, width, flag=None, hook=None): rows of uint64 spans, overwritten oldest first.",
 };
 
+/* -- Tally: the starvation meter's per-batch store ------------------------------------------ */
+
+static PyObject *tally_add_py(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "add(wait, wall, samples, nbytes)");
+        return NULL;
+    }
+    double wait = PyFloat_AsDouble(args[0]);
+    if (wait == -1.0 && PyErr_Occurred())
+        return NULL;
+    double wall = PyFloat_AsDouble(args[1]);
+    if (wall == -1.0 && PyErr_Occurred())
+        return NULL;
+    long long samples = PyLong_AsLongLong(args[2]);
+    if (samples == -1 && PyErr_Occurred())
+        return NULL;
+    long long nbytes = PyLong_AsLongLong(args[3]);
+    if (nbytes == -1 && PyErr_Occurred())
+        return NULL;
+    if (tally_add(self, wait, wall, samples, nbytes) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tally_recorder(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "recorder(last)");
+        return NULL;
+    }
+    uint64_t key[3] = {0, 0, 0}, last;
+    if (read_u64s(args, 1, &last) < 0)
+        return NULL;
+    return (PyObject *)new_waiter(NULL, self, key, last);
+}
+
+static PyObject *tally_snapshot(Tally *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t nb = self->n * (Py_ssize_t)sizeof(double);
+    const char *wait = self->wait != NULL ? (const char *)self->wait : ""; /* NULL: None */
+    const char *wall = self->wall != NULL ? (const char *)self->wall : "";
+    return Py_BuildValue("(y#y#LL)", wait, nb, wall, nb, self->samples, self->bytes);
+}
+
+static PyObject *tally_reset(Tally *self, PyObject *Py_UNUSED(ignored))
+{
+    self->n = 0;
+    self->samples = 0;
+    self->bytes = 0;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t tally_len(Tally *self)
+{
+    return self->n;
+}
+
+static void tally_dealloc(Tally *self)
+{
+    PyMem_Free(self->wait);
+    PyMem_Free(self->wall);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef tally_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))tally_add_py, METH_FASTCALL,
+     "add(wait, wall, samples, nbytes): one batch (seconds, seconds, ints)."},
+    {"recorder", (PyCFunction)(void (*)(void))tally_recorder, METH_FASTCALL,
+     "recorder(last) -> w: w(job, t0, t1, samples, nbytes) adds wait (t1 - t0) and wall "
+     "(t1 - last) in s (ns clock), then last = t1."},
+    {"snapshot", (PyCFunction)tally_snapshot, METH_NOARGS,
+     "(wait bytes, wall bytes, samples, nbytes): native float64 per batch, and the totals."},
+    {"reset", (PyCFunction)tally_reset, METH_NOARGS, "Forget every batch."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods tally_as_sequence = {
+    .sq_length = (lenfunc)tally_len,
+};
+
+static PyTypeObject TallyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "datafuel.loaders._spanring.Tally",
+    .tp_basicsize = sizeof(Tally),
+    .tp_dealloc = (destructor)tally_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = tally_methods,
+    .tp_as_sequence = &tally_as_sequence,
+    .tp_new = PyType_GenericNew,
+    .tp_doc = "Tally(): per-batch wait and wall times and sample and byte totals (the meter's).",
+};
+
 static PyObject *mod_now(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     return PyLong_FromUnsignedLongLong(now_ns());
@@ -529,7 +718,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__spanring(void)
 {
-    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&MarksType) < 0 || PyType_Ready(&WaiterType) < 0)
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&MarksType) < 0 ||
+        PyType_Ready(&WaiterType) < 0 || PyType_Ready(&TallyType) < 0)
         return NULL;
     if (enabled_name == NULL && (enabled_name = PyUnicode_InternFromString("_is_profiler_enabled")) == NULL)
         return NULL;
@@ -538,8 +728,10 @@ PyMODINIT_FUNC PyInit__spanring(void)
         return NULL;
     Py_INCREF(&RingType);
     Py_INCREF(&MarksType);
+    Py_INCREF(&TallyType);
     if (PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0 ||
-        PyModule_AddObject(m, "Marks", (PyObject *)&MarksType) < 0) {
+        PyModule_AddObject(m, "Marks", (PyObject *)&MarksType) < 0 ||
+        PyModule_AddObject(m, "Tally", (PyObject *)&TallyType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -264,11 +264,21 @@ class SpanRecorder:
         if len(a) > 2 * _W_ROW * self.capacity:
             del a[: _W_ROW * self.capacity]
 
-    def waiter(self, pass_id: int, epoch: int, first: int) -> Callable[[int, int, int], None]:
+    def waiter(
+        self, pass_id: int, epoch: int, first: int, tally: Any = None, last: int = 0
+    ) -> Callable[..., None]:
         """``w(job, t0, t1)``: :meth:`wait` for batch ``(pass_id, job, epoch, first + job)``,
-        the pass's key bound once (the loop's one call a batch, on its critical path)."""
+        the pass's key bound once (the loop's one call a batch, on its critical path).
+
+        With ``tally`` (a ``_spanring.Tally``, the meter's native store; C rings only):
+        ``w(job, t0, t1, samples, nbytes)`` also records the batch into it, its wall time
+        from ``last`` (ns), then from the previous ``t1``: spans and meter in one call."""
         if self.native:
+            if tally is not None:
+                return self._w.waiter(pass_id, epoch, first, tally, last)
             return self._w.waiter(pass_id, epoch, first)
+        if tally is not None:
+            raise ValueError("a tally goes with the C rings only")
         wait = self._wait_list
 
         def w(job: int, t0: int, t1: int) -> None:

@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # the meter's native store (optional extension, see _spanring.c)
+    from ._spanring import Tally as _tally
+except ImportError:  # pragma: no cover - the extension did not build
+    _tally = None  # type: ignore[assignment,misc]
+
 __all__ = ["StarvationMeter", "StarvationReport"]
 
 _SPAN_KEYS = ("stages", "bottleneck", "advice", "cores", "busy_cores", "span_batches")
@@ -107,7 +112,10 @@ class StarvationMeter:
     """Accumulates per-batch ``(wait, wall, samples, bytes)``; cheap enough to leave on.
 
     Recording is two appends to float64 arrays and two integer additions per batch
-    (16 bytes of memory a batch); percentiles are computed only by :meth:`report`.
+    (16 bytes of memory a batch); percentiles are computed only by :meth:`report`. With
+    the C rings built (``_spanring.Tally``) the store is native and the Loader records a
+    batch with one C call (:meth:`recorder`, merged with the spans' wait row); else two
+    ``array("d")``.
 
     Examples
     --------
@@ -118,26 +126,68 @@ class StarvationMeter:
     (0.4, 640)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, native: bool = True) -> None:
+        #: the native store, or None (the arrays)
+        self.tally: Any = _tally() if native and _tally is not None else None
         self.reset()
 
     def reset(self) -> None:
+        if self.tally is not None:
+            self.tally.reset()
+            return
         # compact float64 arrays: 16 bytes a batch, no Python float objects kept
-        self._wait: array[float] = array("d")
-        self._wall: array[float] = array("d")
-        self._samples = 0
-        self._bytes = 0
+        self._wait_a: array[float] = array("d")
+        self._wall_a: array[float] = array("d")
+        self._samples_n = 0
+        self._bytes_n = 0
 
     def record(self, *, wait: float, wall: float, samples: int, nbytes: int) -> None:
-        self._wait.append(wait)
-        self._wall.append(wall)
-        self._samples += samples
-        self._bytes += nbytes
+        if self.tally is not None:
+            self.tally.add(wait, wall, samples, nbytes)
+            return
+        self._wait_a.append(wait)
+        self._wall_a.append(wall)
+        self._samples_n += samples
+        self._bytes_n += nbytes
+
+    def recorder(self, last_ns: int) -> Any:
+        """``w(job, t0, t1, samples, nbytes)``, one C call recording a batch the loop waited
+        for in ``[t0, t1]`` (``perf_counter_ns``), its wall time from ``last_ns`` (then from
+        the previous ``t1``); ``None`` without the native store."""
+        return None if self.tally is None else self.tally.recorder(last_ns)
+
+    def _arrays(self) -> tuple[array[float], array[float], int, int]:
+        if self.tally is None:
+            return self._wait_a, self._wall_a, self._samples_n, self._bytes_n
+        wait, wall, samples, nbytes = self.tally.snapshot()
+        a, b = array("d"), array("d")
+        a.frombytes(wait)
+        b.frombytes(wall)
+        return a, b, samples, nbytes
+
+    @property
+    def _wait(self) -> array[float]:
+        """Each batch's wait (s), oldest first (a copy from the native store)."""
+        return self._arrays()[0]
+
+    @property
+    def _wall(self) -> array[float]:
+        """Each batch's wall time (s)."""
+        return self._arrays()[1]
+
+    @property
+    def _samples(self) -> int:
+        return self._arrays()[2]
+
+    @property
+    def _bytes(self) -> int:
+        return self._arrays()[3]
 
     def report(self) -> StarvationReport:
-        n = len(self._wait)
-        wait = np.array(self._wait, dtype=np.float64)
-        wall_s = float(np.array(self._wall, dtype=np.float64).sum()) if n else 0.0
+        waits, walls, samples, nbytes = self._arrays()
+        n = len(waits)
+        wait = np.array(waits, dtype=np.float64)
+        wall_s = float(np.array(walls, dtype=np.float64).sum()) if n else 0.0
         wait_s = float(wait.sum()) if n else 0.0
         p50, p95, pmax = (
             (float(np.percentile(wait, 50)), float(np.percentile(wait, 95)), float(wait.max()))
@@ -147,14 +197,14 @@ class StarvationMeter:
         per_s = (lambda x: x / wall_s) if wall_s > 0 else (lambda x: 0.0)
         return StarvationReport(
             batches=n,
-            samples=self._samples,
-            bytes=self._bytes,
+            samples=samples,
+            bytes=nbytes,
             wall_s=wall_s,
             wait_s=wait_s,
             starvation=min(1.0, wait_s / wall_s) if wall_s > 0 else 0.0,
             wait_p50_ms=1e3 * p50,
             wait_p95_ms=1e3 * p95,
             wait_max_ms=1e3 * pmax,
-            samples_per_s=float(per_s(self._samples)),
-            bytes_per_s=float(per_s(self._bytes)),
+            samples_per_s=float(per_s(samples)),
+            bytes_per_s=float(per_s(nbytes)),
         )

@@ -222,3 +222,99 @@ def test_rows_padded_to_cache_lines_read_back_whole(width: int) -> None:
     assert [row[:-1] for row in rows(r, width)] == [
         list(range(j * 100, j * 100 + width - 1)) for j in range(8, 13)
     ]
+
+
+# -- the meter's native store (Tally) and the loop's one call for spans and meter ----------
+def tally_arrays(t: object) -> tuple[list[float], list[float], int, int]:
+    wait, wall, samples, nbytes = t.snapshot()  # type: ignore[attr-defined]
+    a, b = array("d"), array("d")
+    a.frombytes(wait)
+    b.frombytes(wall)
+    return a.tolist(), b.tolist(), samples, nbytes
+
+
+def test_tally_adds_batches_and_grows() -> None:
+    t = _spanring.Tally()
+    assert len(t) == 0 and tally_arrays(t) == ([], [], 0, 0)
+    for i in range(3000):  # past the first growth (1024) twice
+        t.add(i / 1e3, 2 * i / 1e3, 4, 100 + i)
+    wait, wall, samples, nbytes = tally_arrays(t)
+    assert len(t) == 3000 and wait == [i / 1e3 for i in range(3000)]
+    assert wall == [2 * i / 1e3 for i in range(3000)]
+    assert samples == 12_000 and nbytes == sum(100 + i for i in range(3000))
+    t.reset()
+    assert len(t) == 0 and tally_arrays(t) == ([], [], 0, 0)
+    for bad in ((1.0, 2.0, 3), ("a", 1.0, 1, 1), (1.0, 1.0, 1.5, 1), (1.0, 1.0, 1, 2**64)):
+        with pytest.raises((TypeError, OverflowError)):
+            t.add(*bad)
+    assert len(t) == 0  # the failed calls added nothing
+
+
+def test_recorder_adds_wait_and_wall_from_the_loop_clock() -> None:
+    t = _spanring.Tally()
+    w = t.recorder(1_000)
+    w(0, 3_000, 5_000, 8, 64)  # waited 2 us; 4 us since the pass began
+    w(1, 6_000, 6_500, 8, 64)  # waited 0.5 us; 1.5 us since the last batch
+    wait, wall, samples, nbytes = tally_arrays(t)
+    assert wait == [2e-6, 0.5e-6] and wall == [4e-6, 1.5e-6]
+    assert (samples, nbytes) == (16, 128)
+    with pytest.raises(TypeError, match="samples, nbytes"):
+        w(2, 1, 2)
+    with pytest.raises(OverflowError):
+        w(-1, 1, 2, 3, 4)
+    with pytest.raises(TypeError):
+        t.recorder()
+    assert len(t) == 2
+
+
+def test_a_waiter_with_a_tally_writes_the_row_and_the_meter_in_one_call() -> None:
+    r, t = Ring(4, 7), _spanring.Tally()
+    w = r.waiter(4, 2, 100, t, 500)
+    for j in range(3):
+        w(j, 1000 * (j + 1), 1000 * (j + 1) + 10, 5, 7)
+    ident = threading.get_ident()
+    assert rows(r, 7) == [
+        [4, j, 2, 100 + j, 1000 * (j + 1), 1000 * (j + 1) + 10, ident] for j in range(3)
+    ]
+    wait, wall, samples, nbytes = tally_arrays(t)
+    assert wait == [10e-9] * 3 and wall == [510e-9, 1000e-9, 1000e-9]
+    assert (samples, nbytes) == (15, 21)
+    with pytest.raises(TypeError, match="tally"):
+        r.waiter(1, 2, 3, object(), 0)
+    with pytest.raises(TypeError):
+        r.waiter(1, 2, 3, t)
+    with pytest.raises(TypeError, match="samples, nbytes"):
+        w(3, 1, 2)
+    assert r.count == 3 and len(t) == 3
+
+
+def test_the_loader_records_meter_and_spans_as_before(tmp_path) -> None:
+    """A Loader with the native store and rings (one call a batch) reports what the
+    Python meter and rings report from the same clock reads."""
+    import numpy as np
+
+    from datafuel.loaders import Loader, write_shards
+    from datafuel.loaders._stats import StarvationMeter
+
+    write_shards(tmp_path / "s", x=np.arange(400, dtype=np.int64), shard_bytes=400)
+    fused = Loader(tmp_path / "s", 16, num_workers=1)
+    it = iter(fused)
+    assert it._fused is not None and it._span_wait is None
+    n = sum(1 for _ in it)
+    waits = fused._spans.snapshot()[1]
+    assert len(waits) == n == 25 and len(fused._meter.tally) == n
+    rep = fused._meter.report()
+    assert rep.batches == n and rep.samples == 400 and rep.bytes == 400 * 8
+    # each batch's meter wait is its span's (t1 - t0), its wall the time since the last
+    wait_s = [(w[2] - w[1]) / 1e9 for w in waits]  # (key, t0, t1, ident)
+    np.testing.assert_allclose(fused._meter._wait, wait_s, rtol=0, atol=1e-12)
+    assert all(w >= x for w, x in zip(fused._meter._wall, fused._meter._wait, strict=True))
+    # the pure-Python meter, the same loader otherwise: the same counts
+    plain = Loader(tmp_path / "s", 16, num_workers=1)
+    plain._meter = StarvationMeter(native=False)
+    it = iter(plain)
+    assert it._fused is None and it._span_wait is not None
+    assert sum(1 for _ in it) == n
+    other = plain._meter.report()
+    assert (other.batches, other.samples, other.bytes) == (n, 400, 3200)
+    assert len(plain._spans.snapshot()[1]) == n
