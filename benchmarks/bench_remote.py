@@ -31,7 +31,14 @@ one run, with the same cache limit (a third of the set, unless ``--limit-frac``)
     run into the next shard), plus bytes fetched per epoch over the token field's bytes,
     and the windows checked against the same loader over the local copy.
 
-``--cases rows`` or ``--cases windows`` runs one of the two (peers go with ``rows``).
+(e) **a mixture** of three remote row sets (distinct rows, 256 KB shards, weights 0.5 /
+    0.3 / 0.2, one cache of a third of their bytes): ``Loader({...}, weights=…,
+    cache_limit=…)``, whose sources are served in shard blocks; (a) and (b) again (Belady
+    and LRU over each batch's files from every source), bytes fetched per epoch over the
+    sources' bytes, and what one batch of the full permutation (the mixture order without
+    shard blocks) would read at once, against the limit.
+
+``--cases rows``, ``windows`` or ``mixture`` runs some of them (peers go with ``rows``).
 Figures are medians over ``--rounds`` rounds (a fresh cache each); ratios are against the
 peer measured in the same round.
 """
@@ -296,6 +303,130 @@ def run_windows(
     return out
 
 
+def mixture_batch_files(
+    loader: Loader, epochs: int, order: Any = None
+) -> tuple[list[list[str]], dict[str, int]]:
+    """A row mixture: the files each batch of ``epochs`` passes reads from its sources (in
+    the loader's mixture order, or ``order``, another :class:`Mixture` over the same
+    sources), and their sizes."""
+    assert loader.sources is not None and loader.mixture is not None
+    m = loader.mixture if order is None else order
+    sets = list(loader.sources.values())
+    sizes: dict[str, int] = {}
+    per_source: list[list[list[str]]] = []
+    for sh in sets:
+        rows = []
+        for shard in sh.shards:
+            names = []
+            for f in loader.fields:
+                for e in shard["files"][f].values():
+                    sizes[e["sha256"]] = e["bytes"]
+                    names.append(e["sha256"])
+            rows.append(names)
+        per_source.append(rows)
+    seq: list[list[str]] = []
+    sampler = loader.sampler
+    for epoch in range(epochs):
+        base = epoch * sampler.num_samples
+        for off, b in sampler.plan(0):
+            src, sample, _ = m.samples(np.arange(base + off, base + off + b))
+            names: set[str] = set()
+            for s in np.unique(src).tolist():
+                ks = np.searchsorted(sets[s].offsets, sample[src == s], side="right") - 1
+                for k in np.unique(ks).tolist():
+                    names.update(per_source[s][k])
+            seq.append(sorted(names))
+    return seq, sizes
+
+
+def run_mixture(
+    urls: dict[str, str], server: Server, limit: int, batch: int, epochs: int
+) -> dict[str, Any]:
+    """(e): a mixture of remote row sets through one cache of ``limit`` bytes."""
+    from datafuel.loaders._mixture import Mixture
+
+    cache = tempfile.mkdtemp(prefix="df-remote-mix-cache-", dir=_WORK[0])
+    server.proxy.reset_counts()
+    before = server.proxy.bytes_sent
+    weights = {"a": 0.5, "b": 0.3, "c": 0.2}
+    loader = Loader(
+        urls, batch, weights=weights, seed=0, num_workers=2, cache_dir=cache, cache_limit=limit
+    )
+    assert loader.mixture is not None
+    seq, sizes = mixture_batch_files(loader, epochs)
+    # as for the rows: the run ends prefetching the next epoch's first batches
+    ahead = mixture_batch_files(loader, epochs + 1)[0][: len(seq) + PREFETCH_BATCHES]
+    full = Mixture(
+        dict(zip(loader.mixture.names, loader.mixture.sizes, strict=True)), weights, seed=0
+    )
+    full_seq, _ = mixture_batch_files(loader, 1, order=full)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(epochs):
+        for b in loader:
+            n += len(b["id"])
+            time.sleep(STEP_S)
+    wall = time.perf_counter() - t0
+    stats = loader.stats()
+    fetched = server.proxy.bytes_sent - before
+    out = {
+        "samples": n,
+        "samples_per_s": n / wall,
+        "starvation": stats.starvation,
+        "bytes_fetched": fetched,
+        "sources_bytes": sum(sizes.values()),
+        "belady": simulate(seq, sizes, limit, "belady"),
+        "belady_ahead": simulate(ahead, sizes, limit, "belady"),
+        "lru": simulate(seq, sizes, limit, "lru"),
+        "windows": loader.mixture.windows,
+        "batch_need_max": max(sum(sizes[f] for f in fs) for fs in seq),
+        "full_batch_need_max": max(sum(sizes[f] for f in fs) for fs in full_seq),
+        "mix": stats.mix,
+    }
+    loader.close()
+    for sh in loader.sources.values():
+        sh.close()
+    return out
+
+
+def _mixture_report(
+    ms: list[dict[str, Any]], limit: int, batch: int, epochs: int
+) -> dict[str, Any]:
+    src = ms[0]["sources_bytes"]
+    return {
+        "setup": {
+            "sources_bytes": src,
+            "cache_limit": limit,
+            "batch": batch,
+            "epochs": epochs,
+            "windows": ms[0]["windows"],
+        },
+        "samples_per_s": _med(ms, "samples_per_s"),
+        "starvation": _med(ms, "starvation"),
+        "sources_per_epoch": statistics.median(r["bytes_fetched"] / (src * epochs) for r in ms),
+        "fetched_over_belady": statistics.median(r["bytes_fetched"] / r["belady"] for r in ms),
+        "fetched_over_belady_ahead": statistics.median(
+            r["bytes_fetched"] / r["belady_ahead"] for r in ms
+        ),
+        "lru_over_belady": statistics.median(r["lru"] / r["belady"] for r in ms),
+        "batch_need_max": ms[0]["batch_need_max"],
+        "full_batch_need_max": ms[0]["full_batch_need_max"],
+        "mix": ms[0]["mix"],
+    }
+
+
+def _mixture_sets(directory: Path, rows: int, dim: int, rng: np.random.Generator) -> int:
+    """Three distinct row sets ``a``, ``b``, ``c`` (no file shared), 256 KB shards; their bytes."""
+    for k, name in enumerate("abc"):
+        write_shards(
+            directory / name,
+            shard_bytes=256 << 10,
+            x=rng.normal(size=(rows, dim)).astype(np.float32),
+            id=np.arange(k * rows, (k + 1) * rows, dtype=np.int64),
+        )
+    return sum(p.stat().st_size for p in directory.rglob("*.bin"))
+
+
 def _token_set(directory: Path, tokens: int, shard_bytes: int) -> None:
     """A uint16 token field of about ``tokens`` tokens in documents of 1..2,000 tokens."""
     from datafuel.loaders import ShardWriter, ragged
@@ -313,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--limit-frac", type=float, default=1 / 3)
-    ap.add_argument("--cases", default="rows,windows", help="rows, windows or both (comma)")
+    ap.add_argument(
+        "--cases", default="rows,windows,mixture", help="rows, windows, mixture (comma)"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     cases = {c.strip() for c in args.cases.split(",") if c.strip()}
@@ -335,10 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     _token_set(work / "tok", tokens, tok_shard_bytes)
     tok_bytes = sum(p.stat().st_size for p in (work / "tok").glob("*.tokens.*"))
     tok_limit = int(tok_bytes * args.limit_frac)
+    mix_limit = int(_mixture_sets(work / "mix", rows // 2, dim, rng) * args.limit_frac)
     server = Server()
     try:
         url = server.upload(work / "df", "df")
         tok_url = server.upload(work / "tok", "tok")
+        mix_urls = {k: server.upload(work / "mix" / k, f"mix/{k}") for k in "abc"}
         peers = _peers(table, work, shard_bytes, server) if "rows" in cases else {}
         server.proxy.latency = LATENCY_S
         results: dict[str, list[dict[str, Any]]] = {}
@@ -357,15 +492,21 @@ def main(argv: list[str] | None = None) -> int:
                         tok_url, work / "tok", server, tok_limit, tok_batch, seq_len, epochs
                     )
                 )
+            if "mixture" in cases:
+                results.setdefault("mixture", []).append(
+                    run_mixture(mix_urls, server, mix_limit, batch, epochs)
+                )
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report = _report(results, rows, dim, set_bytes, limit, batch, epochs)
+    report = _report(results, rows, dim, set_bytes, limit, batch, epochs) if "rows" in cases else {}
     if "windows" in results:
         report["windows"] = _windows_report(
             results["windows"], tokens, tok_limit, tok_batch, seq_len, epochs
         )
+    if "mixture" in results:
+        report["mixture"] = _mixture_report(results["mixture"], mix_limit, batch, epochs)
     print(json.dumps(report, indent=1) if args.json else _table(report))
     return 0
 
@@ -547,6 +688,22 @@ def _table(rep: dict[str, Any]) -> str:
             f"fetched {w['bytes_fetched'] / 1e6:7.1f} MB = {w['field_per_epoch']:.3f}x the field "
             f"per epoch = {w['fetched_over_belady']:.3f}x Belady ({w['belady_bytes'] / 1e6:.1f} MB; "
             f"LRU {w['lru_over_belady']:.3f}x)  windows ok {w['windows_ok']}"
+        )
+    x = rep.get("mixture")
+    if x is not None:
+        s = x["setup"]
+        lines.append(
+            f"mixture: three remote row sets, {s['sources_bytes'] / 1e6:.1f} MB, one cache of "
+            f"{s['cache_limit'] / 1e6:.1f} MB, batch {s['batch']}, {s['epochs']} epochs, shard "
+            f"blocks {s['windows']}, {LATENCY_S * 1e3:.0f} ms latency, {STEP_S * 1e3:.0f} ms step"
+        )
+        lines.append(
+            f"mixture   {x['samples_per_s']:9.0f} samples/s  starvation {x['starvation'] * 100:5.2f}%  "
+            f"fetched {x['sources_per_epoch']:.3f}x the sources' bytes per epoch = "
+            f"{x['fetched_over_belady']:.3f}x Belady, {x['fetched_over_belady_ahead']:.3f}x with "
+            f"the next epoch's first batches (LRU {x['lru_over_belady']:.3f}x); one batch "
+            f"reads at most {x['batch_need_max'] / 1e6:.2f} MB, the full permutation's "
+            f"{x['full_batch_need_max'] / 1e6:.2f} MB (limit {s['cache_limit'] / 1e6:.2f} MB)"
         )
     return "\n".join(lines)
 
