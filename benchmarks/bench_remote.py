@@ -125,11 +125,14 @@ class Server:
 
 
 # -- the yardsticks -------------------------------------------------------------------------
-def shard_files(loader: Loader) -> tuple[list[list[str]], dict[str, int]]:
-    """The files (sha256) of each shard of the loader's fields, and every file's size."""
-    sizes: dict[str, int] = {}
+def shard_files(
+    loader: Loader, shards: Any = None, sizes: dict[str, int] | None = None
+) -> tuple[list[list[str]], dict[str, int]]:
+    """The files (sha256) of each shard of the loader's fields (of ``shards``, default its
+    set), and every file's size (added to ``sizes``)."""
+    sizes = {} if sizes is None else sizes
     per_shard: list[list[str]] = []
-    for s in loader.shards.shards:
+    for s in (loader.shards if shards is None else shards).shards:
         names = []
         for f in loader.fields:
             for e in s["files"][f].values():
@@ -313,17 +316,7 @@ def mixture_batch_files(
     m = loader.mixture if order is None else order
     sets = list(loader.sources.values())
     sizes: dict[str, int] = {}
-    per_source: list[list[list[str]]] = []
-    for sh in sets:
-        rows = []
-        for shard in sh.shards:
-            names = []
-            for f in loader.fields:
-                for e in shard["files"][f].values():
-                    sizes[e["sha256"]] = e["bytes"]
-                    names.append(e["sha256"])
-            rows.append(names)
-        per_source.append(rows)
+    per_source = [shard_files(loader, sh, sizes)[0] for sh in sets]
     seq: list[list[str]] = []
     sampler = loader.sampler
     for epoch in range(epochs):

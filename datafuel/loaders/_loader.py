@@ -549,15 +549,7 @@ class Loader:
     def _order_args(self, shuffle: Any, window: int | None) -> dict[str, Any]:
         """The sampler's ``shuffle`` (and, for the shard-aware order, its offsets and window)."""
         remote = isinstance(self.shards, RemoteShardSet)
-        if shuffle not in (True, False, "shards") or (
-            isinstance(shuffle, (int, float)) and not isinstance(shuffle, bool)
-        ):
-            raise ConfigError(
-                f"shuffle must be True, False or 'shards'. Got {shuffle!r} instead.",
-                field="shuffle",
-            )
-        if window is not None:
-            check_int("shuffle_window", window)
+        _check_shuffle(shuffle, window)
         if self.sources is not None:  # the mixture's order holds its shard blocks
             return {"shuffle": bool(shuffle)}
         rows_or_windows = not isinstance(self.windows, PackedWindows)
@@ -842,13 +834,7 @@ class Loader:
         evenly between the remote sources that share the cache (the other half is room
         to prefetch); else 16. Never more than its shards."""
         assert self.sources is not None
-        if shuffle not in (True, False, "shards") or (
-            isinstance(shuffle, (int, float)) and not isinstance(shuffle, bool)
-        ):
-            raise ConfigError(
-                f"shuffle must be True, False or 'shards'. Got {shuffle!r} instead.",
-                field="shuffle",
-            )
+        _check_shuffle(shuffle, window)
         remote = [x for x in self.sources.values() if isinstance(x, RemoteShardSet)]
         if shuffle != "shards" and not (shuffle is True and remote):
             if window is not None:
@@ -858,8 +844,6 @@ class Loader:
                     field="shuffle_window",
                 )
             return None
-        if window is not None:
-            check_int("shuffle_window", window)
         share: dict[Any, int] = {}  # remote sources with a limit, per cache
         for x in remote:
             if x.cache.limit is not None:
@@ -1642,6 +1626,19 @@ def _open_set(
             field="cache_limit",
         )
     return ShardSet(source)
+
+
+def _check_shuffle(shuffle: Any, window: int | None) -> None:
+    """``shuffle`` is True, False or ``"shards"``; ``shuffle_window`` an int >= 1 or None."""
+    if shuffle not in (True, False, "shards") or (
+        isinstance(shuffle, (int, float)) and not isinstance(shuffle, bool)
+    ):
+        raise ConfigError(
+            f"shuffle must be True, False or 'shards'. Got {shuffle!r} instead.",
+            field="shuffle",
+        )
+    if window is not None:
+        check_int("shuffle_window", window)
 
 
 def _row_offsets(offsets: np.ndarray) -> Callable[[int], np.ndarray]:
